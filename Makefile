@@ -1,0 +1,29 @@
+# Two commands matter: `make run` and `make test`. Both create .venv on first use.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+export HF_HUB_OFFLINE := 1
+
+.PHONY: run test lint bench demo-models services clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/gouache run
+
+services:
+	bash scripts/test-services.sh
+
+test: $(STAMP) services
+	$(PY) -m ruff check gouache tests benchmarks
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/queue.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

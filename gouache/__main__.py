@@ -1,0 +1,3 @@
+from gouache.cli import main
+
+raise SystemExit(main())

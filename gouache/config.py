@@ -1,0 +1,285 @@
+"""Typed configuration, read once at the edge and passed down.
+
+Sources, strongest first: keyword arguments (tests, CLI flags), ``GOUACHE_*`` environment
+variables (nested with ``__``, e.g. ``GOUACHE_LIMITS__MAX_STEPS``), secrets from
+``GOUACHE_*_FILE`` paths (``GOUACHE_DISCORD__TOKEN_FILE=/run/secrets/discord``), then an optional
+TOML file (``GOUACHE_CONFIG`` or ``--config``), then the defaults below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "Settings",
+    "ModelSpec",
+    "Limits",
+    "Batching",
+    "Admission",
+    "WorkerSettings",
+    "DiscordSettings",
+    "SlackSettings",
+    "WebSettings",
+    "Moderation",
+    "GifSettings",
+    "BUILTIN_TINY",
+    "BUILTIN_DEMO",
+]
+
+ENV_PREFIX = "GOUACHE_"
+BUILTIN_TINY = "builtin:tiny"
+BUILTIN_DEMO = "builtin:demo"
+
+
+class ModelSpec(BaseModel):
+    """One named model: a diffusers pipeline plus the optional helpers that go with it."""
+
+    path: str = Field(description="diffusers pipeline directory, hub id, or builtin:tiny")
+    family: Literal["auto", "sd", "sdxl"] = "auto"
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    revision: str | None = None
+    label: str = ""
+    default_steps: int = Field(30, ge=1)
+    default_guidance: float = Field(7.0, ge=0)
+    default_width: int = Field(512, ge=8)
+    default_height: int = Field(512, ge=8)
+    default_sampler: str = "euler-a"
+    depth_controlnet: str | None = Field(None, description="ControlNetModel directory or hub id")
+    depth_estimator: str | None = Field(
+        None, description="controlnet-aux annotator folder (midas:PATH) or transformers model id"
+    )
+    clip_model: str | None = Field(None, description="CLIPModel for diversity and CLIP score")
+    preview_decoder: str | None = Field(None, description="AutoencoderTiny for cheap GIF frames")
+    safety_checker: str | None = None
+
+
+class Limits(BaseModel):
+    """What one request may ask for."""
+
+    max_steps: int = Field(60, ge=1)
+    max_pixels: int = Field(1024 * 1024, ge=64 * 64)
+    max_side: int = Field(2048, ge=64)
+    min_side: int = Field(64, ge=8)
+    max_images: int = Field(4, ge=1)
+    max_prompt_chars: int = Field(1500, ge=1)
+    max_guidance: float = Field(30.0, gt=0)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_upload_pixels: int = Field(4096 * 4096, ge=64 * 64)
+    diversity_count: int = Field(4, ge=2)
+
+
+class Batching(BaseModel):
+    """How the worker groups compatible jobs into one pipeline call."""
+
+    max_batch_images: int = Field(8, ge=1)
+    batch_window_ms: int = Field(200, ge=0)
+
+
+class Admission(BaseModel):
+    """Per-user fairness and who may use the bot at all."""
+
+    rate_per_minute: float = Field(6.0, gt=0)
+    burst: int = Field(5, ge=1)
+    max_pending_per_user: int = Field(8, ge=1)
+    max_queue: int = Field(500, ge=1)
+    allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
+    allowed_workspaces: list[str] = Field(default_factory=list)
+    allowed_channels: list[str] = Field(default_factory=list)
+    admin_users: list[str] = Field(default_factory=list)
+
+
+class WorkerSettings(BaseModel):
+    """Leases, retries and the device the worker runs on."""
+
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    lease_seconds: float = Field(60.0, gt=0)
+    heartbeat_seconds: float = Field(10.0, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    progress_interval_seconds: float = Field(1.0, ge=0)
+
+
+class GifSettings(BaseModel):
+    """Denoising GIFs."""
+
+    max_bytes: int = Field(8 * 1024 * 1024, ge=16 * 1024)
+    every: int = Field(1, ge=1, description="keep the latents of every k-th step")
+    frame_ms: int = Field(120, ge=20)
+    hold_ms: int = Field(1500, ge=0)
+
+
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    application_id: str | None = None
+    guild_ids: list[str] = Field(default_factory=list, description="sync commands to these only")
+    api_base: str | None = Field(None, description="override for tests (a local fake)")
+
+
+class SlackSettings(BaseModel):
+    bot_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    api_base: str | None = Field(None, description="override for tests (a local fake)")
+
+
+class WebSettings(BaseModel):
+    token: SecretStr | None = Field(None, description="required when not bound to loopback")
+
+
+class Moderation(BaseModel):
+    blocked_words: list[str] = Field(default_factory=list)
+    blocked_patterns: list[str] = Field(default_factory=list)
+    flagged_action: Literal["withhold", "spoiler"] = "withhold"
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads ``GOUACHE_<NAME>_FILE`` paths as the value of ``GOUACHE_<NAME>``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for key, path in os.environ.items():
+            if not (key.startswith(ENV_PREFIX) and key.endswith("_FILE")) or key == "GOUACHE_CONFIG_FILE":
+                continue
+            name = key[len(ENV_PREFIX) : -len("_FILE")].lower()
+            if os.environ.get(ENV_PREFIX + name.upper()):
+                continue  # an explicit value wins over its file
+            value = Path(path).read_text(encoding="utf-8").strip()
+            node = found
+            *parents, leaf = name.split("__")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        return found
+
+
+class Settings(BaseSettings):
+    """Everything gouache reads from its environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="ignore",
+        toml_file=None,
+    )
+
+    data_dir: Path = Field(Path("data"), description="SQLite database, models cache, outputs")
+    database_url: str | None = Field(None, description="sqlite:///path or postgresql://...")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = False
+    default_model: str = BUILTIN_TINY
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    offline: bool = Field(True, description="load models with local_files_only")
+    limits: Limits = Field(default_factory=Limits)
+    batching: Batching = Field(default_factory=Batching)
+    admission: Admission = Field(default_factory=Admission)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    gif: GifSettings = Field(default_factory=GifSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    moderation: Moderation = Field(default_factory=Moderation)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _FileSecretsSource(settings_cls),
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+    @classmethod
+    def load(cls, config_file: str | Path | None = None, **overrides: Any) -> Settings:
+        """Build settings from every source; ``config_file`` defaults to ``$GOUACHE_CONFIG``."""
+        config_file = config_file or os.environ.get("GOUACHE_CONFIG")
+        if not config_file:
+            return cls(**overrides)
+        path = Path(config_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+
+        class _FromFile(cls):  # type: ignore[valid-type,misc]
+            model_config = SettingsConfigDict(toml_file=path)
+
+        return _FromFile(**overrides)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _plain_paths(cls, value: Any) -> Any:
+        # Allow `models = { mine = "/models/sd15" }` as shorthand for {path = ...}.
+        if isinstance(value, dict):
+            return {k: ({"path": v} if isinstance(v, str) else v) for k, v in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _builtin_models(self) -> Settings:
+        # The built-in models are always available under their own names.
+        self.models.setdefault(BUILTIN_TINY, builtin_tiny_spec())
+        self.models.setdefault(BUILTIN_DEMO, builtin_demo_spec())
+        if self.default_model not in self.models:
+            raise ValueError(
+                f"default_model {self.default_model!r} is not one of the configured models: "
+                + ", ".join(sorted(self.models))
+            )
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'gouache.db').as_posix()}"
+
+    @property
+    def is_loopback(self) -> bool:
+        return self.host in {"127.0.0.1", "localhost", "::1"} or self.host.startswith("127.")
+
+
+def builtin_tiny_spec() -> ModelSpec:
+    """Random-weight SD-shaped model built in code: exercises every path, draws noise."""
+    return ModelSpec(
+        path=BUILTIN_TINY,
+        family="sd",
+        label="builtin:tiny (random weights: noise only)",
+        default_steps=10,
+        default_guidance=5.0,
+        default_width=64,
+        default_height=64,
+        default_sampler="ddim",
+        depth_controlnet=BUILTIN_TINY,
+        clip_model=BUILTIN_TINY,
+    )
+
+
+def builtin_demo_spec() -> ModelSpec:
+    """The shipped demo model trained on gouache's procedural world (see docs)."""
+    return ModelSpec(
+        path=BUILTIN_DEMO,
+        family="sd",
+        label="builtin:demo (shapes and colours, trained offline)",
+        default_steps=20,
+        default_guidance=4.0,
+        default_width=32,
+        default_height=32,
+        default_sampler="ddim",
+        depth_controlnet=BUILTIN_DEMO,
+        clip_model=BUILTIN_DEMO,
+    )

@@ -1,0 +1,67 @@
+"""The one exception family for what users can cause.
+
+A ``UserError`` carries the short message shown to the person who sent the command; adapters
+render it as-is. Anything that is not a ``UserError`` is a bug: it is logged with context and
+the user sees a generic apology.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GouacheError",
+    "UserError",
+    "InvalidRequest",
+    "RateLimited",
+    "QueueFull",
+    "NotAllowed",
+    "NotFound",
+    "TooLarge",
+    "ResourceExhausted",
+]
+
+
+class GouacheError(Exception):
+    """Base of every error gouache raises on purpose."""
+
+
+class UserError(GouacheError):
+    """An error the user caused and can fix; ``message`` is shown to them verbatim."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(UserError):
+    """A command, option or upload that does not parse or is out of range."""
+
+
+class RateLimited(UserError):
+    """The user sent too much too fast; ``retry_after`` seconds until a token is free."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(UserError):
+    """The user's own pending cap or the global queue cap is reached."""
+
+
+class NotAllowed(UserError):
+    """The channel, workspace or prompt is not allowed here."""
+
+
+class NotFound(UserError):
+    """A job, model or artifact the user named does not exist."""
+
+
+class TooLarge(UserError):
+    """An upload or output exceeds a byte or pixel limit."""
+
+
+class ResourceExhausted(UserError):
+    """The GPU ran out of memory even for a single image."""

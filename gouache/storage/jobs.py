@@ -1,0 +1,73 @@
+"""Rows of the durable queue as frozen values: jobs, artifacts and their states."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from gouache.bot.request import Request
+
+__all__ = ["JobStatus", "Job", "Artifact", "ArtifactKind", "TERMINAL"]
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # killed its worker max_attempts times
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.DEAD})
+
+
+class ArtifactKind(StrEnum):
+    IMAGE = "image"
+    GIF = "gif"
+    DEPTH = "depth"
+    REPORT = "report"
+    INPUT = "input"  # an upload that came with the request (depth map, photo)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    request: Request
+    status: JobStatus
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    lease_until: datetime | None = None
+    worker_id: str | None = None
+    progress: float = 0.0  # 0..1
+    error: str | None = None  # the user-facing message for failed/dead/cancelled
+    cancel_requested: bool = False
+
+    @property
+    def user(self) -> str:
+        return self.request.origin.user
+
+    @property
+    def images(self) -> int:
+        return self.request.count
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class Artifact:
+    job_id: str
+    name: str  # unique per job: "image-0.png", "denoise-0.gif", "report.json"
+    kind: ArtifactKind
+    mime: str
+    data: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
