@@ -1,0 +1,96 @@
+"""Command line: `gouache run | worker | migrate | generate`. Parsing only; no logic here.
+
+Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
+configuration reference for the things people change most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from gouache import __version__
+from gouache.config import Settings
+from gouache.errors import UserError
+
+__all__ = ["main", "build_parser"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML settings file (GOUACHE_CONFIG)")
+    parser.add_argument("--data-dir", type=Path, help="state directory (GOUACHE_DATA_DIR, default ./data)")
+    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (GOUACHE_DATABASE_URL)")
+    parser.add_argument("--model", dest="default_model", help="default model name (GOUACHE_DEFAULT_MODEL)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (GOUACHE_LOG_LEVEL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gouache", description="Self-hosted image-generation bot")
+    parser.add_argument("--version", action="version", version=f"gouache {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="all-in-one service: web playground, chat adapters, worker")
+    _common(run)
+    run.add_argument("--host", help="listen address (GOUACHE_HOST, default 127.0.0.1)")
+    run.add_argument("--port", type=int, help="listen port (GOUACHE_PORT, default 8080)")
+
+    worker = sub.add_parser("worker", help="a GPU worker that claims batches from the queue")
+    _common(worker)
+    worker.add_argument("--worker-id", help="stable id for this worker (default: host-pid)")
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
+    _common(migrate)
+
+    gen = sub.add_parser("generate", help="generate images locally, without the queue")
+    _common(gen)
+    gen.add_argument("command_text", metavar="PROMPT", help='e.g. "a red fox --ar 3:2 --seed 7 --n 2"')
+    gen.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
+    gen.add_argument("--gif", action="store_true", help="also write the denoising GIF")
+    gen.add_argument("--file", type=Path, help="depth map or photo for /depth")
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = ("data_dir", "database_url", "default_model", "log_level", "host", "port")
+    overrides: dict[str, Any] = {k: v for k in keys if (v := getattr(args, k, None)) is not None}
+    return Settings.load(args.config, **overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"gouache: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "run":
+            from gouache.service import run_service
+
+            return asyncio.run(run_service(settings))
+        if args.command == "worker":
+            from gouache.worker import run_worker_process
+
+            return run_worker_process(settings, worker_id=args.worker_id)
+        if args.command == "migrate":
+            from gouache.storage import migrate_database
+
+            asyncio.run(migrate_database(settings.resolved_database_url))
+            return 0
+        from gouache.local import generate_to_dir
+
+        written = generate_to_dir(
+            settings, args.command_text, args.out, gif=args.gif, upload=args.file
+        )
+        for path in written:
+            print(path)
+        return 0
+    except UserError as exc:
+        print(f"gouache: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
