@@ -1,0 +1,82 @@
+"""What one engine call works on: a batch key shared by every item, and the items themselves.
+
+Items that share a ``BatchKey`` can run in one denoising loop; prompts, negative prompts, seeds,
+image counts and control images differ per item. When the device runs out of memory the engine
+splits the items in halves (``split_in_halves``) until single items remain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from gouache.errors import UserError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+__all__ = ["BatchKey", "BatchItem", "ItemResult", "Pipeline", "split_in_halves"]
+
+Pipeline = Literal["txt2img", "depth"]
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    """Everything that must be equal for items to share one denoising loop."""
+
+    model: str
+    pipeline: Pipeline
+    width: int
+    height: int
+    steps: int
+    sampler: str
+    guidance: float
+    diversify: bool = False
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job's share of a batch: image ``i`` of the item uses ``seed + i``.
+
+    ``control_image`` is required for the "depth" pipeline. ``frames_every=k`` keeps a decoded
+    frame every ``k`` steps (0: no frames); the last frame is the final image.
+    """
+
+    item_id: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = 0
+    count: int = 1
+    control_image: Image | None = field(default=None, compare=False)
+    frames_every: int = 0
+
+    def __post_init__(self) -> None:
+        if self.count < 1:
+            raise ValueError(f"count must be at least 1, not {self.count}")
+        if self.frames_every < 0:
+            raise ValueError(f"frames_every must be 0 or more, not {self.frames_every}")
+
+
+@dataclass
+class ItemResult:
+    """The outcome for one item: images (and frames per image), a user error, or cancelled."""
+
+    item_id: str
+    images: list[Image] = field(default_factory=list)
+    frames: list[list[Image]] = field(default_factory=list)
+    error: UserError | None = None
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled
+
+
+def split_in_halves(items: Sequence[_T]) -> tuple[list[_T], list[_T]]:
+    """Split a batch that did not fit into two halves (the first gets the extra item)."""
+    if len(items) < 2:
+        raise ValueError("a batch of fewer than two items cannot be split")
+    middle = (len(items) + 1) // 2
+    return list(items[:middle]), list(items[middle:])

@@ -1,0 +1,76 @@
+"""One table from gouache's sampler names to diffusers schedulers.
+
+The names are what users type (``--sampler dpmpp-2m-karras``); the overrides follow the usual
+mapping from A1111/k-diffusion names to diffusers configs. Every scheduler starts from the
+model's own ``scheduler_config.json`` so betas and timestep spacing stay the model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    HeunDiscreteScheduler,
+    LCMScheduler,
+    LMSDiscreteScheduler,
+    PNDMScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from gouache.errors import InvalidRequest
+
+__all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry"]
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A diffusers scheduler class plus the config keys that make it this sampler."""
+
+    scheduler: type[SchedulerMixin]
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+_TABLE: dict[str, SamplerEntry] = {
+    "ddpm": SamplerEntry(DDPMScheduler),
+    "ddim": SamplerEntry(DDIMScheduler),
+    "pndm": SamplerEntry(PNDMScheduler, {"skip_prk_steps": True}),
+    "lms": SamplerEntry(LMSDiscreteScheduler),
+    "heun": SamplerEntry(HeunDiscreteScheduler),
+    "euler": SamplerEntry(EulerDiscreteScheduler),
+    "euler-a": SamplerEntry(EulerAncestralDiscreteScheduler),
+    "dpmpp-2m": SamplerEntry(
+        DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}
+    ),
+    "dpmpp-2m-karras": SamplerEntry(
+        DPMSolverMultistepScheduler,
+        {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
+    ),
+    "unipc": SamplerEntry(UniPCMultistepScheduler),
+    "lcm": SamplerEntry(LCMScheduler),
+}
+
+SAMPLERS: tuple[str, ...] = tuple(_TABLE)
+
+
+def sampler_entry(name: str) -> SamplerEntry:
+    """The table row for ``name``; an unknown name is the user's error and lists the choices."""
+    try:
+        return _TABLE[name]
+    except KeyError:
+        raise InvalidRequest(
+            f"Unknown sampler {name!r}. Choose one of: {', '.join(SAMPLERS)}."
+        ) from None
+
+
+def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
+    """A fresh scheduler for ``name`` built on the model's scheduler config."""
+    entry = sampler_entry(name)
+    return entry.scheduler.from_config(dict(base_config), **entry.overrides)
