@@ -107,6 +107,10 @@ class WorkerSettings(BaseModel):
     poll_seconds: float = Field(1.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     progress_interval_seconds: float = Field(1.0, ge=0)
+    engine: str = Field(
+        "gouache.generation.engine:Engine",
+        description="import path of the engine class, called with the model registry",
+    )
 
 
 class GifSettings(BaseModel):
@@ -243,6 +247,14 @@ class Settings(BaseSettings):
                 + ", ".join(sorted(self.models))
             )
         return self
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log redaction filter."""
+        found = [self.discord.token, self.slack.bot_token, self.slack.signing_secret, self.web.token]
+        values = [s.get_secret_value() for s in found if s is not None]
+        if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
+            values.append(self.database_url.split("@")[0].rsplit(":", 1)[1])
+        return values
 
     @property
     def resolved_database_url(self) -> str:

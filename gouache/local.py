@@ -1,0 +1,71 @@
+"""`gouache generate`: one command straight through the engine, no queue, files on disk."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from gouache.bot.commands import build_request, parse_text
+from gouache.bot.request import Origin
+from gouache.config import Settings
+from gouache.rendering import artifacts_for, batch_key_for, item_for
+from gouache.storage.jobs import Artifact, ArtifactKind
+
+__all__ = ["generate_to_dir"]
+
+
+def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """A tqdm bar on a terminal; silence when piped."""
+    if not sys.stderr.isatty():
+        return (lambda step, steps: None), (lambda: None)
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
+
+    def on_step(step: int, steps: int) -> None:
+        bar.n = step
+        bar.refresh()
+
+    return on_step, bar.close
+
+
+def generate_to_dir(
+    settings: Settings, text: str, out: Path, *, gif: bool = False, upload: Path | None = None
+) -> list[Path]:
+    """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``."""
+    from gouache.generation.engine import Engine
+    from gouache.generation.models import ModelRegistry
+
+    if gif and "--gif" not in text:
+        text = f"{text} --gif"
+    origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
+    registry = ModelRegistry(
+        settings.models,
+        cache_dir=settings.data_dir / "models",
+        device=settings.worker.device,
+        offline=settings.offline,
+    )
+    request = build_request(parse_text(text), origin, settings, prompt_overflow=registry.prompt_overflow)
+    for note in request.notes:
+        print(f"note: {note}", file=sys.stderr)
+    inputs = []
+    if upload is not None:
+        inputs.append(Artifact("local", upload.name, ArtifactKind.INPUT, "application/octet-stream", upload.read_bytes()))
+    item = item_for("local", request, inputs, settings.limits, settings.gif)
+    on_step, close = _progress_bar(request.steps)
+    try:
+        [result] = Engine(registry).generate(batch_key_for(request), [item], on_step=on_step)
+    finally:
+        close()
+    if result.error is not None:
+        raise result.error
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for artifact in artifacts_for("local", request, result, settings.gif):
+        stem, ext = artifact.name.rsplit(".", 1)
+        path = out / f"{stem}-{request.seed}.{ext}"
+        path.write_bytes(artifact.data)
+        written.append(path)
+    return written

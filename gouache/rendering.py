@@ -1,0 +1,92 @@
+"""Requests in, files out: the translation the worker and `gouache generate` share.
+
+A ``Request`` becomes one engine ``BatchItem`` (its seed, prompts, images per request and,
+for ``/depth``, the control image decoded from its upload); an engine ``ItemResult`` becomes
+the artifacts a user receives: PNGs whose ``parameters`` chunk records how they were made,
+and the denoising GIFs when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from gouache.bot.request import Kind, Request
+from gouache.config import GifSettings, Limits
+from gouache.errors import InvalidRequest
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.storage.jobs import Artifact, ArtifactKind
+
+__all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters"]
+
+
+def batch_key_for(request: Request) -> BatchKey:
+    return BatchKey(
+        model=request.model,
+        pipeline=request.pipeline,
+        width=request.width,
+        height=request.height,
+        steps=request.steps,
+        sampler=request.sampler,
+        guidance=request.guidance,
+        diversify=request.diversify,
+    )
+
+
+def item_for(
+    item_id: str, request: Request, inputs: Sequence[Artifact], limits: Limits, gif: GifSettings
+) -> BatchItem:
+    """The engine's view of one request; decodes a /depth upload into its control image."""
+    control = None
+    if request.kind is Kind.DEPTH:
+        from gouache.generation.depth import depth_to_control_image, load_depth_map
+
+        upload = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
+        if upload is None:
+            raise InvalidRequest("/depth needs a depth map (PNG or .npy) attached to the command")
+        depth = load_depth_map(
+            upload.data, upload.name, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels
+        )
+        control = depth_to_control_image(depth, request.width, request.height)
+    return BatchItem(
+        item_id=item_id,
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        seed=request.seed,
+        count=request.count,
+        control_image=control,
+        frames_every=gif.every if request.gif else 0,
+    )
+
+
+def image_parameters(request: Request, index: int) -> str:
+    """A1111-style ``parameters`` text: the seed is the one this very image used."""
+    from gouache.generation.images import png_parameters
+
+    return png_parameters(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        steps=request.steps,
+        sampler=request.sampler,
+        guidance=request.guidance,
+        seed=request.seed + index,
+        width=request.width,
+        height=request.height,
+        model=request.model,
+    )
+
+
+def artifacts_for(job_id: str, request: Request, result: ItemResult, gif: GifSettings) -> list[Artifact]:
+    """PNG per image (with its parameters), then a GIF per image when frames were kept."""
+    from gouache.generation.gif import encode_gif
+    from gouache.generation.images import encode_png
+
+    out: list[Artifact] = []
+    for index, image in enumerate(result.images):
+        data = encode_png(image, image_parameters(request, index))
+        out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data))
+    for index, frames in enumerate(result.frames):
+        if not frames:
+            continue
+        data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
+        out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data))
+    return out

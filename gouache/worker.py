@@ -1,0 +1,237 @@
+"""`gouache worker`: claim a batch -> one engine call -> store artifacts -> complete.
+
+The GPU work runs in a thread so this process's event loop keeps heartbeating leases while a
+batch generates. A crash (SIGKILL, OOM-killer, sticky CUDA error) loses nothing: the leases
+expire and the sweeper re-queues the jobs, up to ``max_attempts`` times. A sticky CUDA error
+makes the worker exit with ``EXIT_DEVICE_LOST`` so its supervisor starts a fresh process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gouache.bot import messages
+from gouache.config import Settings
+from gouache.errors import UserError
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.rendering import artifacts_for, batch_key_for, item_for
+from gouache.storage.base import Storage
+from gouache.storage.jobs import ArtifactKind, Job
+
+__all__ = ["Worker", "EngineLike", "run_worker_process", "EXIT_DEVICE_LOST", "load_engine"]
+
+log = logging.getLogger(__name__)
+EXIT_DEVICE_LOST = 3
+
+
+class EngineLike(Protocol):
+    def generate(
+        self,
+        key: BatchKey,
+        items: Sequence[BatchItem],
+        on_step: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[str], bool] | None = None,
+    ) -> list[ItemResult]: ...
+
+
+class DeviceLost(Exception):
+    """The engine hit a sticky device error: this process must exit and be restarted."""
+
+
+@dataclass
+class _Running:
+    """Shared between the event loop and the engine thread for one batch."""
+
+    job_ids: list[str]
+    cancelled: set[str] = field(default_factory=set)
+    step: int = 0
+    steps: int = 1
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_step(self, step: int, steps: int) -> None:
+        with self.lock:
+            self.step, self.steps = step, max(steps, 1)
+
+    def should_stop(self, item_id: str) -> bool:
+        with self.lock:
+            return item_id in self.cancelled
+
+
+class Worker:
+    """Loops claim -> generate -> complete until ``stop`` is set."""
+
+    def __init__(self, storage: Storage, engine: EngineLike, settings: Settings, worker_id: str) -> None:
+        self.storage = storage
+        self.engine = engine
+        self.settings = settings
+        self.worker_id = worker_id
+        self.batches = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg, batching = self.settings.worker, self.settings.batching
+        sweeper = asyncio.create_task(self._sweep(stop))
+        try:
+            while not stop.is_set():
+                await self.storage.worker_seen(self.worker_id)
+                jobs = await self.storage.claim_batch(
+                    self.worker_id,
+                    batching.max_batch_images,
+                    cfg.lease_seconds,
+                    batching.batch_window_ms / 1000,
+                )
+                if jobs:
+                    await self.process(jobs)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), cfg.poll_seconds)
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        interval = max(0.2, min(self.settings.worker.lease_seconds / 4, 5.0))
+        while not stop.is_set():
+            try:
+                for job in await self.storage.requeue_expired(self.settings.worker.max_attempts):
+                    log.warning("lease expired for job %s: now %s", job.id, job.status.value)
+            except Exception:
+                log.exception("sweeper failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def process(self, jobs: Sequence[Job]) -> None:
+        """One pipeline call for the whole batch; each job ends on its own terms."""
+        items: list[BatchItem] = []
+        ready: list[Job] = []
+        for job in jobs:
+            try:
+                inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
+                inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
+                items.append(item_for(job.id, job.request, inputs, self.settings.limits, self.settings.gif))
+                ready.append(job)
+            except UserError as exc:
+                await self.storage.fail(job.id, self.worker_id, exc.message)
+        if not ready:
+            return
+        running = _Running([job.id for job in ready])
+        keeper = asyncio.create_task(self._keep_alive(running))
+        started = time.monotonic()
+        try:
+            results = await asyncio.to_thread(
+                self.engine.generate,
+                batch_key_for(ready[0].request),
+                items,
+                running.on_step,
+                running.should_stop,
+            )
+        except Exception as exc:
+            if _is_device_lost(exc):
+                raise DeviceLost(str(exc)) from exc
+            log.exception("engine failed on batch %s", running.job_ids)
+            for job in ready:
+                await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
+            return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        self.batches += 1
+        log.info(
+            "batch of %d jobs (%d images) in %.2fs",
+            len(ready), sum(j.images for j in ready), time.monotonic() - started,
+        )
+        by_id = {r.item_id: r for r in results}
+        for job in ready:
+            await self._finish(job, by_id[job.id])
+
+    async def _finish(self, job: Job, result: ItemResult) -> None:
+        if result.cancelled:
+            await self.storage.finish_cancelled(job.id, self.worker_id)
+        elif result.error is not None:
+            await self.storage.fail(job.id, self.worker_id, result.error.message)
+        else:
+            artifacts = await asyncio.to_thread(artifacts_for, job.id, job.request, result, self.settings.gif)
+            await self.storage.complete(job.id, self.worker_id, artifacts)
+
+    async def _keep_alive(self, running: _Running) -> None:
+        """Heartbeat leases, pick up cancellations, write progress at most once per interval."""
+        cfg = self.settings.worker
+        tick = max(0.05, min(cfg.heartbeat_seconds, cfg.progress_interval_seconds or cfg.heartbeat_seconds))
+        last_beat = last_progress = 0.0
+        written = -1.0
+        while True:
+            now = time.monotonic()
+            if now - last_beat >= cfg.heartbeat_seconds:
+                cancelled = await self.storage.heartbeat(self.worker_id, running.job_ids, cfg.lease_seconds)
+                with running.lock:
+                    running.cancelled |= set(cancelled)
+                last_beat = now
+            with running.lock:
+                progress = running.step / running.steps
+            if progress != written and now - last_progress >= cfg.progress_interval_seconds:
+                for job_id in running.job_ids:
+                    await self.storage.set_progress(job_id, progress)
+                written, last_progress = progress, now
+            await asyncio.sleep(tick)
+
+
+def _is_device_lost(exc: BaseException) -> bool:
+    from gouache.generation.engine import FatalDeviceError
+
+    return isinstance(exc, FatalDeviceError)
+
+
+def load_engine(settings: Settings) -> EngineLike:
+    """Build the engine named by ``settings.worker.engine`` (tests point it at fakes)."""
+    from gouache.generation.models import ModelRegistry
+
+    module_name, _, attr = settings.worker.engine.partition(":")
+    factory: Any = getattr(importlib.import_module(module_name), attr)
+    registry = ModelRegistry(
+        settings.models,
+        cache_dir=settings.data_dir / "models",
+        device=settings.worker.device,
+        offline=settings.offline,
+    )
+    return factory(registry)
+
+
+async def _serve(settings: Settings, worker_id: str) -> int:
+    from gouache.storage import open_storage
+
+    engine = await asyncio.to_thread(load_engine, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_storage(settings.resolved_database_url) as storage:
+        worker = Worker(storage, engine, settings, worker_id)
+        log.info("worker %s ready (models load on first use)", worker_id)
+        try:
+            await worker.run(stop)
+        except DeviceLost as exc:
+            log.critical("sticky device error, exiting for a restart: %s", exc)
+            return EXIT_DEVICE_LOST
+    log.info("worker %s stopped after %d batches", worker_id, worker.batches)
+    return 0
+
+
+def run_worker_process(settings: Settings, worker_id: str | None = None) -> int:
+    """Entry point of `gouache worker`: a process of its own, never the bot's event loop."""
+    from gouache.observability import setup_logging
+
+    setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    return asyncio.run(_serve(settings, worker_id))
