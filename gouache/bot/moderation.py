@@ -1,0 +1,111 @@
+"""Prompt blocklist at admission, and a seam for an image safety classifier at delivery.
+
+The blocklist runs before a job is queued so a refused prompt costs no GPU time; the
+classifier (optional, none ships) runs on finished images, and what happens to flagged ones is
+configuration (``moderation.flagged_action``: withhold them or send them as spoilers).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gouache.bot.request import Request
+from gouache.config import Moderation as ModerationSettings
+from gouache.errors import NotAllowed
+from gouache.storage.jobs import Artifact, ArtifactKind
+
+__all__ = [
+    "PromptFilter",
+    "ImageClassifier",
+    "Screened",
+    "screen",
+    "ModeratedAdmission",
+    "BLOCKED_MESSAGE",
+]
+
+BLOCKED_MESSAGE = "That prompt is not allowed here: it matches this server's blocklist."
+
+
+class PromptFilter:
+    """Blocked words (whole words, any case) and regular expressions, compiled once."""
+
+    def __init__(self, settings: ModerationSettings) -> None:
+        words = [w.strip() for w in settings.blocked_words if w.strip()]
+        self._words = (
+            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, words)) + r")(?!\w)", re.I)
+            if words
+            else None
+        )
+        try:
+            self._patterns = [re.compile(p, re.I) for p in settings.blocked_patterns]
+        except re.error as exc:  # a config mistake: fail at startup, not per request
+            raise ValueError(f"moderation.blocked_patterns: {exc}") from exc
+
+    @property
+    def enabled(self) -> bool:
+        return self._words is not None or bool(self._patterns)
+
+    def is_blocked(self, text: str) -> bool:
+        if self._words is not None and self._words.search(text):
+            return True
+        return any(p.search(text) for p in self._patterns)
+
+    def check(self, request: Request) -> None:
+        """Raise ``NotAllowed`` for a blocked prompt.
+
+        Only the prompt is checked: negative prompts routinely name what people want to avoid.
+        """
+        if self.is_blocked(request.prompt):
+            raise NotAllowed(BLOCKED_MESSAGE)
+
+
+class ImageClassifier(Protocol):
+    """An optional safety classifier; True means the image should not be shown as-is."""
+
+    async def flagged(self, artifact: Artifact) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Screened:
+    artifacts: tuple[Artifact, ...]
+    spoiler: bool = False
+    withheld: int = 0
+
+
+async def screen(
+    artifacts: Sequence[Artifact], classifier: ImageClassifier | None, action: str
+) -> Screened:
+    """Apply the classifier to images and GIFs; reports and depth maps pass untouched."""
+    if classifier is None:
+        return Screened(tuple(artifacts))
+    kept: list[Artifact] = []
+    flagged = 0
+    for artifact in artifacts:
+        visual = artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.GIF)
+        if visual and await classifier.flagged(artifact):
+            flagged += 1
+            if action == "withhold":
+                continue
+        kept.append(artifact)
+    if action == "withhold":
+        return Screened(tuple(kept), withheld=flagged)
+    return Screened(tuple(kept), spoiler=flagged > 0)
+
+
+class _Admits(Protocol):
+    async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any: ...
+
+
+class ModeratedAdmission:
+    """Admission with the blocklist in front, so every adapter gets the same refusal."""
+
+    def __init__(self, prompts: PromptFilter, admission: _Admits) -> None:
+        self._prompts = prompts
+        self._admission = admission
+
+    async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any:
+        self._prompts.check(request)
+        return await self._admission.admit(request, *args, **kwargs)
