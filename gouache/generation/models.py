@@ -1,0 +1,248 @@
+"""ModelRegistry: load each configured model once and hand out its components.
+
+The engine runs its own denoising loop, so it needs the parts rather than a pipeline object:
+tokenizers, text encoders, UNet, VAE, the scheduler config, and the optional depth ControlNet and
+preview decoder. Everything goes through ``from_pretrained`` (``local_files_only`` when offline),
+including ``builtin:tiny``, which is built once into the cache and loaded back like any model.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
+from gouache.errors import NotFound
+
+__all__ = ["Family", "LoadedModel", "ModelRegistry", "demo_root"]
+
+Family = Literal["sd", "sdxl"]
+_TEXT_PARTS = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2")
+_LIBRARIES = frozenset({"diffusers", "transformers"})  # never import a module named in a file
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def demo_root() -> Path:
+    """Where the shipped demo model lives (pipeline/, controlnet-depth/, clip/)."""
+    return Path(__file__).resolve().parent.parent / "models" / "demo"
+
+
+@dataclass
+class LoadedModel:
+    """One model's components on its device; shared by every batch that names it."""
+
+    name: str
+    spec: ModelSpec
+    family: Family
+    device: torch.device
+    dtype: torch.dtype
+    tokenizers: tuple[Any, ...]
+    text_encoders: tuple[torch.nn.Module, ...]
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    force_zeros_for_empty_prompt: bool = False
+    controlnet: torch.nn.Module | None = None
+    preview_decoder: torch.nn.Module | None = None
+    clip_path: str | None = None
+    label: str = field(default="")
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+
+class ModelRegistry:
+    """Loads each named model once, on first use, and keeps it for the life of the worker."""
+
+    def __init__(
+        self,
+        specs: dict[str, ModelSpec],
+        *,
+        cache_dir: Path,
+        device: str = "auto",
+        offline: bool = True,
+    ) -> None:
+        self._specs = dict(specs)
+        self._cache_dir = Path(cache_dir)
+        self.device = _pick_device(device)
+        self._offline = offline
+        self._loaded: dict[str, LoadedModel] = {}
+        self._tokenizers: dict[str, Any] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._specs)
+
+    def spec(self, name: str) -> ModelSpec:
+        """The spec of a configured model; an unknown name is the user's error."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise NotFound(
+                f"Unknown model {name!r}. Choose one of: {', '.join(sorted(self._specs))}."
+            ) from None
+
+    def get(self, name: str) -> LoadedModel:
+        """The loaded model, loading it on first use (once, even with concurrent callers)."""
+        spec = self.spec(name)
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = self._load(name, spec)
+            return self._loaded[name]
+
+    def prompt_overflow(self, model_name: str, prompt: str) -> str | None:
+        """The part of ``prompt`` beyond the text encoder's token limit, or None if it fits.
+
+        Loads only the tokenizer, so the command validator can warn before a job is queued.
+        """
+        tokenizer = self._tokenizer(model_name)
+        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
+        limit = tokenizer.model_max_length
+        if len(ids) <= limit:
+            return None
+        # The same slice diffusers reports as truncated: after the last kept token, before EOS.
+        return tokenizer.decode(ids[limit - 1 : -1]).strip()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _tokenizer(self, name: str) -> Any:
+        spec = self.spec(name)
+        with self._lock:
+            if name in self._loaded:
+                return self._loaded[name].tokenizers[0]
+            if name not in self._tokenizers:
+                path = self._pipeline_path(spec)
+                index = self._model_index(path, spec)
+                self._tokenizers[name] = self._component(path, spec, index, "tokenizer", None)
+            return self._tokenizers[name]
+
+    def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
+        path = self._pipeline_path(spec)
+        index = self._model_index(path, spec)
+        family = _family(spec, index)
+        dtype = _pick_dtype(spec.dtype, self.device)
+        parts = {
+            part: self._component(path, spec, index, part, dtype)
+            for part in (*_TEXT_PARTS, "unet", "vae")
+        }
+        scheduler_cls = _import_class(index["scheduler"])
+        scheduler_config = dict(
+            scheduler_cls.load_config(path, subfolder="scheduler", **self._hub_kwargs(spec))
+        )
+        controlnet = preview = None
+        if spec.depth_controlnet:
+            from diffusers import ControlNetModel
+
+            controlnet = ControlNetModel.from_pretrained(
+                self._helper_path(spec.depth_controlnet, "controlnet-depth"),
+                dtype=dtype,
+                **self._hub_kwargs(spec),
+            )
+        if spec.preview_decoder:
+            from diffusers import AutoencoderTiny
+
+            preview = AutoencoderTiny.from_pretrained(
+                self._helper_path(spec.preview_decoder, "preview-decoder"),
+                dtype=dtype,
+                **self._hub_kwargs(spec),
+            )
+        modules = [m for m in (*parts.values(), controlnet, preview) if isinstance(m, torch.nn.Module)]
+        for module in modules:
+            module.to(self.device).eval().requires_grad_(False)
+        return LoadedModel(
+            name=name,
+            spec=spec,
+            family=family,
+            device=self.device,
+            dtype=dtype,
+            tokenizers=tuple(p for k in ("tokenizer", "tokenizer_2") if (p := parts[k]) is not None),
+            text_encoders=tuple(
+                p for k in ("text_encoder", "text_encoder_2") if (p := parts[k]) is not None
+            ),
+            unet=parts["unet"],
+            vae=parts["vae"],
+            scheduler_config=scheduler_config,
+            force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
+            controlnet=controlnet,
+            preview_decoder=preview,
+            clip_path=self._helper_path(spec.clip_model, "clip") if spec.clip_model else None,
+            label=spec.label,
+        )
+
+    def _component(
+        self, path: str, spec: ModelSpec, index: dict[str, Any], part: str, dtype: torch.dtype | None
+    ) -> Any:
+        entry = index.get(part)
+        if not entry or entry[0] is None:
+            return None
+        cls = _import_class(entry)
+        kwargs: dict[str, Any] = {"subfolder": part, **self._hub_kwargs(spec)}
+        if part.startswith(("text_encoder", "unet", "vae")):
+            kwargs["dtype"] = dtype
+            if entry[0] == "transformers" and self.device.type == "cuda":
+                kwargs["attn_implementation"] = "sdpa"
+        return cls.from_pretrained(path, **kwargs)
+
+    def _model_index(self, path: str, spec: ModelSpec) -> dict[str, Any]:
+        from diffusers import DiffusionPipeline
+
+        return dict(DiffusionPipeline.load_config(path, **self._hub_kwargs(spec)))
+
+    def _hub_kwargs(self, spec: ModelSpec) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"local_files_only": self._offline}
+        if spec.revision:
+            kwargs["revision"] = spec.revision
+        return kwargs
+
+    def _pipeline_path(self, spec: ModelSpec) -> str:
+        return self._helper_path(spec.path, "pipeline")
+
+    def _helper_path(self, value: str, subfolder: str) -> str:
+        """Resolve ``builtin:*`` names to their folders; anything else is a path or hub id."""
+        if value == BUILTIN_TINY:
+            from gouache.generation.tiny import ensure_tiny
+
+            return str(ensure_tiny(self._cache_dir / "builtin-tiny") / subfolder)
+        if value == BUILTIN_DEMO:
+            root = demo_root()
+            if not (root / subfolder).is_dir():
+                raise NotFound(
+                    f"builtin:demo is not installed: {root / subfolder} is missing. "
+                    "Install a gouache build that ships the demo weights, or pick another model."
+                )
+            return str(root / subfolder)
+        return value
+
+
+def _import_class(entry: list[Any] | tuple[Any, ...]) -> Any:
+    library, name = entry
+    if library not in _LIBRARIES:
+        raise ValueError(f"unsupported component library {library!r} in model_index.json")
+    return getattr(importlib.import_module(library), name)
+
+
+def _family(spec: ModelSpec, index: dict[str, Any]) -> Family:
+    if spec.family != "auto":
+        return spec.family
+    second = index.get("text_encoder_2")
+    is_xl = bool(second and second[0]) or "XL" in str(index.get("_class_name", ""))
+    return "sdxl" if is_xl else "sd"
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype != "auto":
+        return _DTYPES[dtype]
+    return torch.float16 if device.type == "cuda" else torch.float32

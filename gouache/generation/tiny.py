@@ -1,0 +1,281 @@
+"""builtin:tiny: SD- and SDXL-shaped models with random weights, built from config in code.
+
+Nothing can be downloaded here, yet the loading, batching and denoising code must run for real.
+So the components are built at the sizes of diffusers' own tests' ``get_dummy_components()``
+(UNet/VAE ``block_out_channels=(32, 64)``, 32x32 latents for 64x64 images), seeded, and saved
+with ``save_pretrained`` (safetensors) in diffusers' layout, to be loaded back through the very
+same ``from_pretrained`` path as a real checkpoint. The images are noise: label them so.
+
+Layout written by ``build_tiny(root)``::
+
+    root/pipeline/          diffusers pipeline directory (model_index.json, unet/, vae/, ...)
+    root/controlnet-depth/  ControlNetModel matching the UNet
+    root/clip/              CLIPModel + processor for diversity scores
+    root/preview-decoder/   AutoencoderTiny (TAESD-shaped) for cheap denoising frames
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+__all__ = ["LABEL", "Family", "build_tiny", "ensure_tiny", "make_tokenizer"]
+
+LABEL = "builtin:tiny (random weights: noise only)"
+Family = Literal["sd", "sdxl"]
+_DONE = ".complete"
+_SEED = 0
+_LETTERS = "etaoinshrdlu"
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    # The byte-to-printable-character table of GPT-2/CLIP byte-level BPE.
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    table, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            table[byte] = chr(byte)
+        else:
+            table[byte] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def _vocab_and_merges() -> tuple[dict[str, int], list[str]]:
+    """A small CLIP-style vocabulary: every byte, word-final bytes, common letter pairs."""
+    chars = list(_bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars]
+    merges = []
+    for a in _LETTERS:
+        for b in _LETTERS:
+            merges += [f"{a} {b}", f"{a} {b}</w>"]
+            tokens += [a + b, a + b + "</w>"]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {token: i for i, token in enumerate(tokens)}, merges
+
+
+def make_tokenizer(directory: Path) -> None:
+    """Write a CLIPTokenizer built from a generated vocab.json + merges.txt into ``directory``."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = _vocab_and_merges()
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as raw:
+        vocab_file, merges_file = Path(raw, "vocab.json"), Path(raw, "merges.txt")
+        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+        tokenizer = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
+        tokenizer.save_pretrained(directory)
+
+
+def _text_config(**extra: object):  # -> CLIPTextConfig
+    from transformers import CLIPTextConfig
+
+    vocab, _ = _vocab_and_merges()
+    return CLIPTextConfig(
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-05,
+        num_attention_heads=4,
+        num_hidden_layers=5,
+        vocab_size=1000,
+        **extra,
+    )
+
+
+def _unet(family: Family):  # -> UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
+
+    common = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    )
+    if family == "sd":
+        return UNet2DConditionModel(cross_attention_dim=32, **common)
+    return UNet2DConditionModel(
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + 32 pooled
+        cross_attention_dim=64,
+        norm_num_groups=1,
+        **common,
+    )
+
+
+def _vae():  # -> AutoencoderKL
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        sample_size=64,
+    )
+
+
+def _scheduler(family: Family):
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler
+
+    shared = dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    if family == "sd":
+        return DDIMScheduler(clip_sample=False, set_alpha_to_one=False, **shared)
+    return EulerDiscreteScheduler(**shared)
+
+
+def _controlnet(family: Family):  # -> ControlNetModel
+    from diffusers import ControlNetModel
+
+    if family == "sd":
+        return ControlNetModel(
+            block_out_channels=(32, 64),
+            layers_per_block=2,
+            in_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            cross_attention_dim=32,
+            conditioning_embedding_out_channels=(16, 32),
+        )
+    return ControlNetModel(
+        block_out_channels=(32, 64),
+        layers_per_block=2,
+        in_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        conditioning_embedding_out_channels=(16, 32),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=1,
+    )
+
+
+def _pipeline(family: Family, tokenizer_dir: Path):  # -> DiffusionPipeline
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(_SEED)
+    unet = _unet(family)
+    torch.manual_seed(_SEED)
+    vae = _vae()
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    torch.manual_seed(_SEED)
+    if family == "sd":
+        text_encoder = CLIPTextModel(_text_config())
+        return StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=_scheduler(family),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32))
+    torch.manual_seed(_SEED)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32))
+    return StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=CLIPTokenizer.from_pretrained(tokenizer_dir),
+        unet=unet,
+        scheduler=_scheduler(family),
+        force_zeros_for_empty_prompt=True,
+    )
+
+
+def _clip(directory: Path, tokenizer_dir: Path) -> None:
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    torch.manual_seed(_SEED)
+    text = _text_config(projection_dim=32).to_dict()
+    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
+                  image_size=32, patch_size=4, projection_dim=32)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(
+        directory, safe_serialization=True
+    )
+    CLIPTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        directory
+    )
+
+
+def _preview_decoder():  # -> AutoencoderTiny
+    from diffusers import AutoencoderTiny
+
+    # Two blocks: one 2x upsampling, matching the tiny VAE's scale factor of 2.
+    return AutoencoderTiny(
+        encoder_block_out_channels=(32, 32),
+        decoder_block_out_channels=(32, 32),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+
+
+def build_tiny(root: Path, family: Family = "sd") -> Path:
+    """Build the tiny pipeline and its helper models under ``root``; returns ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = root / "_tokenizer"
+    make_tokenizer(tokenizer_dir)
+    _pipeline(family, tokenizer_dir).save_pretrained(root / "pipeline", safe_serialization=True)
+    torch.manual_seed(_SEED)
+    _controlnet(family).save_pretrained(root / "controlnet-depth", safe_serialization=True)
+    torch.manual_seed(_SEED)
+    _preview_decoder().save_pretrained(root / "preview-decoder", safe_serialization=True)
+    _clip(root / "clip", tokenizer_dir)
+    shutil.rmtree(tokenizer_dir)
+    return root
+
+
+def ensure_tiny(root: Path, family: Family = "sd") -> Path:
+    """Build once: concurrent processes build into a temporary sibling and rename it into place."""
+    if (root / _DONE).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    try:
+        build_tiny(staging, family)
+        (staging / _DONE).write_text(LABEL + "\n", encoding="utf-8")
+        try:
+            os.replace(staging, root)
+        except OSError:
+            if not (root / _DONE).is_file():  # another process won only if it finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
