@@ -1,0 +1,169 @@
+"""The worker against real storage: batching, crashes, cancellation, sticky device errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gouache.config import Settings
+from gouache.storage.jobs import ArtifactKind, JobStatus
+from gouache.worker import EXIT_DEVICE_LOST, Worker
+from tests.support.engines import TimedEngine
+from tests.support.factories import make_request
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE_ENGINE = "tests.support.engines:TimedEngine"
+
+
+def _settings(tmp_path: Path, url: str, **worker: object) -> Settings:
+    cfg = {"lease_seconds": 2.0, "heartbeat_seconds": 0.3, "poll_seconds": 0.1,
+           "progress_interval_seconds": 0.1, "engine": FAKE_ENGINE, **worker}
+    return Settings(data_dir=tmp_path / "data", database_url=url, worker=cfg,
+                    batching={"max_batch_images": 8, "batch_window_ms": 100})
+
+
+async def _wait_for(predicate, timeout: float = 30.0, every: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(every)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def _spawn_worker(settings: Settings, env: dict[str, str], name: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "gouache", "worker", "--worker-id", name,
+           "--data-dir", str(settings.data_dir), "--database-url", settings.resolved_database_url]
+    full_env = {**os.environ, **env, "PYTHONPATH": str(REPO),
+                "GOUACHE_WORKER__LEASE_SECONDS": str(settings.worker.lease_seconds),
+                "GOUACHE_WORKER__HEARTBEAT_SECONDS": str(settings.worker.heartbeat_seconds),
+                "GOUACHE_WORKER__POLL_SECONDS": "0.1",
+                "GOUACHE_WORKER__ENGINE": FAKE_ENGINE}
+    return subprocess.Popen(cmd, env=full_env, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+async def _all_final(storage, ids):
+    jobs = [await storage.get_job(i) for i in ids]
+    return jobs if all(j.is_terminal for j in jobs) else None
+
+
+async def test_compatible_jobs_from_several_users_share_one_engine_call(storage, tmp_path, monkeypatch):
+    log = tmp_path / "batches.jsonl"
+    monkeypatch.setenv("GOUACHE_TEST_BATCH_LOG", str(log))
+    settings = _settings(tmp_path, storage.url)
+    ids = []
+    for user in ("ann", "bob", "cid"):
+        job, _ = await storage.enqueue(make_request(user=user, count=2))
+        ids.append(job.id)
+    stop = asyncio.Event()
+    worker = Worker(storage, TimedEngine(), settings, "w1")
+    task = asyncio.create_task(worker.run(stop))
+    jobs = await _wait_for(lambda: _all_final(storage, ids))
+    stop.set()
+    await task
+    assert [j.status for j in jobs] == [JobStatus.SUCCEEDED] * 3
+    batches = [json.loads(line)["items"] for line in log.read_text().splitlines()]
+    assert sorted(batches[0]) == sorted(ids), batches  # one call for all three users
+    for job in jobs:
+        arts = await storage.artifacts(job.id)
+        assert sorted(a.name for a in arts if a.kind is ArtifactKind.IMAGE) == ["image-0.png", "image-1.png"]
+        assert job.progress == pytest.approx(1.0)
+
+
+async def test_cancelling_a_running_job_stops_it_and_its_batch_mates_finish(storage, tmp_path, monkeypatch):
+    monkeypatch.setenv("GOUACHE_TEST_BATCH_A", "2.0")
+    settings = _settings(tmp_path, storage.url)
+    a, _ = await storage.enqueue(make_request(user="ann", steps=20))
+    b, _ = await storage.enqueue(make_request(user="bob", steps=20))
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(storage, TimedEngine(), settings, "w1").run(stop))
+
+    async def running():
+        return (await storage.get_job(a.id)).status is JobStatus.RUNNING
+
+    await _wait_for(running)
+    await storage.cancel(a.id)
+    jobs = await _wait_for(lambda: _all_final(storage, [a.id, b.id]))
+    stop.set()
+    await task
+    assert jobs[0].status is JobStatus.CANCELLED
+    assert jobs[1].status is JobStatus.SUCCEEDED
+    assert await storage.artifacts(a.id) == []
+
+
+@pytest.mark.slow
+async def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(storage, tmp_path):
+    settings = _settings(tmp_path, storage.url)
+    ids = [(await storage.enqueue(make_request(user=u, steps=20)))[0].id for u in ("ann", "bob", "cid")]
+    first = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "6.0"}, "doomed")
+
+    async def all_running():
+        return all((await storage.get_job(i)).status is JobStatus.RUNNING for i in ids)
+
+    try:
+        await _wait_for(all_running, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.kill()
+    second = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "0.2"}, "rescuer")
+    try:
+        jobs = await _wait_for(lambda: _all_final(storage, ids), timeout=60)
+    finally:
+        second.terminate()
+        second.wait(10)
+    assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
+    assert all(j.attempts == 2 and j.worker_id == "rescuer" for j in jobs)
+    for job_id in ids:
+        names = [a.name for a in await storage.artifacts(job_id)]
+        assert names == ["image-0.png"]  # exactly once
+
+
+@pytest.mark.slow
+async def test_job_that_kills_every_worker_ends_dead_after_three_attempts(storage, tmp_path):
+    settings = _settings(tmp_path, storage.url)
+    killer, _ = await storage.enqueue(make_request(user="mallory", prompt="kill-the-worker", steps=4))
+    others = [(await storage.enqueue(make_request(user=u, steps=4)))[0].id for u in ("ann", "bob")]
+    ids = [killer.id, *others]
+    restarts = 0
+    proc = _spawn_worker(settings, {}, f"w{restarts}")
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not await _all_final(storage, ids):
+            if proc.poll() is not None:  # a supervisor restarts what died
+                restarts += 1
+                proc = _spawn_worker(settings, {}, f"w{restarts}")
+            await asyncio.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    dead = await storage.get_job(killer.id)
+    assert dead.status is JobStatus.DEAD and dead.attempts == 3, dead
+    assert "3" in (dead.error or "")
+    for job_id in others:
+        assert (await storage.get_job(job_id)).status is JobStatus.SUCCEEDED
+    assert restarts == 3
+
+
+async def test_sticky_device_error_makes_the_worker_exit_for_a_restart(storage, tmp_path):
+    settings = _settings(tmp_path, storage.url)
+    job, _ = await storage.enqueue(make_request(prompt="sticky-cuda please"))
+    proc = _spawn_worker(settings, {}, "sticky")
+    try:
+        code = await asyncio.to_thread(proc.wait, 60)
+    finally:
+        proc.kill()
+    assert code == EXIT_DEVICE_LOST, proc.stderr.read() if proc.stderr else ""
+    assert "sticky device error" in (proc.stderr.read() if proc.stderr else "")
+    reloaded = await storage.get_job(job.id)
+    assert reloaded.status is JobStatus.RUNNING and reloaded.attempts == 1  # the sweeper takes it from here

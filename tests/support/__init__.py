@@ -1,0 +1,1 @@
+"""Helpers shared by test layers (factories, fake engines); not collected as tests."""

@@ -1,0 +1,68 @@
+"""Engines for worker and service tests: real protocol, fake GPU.
+
+``TimedEngine`` takes ``a + b * images`` seconds per batch (read from ``GOUACHE_TEST_BATCH_A`` /
+``GOUACHE_TEST_BATCH_B``), reports every step, honours cancellation, and draws a flat colour
+derived from the seed so results can be told apart. Prompts carry the faults a test asks for:
+``kill-the-worker`` SIGKILLs this process mid-batch, ``sticky-cuda`` raises the engine's
+``FatalDeviceError``. Every batch is appended as one JSON line to ``GOUACHE_TEST_BATCH_LOG``
+when set, so a test can see what ran together.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image
+
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+
+
+class TimedEngine:
+    def __init__(self, registry: Any = None) -> None:
+        self.a = float(os.environ.get("GOUACHE_TEST_BATCH_A", "0.05"))
+        self.b = float(os.environ.get("GOUACHE_TEST_BATCH_B", "0.01"))
+        self.log_path = os.environ.get("GOUACHE_TEST_BATCH_LOG")
+
+    def generate(
+        self,
+        key: BatchKey,
+        items: Sequence[BatchItem],
+        on_step: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[str], bool] | None = None,
+    ) -> list[ItemResult]:
+        if self.log_path:
+            with open(self.log_path, "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "items": [i.item_id for i in items]}) + "\n")
+        images = sum(item.count for item in items)
+        step_time = (self.a + self.b * images) / key.steps
+        stopped: set[str] = set()
+        for step in range(1, key.steps + 1):
+            time.sleep(step_time)
+            if any("kill-the-worker" in item.prompt for item in items) and step * 2 >= key.steps:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if any("sticky-cuda" in item.prompt for item in items):
+                from gouache.generation.engine import FatalDeviceError
+
+                raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
+            if should_stop:
+                stopped |= {item.item_id for item in items if should_stop(item.item_id)}
+            if on_step:
+                on_step(step, key.steps)
+        return [self._result(key, item, item.item_id in stopped) for item in items]
+
+    @staticmethod
+    def _result(key: BatchKey, item: BatchItem, cancelled: bool) -> ItemResult:
+        if cancelled:
+            return ItemResult(item.item_id, cancelled=True)
+        images = []
+        for i in range(item.count):
+            seed = item.seed + i
+            colour = (seed * 37 % 256, seed * 91 % 256, seed * 53 % 256)
+            images.append(Image.new("RGB", (key.width, key.height), colour))
+        frames = [[img.copy() for _ in range(8)] for img in images] if item.frames_every else []
+        return ItemResult(item.item_id, images=images, frames=frames)
