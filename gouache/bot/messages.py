@@ -1,0 +1,208 @@
+"""Every string a user reads, as small functions.
+
+One place to reword, translate or test them. Values typed by users are shortened before they
+are echoed, so a hostile 4,000-character option cannot flood a channel. Platform escaping
+(Discord mentions, Slack ``& < >``) stays the adapters' job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+__all__ = [
+    "shorten",
+    "duration",
+    "number",
+    "queued",
+    "started",
+    "rate_limited",
+    "queue_full",
+    "user_queue_full",
+    "not_allowed",
+    "failed",
+    "dead",
+    "cancelled",
+    "internal_error",
+    "prompt_empty",
+    "prompt_too_long",
+    "prompt_too_many_chars",
+    "control_character",
+    "unknown_model",
+    "unknown_sampler",
+    "unknown_option",
+    "missing_value",
+    "duplicate_option",
+    "conflicting_options",
+    "only_with",
+    "bad_value",
+    "out_of_range",
+    "aspect_ratio_out_of_range",
+    "size_too_large",
+    "snapped",
+    "aspect_ratio_result",
+]
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters with an ellipsis, for echoing user input."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: max(limit - 1, 1)] + "…"
+
+
+def duration(seconds: float) -> str:
+    """A human duration: ``45 s``, ``3 min``, ``1 h 5 min``."""
+    if not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    whole = math.ceil(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = math.ceil(whole / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, rest = divmod(minutes, 60)
+    return f"{hours} h {rest} min" if rest else f"{hours} h"
+
+
+def number(value: float) -> str:
+    """A number as users type it: ``7`` rather than ``7.0``, never an exponent for normal sizes."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+# Queue and lifecycle -------------------------------------------------------------------------
+
+
+def queued(position: int, eta_seconds: float | None = None) -> str:
+    """Acknowledgement after admission; ``position`` 1 means next in line."""
+    place = "next in line" if position <= 1 else f"#{position} in line"
+    eta = f", ready in about {duration(eta_seconds)}" if eta_seconds is not None else ""
+    return f"Queued: {place}{eta}."
+
+
+def started() -> str:
+    return "Generating…"
+
+
+def rate_limited(retry_after: float) -> str:
+    return f"You're sending requests faster than allowed. Try again in {duration(retry_after)}."
+
+
+def queue_full() -> str:
+    return "The queue is full right now. Please try again in a few minutes."
+
+
+def user_queue_full(pending: int, limit: int) -> str:
+    return (
+        f"You already have {pending} requests waiting (the limit is {limit}). "
+        "Wait for one to finish, or cancel one."
+    )
+
+
+def not_allowed(where: str = "here") -> str:
+    return f"gouache isn't enabled {where}."
+
+
+def failed(reason: str) -> str:
+    return f"Generation failed: {shorten(reason, 200)}"
+
+
+def dead(attempts: int, reference: str) -> str:
+    return (
+        f"Generation failed after {attempts} attempts and was given up "
+        f"(ref {reference[:8]}). Please try again later."
+    )
+
+
+def cancelled() -> str:
+    return "Cancelled."
+
+
+def internal_error(reference: str) -> str:
+    """The apology for a bug: a short job reference so an admin can find the log line."""
+    return f"Sorry, something went wrong on our side (ref {reference[:8]}). It has been logged."
+
+
+# Command validation --------------------------------------------------------------------------
+
+
+def prompt_empty() -> str:
+    return "Please describe the image: the prompt is empty."
+
+
+def prompt_too_long(overflow: str, max_tokens: int = 77, *, field: str = "prompt") -> str:
+    """The text encoder would silently drop ``overflow``: show the user what would be lost."""
+    return (
+        f"The {field} is longer than the model reads ({max_tokens} tokens); "
+        f"this part would be ignored: “{shorten(overflow, 60)}”. Please shorten it."
+    )
+
+
+def prompt_too_many_chars(length: int, limit: int, *, field: str = "prompt") -> str:
+    return f"The {field} must be at most {limit} characters (got {length})."
+
+
+def control_character(field: str, char: str) -> str:
+    return f"The {field} contains a control character (U+{ord(char):04X}); please remove it."
+
+
+def unknown_model(name: str, known: Iterable[str]) -> str:
+    return f"Unknown model “{shorten(name)}”. Available models: {', '.join(sorted(known))}."
+
+
+def unknown_sampler(name: str, known: Iterable[str]) -> str:
+    return f"Unknown sampler “{shorten(name)}”. Choose one of: {', '.join(known)}."
+
+
+def unknown_option(flag: str, known: Iterable[str]) -> str:
+    return f"Unknown option {shorten(flag, 24)}. Options are: {', '.join(known)}."
+
+
+def missing_value(flag: str, form: str) -> str:
+    return f"{flag} needs a value, like {flag} {form}."
+
+
+def duplicate_option(flag: str) -> str:
+    return f"{flag} is given more than once; give it once."
+
+
+def conflicting_options(first: str, second: str) -> str:
+    return f"Use either {first} or {second}, not both."
+
+
+def only_with(flag: str, command: str) -> str:
+    return f"{flag} only works with {command}."
+
+
+def bad_value(name: str, form: str, got: str) -> str:
+    """A value of the wrong shape, e.g. ``--ar must look like 16:9 (got 'wide')``."""
+    return f"{name} must be {form} (got “{shorten(got, 24)}”)."
+
+
+def out_of_range(name: str, low: float, high: float, got: float) -> str:
+    """E.g. ``steps must be between 1 and 60 (got 500)``."""
+    shown = shorten(number(got), 24)
+    return f"{name} must be between {number(low)} and {number(high)} (got {shown})."
+
+
+def aspect_ratio_out_of_range(ratio: str, widest: int) -> str:
+    return (
+        f"Aspect ratio must be between 1:{widest} and {widest}:1 for this size limit "
+        f"(got {shorten(ratio, 24)})."
+    )
+
+
+def size_too_large(width: int, height: int, max_pixels: int, example: str) -> str:
+    return (
+        f"Size {width}x{height} is too large: at most {max_pixels:,} pixels "
+        f"(for example {example})."
+    )
+
+
+def snapped(width: int, height: int, new_width: int, new_height: int) -> str:
+    return f"size {width}x{height} snapped to {new_width}x{new_height} (multiples of 8)"
+
+
+def aspect_ratio_result(ratio: str, width: int, height: int) -> str:
+    return f"aspect ratio {ratio} rounded to {width}x{height} (multiples of 8)"
