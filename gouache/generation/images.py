@@ -1,0 +1,163 @@
+"""Images in and out: hostile-input decoding and PNG encoding with A1111-style parameters.
+
+Uploads are hostile. Only PNG, JPEG and WEBP decoders are ever consulted, and the header's
+dimensions are checked against *our* pixel cap before any pixel is decoded: Pillow's own
+decompression-bomb limit (89 M pixels) is far above what a bot should accept, and a 66-byte PNG
+can claim 20000x20000. The messages here are shown to users (this package may not import
+``gouache.bot``, so they live beside the checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import warnings
+import zlib
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+
+from gouache.errors import InvalidRequest, TooLarge
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "ParameterFields",
+    "open_image",
+    "decode_image",
+    "encode_png",
+    "png_parameters",
+    "human_size",
+]
+
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
+# What a damaged or hostile file makes Pillow's decoders raise.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
+                  IndexError, KeyError, TypeError, MemoryError)  # fmt: skip
+
+
+def human_size(count: int) -> str:
+    """``512 KB`` / ``10.0 MB`` for messages."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KB"
+    return f"{count / (1024 * 1024):.1f} MB"
+
+
+def open_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, formats: Sequence[str] = ALLOWED_FORMATS
+) -> Image.Image:
+    """Decode the first frame of ``data`` with every cap checked before pixels are read.
+
+    Returns the image in its stored mode (16-bit grey stays ``I;16``); ``decode_image`` is the
+    normal entry point, this one serves callers that need the raw bit depth (depth maps).
+    """
+    if len(data) > max_bytes:
+        raise TooLarge(
+            f"The file is {human_size(len(data))}; the limit is {human_size(max_bytes)}."
+        )
+    names = "/".join(formats)
+    if not data:
+        raise InvalidRequest(f"The file is empty; please upload a {names} image.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(formats))
+    except Image.DecompressionBombError as exc:
+        raise TooLarge(f"The image has too many pixels (limit {max_pixels:,}).") from exc
+    except UnidentifiedImageError as exc:
+        raise InvalidRequest(f"That file is not a {names} image.") from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidRequest(f"That {names} image is damaged and cannot be read.") from exc
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidRequest("The image has no pixels.")
+    if width * height > max_pixels:
+        raise TooLarge(
+            f"The image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,} pixels."
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.seek(0)
+            image.load()
+    except Image.DecompressionBombError as exc:  # pragma: no cover - caught by our cap first
+        raise TooLarge(f"The image has too many pixels (limit {max_pixels:,}).") from exc
+    except _DECODE_ERRORS as exc:
+        raise InvalidRequest(
+            f"That {image.format or names} image is truncated or damaged and cannot be read."
+        ) from exc
+    return image
+
+
+def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """An uploaded PNG/JPEG/WEBP as an upright ``RGB`` or ``L`` image (first frame only)."""
+    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    with contextlib.suppress(*_DECODE_ERRORS):  # damaged EXIF: keep the pixels as stored
+        image = ImageOps.exif_transpose(image)
+    return _to_rgb_or_l(image)
+
+
+def _to_rgb_or_l(image: Image.Image) -> Image.Image:
+    """Flatten every stored mode to 8-bit RGB or L: what pipelines and annotators accept."""
+    if image.mode in ("RGB", "L"):
+        return image.copy()
+    if image.mode in ("1", "LA", "La"):
+        return image.convert("L")
+    if image.mode.startswith(("I", "F")):  # 16-bit or float grey
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return Image.fromarray(np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in ("P", "PA") and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
+    """PNG bytes; ``parameters`` goes in a ``parameters`` text chunk like A1111 writes.
+
+    Latin-1 text becomes ``tEXt``; anything else (emoji, CJK prompts) an ``iTXt`` chunk, which
+    Pillow chooses on its own and A1111-compatible readers accept.
+    """
+    info = None
+    if parameters is not None:
+        info = PngImagePlugin.PngInfo()
+        info.add_text("parameters", parameters.replace("\x00", ""))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+class ParameterFields(Protocol):
+    """The request fields that describe how an image was made (``Request`` has them all)."""
+
+    prompt: str
+    negative_prompt: str
+    steps: int
+    sampler: str
+    guidance: float
+    seed: int
+    width: int
+    height: int
+    model: str
+
+
+def png_parameters(fields: ParameterFields, *, seed: int | None = None) -> str:
+    """The A1111 ``parameters`` text, so other tools can read how an image was made.
+
+    ``seed`` overrides ``fields.seed`` for the n-th image of a batch.
+    """
+    guidance = f"{fields.guidance:g}"
+    lines = [fields.prompt]
+    if fields.negative_prompt:
+        lines.append(f"Negative prompt: {fields.negative_prompt}")
+    lines.append(
+        f"Steps: {fields.steps}, Sampler: {fields.sampler}, CFG scale: {guidance}, "
+        f"Seed: {fields.seed if seed is None else seed}, "
+        f"Size: {fields.width}x{fields.height}, Model: {fields.model}"
+    )
+    return "\n".join(lines)
