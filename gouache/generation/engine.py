@@ -1,0 +1,480 @@
+"""The generation engine: one denoising loop over a batch of compatible items.
+
+The loop is diffusers' own, taken apart so that the batch is ours: every image is a *lane* with
+its own generator and scheduler, so an item can leave the running batch at a step boundary (its
+rows are dropped) and, later, items could join one. Where the loop follows diffusers it says so,
+and ``tests/unit/generation/test_parity.py`` holds it to the real pipelines' output.
+
+Out of memory, the batch is split in halves down to single items, then the VAE is tiled, then
+that one item fails with ``ResourceExhausted`` while the others complete. Sticky CUDA errors
+poison the process: they surface as ``FatalDeviceError`` so the worker exits and restarts.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils.torch_utils import randn_tensor
+
+from gouache.errors import InvalidRequest, ResourceExhausted
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
+from gouache.generation.models import LoadedModel, ModelRegistry
+from gouache.generation.samplers import make_scheduler
+
+__all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
+
+OnStep = Callable[[int, int], None]  # (steps done, total steps)
+ShouldStop = Callable[[str], bool]  # item_id -> drop it now
+Fault = Callable[[str, Sequence[str]], None]  # (stage, item ids in the batch): a test seam
+
+_STICKY_MARKERS = ("illegal memory access", "device-side assert", "CUDA error: an illegal")
+
+
+class FatalDeviceError(RuntimeError):
+    """The device is in an unrecoverable state (a sticky CUDA error): the worker must exit."""
+
+
+@dataclass
+class _Lane:
+    """One image being denoised: its item, its seed's generator and its own scheduler state."""
+
+    item: BatchItem
+    generator: torch.Generator
+    scheduler: Any
+    step_kwargs: dict[str, Any]
+    frames: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class _Conditioning:
+    """Per-row inputs of the UNet (and ControlNet), row-aligned with the lanes."""
+
+    prompt_embeds: torch.Tensor
+    negative_prompt_embeds: torch.Tensor | None = None
+    pooled: torch.Tensor | None = None  # SDXL
+    negative_pooled: torch.Tensor | None = None  # SDXL
+    time_ids: torch.Tensor | None = None  # SDXL
+    control_image: torch.Tensor | None = None  # depth
+    timestep_cond: torch.Tensor | None = None  # LCM-distilled UNets
+
+    def take(self, rows: torch.Tensor) -> _Conditioning:
+        """Only ``rows`` (a batch-mate left): every tensor keeps the same row order."""
+        picked = {
+            f.name: value.index_select(0, rows.to(value.device))
+            for f in fields(self)
+            if (value := getattr(self, f.name)) is not None
+        }
+        return replace(self, **picked)
+
+    def model_inputs(self, do_cfg: bool) -> tuple[torch.Tensor, dict[str, Any] | None, torch.Tensor | None]:
+        """Embeddings, SDXL added conditions and control image for the CFG-doubled batch."""
+
+        def doubled(negative: torch.Tensor | None, positive: torch.Tensor | None) -> Any:
+            if positive is None or not do_cfg:
+                return positive
+            return torch.cat([negative if negative is not None else positive, positive])
+
+        embeds = doubled(self.negative_prompt_embeds, self.prompt_embeds)
+        added = None
+        if self.pooled is not None:
+            added = {
+                "text_embeds": doubled(self.negative_pooled, self.pooled),
+                "time_ids": doubled(self.time_ids, self.time_ids),
+            }
+        return embeds, added, doubled(self.control_image, self.control_image)
+
+
+class Engine:
+    """Runs batches of compatible items on a registry's models."""
+
+    def __init__(self, registry: ModelRegistry, *, fault: Fault | None = None) -> None:
+        self._registry = registry
+        self._fault = fault  # called before each UNet step and decode; tests raise OOM from it
+
+    def generate(
+        self,
+        key: BatchKey,
+        items: Sequence[BatchItem],
+        on_step: OnStep | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> list[ItemResult]:
+        """Generate every item's images; one result per item, in order.
+
+        A user error in the batch key (unknown model or sampler, no depth ControlNet) raises;
+        problems of one item (no control image, out of memory alone) are that item's result.
+        """
+        model = self._registry.get(key.model)
+        make_scheduler(key.sampler, model.scheduler_config)  # unknown sampler: fail before work
+        _check_key(key, model)
+        results: dict[str, ItemResult] = {}
+        runnable = []
+        for item in items:
+            if key.pipeline == "depth" and item.control_image is None:
+                results[item.item_id] = ItemResult(
+                    item.item_id, error=InvalidRequest("A depth image is required for /depth.")
+                )
+            else:
+                runnable.append(item)
+        try:
+            for result in self._split_on_oom(model, key, runnable, on_step, should_stop):
+                results[result.item_id] = result
+        except RuntimeError as exc:
+            if any(marker in str(exc) for marker in _STICKY_MARKERS):
+                raise FatalDeviceError(f"sticky device error, the worker must restart: {exc}") from exc
+            raise
+        return [results[item.item_id] for item in items]
+
+    def _split_on_oom(
+        self,
+        model: LoadedModel,
+        key: BatchKey,
+        items: Sequence[BatchItem],
+        on_step: OnStep | None,
+        should_stop: ShouldStop | None,
+        tiled: bool = False,
+    ) -> list[ItemResult]:
+        """Halve the batch on OOM down to single items, then tile the VAE, then give up."""
+        if not items:
+            return []
+        try:
+            return self._denoise(model, key, items, on_step, should_stop, tiled)
+        except torch.OutOfMemoryError:
+            _free_device_memory()
+        if len(items) > 1:
+            first, second = split_in_halves(items)
+            return [
+                *self._split_on_oom(model, key, first, on_step, should_stop, tiled),
+                *self._split_on_oom(model, key, second, on_step, should_stop, tiled),
+            ]
+        if not tiled:
+            return self._split_on_oom(model, key, items, on_step, should_stop, tiled=True)
+        (item,) = items
+        size = f"{key.width}x{key.height}"
+        return [
+            ItemResult(
+                item.item_id,
+                error=ResourceExhausted(
+                    f"The GPU ran out of memory for this request ({item.count} image(s) at {size}, "
+                    f"{key.steps} steps) even on its own. Try fewer images or a smaller size."
+                ),
+            )
+        ]
+
+    @torch.inference_mode()
+    def _denoise(
+        self,
+        model: LoadedModel,
+        key: BatchKey,
+        items: Sequence[BatchItem],
+        on_step: OnStep | None,
+        should_stop: ShouldStop | None,
+        tiled: bool,
+    ) -> list[ItemResult]:
+        # Adapted from diffusers 0.42.1 StableDiffusionPipeline.__call__,
+        # StableDiffusionXLPipeline.__call__ and StableDiffusionControlNetPipeline.__call__,
+        # with per-item prompts, negatives and generators, and lanes that can leave the batch.
+        device = model.device
+        unet = model.unet
+
+        # 1. Define call parameters: one lane per image, image i of an item uses seed + i.
+        #    (CFG is off for guidance <= 1 and for guidance-distilled UNets, as in diffusers.)
+        do_cfg = key.guidance > 1 and unet.config.time_cond_proj_dim is None
+        template = make_scheduler(key.sampler, model.scheduler_config)
+
+        # 2. Encode input prompts (per item, then repeated per image like num_images_per_prompt).
+        counts = torch.tensor([item.count for item in items])
+        if model.family == "sdxl":
+            cond = _encode_sdxl(model, items, do_cfg, key.height, key.width)
+        else:
+            cond = _encode_sd(model, items, do_cfg)
+        # 3. Prepare the control image (StableDiffusionControlNetPipeline.prepare_image).
+        if key.pipeline == "depth":
+            cond.control_image = _prepare_control(model, items, key.height, key.width)
+        cond = cond.take(torch.arange(len(items)).repeat_interleave(counts))
+
+        # 4. Prepare timesteps (retrieve_timesteps); SDXL also pins the begin index.
+        template.set_timesteps(key.steps, device=device)
+        if model.family == "sdxl" and hasattr(template, "set_begin_index"):
+            template.set_begin_index(0)
+        timesteps = template.timesteps
+        step_params = set(inspect.signature(template.step).parameters)
+
+        # 5. Prepare latents, one generator per image (randn_tensor with a list of generators).
+        lanes: list[_Lane] = []
+        noise = []
+        shape = (1, unet.config.in_channels,
+                 key.height // model.vae_scale_factor, key.width // model.vae_scale_factor)
+        for item in items:
+            for index in range(item.count):
+                generator = torch.Generator("cpu").manual_seed(item.seed + index)
+                noise.append(randn_tensor(shape, generator=generator, device=device,
+                                          dtype=cond.prompt_embeds.dtype))
+                # 6. Prepare extra step kwargs (prepare_extra_step_kwargs) for this lane.
+                step_kwargs = {"eta": 0.0} if "eta" in step_params else {}
+                if "generator" in step_params:
+                    step_kwargs["generator"] = generator
+                lanes.append(_Lane(item, generator, copy.deepcopy(template), step_kwargs))
+        latents = torch.cat(noise) * template.init_noise_sigma
+
+        # 7. Optionally get the guidance scale embedding (LCM-distilled UNets).
+        if unet.config.time_cond_proj_dim is not None:
+            guidance = torch.tensor(key.guidance - 1).repeat(len(lanes))
+            cond.timestep_cond = _guidance_embedding(
+                guidance, unet.config.time_cond_proj_dim
+            ).to(device=device, dtype=latents.dtype)
+
+        # 8. Denoising loop.
+        order = template.order
+        num_warmup_steps = max(len(timesteps) - key.steps * order, 0)
+        cancelled: set[str] = set()
+        embeds, added_cond, control = cond.model_inputs(do_cfg)
+        steps_done = 0
+        for i, t in enumerate(timesteps):
+            # 8.1 Drop the rows of items that were cancelled; their batch-mates go on.
+            leaving = _stopping(lanes, should_stop)
+            if leaving:
+                cancelled |= leaving
+                keep = torch.tensor([r for r, lane in enumerate(lanes) if lane.item.item_id not in leaving])
+                lanes = [lane for lane in lanes if lane.item.item_id not in leaving]
+                if not lanes:
+                    break
+                latents = latents.index_select(0, keep.to(latents.device))
+                cond = cond.take(keep)
+                embeds, added_cond, control = cond.model_inputs(do_cfg)
+            self._check_fault("unet", lanes)
+
+            # 8.2 Expand the latents for classifier-free guidance and scale them per lane.
+            scaled = torch.cat([
+                lane.scheduler.scale_model_input(latents[r : r + 1], t) for r, lane in enumerate(lanes)
+            ])
+            latent_model_input = torch.cat([scaled] * 2) if do_cfg else scaled
+
+            # 8.3 ControlNet residuals for the depth pipeline.
+            residuals: dict[str, Any] = {}
+            if control is not None:
+                down, mid = model.controlnet(
+                    latent_model_input,
+                    t,
+                    encoder_hidden_states=embeds,
+                    controlnet_cond=control,
+                    conditioning_scale=1.0,
+                    guess_mode=False,
+                    added_cond_kwargs=added_cond,
+                    return_dict=False,
+                )
+                residuals = {"down_block_additional_residuals": down,
+                             "mid_block_additional_residual": mid}
+
+            # 8.4 Predict the noise residual.
+            noise_pred = unet(
+                latent_model_input,
+                t,
+                encoder_hidden_states=embeds,
+                timestep_cond=cond.timestep_cond,
+                added_cond_kwargs=added_cond,
+                return_dict=False,
+                **residuals,
+            )[0]
+
+            # 8.5 Perform guidance.
+            if do_cfg:
+                noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
+                noise_pred = noise_pred_uncond + key.guidance * (noise_pred_text - noise_pred_uncond)
+
+            # 8.6 Compute the previous noisy sample x_t -> x_t-1, lane by lane.
+            latents = torch.cat([
+                lane.scheduler.step(noise_pred[r : r + 1], t, latents[r : r + 1],
+                                    **lane.step_kwargs, return_dict=False)[0]
+                for r, lane in enumerate(lanes)
+            ])
+
+            # 8.7 Report progress (when diffusers' progress bar would tick) and keep frames.
+            if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
+                steps_done += 1
+                if on_step is not None:
+                    on_step(steps_done, key.steps)
+                if steps_done < key.steps:
+                    self._keep_frames(model, lanes, latents, steps_done)
+
+        # 9. Decode with the VAE and post-process to images; the final image is the last frame.
+        results = {item.item_id: ItemResult(item.item_id) for item in items}
+        for item_id in cancelled:
+            results[item_id].cancelled = True
+        if lanes:
+            self._check_fault("decode", lanes)
+            images = self._postprocess(_decode(model, latents, tiled), model)
+            for lane, image in zip(lanes, images, strict=True):
+                result = results[lane.item.item_id]
+                result.images.append(image)
+                if lane.item.frames_every:
+                    result.frames.append([*lane.frames, image])
+        return [results[item.item_id] for item in items]
+
+    def _keep_frames(
+        self, model: LoadedModel, lanes: list[_Lane], latents: torch.Tensor, step: int
+    ) -> None:
+        """Decode the current latents of lanes whose item wants a frame at this step."""
+        rows = [r for r, lane in enumerate(lanes)
+                if lane.item.frames_every and step % lane.item.frames_every == 0]
+        if not rows:
+            return
+        picked = latents.index_select(0, torch.tensor(rows, device=latents.device))
+        decoder = model.preview_decoder
+        if decoder is not None:
+            decoded = decoder.decode(picked / decoder.config.scaling_factor, return_dict=False)[0]
+        else:
+            decoded = _decode(model, picked, tiled=False)
+        for r, frame in zip(rows, self._postprocess(decoded, model), strict=True):
+            lanes[r].frames.append(frame)
+
+    def _postprocess(self, image: torch.Tensor, model: LoadedModel) -> list[Any]:
+        """Decoded [-1, 1] tensors to PIL images (parity tests override this to keep floats)."""
+        return VaeImageProcessor(vae_scale_factor=model.vae_scale_factor).postprocess(
+            image, output_type="pil"
+        )
+
+    def _check_fault(self, stage: str, lanes: Sequence[_Lane]) -> None:
+        if self._fault is not None:
+            self._fault(stage, [lane.item.item_id for lane in lanes])
+
+
+def _check_key(key: BatchKey, model: LoadedModel) -> None:
+    if key.pipeline not in ("txt2img", "depth"):
+        raise InvalidRequest(f"Unknown pipeline {key.pipeline!r}: use txt2img or depth.")
+    if key.pipeline == "depth" and model.controlnet is None:
+        raise InvalidRequest(f"Model {key.model!r} has no depth ControlNet configured.")
+    if key.width % 8 or key.height % 8 or key.steps < 1:
+        raise InvalidRequest(
+            f"Size {key.width}x{key.height} must be multiples of 8 and steps ({key.steps}) at least 1."
+        )
+
+
+def _stopping(lanes: Sequence[_Lane], should_stop: ShouldStop | None) -> set[str]:
+    if should_stop is None:
+        return set()
+    return {item_id for item_id in dict.fromkeys(lane.item.item_id for lane in lanes)
+            if should_stop(item_id)}
+
+
+def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
+    return tokenizer(
+        texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+def _encode_sd(model: LoadedModel, items: Sequence[BatchItem], do_cfg: bool) -> _Conditioning:
+    # Adapted from diffusers StableDiffusionPipeline.encode_prompt (no LoRA, no clip_skip).
+    (tokenizer,), (text_encoder,) = model.tokenizers, model.text_encoders
+    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        inputs = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                           truncation=True, return_tensors="pt")
+        mask = inputs.attention_mask.to(model.device) if use_mask else None
+        embeds = text_encoder(inputs.input_ids.to(model.device), attention_mask=mask)[0]
+        return embeds.to(dtype=text_encoder.dtype, device=model.device)
+
+    positive = encode([item.prompt for item in items])
+    negative = encode([item.negative_prompt for item in items]) if do_cfg else None
+    return _Conditioning(prompt_embeds=positive, negative_prompt_embeds=negative)
+
+
+def _encode_sdxl(
+    model: LoadedModel, items: Sequence[BatchItem], do_cfg: bool, height: int, width: int
+) -> _Conditioning:
+    # Adapted from diffusers StableDiffusionXLPipeline.encode_prompt and _get_add_time_ids:
+    # penultimate hidden states of both encoders, pooled output of the second. An empty
+    # negative prompt is zeros when the model says force_zeros_for_empty_prompt.
+    def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, pooled = [], None
+        for tokenizer, text_encoder in zip(model.tokenizers, model.text_encoders, strict=True):
+            ids = _tokenize(tokenizer, texts, tokenizer.model_max_length)
+            out = text_encoder(ids.to(model.device), output_hidden_states=True)
+            if pooled is None and out[0].ndim == 2:
+                pooled = out[0]
+            hidden.append(out.hidden_states[-2])
+        dtype = model.text_encoders[-1].dtype
+        return torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype)
+
+    positive, pooled = encode([item.prompt for item in items])
+    negative = negative_pooled = None
+    if do_cfg:
+        negative, negative_pooled = encode([item.negative_prompt for item in items])
+        if model.force_zeros_for_empty_prompt:
+            empty = torch.tensor([not item.negative_prompt for item in items], device=model.device)
+            negative = torch.where(empty[:, None, None], torch.zeros_like(negative), negative)
+            negative_pooled = torch.where(empty[:, None], torch.zeros_like(negative_pooled),
+                                          negative_pooled)
+    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=positive.dtype)
+    return _Conditioning(
+        prompt_embeds=positive,
+        negative_prompt_embeds=negative,
+        pooled=pooled,
+        negative_pooled=negative_pooled,
+        time_ids=time_ids.repeat(len(items), 1).to(model.device),
+    )
+
+
+def _prepare_control(
+    model: LoadedModel, items: Sequence[BatchItem], height: int, width: int
+) -> torch.Tensor:
+    # Adapted from diffusers StableDiffusionControlNetPipeline.prepare_image: resize, [0, 1].
+    processor = VaeImageProcessor(
+        vae_scale_factor=model.vae_scale_factor, do_convert_rgb=True, do_normalize=False
+    )
+    images = [processor.preprocess(item.control_image, height=height, width=width) for item in items]
+    image = torch.cat(images).to(dtype=torch.float32)
+    return image.to(device=model.device, dtype=model.controlnet.dtype)
+
+
+def _guidance_embedding(w: torch.Tensor, embedding_dim: int) -> torch.Tensor:
+    # Adapted from diffusers StableDiffusionPipeline.get_guidance_scale_embedding.
+    w = w * 1000.0
+    half_dim = embedding_dim // 2
+    emb = torch.log(torch.tensor(10000.0)) / (half_dim - 1)
+    emb = torch.exp(torch.arange(half_dim, dtype=torch.float32) * -emb)
+    emb = w.to(torch.float32)[:, None] * emb[None, :]
+    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
+    if embedding_dim % 2 == 1:
+        emb = torch.nn.functional.pad(emb, (0, 1))
+    return emb
+
+
+def _decode(model: LoadedModel, latents: torch.Tensor, tiled: bool) -> torch.Tensor:
+    # Adapted from the decode step of StableDiffusionPipeline / StableDiffusionXLPipeline.__call__.
+    vae = model.vae
+    config = vae.config
+    upcast = model.family == "sdxl" and vae.dtype == torch.float16 and config.force_upcast
+    if upcast:
+        vae.to(dtype=torch.float32)
+        latents = latents.to(torch.float32)
+    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+    if model.family == "sdxl" and mean is not None and std is not None:
+        view = (1, len(mean), 1, 1)
+        mean = torch.tensor(mean).view(view).to(latents.device, latents.dtype)
+        std = torch.tensor(std).view(view).to(latents.device, latents.dtype)
+        latents = latents * std / config.scaling_factor + mean
+    else:
+        latents = latents / config.scaling_factor
+    if tiled:
+        vae.enable_tiling()
+    try:
+        return vae.decode(latents, return_dict=False)[0]
+    finally:
+        if tiled:
+            vae.disable_tiling()
+        if upcast:
+            vae.to(dtype=torch.float16)
+
+
+def _free_device_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
