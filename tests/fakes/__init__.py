@@ -1,0 +1,1 @@
+"""Local fake servers that speak the real platform protocols, so the real SDKs run in tests."""
