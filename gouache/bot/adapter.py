@@ -106,17 +106,24 @@ def buttons_for(job: Job) -> tuple[Button, ...]:
     return tuple(Button(a, job.id, _LABELS[a]) for a in actions)
 
 
-def follow_up(request: Request, action: Action, origin: Origin, seed: int) -> Request:
+def follow_up(
+    request: Request, action: Action, origin: Origin, *, seed: int, diversity_count: int
+) -> Request:
     """The request a button press stands for; ``origin`` is the presser, not the author.
 
-    Depth jobs keep their kind and attachment name; the caller copies the input artifact.
+    The source request was validated when it was admitted, and each action changes only
+    fields that need no new validation. Depth jobs keep their attachment name; the caller
+    copies the input artifact to the new job.
     """
     base = replace(request, origin=origin, notes=())
     if action is Action.REROLL:
         return replace(base, seed=seed)
     if action is Action.GIF:
         return replace(base, gif=True)
-    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False)
+    if request.kind is Kind.DEPTH:  # diversify a depth job: same control image, more variety
+        return replace(base, diversify=True, seed=seed, gif=False)
+    count = max(request.count, diversity_count)
+    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count)
 
 
 def input_artifacts(artifacts: Sequence[Artifact]) -> list[Artifact]:

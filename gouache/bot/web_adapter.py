@@ -1,0 +1,379 @@
+"""The web playground's adapter: HTTP requests in, ``Request`` out; jobs back out as JSON.
+
+Like the chat adapters it only translates: a command line (and an optional upload) becomes a
+``Request`` through ``commands``, admission decides, storage holds the state. The page asks
+for its results (JSON or SSE) instead of being posted to, so ``deliver`` only wakes streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gouache.bot import commands
+from gouache.bot.adapter import (
+    Acknowledgement,
+    Action,
+    Progress,
+    Result,
+    buttons_for,
+    follow_up,
+)
+from gouache.bot.moderation import ImageClassifier, screen
+from gouache.bot.request import Kind, Origin, Request
+from gouache.config import Settings
+from gouache.errors import (
+    InvalidRequest,
+    NotAllowed,
+    NotFound,
+    QueueFull,
+    RateLimited,
+    TooLarge,
+    UserError,
+)
+from gouache.storage.base import Storage
+from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
+
+__all__ = ["WebAdapter", "USER_KEY", "error_middleware", "sniff_upload"]
+
+log = logging.getLogger(__name__)
+
+USER_KEY = "gouache.web_user"  # request key set by the identity middleware (gouache.web.app)
+_STATUS_FOR = {
+    InvalidRequest: 400,
+    TooLarge: 413,
+    NotAllowed: 403,
+    NotFound: 404,
+    RateLimited: 429,
+    QueueFull: 429,
+}
+_UPLOAD_TYPES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (b"\x93NUMPY", "application/x-npy", "npy"),
+)
+_SSE_POLL = 0.4
+_SSE_PING = 15.0
+
+
+class _Admits(Protocol):
+    async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def status_for(exc: UserError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS_FOR:
+            return _STATUS_FOR[cls]
+    return 400
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    """The web's one error funnel: user errors become ``{"error": message}``, bugs a 500."""
+    try:
+        return await handler(request)
+    except UserError as exc:
+        headers = {}
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return web.json_response({"error": exc.message}, status=status_for(exc), headers=headers)
+    except web.HTTPException:
+        raise
+    except Exception:
+        ref = uuid.uuid4().hex
+        log.exception("web request %s %s failed (ref %s)", request.method, request.path, ref[:8])
+        from gouache.bot import messages
+
+        return web.json_response({"error": messages.internal_error(ref)}, status=500)
+
+
+def sniff_upload(data: bytes) -> tuple[str, str]:
+    """(mime, extension) from the bytes themselves; the client's filename is never used."""
+    for magic, mime, ext in _UPLOAD_TYPES:
+        if data.startswith(magic):
+            return mime, ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp", "webp"
+    raise InvalidRequest("Upload a PNG, JPEG or WEBP image, or a .npy depth map.")
+
+
+class WebAdapter:
+    """Playground and JSON API handlers; one instance per process, wired in ``service``."""
+
+    platform = "web"
+
+    def __init__(
+        self,
+        storage: Storage,
+        admission: _Admits,
+        settings: Settings,
+        *,
+        classifier: ImageClassifier | None = None,
+        on_admitted: Callable[[], None] | None = None,
+    ) -> None:
+        self._storage = storage
+        self._admission = admission
+        self._settings = settings
+        self._classifier = classifier
+        self._on_admitted = on_admitted or (lambda: None)
+        self._finished = asyncio.Event()  # pulsed by deliver(); SSE streams also poll
+
+    # --- Adapter protocol: the page pulls its results, so these only wake streams ----------
+    async def acknowledge(self, ack: Acknowledgement) -> None:
+        return None
+
+    async def show_progress(self, progress: Progress) -> None:
+        return None
+
+    async def deliver(self, result: Result) -> str:
+        self._pulse()
+        return f"web:{result.job.id}"
+
+    async def report_error(self, job: Job, message: str) -> str:
+        self._pulse()
+        return f"web:{job.id}"
+
+    def _pulse(self) -> None:
+        self._finished.set()
+        self._finished = asyncio.Event()
+
+    # --- routes ----------------------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/jobs", self.create_job),
+            web.get("/api/jobs", self.list_jobs),
+            web.get("/api/jobs/{id}", self.get_job),
+            web.post("/api/jobs/{id}/cancel", self.cancel_job),
+            web.post("/api/jobs/{id}/actions/{action}", self.act),
+            web.get("/api/jobs/{id}/events", self.events),
+            web.get("/api/jobs/{id}/artifacts/{name}", self.artifact),
+        ]
+
+    def _origin(self, request: web.Request) -> Origin:
+        key = request.headers.get("Idempotency-Key", "")[:100] or uuid.uuid4().hex
+        user = request[USER_KEY]
+        return Origin(platform="web", request_id=f"{user}:{key}", user=user, channel="playground")
+
+    async def create_job(self, request: web.Request) -> web.Response:
+        text, upload = await self._read_command(request)
+        origin = self._origin(request)
+        built = commands.build_request(commands.parse_text(text), origin, self._settings)
+        inputs: list[Artifact] = []
+        if (upload is None) == (built.kind is Kind.DEPTH):
+            raise InvalidRequest(
+                "/depth needs a depth map or photo: choose a file."
+                if upload is None
+                else "Only /depth takes a file; remove the upload or use /depth."
+            )
+        if upload is not None:
+            mime, ext = sniff_upload(upload)
+            name = f"input-0.{ext}"
+            built = _with_attachment(built, name)
+            inputs.append(Artifact("", name, ArtifactKind.INPUT, mime, upload))
+        return await self._admit(built, inputs)
+
+    async def _admit(self, built: Request, inputs: list[Artifact]) -> web.Response:
+        admitted = await (
+            self._admission.admit(built, inputs=inputs) if inputs else self._admission.admit(built)
+        )
+        self._on_admitted()
+        job = admitted.job
+        return web.json_response(
+            {
+                "id": job.id,
+                "created": admitted.created,
+                "position": admitted.position,
+                "eta_seconds": admitted.eta_seconds,
+                "command": commands.format_command(job.request),
+                "notes": list(job.request.notes),
+                "url": f"/api/jobs/{job.id}",
+            },
+            status=202 if admitted.created else 200,
+        )
+
+    async def _read_command(self, request: web.Request) -> tuple[str, bytes | None]:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InvalidRequest("The request body is not valid JSON.") from exc
+            text = body.get("command") if isinstance(body, dict) else None
+            if not isinstance(text, str):
+                raise InvalidRequest('Send {"command": "/imagine ..."}.')
+            return text, None
+        if request.content_type.startswith("multipart/"):
+            return await self._read_multipart(request)
+        raise InvalidRequest("Send JSON, or multipart/form-data with a command and a file.")
+
+    async def _read_multipart(self, request: web.Request) -> tuple[str, bytes | None]:
+        limit = self._settings.limits.max_upload_bytes
+        text, upload = None, None
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, web.BodyPartReader):  # nested multipart: not ours
+                raise InvalidRequest("Nested multipart bodies are not supported.")
+            if part.name == "command":
+                text = (await part.read(decode=True)).decode("utf-8", "replace")
+            elif part.name == "file":
+                data = bytearray()
+                while chunk := await part.read_chunk(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise TooLarge(f"The upload is larger than {limit // (1024 * 1024)} MB.")
+                upload = bytes(data) or None
+        if text is None:
+            raise InvalidRequest("The form needs a command field.")
+        return text, upload
+
+    async def _job(self, request: web.Request) -> Job:
+        job_id = request.match_info["id"]
+        if len(job_id) > 64:
+            raise NotFound("No such job.")
+        return await self._storage.get_job(job_id)
+
+    async def get_job(self, request: web.Request) -> web.Response:
+        return web.json_response(await self._view(await self._job(request)))
+
+    async def list_jobs(self, request: web.Request) -> web.Response:
+        jobs = await self._storage.list_jobs(user=request[USER_KEY], limit=20)
+        return web.json_response({"jobs": [await self._view(j, artifacts=False) for j in jobs]})
+
+    async def cancel_job(self, request: web.Request) -> web.Response:
+        job = await self._job(request)
+        if job.user != request[USER_KEY]:
+            raise NotAllowed("You can only cancel your own jobs.")
+        return web.json_response(await self._view(await self._storage.cancel(job.id)))
+
+    async def act(self, request: web.Request) -> web.Response:
+        try:
+            action = Action(request.match_info["action"])
+        except ValueError as exc:
+            raise NotFound("Unknown action: use reroll, gif or diversify.") from exc
+        job = await self._job(request)
+        built = follow_up(
+            job.request,
+            action,
+            self._origin(request),
+            seed=secrets.randbelow(commands.SEED_MAX + 1),
+            diversity_count=self._settings.limits.diversity_count,
+        )
+        inputs = []
+        if built.attachment:
+            inputs = [
+                Artifact("", a.name, a.kind, a.mime, a.data)
+                for a in await self._storage.artifacts(job.id)
+                if a.kind is ArtifactKind.INPUT
+            ]
+        return await self._admit(built, inputs)
+
+    async def artifact(self, request: web.Request) -> web.Response:
+        job = await self._job(request)
+        name = request.match_info["name"]
+        for artifact in await self._visible(job):
+            if artifact.name == name:
+                return web.Response(
+                    body=artifact.data,
+                    content_type=artifact.mime,
+                    headers={
+                        "Cache-Control": "private, max-age=86400, immutable",
+                        "X-Content-Type-Options": "nosniff",
+                        "Content-Disposition": f'inline; filename="{artifact.name}"',
+                    },
+                )
+        raise NotFound("No such artifact.")
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: ``status`` while queued or running, one ``done``, then close."""
+        job = await self._job(request)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        last: dict[str, Any] | None = None
+        idle = 0.0
+        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+            while True:
+                view = await self._view(job)
+                terminal = job.is_terminal
+                if view != last:
+                    event = "done" if terminal else "status"
+                    await response.write(f"event: {event}\ndata: {json.dumps(view)}\n\n".encode())
+                    last, idle = view, 0.0
+                elif idle >= _SSE_PING:
+                    await response.write(b": ping\n\n")
+                    idle = 0.0
+                if terminal:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._finished.wait(), _SSE_POLL)
+                idle += _SSE_POLL
+                job = await self._storage.get_job(job.id)
+        return response
+
+    # --- translation: job -> JSON ------------------------------------------------------------
+    async def _visible(self, job: Job) -> list[Artifact]:
+        if job.status is not JobStatus.SUCCEEDED:
+            return []
+        found = [a for a in await self._storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT]
+        if self._classifier is None:
+            return found
+        screened = await screen(found, self._classifier, self._settings.moderation.flagged_action)
+        return list(screened.artifacts)
+
+    async def _view(self, job: Job, *, artifacts: bool = True) -> dict[str, Any]:
+        position = None
+        if job.status is JobStatus.QUEUED:
+            place = await self._storage.queue_position(job.id)
+            position = place[0] if place else None
+        view: dict[str, Any] = {
+            "id": job.id,
+            "status": job.status.value,
+            "progress": round(job.progress, 3),
+            "position": position,
+            "error": job.error,
+            "command": commands.format_command(job.request),
+            "kind": job.request.kind.value,
+            "count": job.request.count,
+            "created_at": job.created_at.isoformat(),
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "notes": list(job.request.notes),
+        }
+        if artifacts:
+            view["artifacts"] = [
+                {
+                    "name": a.name,
+                    "kind": a.kind.value,
+                    "mime": a.mime,
+                    "size": a.size,
+                    "url": f"/api/jobs/{job.id}/artifacts/{a.name}",
+                }
+                for a in await self._visible(job)
+            ]
+            view["actions"] = (
+                [b.action.value for b in buttons_for(job)]
+                if job.status is JobStatus.SUCCEEDED
+                else []
+            )
+        return view
+
+
+def _with_attachment(request: Request, name: str) -> Request:
+    return replace(request, attachment=name)
+
+
+def new_user_id() -> str:
+    """A random id for a browser; per-user limits then apply per browser."""
+    return "web-" + secrets.token_urlsafe(12)
