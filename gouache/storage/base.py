@@ -2,30 +2,82 @@
 
 Backends map driver errors to domain errors (``from exc``); nothing above this package sees
 aiosqlite or asyncpg. Every method is one short transaction: no transaction is ever held across
-GPU work.
+GPU work. ``claim_batch`` is the one method that may wait (the batch window), between
+transactions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-from typing import Protocol, runtime_checkable
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from gouache.bot.request import Request
-from gouache.storage.jobs import Artifact, Job, JobStatus
+from gouache.errors import GouacheError, NotFound
+from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
-__all__ = ["Storage", "EnqueueResult", "QueueStats"]
+__all__ = [
+    "Storage",
+    "Quota",
+    "QueueStats",
+    "StorageError",
+    "StorageUnavailable",
+    "LeaseLost",
+    "QuotaRefused",
+    "job_from_row",
+    "artifact_from_row",
+    "dead_reason",
+    "job_not_found",
+    "to_datetime",
+]
 
 
-class EnqueueResult(Protocol):
-    job: Job
-    created: bool  # False when (platform, request_id) already had a job
+@dataclass(frozen=True)
+class Quota:
+    """Admission limits checked in the enqueue transaction, so bot processes share them."""
+
+    rate_per_second: float
+    burst: int
+    max_pending_per_user: int
+    max_queue: int
 
 
-class QueueStats(Protocol):
+@dataclass(frozen=True)
+class QueueStats:
     queued_jobs: int
     queued_images: int
     running_jobs: int
+    user_pending: int  # queued + running jobs of the user asked about (0 when none asked)
+    seconds_per_image: float | None  # recent batches; None before the first finished batch
+    active_workers: int  # workers seen in the last two minutes
+    last_worker_seen: datetime | None
+
+
+class StorageError(GouacheError):
+    """The database refused or failed an operation (a bug or an outage, never the user's)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database could not be reached even after retrying; callers may retry later."""
+
+
+class LeaseLost(StorageError):
+    """A worker wrote to a job it no longer holds (lease expired and re-claimed, or finished)."""
+
+
+class QuotaRefused(GouacheError):
+    """Enqueue refused by a ``Quota``; ``limit`` is "rate", "user_pending" or "queue"."""
+
+    def __init__(
+        self, limit: Literal["rate", "user_pending", "queue"], maximum: float, retry_after: float = 0.0
+    ) -> None:
+        super().__init__(f"quota {limit} reached (max {maximum:g})")
+        self.limit = limit
+        self.maximum = maximum
+        self.retry_after = retry_after
 
 
 @runtime_checkable
@@ -36,11 +88,21 @@ class Storage(Protocol):
 
     async def close(self) -> None: ...
 
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
     # --- producing -------------------------------------------------------------------------
     async def enqueue(
-        self, request: Request, inputs: Sequence[Artifact] = ()
+        self, request: Request, inputs: Sequence[Artifact] = (), quota: Quota | None = None
     ) -> tuple[Job, bool]:
-        """Insert a queued job (idempotent on platform + request_id); returns (job, created)."""
+        """Insert a queued job with its uploads, idempotent on (platform, request_id).
+
+        Returns (job, created). With a quota, a duplicate is returned before any token is
+        taken, and a refusal (``QuotaRefused``) rolls the whole transaction back.
+        """
 
     async def cancel(self, job_id: str) -> Job:
         """Queued jobs become cancelled at once; running ones get cancel_requested."""
@@ -49,19 +111,35 @@ class Storage(Protocol):
     async def claim_batch(
         self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
     ) -> list[Job]:
-        """Claim up to max_images images of jobs sharing one batch key, fair across users."""
+        """Claim up to max_images images of jobs sharing one batch key, fair across users.
 
-    async def heartbeat(self, worker_id: str, job_ids: Sequence[str], lease_seconds: float) -> set[str]:
-        """Extend leases; returns ids whose cancellation was requested."""
+        Waits at most ``window_seconds`` (counted from the head job's arrival) for a fuller
+        batch; never waits when the batch is full; returns [] at once when nothing is queued.
+        """
 
-    async def set_progress(self, job_id: str, progress: float) -> None: ...
+    async def heartbeat(
+        self, worker_id: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> set[str]:
+        """Record the worker as alive, extend its leases; returns ids whose cancel was requested."""
 
-    async def complete(self, job_id: str, worker_id: str, artifacts: Sequence[Artifact]) -> Job: ...
+    async def set_progress(self, job_id: str, progress: float, worker_id: str | None = None) -> bool:
+        """False when the job is no longer running (for that worker)."""
 
-    async def fail(self, job_id: str, worker_id: str, message: str) -> Job: ...
+    async def complete(self, job_id: str, worker_id: str, artifacts: Sequence[Artifact]) -> Job:
+        """Store artifacts (upsert by name) and finish; ``LeaseLost`` unless worker_id holds it."""
+
+    async def fail(self, job_id: str, worker_id: str, message: str) -> Job:
+        """Finish as failed (or cancelled when a cancel was requested); ``LeaseLost`` as above."""
 
     async def requeue_expired(self, max_attempts: int) -> list[Job]:
-        """Sweeper: expired leases go back to queued, or to dead after max_attempts."""
+        """Sweeper: expired leases go back to queued, or to dead once attempts >= max_attempts."""
+
+    async def wait_for_event(self, timeout: float) -> bool:
+        """Sleep until something was enqueued/finished (True) or ``timeout`` passed (False).
+
+        A hint only: PostgreSQL wakes on NOTIFY, SQLite on this process's own writes; callers
+        must still poll.
+        """
 
     # --- reading ---------------------------------------------------------------------------
     async def get_job(self, job_id: str) -> Job: ...
@@ -72,24 +150,61 @@ class Storage(Protocol):
 
     async def artifacts(self, job_id: str) -> list[Artifact]: ...
 
-    async def queue_position(self, job_id: str) -> int | None: ...
+    async def queue_position(self, job_id: str) -> tuple[int, int] | None:
+        """(jobs ahead + 1, images ahead including this job's) in fair order; None unless queued."""
 
-    async def stats(self) -> QueueStats: ...
+    async def stats(self, user: str | None = None) -> QueueStats: ...
 
     # --- delivery --------------------------------------------------------------------------
-    async def undelivered(self, platforms: Sequence[str], limit: int = 50) -> list[Job]: ...
+    async def undelivered(self, platforms: Sequence[str], limit: int = 50) -> list[Job]:
+        """Finished jobs (any terminal state) from these platforms with no delivery receipt."""
 
     async def mark_delivered(self, job_id: str, ref: str = "") -> bool:
         """Record delivery once; False when it was already delivered."""
 
-    # --- admission and health --------------------------------------------------------------
-    async def take_token(
-        self, user: str, rate_per_second: float, burst: int, now: datetime | None = None
-    ) -> float:
-        """Token bucket; 0.0 when a token was taken, else seconds until one is free."""
 
-    async def pending_count(self, user: str | None = None) -> int: ...
+def dead_reason(attempts: int) -> str:
+    """The user-facing reason a job went dead (kept beside the state change that sets it)."""
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return f"This job crashed the GPU worker {times} and was stopped. Try a smaller request."
 
-    async def worker_seen(self, worker_id: str) -> None: ...
 
-    async def last_worker_heartbeat(self) -> datetime | None: ...
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(f"No job with id {job_id}.")
+
+
+def to_datetime(value: Any) -> datetime | None:
+    """SQLite stores unix seconds, PostgreSQL timestamptz: both become aware datetimes."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromtimestamp(float(value), UTC)
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    params = row["params"]
+    request = Request.from_dict(params if isinstance(params, dict) else json.loads(params))
+    return Job(
+        id=row["id"],
+        request=request,
+        status=JobStatus(row["status"]),
+        attempts=row["attempts"],
+        created_at=to_datetime(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=to_datetime(row["updated_at"]),  # type: ignore[arg-type]
+        started_at=to_datetime(row["started_at"]),
+        finished_at=to_datetime(row["finished_at"]),
+        lease_until=to_datetime(row["lease_until"]),
+        worker_id=row["worker_id"],
+        progress=float(row["progress"]),
+        error=row["error"],
+        cancel_requested=bool(row["cancel_requested"]),
+    )
+
+
+def artifact_from_row(row: Mapping[str, Any]) -> Artifact:
+    return Artifact(
+        job_id=row["job_id"],
+        name=row["name"],
+        kind=ArtifactKind(row["kind"]),
+        mime=row["mime"],
+        data=bytes(row["data"]),
+    )
