@@ -254,7 +254,12 @@ def build_tiny(root: Path, family: Family = "sd") -> Path:
     make_tokenizer(tokenizer_dir)
     _pipeline(family, tokenizer_dir).save_pretrained(root / "pipeline", safe_serialization=True)
     torch.manual_seed(_SEED)
-    _controlnet(family).save_pretrained(root / "controlnet-depth", safe_serialization=True)
+    controlnet = _controlnet(family)
+    # A ControlNet starts with zero convolutions, so a fresh one changes nothing; give them
+    # small random weights (as diffusers' ControlNet tests do) so the depth path is exercised.
+    for zero_conv in (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+        torch.nn.init.normal_(zero_conv.weight, std=0.05)
+    controlnet.save_pretrained(root / "controlnet-depth", safe_serialization=True)
     torch.manual_seed(_SEED)
     _preview_decoder().save_pretrained(root / "preview-decoder", safe_serialization=True)
     _clip(root / "clip", tokenizer_dir)

@@ -1,0 +1,78 @@
+"""Tiny models for the generation tests: built once per session, loaded via from_pretrained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread() -> None:
+    """These machines are shared: tiny models run fine on one core."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models cache in which builtin:tiny is already built (registries reuse it)."""
+    return tmp_path_factory.mktemp("models-cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_cache_dir: Path) -> Path:
+    """builtin:tiny (SD-shaped): pipeline/, controlnet-depth/, preview-decoder/, clip/."""
+    from gouache.generation.tiny import ensure_tiny
+
+    return ensure_tiny(tiny_cache_dir / "builtin-tiny", "sd")
+
+
+@pytest.fixture(scope="session")
+def tiny_xl_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SDXL-shaped tiny model, same layout as ``tiny_model_dir``."""
+    from gouache.generation.tiny import ensure_tiny
+
+    return ensure_tiny(tmp_path_factory.mktemp("xl") / "tiny-xl", "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tiny_specs(tiny_model_dir: Path, tiny_xl_model_dir: Path) -> dict:
+    """builtin:tiny, an SDXL model with a depth ControlNet, and one with a preview decoder."""
+    from gouache.config import ModelSpec, builtin_tiny_spec
+
+    return {
+        "builtin:tiny": builtin_tiny_spec(),
+        "tiny-xl": ModelSpec(
+            path=str(tiny_xl_model_dir / "pipeline"),
+            depth_controlnet=str(tiny_xl_model_dir / "controlnet-depth"),
+        ),
+        "tiny-preview": ModelSpec(
+            path=str(tiny_model_dir / "pipeline"),
+            preview_decoder=str(tiny_model_dir / "preview-decoder"),
+        ),
+    }
+
+
+@pytest.fixture(scope="session")
+def registry(tiny_specs: dict, tiny_cache_dir: Path, tiny_model_dir: Path):
+    """One registry for the session: models load once and are only read."""
+    from gouache.generation.models import ModelRegistry
+
+    return ModelRegistry(tiny_specs, cache_dir=tiny_cache_dir, device="cpu")
+
+
+@pytest.fixture
+def float_engine_cls():
+    """An Engine that returns float [0, 1] HxWx3 arrays instead of PIL images, for parity."""
+    from gouache.generation.engine import Engine
+
+    class FloatEngine(Engine):
+        def _postprocess(self, image, model):
+            return list((image / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy())
+
+    return FloatEngine
