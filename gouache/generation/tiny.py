@@ -255,9 +255,14 @@ def build_tiny(root: Path, family: Family = "sd") -> Path:
     _pipeline(family, tokenizer_dir).save_pretrained(root / "pipeline", safe_serialization=True)
     torch.manual_seed(_SEED)
     controlnet = _controlnet(family)
-    # A ControlNet starts with zero convolutions, so a fresh one changes nothing; give them
+    # A ControlNet starts with zero convolutions, so a fresh one ignores its map; give them
     # small random weights (as diffusers' ControlNet tests do) so the depth path is exercised.
-    for zero_conv in (*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block):
+    zero_convs = (
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    )
+    for zero_conv in zero_convs:
         torch.nn.init.normal_(zero_conv.weight, std=0.05)
     controlnet.save_pretrained(root / "controlnet-depth", safe_serialization=True)
     torch.manual_seed(_SEED)
