@@ -50,7 +50,6 @@ _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio
                           "attachment"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count"})  # fmt: skip
-_FALLBACK_SAMPLERS = ("ddim", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "unipc")
 
 
 @dataclass(frozen=True)
@@ -231,8 +230,8 @@ def build_request(
         raise InvalidRequest(messages.prompt_empty())
     steps = _in_range("steps", opts.get("steps", min(spec.default_steps, limits.max_steps)),
                       1, limits.max_steps)  # fmt: skip
-    guidance = _in_range("guidance", float(opts.get(
-        "guidance", min(spec.default_guidance, limits.max_guidance))), 0, limits.max_guidance)
+    guidance = float(opts.get("guidance", min(spec.default_guidance, limits.max_guidance)))
+    guidance = _in_range("guidance", guidance, 0, limits.max_guidance)
     count = _count(command.kind, opts.get("count"), limits)
     sampler = _resolve_sampler(str(opts.get("sampler") or spec.default_sampler))
     if "seed" in opts:
@@ -292,12 +291,9 @@ def _resolve_model(name: str, settings: Settings) -> str:
 
 
 def _resolve_sampler(name: str) -> str:
-    try:  # imported here: the sampler table pulls in diffusers, which the bot rarely needs
-        from gouache.generation.samplers import SAMPLERS
-    except ModuleNotFoundError as exc:  # pragma: no cover - only while samplers.py is absent
-        if exc.name != "gouache.generation.samplers":
-            raise
-        SAMPLERS = _FALLBACK_SAMPLERS
+    # Imported here: the sampler table imports diffusers, which `import gouache.bot` must not.
+    from gouache.generation.samplers import SAMPLERS
+
     if name.lower() not in SAMPLERS:
         raise InvalidRequest(messages.unknown_sampler(name, SAMPLERS))
     return name.lower()
