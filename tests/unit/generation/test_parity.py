@@ -134,3 +134,33 @@ def test_depth_matches_stable_diffusion_controlnet_pipeline(
     swapped = [replace(item, control_image=maps[1 - n]) for n, item in enumerate(items)]
     other = _gouache(float_engine_cls(registry), key, swapped)
     assert np.abs(ours - other).max() > 1e-3
+
+
+def test_sdxl_depth_matches_stable_diffusion_xl_controlnet_pipeline(
+    tiny_xl_model_dir, registry, float_engine_cls
+):
+    from diffusers import StableDiffusionXLControlNetPipeline
+
+    model = registry.get("tiny-xl")
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(
+        tiny_xl_model_dir / "pipeline", controlnet=model.controlnet, local_files_only=True
+    )
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = make_scheduler("euler-a", model.scheduler_config)
+    depth = _depth_map(3)
+    key = BatchKey("tiny-xl", "depth", 64, 64, STEPS, "euler-a", 5.0)
+    ours = _gouache(
+        float_engine_cls(registry), key, [BatchItem("a", "a house", "fog", seed=9, control_image=depth)]
+    )
+    reference = pipe(
+        "a house",
+        image=depth,
+        negative_prompt="fog",
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+        height=64,
+        width=64,
+        generator=_generators(9),
+        output_type="np",
+    ).images
+    assert np.abs(ours - reference).max() < TOL

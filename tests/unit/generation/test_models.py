@@ -1,0 +1,88 @@
+"""ModelRegistry: load once through from_pretrained, detect families, name what is missing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gouache.config import ModelSpec, builtin_demo_spec, builtin_tiny_spec
+from gouache.errors import NotFound
+from gouache.generation import models as models_module
+from gouache.generation.models import ModelRegistry
+from gouache.generation.tiny import ensure_tiny
+
+
+def test_each_model_loads_once(tiny_cache_dir, tiny_model_dir, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    calls: list[str] = []
+    real = UNet2DConditionModel.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        calls.append(str(args[0]))
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(counting))
+    registry = ModelRegistry({"builtin:tiny": builtin_tiny_spec()}, cache_dir=tiny_cache_dir, device="cpu")
+    first = registry.get("builtin:tiny")
+    assert registry.get("builtin:tiny") is first
+    assert calls == [str(tiny_model_dir / "pipeline")]  # the built-in went through from_pretrained
+
+
+def test_builtin_tiny_components(registry, tiny_model_dir):
+    model = registry.get("builtin:tiny")
+    assert model.family == "sd" and model.device.type == "cpu" and model.dtype == torch.float32
+    assert len(model.tokenizers) == len(model.text_encoders) == 1
+    assert model.controlnet is not None and model.preview_decoder is None
+    assert model.clip_path == str(tiny_model_dir / "clip")
+    assert model.scheduler_config["_class_name"] == "DDIMScheduler"
+    assert model.vae_scale_factor == 2
+    assert not any(p.requires_grad for p in model.unet.parameters())
+
+
+def test_family_is_detected_from_model_index(registry, tiny_xl_model_dir):
+    index = json.loads((tiny_xl_model_dir / "pipeline" / "model_index.json").read_text())
+    assert index["text_encoder_2"][0] == "transformers"
+    model = registry.get("tiny-xl")
+    assert model.family == "sdxl"
+    assert len(model.tokenizers) == len(model.text_encoders) == 2
+    assert model.force_zeros_for_empty_prompt
+    assert registry.get("tiny-preview").preview_decoder is not None
+
+
+def test_tiny_build_is_reused(tiny_model_dir):
+    marker = tiny_model_dir / "pipeline" / "unet" / "config.json"
+    before = marker.stat().st_mtime_ns
+    assert ensure_tiny(tiny_model_dir) == tiny_model_dir
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_unknown_model_lists_the_configured_ones(registry):
+    with pytest.raises(NotFound) as info:
+        registry.get("sd-9000")
+    assert "'sd-9000'" in info.value.message and "builtin:tiny" in info.value.message
+
+
+def test_missing_demo_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(models_module, "demo_root", lambda: tmp_path / "demo")
+    registry = ModelRegistry({"builtin:demo": builtin_demo_spec()}, cache_dir=tmp_path, device="cpu")
+    with pytest.raises(NotFound, match="builtin:demo is not installed"):
+        registry.get("builtin:demo")
+    with pytest.raises(NotFound, match="builtin:demo is not installed"):
+        registry.prompt_overflow("builtin:demo", "a cat")
+
+
+def test_a_missing_local_model_is_not_downloaded(tmp_path):
+    registry = ModelRegistry({"gone": ModelSpec(path=str(tmp_path / "nothing"))}, cache_dir=tmp_path)
+    with pytest.raises(OSError):
+        registry.get("gone")
+
+
+def test_prompt_overflow(registry):
+    assert registry.prompt_overflow("builtin:tiny", "a small red cat") is None
+    # "at" is one token of the tiny vocabulary: start + 80 words + zebra + end > 77 tokens.
+    overflow = registry.prompt_overflow("builtin:tiny", " ".join(["at"] * 80) + " zebra")
+    # Kept: the start token and 75 words (the end token takes the last place).
+    assert overflow == " ".join(["at"] * 5) + " zebra"
