@@ -23,6 +23,7 @@ from gouache.generation.images import human_size, open_image
 __all__ = ["load_depth_map", "depth_to_control_image"]
 
 _NPY_MAGIC = b"\x93NUMPY"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _NPY_MAX_HEADER = 10_000
 _NUMERIC_KINDS = "uif"  # unsigned, signed, float: no bool, complex, object, string, void
 
@@ -30,8 +31,8 @@ _NUMERIC_KINDS = "uif"  # unsigned, signed, float: no bool, complex, object, str
 def load_depth_map(data: bytes, filename: str, *, max_bytes: int, max_pixels: int) -> np.ndarray:
     """A float32 HxW array in [0, 1] (1 = near) from PNG (8/16-bit, grey or RGB) or ``.npy``.
 
-    The file's own bytes decide its format; ``filename`` only words the error and is never
-    used as a path.
+    The file's own bytes decide its format; ``filename`` only words an error message and is
+    never used as a path.
     """
     if len(data) > max_bytes:
         raise TooLarge(
@@ -39,8 +40,11 @@ def load_depth_map(data: bytes, filename: str, *, max_bytes: int, max_pixels: in
         )
     if data.startswith(_NPY_MAGIC):
         return _normalise(_load_npy(data, max_bytes=max_bytes, max_pixels=max_pixels))
-    if filename.lower().endswith(".npy"):
-        raise InvalidRequest("That .npy file has no NumPy header; it is not a saved array.")
+    if not data.startswith(_PNG_MAGIC):
+        shown = filename.replace("\\", "/").rsplit("/", 1)[-1][:40] or "That file"
+        raise InvalidRequest(
+            f"“{shown}” is not a depth map: upload a PNG (8 or 16-bit) or a .npy array."
+        )
     image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, formats=("PNG",))
     return _from_png(image)
 
