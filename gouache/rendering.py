@@ -62,17 +62,7 @@ def image_parameters(request: Request, index: int) -> str:
     """A1111-style ``parameters`` text: the seed is the one this very image used."""
     from gouache.generation.images import png_parameters
 
-    return png_parameters(
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
-        steps=request.steps,
-        sampler=request.sampler,
-        guidance=request.guidance,
-        seed=request.seed + index,
-        width=request.width,
-        height=request.height,
-        model=request.model,
-    )
+    return png_parameters(request, seed=request.seed + index)
 
 
 def artifacts_for(job_id: str, request: Request, result: ItemResult, gif: GifSettings) -> list[Artifact]:

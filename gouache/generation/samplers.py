@@ -3,29 +3,19 @@
 The names are what users type (``--sampler dpmpp-2m-karras``); the overrides follow the usual
 mapping from A1111/k-diffusion names to diffusers configs. Every scheduler starts from the
 model's own ``scheduler_config.json`` so betas and timestep spacing stay the model's.
+Classes are named, not imported: the bot validates sampler names without loading diffusers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from diffusers import (
-    DDIMScheduler,
-    DDPMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerAncestralDiscreteScheduler,
-    EulerDiscreteScheduler,
-    HeunDiscreteScheduler,
-    LCMScheduler,
-    LMSDiscreteScheduler,
-    PNDMScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from typing import TYPE_CHECKING, Any
 
 from gouache.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 __all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry"]
 
@@ -34,27 +24,27 @@ __all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry"]
 class SamplerEntry:
     """A diffusers scheduler class plus the config keys that make it this sampler."""
 
-    scheduler: type[SchedulerMixin]
+    scheduler: str  # a class name in ``diffusers``
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
 _TABLE: dict[str, SamplerEntry] = {
-    "ddpm": SamplerEntry(DDPMScheduler),
-    "ddim": SamplerEntry(DDIMScheduler),
-    "pndm": SamplerEntry(PNDMScheduler, {"skip_prk_steps": True}),
-    "lms": SamplerEntry(LMSDiscreteScheduler),
-    "heun": SamplerEntry(HeunDiscreteScheduler),
-    "euler": SamplerEntry(EulerDiscreteScheduler),
-    "euler-a": SamplerEntry(EulerAncestralDiscreteScheduler),
+    "ddpm": SamplerEntry("DDPMScheduler"),
+    "ddim": SamplerEntry("DDIMScheduler"),
+    "pndm": SamplerEntry("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": SamplerEntry("LMSDiscreteScheduler"),
+    "heun": SamplerEntry("HeunDiscreteScheduler"),
+    "euler": SamplerEntry("EulerDiscreteScheduler"),
+    "euler-a": SamplerEntry("EulerAncestralDiscreteScheduler"),
     "dpmpp-2m": SamplerEntry(
-        DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}
+        "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}
     ),
     "dpmpp-2m-karras": SamplerEntry(
-        DPMSolverMultistepScheduler,
+        "DPMSolverMultistepScheduler",
         {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True},
     ),
-    "unipc": SamplerEntry(UniPCMultistepScheduler),
-    "lcm": SamplerEntry(LCMScheduler),
+    "unipc": SamplerEntry("UniPCMultistepScheduler"),
+    "lcm": SamplerEntry("LCMScheduler"),
 }
 
 SAMPLERS: tuple[str, ...] = tuple(_TABLE)
@@ -72,5 +62,8 @@ def sampler_entry(name: str) -> SamplerEntry:
 
 def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
     """A fresh scheduler for ``name`` built on the model's scheduler config."""
+    import diffusers
+
     entry = sampler_entry(name)
-    return entry.scheduler.from_config(dict(base_config), **entry.overrides)
+    scheduler_class = getattr(diffusers, entry.scheduler)
+    return scheduler_class.from_config(dict(base_config), **entry.overrides)

@@ -22,7 +22,7 @@ def _imports(path: Path) -> set[str]:
 
 def test_import_gouache_pulls_in_no_torch_and_no_chat_sdk() -> None:
     code = (
-        "import sys, gouache, gouache.bot.commands, gouache.storage;"
+        "import sys, gouache, gouache.bot.commands, gouache.storage, gouache.generation.samplers;"
         "bad = [m for m in ('torch', 'discord', 'slack_bolt', 'diffusers') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
