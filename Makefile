@@ -27,3 +27,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# Retrains the shipped demo models from a seed (hours on a CPU; not part of CI).
+demo-models: $(STAMP)
+	$(PY) -m gouache.generation.demo.train --out gouache/models/demo --seed 0
