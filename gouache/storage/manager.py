@@ -117,15 +117,16 @@ class SqlStorage:
     ) -> tuple[Job, bool]:
         origin = request.origin
         key = {"platform": origin.platform, "request_id": origin.request_id}
+        new_id = str(uuid4())  # fixed across retries: finding it means our commit landed
 
         async def body(conn: Conn) -> tuple[Job, bool]:
             existing = await conn.fetchrow("get_by_request", **key)
             if existing is not None:
-                return job_from_row(existing), False
+                return job_from_row(existing), existing["id"] == new_id
             if quota is not None:
                 await _take_quota(conn, origin.user, quota)
             row = await conn.fetchrow(
-                "insert_job", id=str(uuid4()), user_id=origin.user, channel=origin.channel,
+                "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
                 batch_key=request.batch_key, images=request.count, **key,
             )  # fmt: skip

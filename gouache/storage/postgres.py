@@ -1,6 +1,7 @@
 """PostgreSQL backend: production and scale-out (asyncpg pool, SKIP LOCKED claims, NOTIFY).
 
-The pool is injected (or created from the URL and then owned). Each operation is one short
+The pool is injected (or created from the URL and then owned); the URL is still needed for
+the LISTEN connection. Each operation is one short
 transaction, retried for a few seconds when the connection drops (every operation is safe to
 repeat: enqueue is idempotent, claims roll back unless committed, finishing is checked against
 the lease). LISTEN runs on one held connection that is re-opened after it dies; it only wakes
@@ -38,6 +39,7 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.DeadlockDetectedError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
+    asyncpg.InternalClientError,  # a pooled connection caught mid-teardown
     OSError,
     TimeoutError,
 )
@@ -146,22 +148,21 @@ class PostgresStorage(SqlStorage):
             delay = min(delay * 2, 1.0)
 
     async def _listen(self) -> None:
-        """Hold one LISTEN connection; after it dies, open another (with backoff) forever."""
+        """Hold one LISTEN connection of our own (outside the pool); re-open it when it dies."""
         delay = 0.1
         while not self._closing:
             try:
-                async with self._pool.acquire() as raw:
+                raw = await asyncpg.connect(self.url, timeout=10)
+                try:
                     lost = asyncio.Event()
                     raw.add_termination_listener(lambda _conn, event=lost: event.set())
                     await raw.add_listener(CHANNEL, self._on_notify)
-                    try:
-                        self._wakeup.fire()  # anything sent while we were deaf: look now
-                        delay = 0.1
-                        await self._hold_listening(raw, lost)
-                    finally:
-                        if not raw.is_closed():
-                            with contextlib.suppress(Exception):
-                                await raw.remove_listener(CHANNEL, self._on_notify)
+                    self._wakeup.fire()  # anything sent while we were deaf: look now
+                    delay = 0.1
+                    await self._hold_listening(raw, lost)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(raw.close(), 2)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the listener must never die
@@ -171,7 +172,7 @@ class PostgresStorage(SqlStorage):
                 delay = min(delay * 2, 5.0)
 
     async def _hold_listening(self, raw: asyncpg.Connection, lost: asyncio.Event) -> None:
-        while not lost.is_set():
+        while not lost.is_set() and not raw.is_closed():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(lost.wait(), self.poll_seconds * 5)
             if not lost.is_set():

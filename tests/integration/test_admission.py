@@ -1,0 +1,125 @@
+"""Admission on both backends: allowlists, the shared token bucket, caps, position and ETA."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gouache.bot.admission import DEFAULT_SECONDS_PER_IMAGE, Admission
+from gouache.config import Admission as Policy
+from gouache.errors import NotAllowed, QueueFull, RateLimited
+from tests.support.factories import make_request
+
+
+def _admission(storage, **policy) -> Admission:
+    return Admission(storage, Policy(**{"rate_per_minute": 600, "burst": 100, **policy}))
+
+
+async def test_token_bucket_refuses_with_retry_after_then_refills(storage):
+    admission = _admission(storage, rate_per_minute=60, burst=2)
+    await admission.admit(make_request(user="ann"))
+    await admission.admit(make_request(user="ann"))
+    with pytest.raises(RateLimited) as refused:
+        await admission.admit(make_request(user="ann"))
+    assert 0 < refused.value.retry_after <= 1.01
+    assert "60 per minute" in refused.value.message and "bursts of 2" in refused.value.message
+    assert "Try again in 1 s" in refused.value.message
+    await admission.admit(make_request(user="bob"))  # buckets are per user
+    await asyncio.sleep(refused.value.retry_after + 0.05)
+    await admission.admit(make_request(user="ann"))
+
+
+async def test_duplicate_request_ids_take_no_second_token(storage):
+    admission = _admission(storage, rate_per_minute=1, burst=2)
+    first = await admission.admit(make_request(user="ann", request_id="evt-1"))
+    for _ in range(5):  # the platform re-delivers the same event
+        again = await admission.admit(make_request(user="ann", request_id="evt-1"))
+        assert again.job.id == first.job.id and again.created is False
+    second = await admission.admit(make_request(user="ann", request_id="evt-2"))
+    assert second.created
+    with pytest.raises(RateLimited):
+        await admission.admit(make_request(user="ann", request_id="evt-3"))
+
+
+async def test_bot_processes_share_one_bucket(storage, open_more):
+    other = await open_more()
+    one, two = _admission(storage, rate_per_minute=1, burst=3), _admission(other, rate_per_minute=1, burst=3)
+    results = await asyncio.gather(
+        *(a.admit(make_request(user="ann")) for a in (one, two, one, two, one, two)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 3
+    assert all(isinstance(r, RateLimited) for r in results if isinstance(r, BaseException))
+
+
+async def test_per_user_pending_cap(storage):
+    admission = _admission(storage, max_pending_per_user=2)
+    await admission.admit(make_request(user="ann"))
+    await admission.admit(make_request(user="ann"))
+    with pytest.raises(QueueFull) as refused:
+        await admission.admit(make_request(user="ann"))
+    assert "limit is 2" in refused.value.message
+    await admission.admit(make_request(user="bob"))
+    [job] = await storage.claim_batch("w", 1, 30)  # running still counts as pending
+    await storage.complete(job.id, "w", [])
+    await admission.admit(make_request(user="ann"))
+
+
+async def test_global_queue_cap(storage):
+    admission = _admission(storage, max_queue=3)
+    for user in "abc":
+        await admission.admit(make_request(user=user))
+    with pytest.raises(QueueFull) as refused:
+        await admission.admit(make_request(user="d"))
+    assert "at most 3" in refused.value.message
+
+
+async def test_refusal_takes_no_token(storage):
+    admission = _admission(storage, rate_per_minute=1, burst=1, max_queue=1)
+    await admission.admit(make_request(user="a"))
+    for _ in range(3):
+        with pytest.raises(QueueFull):
+            await admission.admit(make_request(user="b"))
+    [job] = await storage.claim_batch("w", 1, 30)
+    await admission.admit(make_request(user="b"))  # b's only token is still there
+
+
+@pytest.mark.parametrize(
+    ("policy", "origin", "allowed"),
+    [
+        ({}, {"platform": "discord", "guild": "g9", "channel": "c9"}, True),
+        ({"allowed_guilds": ["g1"]}, {"platform": "discord", "guild": "g1"}, True),
+        ({"allowed_guilds": ["g1"]}, {"platform": "discord", "guild": "g2"}, False),
+        ({"allowed_guilds": ["g1"]}, {"platform": "discord", "guild": ""}, False),
+        ({"allowed_guilds": ["g1"]}, {"platform": "slack", "guild": "T9"}, True),
+        ({"allowed_workspaces": ["T1"]}, {"platform": "slack", "guild": "T9"}, False),
+        ({"allowed_channels": ["c1"]}, {"platform": "slack", "guild": "T1", "channel": "c2"}, False),
+        ({"allowed_channels": ["c1"]}, {"platform": "discord", "guild": "g", "channel": "c1"}, True),
+        ({"allowed_channels": ["c1"]}, {"platform": "web", "channel": ""}, True),
+    ],
+)
+async def test_allowlists(storage, policy, origin, allowed):
+    admission = _admission(storage, **policy)
+    request = make_request(**origin)
+    if allowed:
+        assert (await admission.admit(request)).created
+    else:
+        with pytest.raises(NotAllowed):
+            await admission.admit(request)
+        assert await storage.list_jobs() == []
+
+
+async def test_position_and_eta_from_recent_throughput(storage):
+    admission = _admission(storage)
+    first = await admission.admit(make_request(user="ann", count=2))
+    assert first.position == 1 and first.eta_seconds == pytest.approx(2 * DEFAULT_SECONDS_PER_IMAGE)
+    assert "next in line" in first.message
+    [job] = await storage.claim_batch("w", 2, 30)
+    await asyncio.sleep(0.4)
+    await storage.complete(job.id, "w", [])  # about 0.2 s per image
+    second = await admission.admit(make_request(user="bob"))
+    third = await admission.admit(make_request(user="cid", count=3))
+    assert (second.position, third.position) == (1, 2)
+    assert 0.15 < second.eta_seconds < 1.0
+    assert third.eta_seconds == pytest.approx(4 * second.eta_seconds, rel=0.01)

@@ -1,0 +1,128 @@
+"""Batch claims on both backends: round-robin fairness across users and the batch window."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from gouache.storage import JobStatus
+from tests.support.factories import make_request
+
+LEASE = 30.0
+
+
+async def _run_worker(storage, max_images: int) -> list[list[str]]:
+    """Claim and complete until the queue is empty; returns each batch's users in order."""
+    batches = []
+    while batch := await storage.claim_batch("w", max_images, LEASE):
+        batches.append([job.user for job in batch])
+        for job in batch:
+            await storage.complete(job.id, "w", [])
+    return batches
+
+
+def _start_index(batches: list[list[str]]) -> dict[tuple[str, int], int]:
+    """(user, nth job of that user) -> index of the batch it started in."""
+    seen: dict[str, int] = {}
+    out = {}
+    for index, users in enumerate(batches):
+        for user in users:
+            seen[user] = seen.get(user, 0) + 1
+            out[(user, seen[user])] = index
+    return out
+
+
+async def _heavy_then_light(storage) -> None:
+    for _ in range(20):
+        await storage.enqueue(make_request(user="heavy"))
+    for i in range(9):
+        await storage.enqueue(make_request(user=f"light{i}"))
+
+
+async def test_light_users_start_before_the_heavy_users_third_job(storage):
+    await _heavy_then_light(storage)
+    started = _start_index(await _run_worker(storage, max_images=1))
+    third = started[("heavy", 3)]
+    assert all(started[(f"light{i}", 1)] < third for i in range(9)), started
+    assert len(started) == 29
+
+
+async def test_fairness_survives_service_already_given(storage):
+    for _ in range(20):
+        await storage.enqueue(make_request(user="heavy"))
+    [first] = await storage.claim_batch("w", 1, LEASE)  # the worker is busy with heavy's first
+    await storage.complete(first.id, "w", [])
+    for i in range(9):
+        await storage.enqueue(make_request(user=f"light{i}"))
+    started = _start_index([["heavy"]] + await _run_worker(storage, max_images=1))
+    assert all(started[(f"light{i}", 1)] < started[("heavy", 3)] for i in range(9)), started
+
+
+async def test_fair_batches_fill_up_round_robin(storage):
+    await _heavy_then_light(storage)
+    batches = await _run_worker(storage, max_images=4)
+    assert batches[0] == ["heavy", "light0", "light1", "light2"]
+    started = _start_index(batches)
+    assert all(started[(f"light{i}", 1)] <= started[("heavy", 3)] for i in range(9))
+    assert all(len(b) == 4 for b in batches[:-1])
+
+
+async def test_batch_holds_one_key_and_respects_image_counts(storage):
+    big, _ = await storage.enqueue(make_request(user="ann", count=3))
+    other_key, _ = await storage.enqueue(make_request(user="bob", steps=30))
+    small, _ = await storage.enqueue(make_request(user="cid", count=2))
+    tiny, _ = await storage.enqueue(make_request(user="dan", count=1))
+    batch = await storage.claim_batch("w", 4, LEASE)
+    assert [j.id for j in batch] == [big.id, tiny.id]  # cid's 2 do not fit; dan's 1 does
+    assert sum(j.images for j in batch) == 4
+    assert {j.request.batch_key for j in batch} == {big.request.batch_key}
+    assert (await storage.get_job(other_key.id)).status is JobStatus.QUEUED
+
+
+async def test_oversized_job_still_runs_alone(storage):
+    huge, _ = await storage.enqueue(make_request(count=6))
+    assert [j.id for j in await storage.claim_batch("w", 4, LEASE)] == [huge.id]
+
+
+async def test_window_waits_when_the_batch_is_not_full(storage):
+    await storage.enqueue(make_request())
+    start = time.monotonic()
+    batch = await storage.claim_batch("w", 4, LEASE, window_seconds=0.6)
+    waited = time.monotonic() - start
+    assert len(batch) == 1 and 0.45 <= waited < 2.0, waited
+
+
+async def test_window_never_waits_when_full(storage):
+    for user in "abcd":
+        await storage.enqueue(make_request(user=user))
+    start = time.monotonic()
+    batch = await storage.claim_batch("w", 4, LEASE, window_seconds=5.0)
+    assert len(batch) == 4 and time.monotonic() - start < 1.0
+
+
+async def test_window_returns_as_soon_as_the_batch_fills(storage, open_more):
+    producer = await open_more()  # another process's writes: seen by wake-up or poll
+    await storage.enqueue(make_request(user="a"))
+
+    async def later():
+        await asyncio.sleep(0.3)
+        await producer.enqueue(make_request(user="b", count=3))
+
+    start = time.monotonic()
+    batch, _ = await asyncio.gather(storage.claim_batch("w", 4, LEASE, window_seconds=10.0), later())
+    waited = time.monotonic() - start
+    assert sorted(j.user for j in batch) == ["a", "b"] and 0.25 <= waited < 3.0, waited
+
+
+async def test_window_counts_from_the_head_jobs_arrival(storage):
+    await storage.enqueue(make_request())
+    await asyncio.sleep(0.5)
+    start = time.monotonic()
+    assert len(await storage.claim_batch("w", 4, LEASE, window_seconds=0.5)) == 1
+    assert time.monotonic() - start < 0.3
+
+
+async def test_empty_queue_returns_at_once(storage):
+    start = time.monotonic()
+    assert await storage.claim_batch("w", 4, LEASE, window_seconds=5.0) == []
+    assert time.monotonic() - start < 0.5
