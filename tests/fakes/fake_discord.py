@@ -31,6 +31,12 @@ def snowflake(at: float | None = None) -> str:
     return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF))
 
 
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """Exactly ``application/json``: discord.py treats anything else (a charset) as text."""
+    body = json.dumps(data).encode()
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
+
+
 @dataclass
 class Call:
     """One REST request the client made."""
@@ -169,6 +175,7 @@ class FakeDiscord:
                         "guild_id": guild_id, "permission_overwrites": [], "nsfw": False},
             "locale": "en-US",
             "app_permissions": "2147483647",
+            "attachment_size_limit": 10 * 1024 * 1024,
             "entitlements": [],
             "authorizing_integration_owners": {"0": guild_id or "0"},
             "context": 0 if guild_id else 1,
@@ -226,7 +233,11 @@ class FakeDiscord:
     ) -> dict[str, Any]:
         payload = self._base_interaction(3, user_id, channel_id, guild_id, 0.0)
         payload["data"] = {"custom_id": custom_id, "component_type": 2}
-        message = self.messages.get(message_id or "") or self._message(channel_id, {"content": ""})
+        message = self.messages.get(message_id or "")
+        if message is None:  # discord.py rebuilds the button from the message: include it
+            button = {"type": 2, "style": 2, "label": "button", "custom_id": custom_id}
+            row = {"type": 1, "components": [button]}
+            message = self._message(channel_id, {"content": "", "components": [row]})
         payload["message"] = message
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
@@ -292,10 +303,9 @@ class FakeDiscord:
                 self._failures.remove(failure)
                 call.status = failure.status
                 await self._record(call)
-                return web.json_response(
-                    failure.body, status=failure.status, headers=failure.headers
-                )
+                return _json(failure.body, status=failure.status, headers=failure.headers)
         response = self._route(request.method, path, payload, files, request)
+        call.status = response.status
         await self._record(call)
         return response
 
@@ -326,29 +336,29 @@ class FakeDiscord:
         parts = path.strip("/").split("/")
         if path == "/users/@me":
             if request.headers.get("Authorization", "") != "Bot fake-token":
-                return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
-            return web.json_response(self._bot_user())
+                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+            return _json(self._bot_user())
+        if path == "/oauth2/applications/@me":
+            return _json({"id": self.application_id, "name": "gouache", "description": "",
+                          "icon": None, "bot_public": True, "bot_require_code_grant": False,
+                          "owner": self._bot_user(), "verify_key": "0" * 64, "flags": 0})  # fmt: skip
         if path == "/gateway/bot":
             limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-            return web.json_response({"url": self.gateway_url, "shards": 1,
+            return _json({"url": self.gateway_url, "shards": 1,
                                       "session_start_limit": limit})  # fmt: skip
         if path == "/gateway":
-            return web.json_response({"url": self.gateway_url})
+            return _json({"url": self.gateway_url})
         if parts[0] == "attachments" and method == "GET":
             return web.Response(body=self._uploads.get(parts[1], b""), content_type="image/png")
         if parts[0] == "applications" and "commands" in parts:
             return self._commands(method, parts, payload)
         if parts[0] == "interactions":  # /interactions/{id}/{token}/callback
-            return web.json_response(
-                {"interaction": {"id": parts[1], "type": (payload or {}).get("type", 5)}}
-            )
+            return _json({"interaction": {"id": parts[1], "type": (payload or {}).get("type", 5)}})
         if parts[0] == "webhooks":  # /webhooks/{app}/{token}[/messages/{id}]
             return self._webhook(method, parts, payload, files)
         if parts[0] == "channels" and parts[2:3] == ["messages"]:
             return self._channel_message(method, parts, payload, files)
-        return web.json_response(
-            {"message": f"fake: no route {method} {path}", "code": 0}, status=404
-        )
+        return _json({"message": f"fake: no route {method} {path}", "code": 0}, status=404)
 
     def _commands(self, method: str, parts: list[str], payload: Any) -> web.Response:
         scope = parts[3] if parts[2] == "guilds" else "global"
@@ -359,8 +369,8 @@ class FakeDiscord:
                 for c in stored:
                     c["guild_id"] = scope
             self.commands[scope] = stored
-            return web.json_response(stored)
-        return web.json_response(self.commands.get(scope, []))
+            return _json(stored)
+        return _json(self.commands.get(scope, []))
 
     def _message(
         self, channel_id: str, payload: dict[str, Any], files: list[tuple[str, bytes]] = (),  # type: ignore[assignment]
@@ -402,10 +412,10 @@ class FakeDiscord:
             message = self._message(self._token_channel.get(token, "0"), payload, files)
         if key:
             self.messages[key] = message
-        return web.json_response(message)
+        return _json(message)
 
     def _channel_message(
         self, method: str, parts: list[str], payload: Any, files: list[tuple[str, bytes]]
     ) -> web.Response:
         message_id = parts[3] if len(parts) > 3 else None
-        return web.json_response(self._message(parts[1], payload or {}, files, message_id))
+        return _json(self._message(parts[1], payload or {}, files, message_id))

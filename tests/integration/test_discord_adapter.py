@@ -1,0 +1,270 @@
+"""The real discord.py client against the local fake Discord: commands, buttons, delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from gouache.bot.adapter import Progress
+from gouache.bot.admission import Admission
+from gouache.bot.delivery import Delivery
+from gouache.bot.discord_adapter import DiscordAdapter
+from gouache.config import Admission as AdmissionSettings
+from gouache.config import DiscordSettings, Settings
+from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
+from tests.fakes.fake_discord import FakeDiscord
+
+NO_MENTIONS = {"parse": []}
+
+
+def png(color: str = "red", size: int = 16) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (size, size), color).save(out, "PNG")
+    return out.getvalue()
+
+
+@dataclass
+class Bot:
+    client: DiscordAdapter
+    storage: Storage
+    settings: Settings
+    fake: FakeDiscord
+
+    async def jobs(self) -> list[Job]:
+        return await self.storage.list_jobs(limit=100)
+
+    async def finish(self, job: Job, *, gif: bool = False) -> None:
+        """Play the worker: claim the job and complete it with one image (and a GIF)."""
+        claimed = await self.storage.claim_batch("worker-1", 8, 60.0)
+        assert [j.id for j in claimed] == [job.id]
+        artifacts = [Artifact(job.id, "image-0.png", ArtifactKind.IMAGE, "image/png", png())]
+        if gif:
+            artifacts.append(
+                Artifact(job.id, "denoise-0.gif", ArtifactKind.GIF, "image/gif", b"GIF89a" * 50)
+            )
+        await self.storage.complete(job.id, "worker-1", artifacts)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as server:
+        yield server
+
+
+def make_settings(tmp_path: Path, fake: FakeDiscord) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data",
+        discord=DiscordSettings(
+            token="fake-token", application_id=fake.application_id, api_base=fake.api_base
+        ),
+        admission=AdmissionSettings(rate_per_minute=600, burst=50),
+    )
+
+
+async def start_client(settings: Settings, storage: Storage) -> tuple[DiscordAdapter, asyncio.Task]:
+    client = DiscordAdapter(
+        settings,
+        storage,
+        Admission(storage, settings),
+        artifact_url=lambda job_id, name: (
+            f"https://gouache.test/api/jobs/{job_id}/artifacts/{name}"
+        ),
+        guild_ready_timeout=0.01,
+    )
+    task = asyncio.create_task(client.start())
+    ready = asyncio.create_task(client.wait_until_ready())
+    await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():  # start-up failed: show why instead of timing out
+        ready.cancel()
+        await task
+    assert ready.done(), "the client never became ready"
+    return client, task
+
+
+@pytest.fixture
+async def bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Bot]:
+    settings = make_settings(tmp_path, fake)
+    async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
+        client, task = await start_client(settings, storage)
+        try:
+            yield Bot(client, storage, settings, fake)
+        finally:
+            await client.close()
+            await asyncio.wait_for(task, 10)
+
+
+def original_edits(fake: FakeDiscord, token: str) -> list:
+    return fake.find("PATCH", f"/webhooks/{fake.application_id}/{token}/messages/@original")
+
+
+async def wait_edits(fake: FakeDiscord, token: str, count: int = 1) -> list:
+    await fake.wait_for(lambda f: len(original_edits(f, token)) >= count)
+    return original_edits(fake, token)
+
+
+async def test_commands_are_registered_once_with_typed_options(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    settings = make_settings(tmp_path, fake)
+    async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
+        for _ in range(2):  # the second start finds the stored hash and registers nothing
+            client, task = await start_client(settings, storage)
+            await client.close()
+            await task
+    puts = fake.find("PUT", "/commands")
+    assert len(puts) == 1
+    commands = {c["name"]: c for c in puts[0].json}
+    assert set(commands) == {"imagine", "depth", "diversity"}
+    imagine = {o["name"]: o for o in commands["imagine"]["options"]}
+    assert imagine["prompt"]["required"] is True
+    assert imagine["steps"]["type"] == 4 and imagine["guidance"]["type"] == 10
+    assert {"16:9", "1:1"} <= {c["value"] for c in imagine["aspect_ratio"]["choices"]}
+    assert "euler-a" in {c["value"] for c in imagine["sampler"]["choices"]}
+    assert {o["name"]: o["type"] for o in commands["depth"]["options"]}["image"] == 11
+
+
+async def test_slash_command_becomes_one_job_even_when_redelivered(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a red cube @everyone", "steps": 5})
+    edits = await wait_edits(fake, payload["token"])
+    callbacks = fake.find("POST", f"/interactions/{payload['id']}/")
+    assert callbacks[0].json == {"type": 5, "data": {"flags": 64}}  # deferred, ephemeral
+    assert edits[0].content.startswith("Queued: next in line")
+    assert edits[0].allowed_mentions == NO_MENTIONS
+
+    await fake.slash_command("imagine", {}, payload=payload)  # Discord re-sends the event
+    await wait_edits(fake, payload["token"], 2)
+    jobs = await bot.jobs()
+    assert len(jobs) == 1
+    request = jobs[0].request
+    assert request.prompt == "a red cube @everyone" and request.steps == 5
+    assert request.origin.request_id == payload["id"]
+    assert request.origin.reply_token == payload["token"]
+
+
+async def test_bad_option_gets_a_specific_ephemeral_error(bot: Bot) -> None:
+    payload = await bot.fake.slash_command("imagine", {"prompt": "a cube", "steps": 500})
+    edits = await wait_edits(bot.fake, payload["token"])
+    assert edits[0].content == "steps must be between 1 and 60 (got 500)."
+    assert edits[0].allowed_mentions == NO_MENTIONS
+    assert bot.fake.find("POST", "/callback")[0].json["data"] == {"flags": 64}
+    assert await bot.jobs() == []
+
+
+async def test_delivery_posts_files_with_mentions_disabled(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "<@123> a cube @everyone"})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    await bot.finish(job, gif=True)
+    assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
+
+    [post] = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
+    assert post.allowed_mentions == NO_MENTIONS
+    assert [name for name, _ in post.files] == ["image-0.png", "denoise-0.gif"]
+    assert "a cube @everyone" in post.content and f"seed {job.request.seed}" in post.content
+    ids = [c["custom_id"] for row in post.json["components"] for c in row["components"]]
+    assert ids == [f"gouache:{a}:{job.id}" for a in ("reroll", "gif", "diversify")]
+
+
+async def test_upload_too_large_degrades_to_fewer_files(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube", "gif": True})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    await bot.finish(job, gif=True)
+    fake.fail_next("POST", f"/webhooks/{fake.application_id}/", 413)
+    assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
+    posts = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
+    assert [name for name, _ in posts[-1].files] == ["image-0.png"]
+    assert f"https://gouache.test/api/jobs/{job.id}/artifacts/denoise-0.gif" in posts[-1].content
+
+
+async def test_rate_limited_post_is_retried(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    await bot.finish(job)
+    fake.fail_next("POST", f"/webhooks/{fake.application_id}/", 429, retry_after=0.05)
+    assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
+    attempts = [c for c in fake.calls if c.method == "POST" and "/webhooks/" in c.path]
+    assert [c.status for c in attempts] == [429, 200]
+
+
+async def test_after_fourteen_minutes_results_go_to_the_channel(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "slow one"}, age=14.5 * 60)
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    await bot.finish(job)
+    assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
+    [post] = fake.find("POST", f"/channels/{payload['channel_id']}/messages")
+    assert post.allowed_mentions == NO_MENTIONS
+    assert [name for name, _ in post.files] == ["image-0.png"]
+    assert not fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
+
+
+async def test_reroll_button_creates_a_new_job_with_a_new_seed(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube", "seed": 7})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    press = await fake.press_button(f"gouache:reroll:{job.id}", user_id="300000000000000002")
+    edits = await wait_edits(fake, press["token"])
+    assert edits[0].content.startswith("Queued: #2 in line")
+    jobs = {j.id: j for j in await bot.jobs()}
+    assert len(jobs) == 2
+    [new] = [j for j in jobs.values() if j.id != job.id]
+    assert new.request.prompt == "a cube" and new.request.seed != 7
+    assert new.request.origin.user == "300000000000000002"
+    assert new.request.origin.request_id == press["id"]
+
+
+async def test_cancel_button_only_for_the_owner(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    other = await fake.press_button(f"gouache:cancel:{job.id}", user_id="300000000000000009")
+    assert (await wait_edits(fake, other["token"]))[
+        0
+    ].content == "You can only cancel your own jobs."
+    mine = await fake.press_button(f"gouache:cancel:{job.id}")
+    assert (await wait_edits(fake, mine["token"]))[0].content == "Cancelled."
+    assert (await bot.storage.get_job(job.id)).status.value == "cancelled"
+
+
+async def test_progress_edits_are_throttled(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    for fraction in (0.1, 0.2, 0.3):
+        await bot.client.show_progress(Progress(job=job, fraction=fraction))
+    edits = original_edits(fake, payload["token"])
+    assert [e.content for e in edits[1:]] == ["Generating… 10%"]
+    assert edits[-1].allowed_mentions == NO_MENTIONS
+
+
+async def test_unknown_job_button_and_depth_upload(bot: Bot) -> None:
+    fake = bot.fake
+    press = await fake.press_button("gouache:reroll:00000000-0000-0000-0000-000000000000")
+    assert (await wait_edits(fake, press["token"]))[0].content.startswith("No job with id")
+    attachment = fake.attachment("depth.png", png("gray"))
+    payload = await fake.slash_command(
+        "depth",
+        {"prompt": "a hill", "image": attachment["id"]},
+        attachments={attachment["id"]: attachment},
+    )
+    assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
+    [job] = await bot.jobs()
+    assert job.request.kind.value == "depth" and job.request.attachment == "input-0.png"
+    [upload] = await bot.storage.artifacts(job.id)
+    assert upload.kind is ArtifactKind.INPUT and upload.data == png("gray")
