@@ -1,0 +1,75 @@
+"""Phase 2: the depth ControlNet, trained on the world's exact depth maps.
+
+Initialised from the exported UNet (``ControlNetModel.from_unet``) and trained against it
+frozen, as in Zhang et al. (2023). The demo model works in pixel space (f1), so the
+conditioning embedding must not downsample: one block of 16 channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
+
+from .export import export_controlnet, record
+from .train import diffusion_loss, encode
+from .training import Clock, Ema, load_checkpoint, log, make_batch, save_checkpoint, steps
+
+__all__ = ["train_controlnet"]
+
+
+def train_controlnet(args: argparse.Namespace) -> None:
+    pipe = StableDiffusionPipeline.from_pretrained(args.out / "pipeline", safety_checker=None)
+    unet, text_encoder, tokenizer = pipe.unet.eval(), pipe.text_encoder.eval(), pipe.tokenizer
+    unet.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    torch.manual_seed(args.seed)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16,))
+    controlnet.train()
+    opt = torch.optim.AdamW(controlnet.parameters(), lr=args.lr / 2, weight_decay=0.01)
+    ema = Ema(controlnet, decay=0.998)
+    ckpt_path, start = args.workdir / "controlnet.pt", 0
+    if args.resume and (state := load_checkpoint(ckpt_path)) is not None:
+        controlnet.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        ema.load_state_dict(state["ema"])
+        start = state["step"]
+        log(f"resumed controlnet at step {start}")
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    clock, t0, done = Clock(args.minutes), time.monotonic(), start
+
+    def predict(hidden: torch.Tensor, depth: torch.Tensor):  # noqa: ANN202
+        def run(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            down, mid = controlnet(x, t, hidden, controlnet_cond=depth, return_dict=False)
+            return unet(x, t, hidden, down_block_additional_residuals=down,
+                        mid_block_additional_residual=mid).sample
+        return run
+
+    def save(step: int, final: bool = False) -> None:
+        save_checkpoint(ckpt_path, {"model": controlnet.state_dict(), "opt": opt.state_dict(),
+                                    "ema": ema.state_dict(), "step": step})
+        if final or clock.every("export", args.export_minutes * 60):
+            export_controlnet(args.out, ema.module)
+            record(args.out, "controlnet", {"seed": args.seed, "steps": step, "batch": args.batch})
+            log(f"exported controlnet at step {step}")
+
+    for step in steps(start, args.controlnet_steps, clock):
+        batch = make_batch(args.seed + 1, step, args.batch, empty_fraction=0.1)
+        gen = torch.Generator().manual_seed(args.seed * 1_000_033 + step)
+        with torch.no_grad():
+            hidden = encode(tokenizer, text_encoder, batch.captions)
+        loss = diffusion_loss(noise_scheduler, predict(hidden, batch.depth), batch.images, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(controlnet.parameters(), 1.0)
+        opt.step()
+        ema.update(controlnet)
+        done = step + 1
+        if step % 100 == 0:
+            rate = (done - start) * args.batch / (time.monotonic() - t0)
+            log(f"controlnet step {step} loss {loss.item():.4f} ({rate:.1f} images/s)")
+        if clock.every("checkpoint", args.checkpoint_minutes * 60):
+            save(done)
+    save(done, final=True)

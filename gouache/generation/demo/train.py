@@ -1,0 +1,153 @@
+"""Trains the built-in demo models from a seed: ``make demo-models``.
+
+    python -m gouache.generation.demo.train --out gouache/models/demo --seed 0 [--resume]
+        [--phase all|unet|controlnet|clip|judge] [--minutes N]
+
+Phases, in order: the text encoder and UNet jointly (epsilon prediction on a cosine schedule,
+10% empty captions for classifier-free guidance, EMA, min-SNR weighting); the depth ControlNet
+on the frozen EMA UNet; the tiny CLIPModel, contrastively; the judge (an attribute classifier
+on rendered scenes, for benchmarks/demo_quality.py). Each phase stops at its step count
+(reproducible from ``--seed``) or when ``--minutes`` runs out, checkpoints to ``--workdir``
+every few minutes, resumes from there with ``--resume`` and exports the EMA weights to
+``--out`` regularly. Not part of CI: hours on a CPU, minutes on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler
+
+from .components import build_scheduler, build_text_encoder, build_tokenizer, build_unet
+from .export import export_pipeline, record
+from .training import Clock, Ema, load_checkpoint, log, make_batch, save_checkpoint, steps
+
+__all__ = ["main", "train_unet", "encode", "diffusion_loss"]
+
+
+def encode(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:  # noqa: ANN001
+    """Token embeddings exactly as ``StableDiffusionPipeline.encode_prompt`` computes them."""
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids)[0]
+
+
+def diffusion_loss(noise_scheduler: DDPMScheduler, predict, x0: torch.Tensor,  # noqa: ANN001
+                   generator: torch.Generator, snr_gamma: float = 5.0) -> torch.Tensor:
+    """Epsilon-prediction MSE with min-SNR-gamma weighting (Hang et al., 2023)."""
+    b = x0.shape[0]
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    noisy = noise_scheduler.add_noise(x0, noise, t)
+    alpha_bar = noise_scheduler.alphas_cumprod[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    weight = torch.clamp(snr, max=snr_gamma) / snr
+    per_item = (predict(noisy, t) - noise).pow(2).mean(dim=(1, 2, 3))
+    return (per_item * weight).mean()
+
+
+def train_unet(args: argparse.Namespace) -> None:
+    tokenizer = build_tokenizer()
+    models = torch.nn.ModuleDict({
+        "text": build_text_encoder(len(tokenizer), seed=args.seed),
+        "unet": build_unet(seed=args.seed),
+    })
+    opt = torch.optim.AdamW(models.parameters(), lr=args.lr, weight_decay=0.01)
+    ema = Ema(models, decay=0.999)
+    ckpt_path, start = args.workdir / "unet.pt", 0
+    if args.resume and (state := load_checkpoint(ckpt_path)) is not None:
+        models.load_state_dict(state["models"])
+        opt.load_state_dict(state["opt"])
+        ema.load_state_dict(state["ema"])
+        start = state["step"]
+        log(f"resumed unet at step {start}")
+    noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
+    clock, last_loss, t0, done = Clock(args.minutes), 0.0, time.monotonic(), start
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(ckpt_path, {"models": models.state_dict(), "opt": opt.state_dict(),
+                                    "ema": ema.state_dict(), "step": step})
+
+    def export(step: int) -> None:
+        export_pipeline(args.out, tokenizer, ema.module["text"], ema.module["unet"])
+        record(args.out, "unet", {"seed": args.seed, "steps": step, "batch": args.batch,
+                                  "images": step * args.batch, "lr": args.lr})
+        log(f"exported pipeline at step {step}")
+
+    models.train()
+    for step in steps(start, args.unet_steps, clock):
+        for group in opt.param_groups:
+            group["lr"] = args.lr * min(1.0, (step + 1) / 200)
+        batch = make_batch(args.seed, step, args.batch, empty_fraction=0.1)
+        gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        hidden = encode(tokenizer, models["text"], batch.captions)
+        loss = diffusion_loss(noise_scheduler,
+                              lambda x, t, h=hidden: models["unet"](x, t, h).sample, batch.images, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(models.parameters(), 1.0)
+        opt.step()
+        ema.update(models)
+        done = step + 1
+        last_loss = 0.98 * last_loss + 0.02 * loss.item() if step > start else loss.item()
+        if step % 100 == 0:
+            rate = (step + 1 - start) * args.batch / (time.monotonic() - t0)
+            log(f"unet step {step} loss {last_loss:.4f} ({rate:.1f} images/s)")
+        if clock.every("checkpoint", args.checkpoint_minutes * 60):
+            checkpoint(done)
+        if clock.every("export", args.export_minutes * 60):
+            export(done)
+    checkpoint(done)
+    export(done)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("gouache/models/demo"))
+    p.add_argument("--workdir", type=Path, default=Path("data/demo-train"),
+                   help="checkpoints (optimizer state included) for --resume")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--phase", choices=["all", "unet", "controlnet", "clip", "judge"], default="all")
+    p.add_argument("--minutes", type=float, default=None, help="time cap for each phase")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--unet-steps", type=int, default=60_000)
+    p.add_argument("--controlnet-steps", type=int, default=8_000)
+    p.add_argument("--clip-steps", type=int, default=6_000)
+    p.add_argument("--judge-steps", type=int, default=1500)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--checkpoint-minutes", type=float, default=5.0)
+    p.add_argument("--export-minutes", type=float, default=10.0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.phase in ("all", "unet"):
+        train_unet(args)
+    if args.phase in ("all", "controlnet"):
+        from .controlnet_training import train_controlnet
+
+        train_controlnet(args)
+    if args.phase in ("all", "clip"):
+        from .clip_training import train_clip
+
+        train_clip(args)
+    if args.phase in ("all", "judge"):
+        from .judge import rendered_accuracy, save_judge, train_judge
+
+        judge = train_judge(steps=args.judge_steps, seed=args.seed + 123)
+        save_judge(judge, args.out / "judge")
+        accuracy = rendered_accuracy(judge)
+        record(args.out, "judge", {"seed": args.seed + 123, "steps": args.judge_steps,
+                                   "rendered_heldout_accuracy": accuracy})
+        log(f"judge accuracy on rendered held-out scenes: {accuracy}")
+
+
+if __name__ == "__main__":
+    main()

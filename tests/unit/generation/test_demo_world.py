@@ -1,0 +1,133 @@
+"""The demo world: deterministic scenes, exact depth maps, canonical captions, held-out split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gouache.generation.demo.world import (
+    BACKGROUNDS,
+    COLOURS,
+    HELDOUT_PAIRS,
+    SHAPES,
+    Scene,
+    Shape,
+    caption,
+    depth_to_image,
+    heldout_scenes,
+    render,
+    sample_scene,
+    vocabulary,
+)
+
+
+def _one(kind: str = "circle", colour: str = "red", background: str = "plain", style: str = "flat",
+         size: str = "large", bg: str = "blue") -> Scene:
+    return Scene((Shape(kind, colour, size, style, 0.5, 0.5),), background, bg, "center", 1)
+
+
+def test_same_seed_same_scene_and_pixels() -> None:
+    a, b = render(sample_scene(123)), render(sample_scene(123))
+    assert a.caption == b.caption
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    assert render(sample_scene(124)).caption != a.caption or not np.array_equal(
+        render(sample_scene(124)).image, a.image)
+
+
+def test_outputs_have_the_documented_shapes_and_ranges() -> None:
+    r = render(sample_scene(5), size=48)
+    assert r.image.shape == (48, 48, 3) and r.image.dtype == np.uint8
+    assert r.depth.shape == (48, 48) and r.depth.dtype == np.float32
+    assert r.depth.min() >= 0.0 and r.depth.max() <= 1.0
+    assert r.mask.shape == (48, 48)
+
+
+def test_caption_reads_as_documented() -> None:
+    scene = Scene(
+        (Shape("star", "red", "small", "flat", 0.3, 0.5), Shape("circle", "blue", "large", "flat", 0.7, 0.5)),
+        "striped", "yellow", "left of", 0,
+    )
+    assert caption(scene) == "a small red star left of a large blue circle on a striped yellow background"
+    one = Scene((Shape("ring", "green", "large", "outlined", 0.5, 0.3),), "dotted", "white", "top", 0)
+    assert caption(one) == "a large outlined green ring at the top on a dotted white background"
+
+
+def test_every_caption_word_is_in_the_vocabulary() -> None:
+    vocab = set(vocabulary())
+    for seed in range(300):
+        assert set(render(sample_scene(seed), 16).caption.split()) <= vocab
+
+
+def test_red_circle_on_blue_is_red_where_the_mask_says_and_blue_elsewhere() -> None:
+    r = render(_one())
+    inside, outside = r.image[r.mask == 0], r.image[r.mask == -1]
+    assert np.abs(inside.mean(0) - COLOURS["red"]).max() < 10
+    assert np.abs(outside.mean(0) - COLOURS["blue"]).max() < 10
+
+
+def test_depth_map_is_exact_and_shapes_are_nearer_than_background() -> None:
+    r = render(_one())
+    assert np.all(r.depth[r.mask == 0] == pytest.approx(0.6))
+    assert r.depth[r.mask == -1].max() < 0.6
+    two = render(sample_scene(3, n_shapes=2))
+    assert {round(float(d), 3) for d in np.unique(two.depth[two.mask >= 0])} <= {0.6, 0.75}
+
+
+def test_later_shapes_occlude_and_are_nearer() -> None:
+    scene = Scene(
+        (Shape("square", "red", "large", "flat", 0.45, 0.5), Shape("circle", "green", "large", "flat", 0.55, 0.5)),
+        "plain", "black", "left of", 0,
+    )
+    r = render(scene)
+    overlap_centre = r.mask[16, 16]
+    assert overlap_centre == 1
+    assert r.depth[16, 16] > r.depth[16, 2]
+
+
+@pytest.mark.parametrize("background", BACKGROUNDS)
+def test_background_styles_differ_in_texture(background: str) -> None:
+    image = render(_one(background=background, size="small")).image.astype(float)
+    corner = image[:8, :8]
+    spread = corner.std(axis=(0, 1)).max()
+    if background == "plain":
+        assert spread < 1
+    else:
+        assert spread > 3
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+def test_shapes_have_distinct_silhouettes(kind: str) -> None:
+    masks = {k: render(_one(kind=k), 64).mask >= 0 for k in SHAPES}
+    for other in SHAPES:
+        if other != kind:
+            assert (masks[kind] != masks[other]).mean() > 0.03
+
+
+def test_training_scenes_never_contain_heldout_pairs() -> None:
+    for seed in range(2000):
+        for s in sample_scene(seed, "train").shapes:
+            assert (s.colour, s.kind) not in HELDOUT_PAIRS
+        assert all(s.colour != sample_scene(seed).bg_colour for s in sample_scene(seed).shapes)
+
+
+def test_heldout_split_covers_every_pair_and_every_background() -> None:
+    scenes = heldout_scenes(count_per_pair=5)
+    assert {(s.shapes[0].colour, s.shapes[0].kind) for s in scenes} == set(HELDOUT_PAIRS)
+    assert {s.background for s in scenes} == set(BACKGROUNDS)
+    assert [caption(s) for s in scenes] == [caption(s) for s in heldout_scenes(count_per_pair=5)]
+    assert all((s.shapes[0].colour, s.shapes[0].kind) in HELDOUT_PAIRS
+               for s in (sample_scene(i, "heldout") for i in range(50)))
+
+
+def test_heldout_pairs_leave_every_colour_and_shape_in_training() -> None:
+    assert {c for c, _ in HELDOUT_PAIRS} == set(COLOURS)
+    for kind in SHAPES:
+        assert sum((c, kind) not in HELDOUT_PAIRS for c in COLOURS) >= 5
+
+
+def test_depth_to_image_is_three_channel_white_near() -> None:
+    r = render(_one())
+    img = np.asarray(depth_to_image(r.depth))
+    assert img.shape == (32, 32, 3)
+    assert img[16, 16, 0] > img[0, 0, 0]
