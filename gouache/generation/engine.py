@@ -73,7 +73,9 @@ class _Conditioning:
         }
         return replace(self, **picked)
 
-    def model_inputs(self, do_cfg: bool) -> tuple[torch.Tensor, dict[str, Any] | None, torch.Tensor | None]:
+    def model_inputs(
+        self, do_cfg: bool
+    ) -> tuple[torch.Tensor, dict[str, Any] | None, torch.Tensor | None]:
         """Embeddings, SDXL added conditions and control image for the CFG-doubled batch."""
 
         def doubled(negative: torch.Tensor | None, positive: torch.Tensor | None) -> Any:
@@ -109,6 +111,8 @@ class Engine:
 
         A user error in the batch key (unknown model or sampler, no depth ControlNet) raises;
         problems of one item (no control image, out of memory alone) are that item's result.
+        ``on_step(done, total)`` ticks once per sampler step; after an OOM split each half
+        counts from 1 again. ``key.diversify`` only keeps such jobs in their own batches.
         """
         model = self._registry.get(key.model)
         make_scheduler(key.sampler, model.scheduler_config)  # unknown sampler: fail before work
@@ -127,7 +131,9 @@ class Engine:
                 results[result.item_id] = result
         except RuntimeError as exc:
             if any(marker in str(exc) for marker in _STICKY_MARKERS):
-                raise FatalDeviceError(f"sticky device error, the worker must restart: {exc}") from exc
+                raise FatalDeviceError(
+                    f"sticky device error, the worker must restart: {exc}"
+                ) from exc
             raise
         return [results[item.item_id] for item in items]
 
@@ -209,13 +215,20 @@ class Engine:
         # 5. Prepare latents, one generator per image (randn_tensor with a list of generators).
         lanes: list[_Lane] = []
         noise = []
-        shape = (1, unet.config.in_channels,
-                 key.height // model.vae_scale_factor, key.width // model.vae_scale_factor)
+        shape = (
+            1,
+            unet.config.in_channels,
+            key.height // model.vae_scale_factor,
+            key.width // model.vae_scale_factor,
+        )
         for item in items:
             for index in range(item.count):
                 generator = torch.Generator("cpu").manual_seed(item.seed + index)
-                noise.append(randn_tensor(shape, generator=generator, device=device,
-                                          dtype=cond.prompt_embeds.dtype))
+                noise.append(
+                    randn_tensor(
+                        shape, generator=generator, device=device, dtype=cond.prompt_embeds.dtype
+                    )
+                )
                 # 6. Prepare extra step kwargs (prepare_extra_step_kwargs) for this lane.
                 step_kwargs = {"eta": 0.0} if "eta" in step_params else {}
                 if "generator" in step_params:
@@ -226,9 +239,9 @@ class Engine:
         # 7. Optionally get the guidance scale embedding (LCM-distilled UNets).
         if unet.config.time_cond_proj_dim is not None:
             guidance = torch.tensor(key.guidance - 1).repeat(len(lanes))
-            cond.timestep_cond = _guidance_embedding(
-                guidance, unet.config.time_cond_proj_dim
-            ).to(device=device, dtype=latents.dtype)
+            cond.timestep_cond = _guidance_embedding(guidance, unet.config.time_cond_proj_dim).to(
+                device=device, dtype=latents.dtype
+            )
 
         # 8. Denoising loop.
         order = template.order
@@ -241,7 +254,9 @@ class Engine:
             leaving = _stopping(lanes, should_stop)
             if leaving:
                 cancelled |= leaving
-                keep = torch.tensor([r for r, lane in enumerate(lanes) if lane.item.item_id not in leaving])
+                keep = torch.tensor(
+                    [r for r, lane in enumerate(lanes) if lane.item.item_id not in leaving]
+                )
                 lanes = [lane for lane in lanes if lane.item.item_id not in leaving]
                 if not lanes:
                     break
@@ -251,9 +266,12 @@ class Engine:
             self._check_fault("unet", lanes)
 
             # 8.2 Expand the latents for classifier-free guidance and scale them per lane.
-            scaled = torch.cat([
-                lane.scheduler.scale_model_input(latents[r : r + 1], t) for r, lane in enumerate(lanes)
-            ])
+            scaled = torch.cat(
+                [
+                    lane.scheduler.scale_model_input(latents[r : r + 1], t)
+                    for r, lane in enumerate(lanes)
+                ]
+            )
             latent_model_input = torch.cat([scaled] * 2) if do_cfg else scaled
 
             # 8.3 ControlNet residuals for the depth pipeline.
@@ -269,8 +287,10 @@ class Engine:
                     added_cond_kwargs=added_cond,
                     return_dict=False,
                 )
-                residuals = {"down_block_additional_residuals": down,
-                             "mid_block_additional_residual": mid}
+                residuals = {
+                    "down_block_additional_residuals": down,
+                    "mid_block_additional_residual": mid,
+                }
 
             # 8.4 Predict the noise residual.
             noise_pred = unet(
@@ -286,14 +306,23 @@ class Engine:
             # 8.5 Perform guidance.
             if do_cfg:
                 noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                noise_pred = noise_pred_uncond + key.guidance * (noise_pred_text - noise_pred_uncond)
+                noise_pred = noise_pred_uncond + key.guidance * (
+                    noise_pred_text - noise_pred_uncond
+                )
 
             # 8.6 Compute the previous noisy sample x_t -> x_t-1, lane by lane.
-            latents = torch.cat([
-                lane.scheduler.step(noise_pred[r : r + 1], t, latents[r : r + 1],
-                                    **lane.step_kwargs, return_dict=False)[0]
-                for r, lane in enumerate(lanes)
-            ])
+            latents = torch.cat(
+                [
+                    lane.scheduler.step(
+                        noise_pred[r : r + 1],
+                        t,
+                        latents[r : r + 1],
+                        **lane.step_kwargs,
+                        return_dict=False,
+                    )[0]
+                    for r, lane in enumerate(lanes)
+                ]
+            )
 
             # 8.7 Report progress (when diffusers' progress bar would tick) and keep frames.
             if i == len(timesteps) - 1 or ((i + 1) > num_warmup_steps and (i + 1) % order == 0):
@@ -321,8 +350,11 @@ class Engine:
         self, model: LoadedModel, lanes: list[_Lane], latents: torch.Tensor, step: int
     ) -> None:
         """Decode the current latents of lanes whose item wants a frame at this step."""
-        rows = [r for r, lane in enumerate(lanes)
-                if lane.item.frames_every and step % lane.item.frames_every == 0]
+        rows = [
+            r
+            for r, lane in enumerate(lanes)
+            if lane.item.frames_every and step % lane.item.frames_every == 0
+        ]
         if not rows:
             return
         picked = latents.index_select(0, torch.tensor(rows, device=latents.device))
@@ -359,8 +391,11 @@ def _check_key(key: BatchKey, model: LoadedModel) -> None:
 def _stopping(lanes: Sequence[_Lane], should_stop: ShouldStop | None) -> set[str]:
     if should_stop is None:
         return set()
-    return {item_id for item_id in dict.fromkeys(lane.item.item_id for lane in lanes)
-            if should_stop(item_id)}
+    return {
+        item_id
+        for item_id in dict.fromkeys(lane.item.item_id for lane in lanes)
+        if should_stop(item_id)
+    }
 
 
 def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
@@ -375,8 +410,13 @@ def _encode_sd(model: LoadedModel, items: Sequence[BatchItem], do_cfg: bool) -> 
     use_mask = getattr(text_encoder.config, "use_attention_mask", False)
 
     def encode(texts: list[str]) -> torch.Tensor:
-        inputs = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                           truncation=True, return_tensors="pt")
+        inputs = tokenizer(
+            texts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
         mask = inputs.attention_mask.to(model.device) if use_mask else None
         embeds = text_encoder(inputs.input_ids.to(model.device), attention_mask=mask)[0]
         return embeds.to(dtype=text_encoder.dtype, device=model.device)
@@ -410,8 +450,9 @@ def _encode_sdxl(
         if model.force_zeros_for_empty_prompt:
             empty = torch.tensor([not item.negative_prompt for item in items], device=model.device)
             negative = torch.where(empty[:, None, None], torch.zeros_like(negative), negative)
-            negative_pooled = torch.where(empty[:, None], torch.zeros_like(negative_pooled),
-                                          negative_pooled)
+            negative_pooled = torch.where(
+                empty[:, None], torch.zeros_like(negative_pooled), negative_pooled
+            )
     time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=positive.dtype)
     return _Conditioning(
         prompt_embeds=positive,
@@ -429,7 +470,9 @@ def _prepare_control(
     processor = VaeImageProcessor(
         vae_scale_factor=model.vae_scale_factor, do_convert_rgb=True, do_normalize=False
     )
-    images = [processor.preprocess(item.control_image, height=height, width=width) for item in items]
+    images = [
+        processor.preprocess(item.control_image, height=height, width=width) for item in items
+    ]
     image = torch.cat(images).to(dtype=torch.float32)
     return image.to(device=model.device, dtype=model.controlnet.dtype)
 

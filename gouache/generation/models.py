@@ -153,7 +153,9 @@ class ModelRegistry:
                 dtype=dtype,
                 **self._hub_kwargs(spec),
             )
-        modules = [m for m in (*parts.values(), controlnet, preview) if isinstance(m, torch.nn.Module)]
+        modules = [
+            m for m in (*parts.values(), controlnet, preview) if isinstance(m, torch.nn.Module)
+        ]
         for module in modules:
             module.to(self.device).eval().requires_grad_(False)
         return LoadedModel(
@@ -162,7 +164,9 @@ class ModelRegistry:
             family=family,
             device=self.device,
             dtype=dtype,
-            tokenizers=tuple(p for k in ("tokenizer", "tokenizer_2") if (p := parts[k]) is not None),
+            tokenizers=tuple(
+                p for k in ("tokenizer", "tokenizer_2") if (p := parts[k]) is not None
+            ),
             text_encoders=tuple(
                 p for k in ("text_encoder", "text_encoder_2") if (p := parts[k]) is not None
             ),
@@ -177,7 +181,12 @@ class ModelRegistry:
         )
 
     def _component(
-        self, path: str, spec: ModelSpec, index: dict[str, Any], part: str, dtype: torch.dtype | None
+        self,
+        path: str,
+        spec: ModelSpec,
+        index: dict[str, Any],
+        part: str,
+        dtype: torch.dtype | None,
     ) -> Any:
         entry = index.get(part)
         if not entry or entry[0] is None:

@@ -74,7 +74,9 @@ def make_tokenizer(directory: Path) -> None:
         vocab_file, merges_file = Path(raw, "vocab.json"), Path(raw, "merges.txt")
         vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
         merges_file.write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-        tokenizer = CLIPTokenizer(vocab=str(vocab_file), merges=str(merges_file), model_max_length=77)
+        tokenizer = CLIPTokenizer(
+            vocab=str(vocab_file), merges=str(merges_file), model_max_length=77
+        )
         tokenizer.save_pretrained(directory)
 
 
@@ -223,15 +225,22 @@ def _clip(directory: Path, tokenizer_dir: Path) -> None:
 
     torch.manual_seed(_SEED)
     text = _text_config(projection_dim=32).to_dict()
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-                  image_size=32, patch_size=4, projection_dim=32)
-    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)).save_pretrained(
-        directory, safe_serialization=True
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        image_size=32,
+        patch_size=4,
+        projection_dim=32,
     )
+    CLIPModel(
+        CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+    ).save_pretrained(directory, safe_serialization=True)
     CLIPTokenizer.from_pretrained(tokenizer_dir).save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
-        directory
-    )
+    CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+    ).save_pretrained(directory)
 
 
 def _preview_decoder():  # -> AutoencoderTiny

@@ -46,9 +46,17 @@ def test_batch_types_are_frozen_and_validated():
 
 
 def test_every_sampler_builds_from_the_models_config():
-    assert {"ddpm", "ddim", "pndm", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "unipc", "lcm"} <= set(
-        SAMPLERS
-    )
+    assert {
+        "ddpm",
+        "ddim",
+        "pndm",
+        "euler",
+        "euler-a",
+        "dpmpp-2m",
+        "dpmpp-2m-karras",
+        "unipc",
+        "lcm",
+    } <= set(SAMPLERS)
     for name in SAMPLERS:
         scheduler = make_scheduler(name, BASE)
         assert scheduler.config.beta_schedule == "scaled_linear"  # the model's betas are kept
@@ -59,8 +67,16 @@ def test_every_sampler_builds_from_the_models_config():
     ("name", "cls", "config"),
     [
         ("euler-a", "EulerAncestralDiscreteScheduler", {}),
-        ("dpmpp-2m", "DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False}),
-        ("dpmpp-2m-karras", "DPMSolverMultistepScheduler", {"use_karras_sigmas": True, "solver_order": 2}),
+        (
+            "dpmpp-2m",
+            "DPMSolverMultistepScheduler",
+            {"algorithm_type": "dpmsolver++", "use_karras_sigmas": False},
+        ),
+        (
+            "dpmpp-2m-karras",
+            "DPMSolverMultistepScheduler",
+            {"use_karras_sigmas": True, "solver_order": 2},
+        ),
         ("pndm", "PNDMScheduler", {"skip_prk_steps": True}),
     ],
 )

@@ -57,7 +57,9 @@ def test_returns_pil_images_deterministically(registry):
 @pytest.mark.parametrize(("sampler", "steps"), [("ddim", 4), ("heun", 3)])
 def test_progress_is_reported_once_per_step(sampler, steps, registry):
     seen: list[tuple[int, int]] = []
-    Engine(registry).generate(key(sampler, steps=steps), ITEMS[:1], on_step=lambda d, t: seen.append((d, t)))
+    Engine(registry).generate(
+        key(sampler, steps=steps), ITEMS[:1], on_step=lambda d, t: seen.append((d, t))
+    )
     assert seen == [(i, steps) for i in range(1, steps + 1)]
 
 
@@ -71,7 +73,9 @@ def test_cancelled_item_leaves_and_batch_mates_finish(registry, float_engine_cls
         asked.append(item_id)
         return item_id == "b" and len(progress) >= 2
 
-    results = engine.generate(key(), ITEMS, on_step=lambda d, t: progress.append(d), should_stop=should_stop)
+    results = engine.generate(
+        key(), ITEMS, on_step=lambda d, t: progress.append(d), should_stop=should_stop
+    )
     by_id = {r.item_id: r for r in results}
     assert by_id["b"].cancelled and by_id["b"].images == [] and by_id["b"].error is None
     assert not by_id["a"].cancelled and not by_id["c"].cancelled
@@ -95,7 +99,9 @@ def test_frames_every_k_steps_end_with_the_final_image(model_name, registry, mon
     decoder = model.preview_decoder or model.vae
     calls: list[int] = []
     real_decode = decoder.decode
-    monkeypatch.setattr(decoder, "decode", lambda z, **kw: calls.append(len(z)) or real_decode(z, **kw))
+    monkeypatch.setattr(
+        decoder, "decode", lambda z, **kw: calls.append(len(z)) or real_decode(z, **kw)
+    )
     items = [
         BatchItem("gif", "a cat", seed=1, count=2, frames_every=2),
         BatchItem("still", "a dog", seed=2),
@@ -143,7 +149,12 @@ def test_item_that_never_fits_is_resource_exhausted_alone(registry):
     assert "out of memory" in by_id["b"].error.message and by_id["b"].images == []
     assert by_id["a"].ok and len(by_id["a"].images) == 1
     assert by_id["c"].ok and len(by_id["c"].images) == 1
-    assert tried == [("a", "b", "c"), ("a", "b"), ("b",), ("b",)]  # halves, alone, alone + tiled VAE
+    assert tried == [
+        ("a", "b", "c"),
+        ("a", "b"),
+        ("b",),
+        ("b",),
+    ]  # halves, alone, alone + tiled VAE
 
 
 @pytest.mark.parametrize(
@@ -176,12 +187,17 @@ def test_unknown_sampler_and_model_are_user_errors(registry):
 
 def test_depth_needs_a_control_image_and_a_controlnet(registry):
     depth = Image.new("RGB", (64, 64), (128, 128, 128))
-    items = [BatchItem("with", "a cat", seed=1, control_image=depth), BatchItem("without", "a dog", seed=2)]
+    items = [
+        BatchItem("with", "a cat", seed=1, control_image=depth),
+        BatchItem("without", "a dog", seed=2),
+    ]
     with_map, without_map = Engine(registry).generate(key("ddim", steps=2, pipeline="depth"), items)
     assert with_map.ok and len(with_map.images) == 1
     assert isinstance(without_map.error, InvalidRequest)
     with pytest.raises(InvalidRequest, match="no depth ControlNet"):
-        Engine(registry).generate(key("ddim", steps=2, pipeline="depth", model="tiny-preview"), items[:1])
+        Engine(registry).generate(
+            key("ddim", steps=2, pipeline="depth", model="tiny-preview"), items[:1]
+        )
 
 
 def test_sdxl_depth_batch_runs_and_the_map_matters(registry, float_engine_cls):

@@ -25,7 +25,9 @@ def test_each_model_loads_once(tiny_cache_dir, tiny_model_dir, monkeypatch):
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(counting))
-    registry = ModelRegistry({"builtin:tiny": builtin_tiny_spec()}, cache_dir=tiny_cache_dir, device="cpu")
+    registry = ModelRegistry(
+        {"builtin:tiny": builtin_tiny_spec()}, cache_dir=tiny_cache_dir, device="cpu"
+    )
     first = registry.get("builtin:tiny")
     assert registry.get("builtin:tiny") is first
     assert calls == [str(tiny_model_dir / "pipeline")]  # the built-in went through from_pretrained
@@ -67,7 +69,9 @@ def test_unknown_model_lists_the_configured_ones(registry):
 
 def test_missing_demo_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(models_module, "demo_root", lambda: tmp_path / "demo")
-    registry = ModelRegistry({"builtin:demo": builtin_demo_spec()}, cache_dir=tmp_path, device="cpu")
+    registry = ModelRegistry(
+        {"builtin:demo": builtin_demo_spec()}, cache_dir=tmp_path, device="cpu"
+    )
     with pytest.raises(NotFound, match="builtin:demo is not installed"):
         registry.get("builtin:demo")
     with pytest.raises(NotFound, match="builtin:demo is not installed"):
@@ -75,7 +79,9 @@ def test_missing_demo_is_a_clear_error(tmp_path, monkeypatch):
 
 
 def test_a_missing_local_model_is_not_downloaded(tmp_path):
-    registry = ModelRegistry({"gone": ModelSpec(path=str(tmp_path / "nothing"))}, cache_dir=tmp_path)
+    registry = ModelRegistry(
+        {"gone": ModelSpec(path=str(tmp_path / "nothing"))}, cache_dir=tmp_path
+    )
     with pytest.raises(OSError):
         registry.get("gone")
 

@@ -35,7 +35,9 @@ def _gouache(engine, key: BatchKey, items: list[BatchItem]) -> np.ndarray:
 def sd_pipe(tiny_model_dir):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(tiny_model_dir / "pipeline", local_files_only=True)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        tiny_model_dir / "pipeline", local_files_only=True
+    )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -66,7 +68,9 @@ def test_sd_matches_stable_diffusion_pipeline(sampler, sd_pipe, registry, float_
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "euler-a", "dpmpp-2m-karras"])
-def test_sdxl_matches_stable_diffusion_xl_pipeline(sampler, tiny_xl_model_dir, registry, float_engine_cls):
+def test_sdxl_matches_stable_diffusion_xl_pipeline(
+    sampler, tiny_xl_model_dir, registry, float_engine_cls
+):
     from diffusers import StableDiffusionXLPipeline
 
     pipe = StableDiffusionXLPipeline.from_pretrained(
@@ -79,11 +83,15 @@ def test_sdxl_matches_stable_diffusion_xl_pipeline(sampler, tiny_xl_model_dir, r
     key = BatchKey("tiny-xl", "txt2img", 64, 64, STEPS, sampler, 5.0)
     items = [
         BatchItem("a", "a red cat", "blurry", seed=3),
-        BatchItem("b", "a blue dog", "", seed=4),  # empty negative: zeros (force_zeros_for_empty_prompt)
+        BatchItem(
+            "b", "a blue dog", "", seed=4
+        ),  # empty negative: zeros (force_zeros_for_empty_prompt)
     ]
     ours = _gouache(float_engine_cls(registry), key, items)
 
-    common = dict(num_inference_steps=STEPS, guidance_scale=5.0, height=64, width=64, output_type="np")
+    common = dict(
+        num_inference_steps=STEPS, guidance_scale=5.0, height=64, width=64, output_type="np"
+    )
     with_negative = pipe("a red cat", negative_prompt="blurry", generator=_generators(3), **common)
     without_negative = pipe("a blue dog", generator=_generators(4), **common)
     reference = np.concatenate([with_negative.images, without_negative.images])
@@ -150,7 +158,9 @@ def test_sdxl_depth_matches_stable_diffusion_xl_controlnet_pipeline(
     depth = _depth_map(3)
     key = BatchKey("tiny-xl", "depth", 64, 64, STEPS, "euler-a", 5.0)
     ours = _gouache(
-        float_engine_cls(registry), key, [BatchItem("a", "a house", "fog", seed=9, control_image=depth)]
+        float_engine_cls(registry),
+        key,
+        [BatchItem("a", "a house", "fog", seed=9, control_image=depth)],
     )
     reference = pipe(
         "a house",
