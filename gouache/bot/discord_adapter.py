@@ -9,35 +9,30 @@ because an edit goes back to Discord's default mention rules.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import logging
-import re
 import secrets
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
-import yarl
 from discord import app_commands
-from discord.http import Route, handle_message_parameters
-from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
 from gouache.bot import commands, messages
 from gouache.bot.adapter import Acknowledgement, Action, Progress, Result, follow_up
-from gouache.bot.admission import Admission
-from gouache.bot.chat_render import (
-    ASPECT_RATIOS,
-    CANCEL,
-    delivery_plans,
-    error_text,
-    progress_text,
-    result_text,
+from gouache.bot.chat_render import ASPECT_RATIOS, CANCEL
+from gouache.bot.discord_outbox_adapter import (
+    NO_MENTIONS,
+    TOKEN_LIFETIME,
+    ActionButton,
+    DiscordOutbox,
+    RedactTokens,
 )
 from gouache.bot.request import Kind, Origin
 from gouache.config import Settings
@@ -45,90 +40,19 @@ from gouache.errors import InvalidRequest, NotAllowed, TooLarge, UserError
 from gouache.storage.base import Storage
 from gouache.storage.jobs import ArtifactKind, Job
 
-__all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME"]
+if TYPE_CHECKING:
+    from gouache.bot.admission import Admitted
+    from gouache.storage.jobs import Artifact
+
+__all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME", "open_adapter"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens die at 15 minutes: keep a margin
-PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (error 30046 otherwise)
-_NO_MENTIONS = discord.AllowedMentions.none()
-_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/?\s'\"]+")
 
+class Admits(Protocol):
+    """``Admission`` or anything wrapping it (``ModeratedAdmission``)."""
 
-class _RedactTokens(logging.Filter):
-    """discord.py logs webhook URLs, and an interaction token in a URL is a credential."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = ()
-        record.msg = _TOKEN_IN_URL.sub(r"\1<token>", str(record.msg))
-        return True
-
-
-class _RoutedWebhooks(AsyncWebhookAdapter):
-    """Interaction callbacks and followups go through this; it honours ``api_base``."""
-
-    def __init__(self, api_base: str) -> None:
-        super().__init__()
-        self._base = api_base
-
-    async def request(self, route: Route, *args: Any, **kwargs: Any) -> Any:
-        _rebase(route, self._base)
-        return await super().request(route, *args, **kwargs)
-
-
-def _rebase(route: Route, api_base: str) -> None:
-    if route.url.startswith(Route.BASE):
-        route.url = api_base + route.url[len(Route.BASE) :]
-
-
-def _redirect(http: discord.http.HTTPClient, api_base: str) -> None:
-    """Send this client's REST calls and gateway to ``api_base`` (a local fake in tests).
-
-    Per instance, not by patching ``Route.BASE``: other clients in the process stay untouched.
-    The gateway URL comes from GET /gateway/bot, as Discord documents it.
-    """
-    real_request, real_ws_connect = http.request, http.ws_connect
-
-    async def request(route: Route, **kwargs: Any) -> Any:
-        _rebase(route, api_base)
-        return await real_request(route, **kwargs)
-
-    async def ws_connect(url: str, *, compress: int = 0) -> Any:
-        _, gateway, _ = await http.get_bot_gateway()
-        target = yarl.URL(gateway).with_query(yarl.URL(url).query)
-        return await real_ws_connect(str(target), compress=compress)
-
-    http.request = request  # type: ignore[method-assign]
-    http.ws_connect = ws_connect  # type: ignore[method-assign]
-
-
-class ActionButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"gouache:(?P<action>reroll|gif|diversify|cancel):(?P<job_id>[0-9a-fA-F-]{1,64})",
-):
-    """A persistent button: the job id lives in ``custom_id``, so it works after restarts."""
-
-    def __init__(self, action: str, job_id: str, label: str = "") -> None:
-        style = discord.ButtonStyle.danger if action == CANCEL else discord.ButtonStyle.secondary
-        super().__init__(
-            discord.ui.Button(
-                label=label or action.title(), style=style, custom_id=f"gouache:{action}:{job_id}"
-            )
-        )
-        self.action, self.job_id = action, job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
-    ) -> ActionButton:
-        return cls(match["action"], match["job_id"], item.label or "")
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        client = interaction.client
-        if isinstance(client, DiscordAdapter):
-            await client.on_button(interaction, self.action, self.job_id)
+    async def admit(self, request: Any, inputs: Sequence[Artifact] = ()) -> Admitted: ...
 
 
 class DiscordAdapter(discord.Client):
@@ -140,7 +64,7 @@ class DiscordAdapter(discord.Client):
         self,
         settings: Settings,
         storage: Storage,
-        admission: Admission,
+        admission: Admits,
         *,
         on_admitted: Callable[[], None] | None = None,
         artifact_url: Callable[[str, str], str] | None = None,
@@ -150,7 +74,7 @@ class DiscordAdapter(discord.Client):
         app_id = settings.discord.application_id
         super().__init__(
             intents=discord.Intents(guilds=True),
-            allowed_mentions=_NO_MENTIONS,
+            allowed_mentions=NO_MENTIONS,
             application_id=int(app_id) if app_id else None,
             **options,
         )
@@ -158,24 +82,20 @@ class DiscordAdapter(discord.Client):
         self._storage = storage
         self._admission = admission
         self._on_admitted = on_admitted or (lambda: None)
-        self._artifact_url = artifact_url
         self._prompt_overflow = prompt_overflow
-        self._last_edit: dict[str, float] = {}
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
-        api_base = (settings.discord.api_base or "").rstrip("/")
-        self._webhooks = _RoutedWebhooks(api_base) if api_base else None
-        if api_base:
-            _redirect(self.http, api_base)
+        api_base = (settings.discord.api_base or "").rstrip("/") or None
+        self._outbox = DiscordOutbox(self, api_base, artifact_url)
         for name in ("discord.http", "discord.webhook.async_", "discord.gateway", "discord.client"):
             logger = logging.getLogger(name)
-            if not any(isinstance(f, _RedactTokens) for f in logger.filters):
-                logger.addFilter(_RedactTokens())
+            if not any(isinstance(f, RedactTokens) for f in logger.filters):
+                logger.addFilter(RedactTokens())
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, token: str | None = None, *, reconnect: bool = True) -> None:
         """Log in and run; tasks spawned from here inherit the routed webhook adapter."""
-        with self._routed():
+        with self._outbox.routed():
             secret = token or self._settings.discord.token
             value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
             if not value:
@@ -186,17 +106,6 @@ class DiscordAdapter(discord.Client):
         self.add_dynamic_items(ActionButton)
         self._add_commands()
         await self._sync_commands()
-
-    @contextlib.contextmanager
-    def _routed(self) -> Iterator[None]:
-        if self._webhooks is None:
-            yield
-            return
-        token = async_context.set(self._webhooks)
-        try:
-            yield
-        finally:
-            async_context.reset(token)
 
     # --- commands --------------------------------------------------------------------------
     def _add_commands(self) -> None:
@@ -371,100 +280,58 @@ class DiscordAdapter(discord.Client):
 
     async def _reply(self, interaction: discord.Interaction, text: str) -> None:
         if interaction.response.is_done():
-            await interaction.edit_original_response(content=text, allowed_mentions=_NO_MENTIONS)
+            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
         else:
             await interaction.response.send_message(
-                text, ephemeral=True, allowed_mentions=_NO_MENTIONS
+                text, ephemeral=True, allowed_mentions=NO_MENTIONS
             )
 
     # --- the Adapter protocol --------------------------------------------------------------
-    def _token_alive(self, job: Job) -> bool:
-        origin = job.request.origin
-        if not origin.reply_token or not origin.request_id.isdigit():
-            return False
-        born = discord.utils.snowflake_time(int(origin.request_id)).timestamp()
-        return time.time() - born < TOKEN_LIFETIME
-
-    def _webhook(self, job: Job) -> discord.Webhook:
-        app_id = self.application_id or int(self._settings.discord.application_id or 0)
-        return discord.Webhook.partial(app_id, job.request.origin.reply_token, client=self)
-
-    async def _edit_original(self, job: Job, text: str) -> None:
-        params = handle_message_parameters(content=text, allowed_mentions=_NO_MENTIONS)
-        with self._routed():
-            await async_context.get().edit_original_interaction_response(
-                self.application_id or 0, job.request.origin.reply_token,
-                session=self._webhook(job).session, proxy=self.http.proxy,
-                proxy_auth=self.http.proxy_auth, payload=params.payload,
-            )  # fmt: skip
-
+    # --- the Adapter protocol: see discord_outbox_adapter ----------------------------------
     async def acknowledge(self, ack: Acknowledgement) -> None:
-        position = ack.position or 0
-        text = messages.queued(position, ack.eta_seconds) if position else messages.started()
-        if self._token_alive(ack.job):
-            await self._edit_original(ack.job, text)
+        await self._outbox.acknowledge(ack)
 
     async def show_progress(self, progress: Progress) -> None:
-        job = progress.job
-        now = time.monotonic()
-        if now - self._last_edit.get(job.id, -PROGRESS_EVERY) < PROGRESS_EVERY:
-            return
-        if not self._token_alive(job):
-            return
-        self._last_edit[job.id] = now
-        await self._edit_original(job, progress_text(progress.fraction))
+        await self._outbox.show_progress(progress)
 
     async def deliver(self, result: Result) -> str:
-        job = result.job
-        self._last_edit.pop(job.id, None)
-        view = discord.ui.View(timeout=None)
-        for button in result.buttons:
-            view.add_item(ActionButton(button.action.value, button.job_id, button.label))
-        content = result_text(result)
-        error: discord.HTTPException | None = None
-        for plan in delivery_plans(result, self._artifact_url):
-            files = [discord.File(_bytes_io(d), filename=n, spoiler=result.spoiler)
-                     for n, d in plan.files]  # fmt: skip
-            try:
-                return await self._post(job, content + plan.note, files, view)
-            except discord.HTTPException as exc:
-                if exc.status != 413:
-                    raise
-                log.warning("job %s: upload too large (%s); degrading", job.id, plan.label)
-                error = exc
-        assert error is not None
-        raise error
+        return await self._outbox.deliver(result)
 
     async def report_error(self, job: Job, message: str) -> str:
-        return await self._post(job, error_text(job, message), [], None, ephemeral=True)
-
-    async def _post(
-        self, job: Job, content: str, files: Sequence[discord.File],
-        view: discord.ui.View | None, *, ephemeral: bool = False,
-    ) -> str:  # fmt: skip
-        """A followup while the interaction token lives, then a channel message (bot token)."""
-        extra: dict[str, Any] = {"view": view} if view is not None else {}
-        if self._token_alive(job):
-            with self._routed():
-                message = await self._webhook(job).send(
-                    content, files=list(files), allowed_mentions=_NO_MENTIONS, wait=True,
-                    ephemeral=ephemeral, **extra,
-                )  # fmt: skip
-            return f"discord:webhook:{message.id}"
-        channel = self.get_partial_messageable(int(job.request.origin.channel))
-        message = await channel.send(
-            content, files=list(files), allowed_mentions=_NO_MENTIONS, **extra
-        )
-        return f"discord:channel:{channel.id}:{message.id}"
+        return await self._outbox.report_error(job, message)
 
 
 def _notes(notes: Sequence[str]) -> str:
     return "".join(f"\n- {n}" for n in notes)
 
 
-def _bytes_io(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)
-
-
 async def _raise(exc: BaseException) -> None:
     raise exc
+
+
+async def open_adapter(deps: Any, stack: AsyncExitStack) -> DiscordAdapter:
+    """The ``service`` seam: start the client in the background; the stack closes it.
+
+    ``deps`` carries settings, storage and admission, and optionally ``on_admitted`` (wake
+    delivery) and ``artifact_url`` (links when an upload is refused with 413).
+    """
+    client = DiscordAdapter(
+        deps.settings, deps.storage, deps.admission,
+        on_admitted=getattr(deps, "on_admitted", None),
+        artifact_url=getattr(deps, "artifact_url", None),
+    )  # fmt: skip
+    task = asyncio.create_task(client.start(), name="discord")
+
+    def _log_failure(done: asyncio.Task[None]) -> None:
+        if not done.cancelled() and done.exception() is not None:
+            log.error("discord client stopped: %s", done.exception())
+
+    task.add_done_callback(_log_failure)
+
+    async def _close() -> None:
+        await client.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+
+    stack.push_async_callback(_close)
+    return client

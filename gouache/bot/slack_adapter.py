@@ -15,8 +15,9 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -31,7 +32,6 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from gouache.bot import commands, messages
 from gouache.bot.adapter import Acknowledgement, Action, Progress, Result, follow_up
-from gouache.bot.admission import Admission
 from gouache.bot.chat_render import (
     CANCEL,
     error_text,
@@ -47,7 +47,10 @@ from gouache.errors import InvalidRequest, NotAllowed, TooLarge, UserError
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
-__all__ = ["SlackAdapter", "slack_routes", "SLACK_PATH"]
+if TYPE_CHECKING:
+    from gouache.bot.admission import Admitted
+
+__all__ = ["SlackAdapter", "slack_routes", "open_adapter", "SLACK_PATH"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,12 @@ _DEPTH_NEEDS_FILE = (
     "Slash commands can't carry files: post your depth map or photo in a message that "
     "mentions me, like “@gouache /depth a mountain lake”."
 )
+
+
+class Admits(Protocol):
+    """``Admission`` or anything wrapping it (``ModeratedAdmission``)."""
+
+    async def admit(self, request: Any, inputs: Sequence[Artifact] = ()) -> Admitted: ...
 
 
 def _unescape(text: str) -> str:
@@ -76,7 +85,7 @@ class SlackAdapter:
         self,
         settings: Settings,
         storage: Storage,
-        admission: Admission,
+        admission: Admits,
         *,
         on_admitted: Callable[[], None] | None = None,
         prompt_overflow: Callable[[str, str], str | None] | None = None,
@@ -110,6 +119,10 @@ class SlackAdapter:
 
     async def close(self) -> None:
         """Nothing pooled is held: the SDK opens a session per call (no session passed)."""
+
+    def routes(self) -> list[web.RouteDef]:
+        """POST /slack/events, for the one aiohttp server (``service`` collects these)."""
+        return slack_routes(self)
 
     # --- the HTTP endpoint -----------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -346,3 +359,15 @@ class SlackAdapter:
 def slack_routes(adapter: SlackAdapter) -> list[web.RouteDef]:
     """What the web app mounts: ``app.add_routes(slack_routes(adapter))``."""
     return [web.post(SLACK_PATH, adapter.handle)]
+
+
+async def open_adapter(deps: Any, stack: AsyncExitStack) -> SlackAdapter:
+    """The ``service`` seam: Slack calls us over HTTP, so there is nothing to start.
+
+    The web server mounts ``adapter.routes()``; ``deps`` may carry ``on_admitted``.
+    """
+    adapter = SlackAdapter(
+        deps.settings, deps.storage, deps.admission, on_admitted=getattr(deps, "on_admitted", None)
+    )
+    stack.push_async_callback(adapter.close)
+    return adapter

@@ -268,3 +268,25 @@ async def test_unknown_job_button_and_depth_upload(bot: Bot) -> None:
     assert job.request.kind.value == "depth" and job.request.attachment == "input-0.png"
     [upload] = await bot.storage.artifacts(job.id)
     assert upload.kind is ArtifactKind.INPUT and upload.data == png("gray")
+
+
+async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_path: Path) -> None:
+    from contextlib import AsyncExitStack
+
+    from gouache.bot import discord_adapter
+    from gouache.bot.moderation import ModeratedAdmission, PromptFilter
+    from gouache.service import AdapterDeps
+
+    settings = make_settings(tmp_path, fake)
+    async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
+        admission = ModeratedAdmission(
+            PromptFilter(settings.moderation), Admission(storage, settings)
+        )
+        async with AsyncExitStack() as stack:
+            client = await discord_adapter.open_adapter(
+                AdapterDeps(settings, storage, admission), stack
+            )
+            await asyncio.wait_for(client.wait_until_ready(), 15)
+            payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+            assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
+        assert client.is_closed()

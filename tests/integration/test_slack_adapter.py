@@ -183,3 +183,18 @@ async def test_rate_limited_post_is_retried(app: App) -> None:
     assert await app.deliver() == 1
     posts = [c for c in app.fake.calls if c.method == "chat.postMessage"]
     assert [c.status for c in posts] == [429, 200]
+
+
+async def test_service_seam_exposes_the_events_route(tmp_path: Path) -> None:
+    from contextlib import AsyncExitStack
+
+    from gouache.bot import slack_adapter
+    from gouache.service import AdapterDeps
+
+    settings = Settings(data_dir=tmp_path, slack=SlackSettings(bot_token="x", signing_secret="y"))
+    async with open_storage(f"sqlite:///{tmp_path / 'q.db'}") as storage, AsyncExitStack() as stack:
+        adapter = await slack_adapter.open_adapter(
+            AdapterDeps(settings, storage, Admission(storage, settings)), stack
+        )
+        [route] = adapter.routes()
+        assert (route.method, route.path) == ("POST", "/slack/events")
