@@ -131,6 +131,12 @@ class Storage(Protocol):
     async def fail(self, job_id: str, worker_id: str, message: str) -> Job:
         """Finish as failed (or cancelled when a cancel was requested); ``LeaseLost`` as above."""
 
+    async def finish_cancelled(self, job_id: str, worker_id: str) -> Job:
+        """The worker stopped a job whose cancel was requested; ``LeaseLost`` as above."""
+
+    async def worker_seen(self, worker_id: str) -> None:
+        """Liveness for an idle worker (``heartbeat`` records it as well)."""
+
     async def requeue_expired(self, max_attempts: int) -> list[Job]:
         """Sweeper: expired leases go back to queued, or to dead once attempts >= max_attempts."""
 

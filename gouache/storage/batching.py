@@ -32,17 +32,24 @@ class Head:
     batch_key: str
     age_seconds: float
     images: int
+    retried: bool = False  # runs alone (select_batch): no point waiting for company
 
 
-def select_batch(candidates: Sequence[tuple[str, int]], max_images: int) -> list[str]:
-    """Pick job ids, in fair order, whose image counts fit in ``max_images``.
+def select_batch(candidates: Sequence[tuple[str, int, int]], max_images: int) -> list[str]:
+    """Pick job ids, in fair order, from ``(id, images, attempts)`` that fit in ``max_images``.
 
     The first candidate is always taken (a job larger than a batch still has to run); later ones
-    that do not fit are skipped so smaller jobs behind them can fill the batch.
+    that do not fit are skipped so smaller jobs behind them can fill the batch. A job that was
+    already tried (its worker died) runs alone: if it is poison, it cannot take the other
+    users' jobs down with it again, and they do not burn attempts towards dead.
     """
     chosen: list[str] = []
     total = 0
-    for job_id, images in candidates:
+    for job_id, images, attempts in candidates:
+        if attempts > 0:
+            if chosen:
+                continue
+            return [job_id]
         if chosen and total + images > max_images:
             continue
         chosen.append(job_id)
@@ -74,7 +81,7 @@ async def claim_with_window(
             return []
         waited = max(head.age_seconds, loop.time() - started)
         remaining = window_seconds - waited
-        if head.images >= max_images or remaining <= 0:
+        if head.images >= max_images or remaining <= 0 or head.retried:
             jobs = await claim(head.batch_key)
             if jobs:
                 return jobs

@@ -169,14 +169,14 @@ class SqlStorage:
         row = await self._one("head")
         if row is None or row["batch_key"] is None:
             return None
-        return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0))
+        return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
 
     async def _claim(
         self, worker_id: str, max_images: int, lease_seconds: float, batch_key: str
     ) -> list[Job]:
         async def body(conn: Conn) -> list[Job]:
             rows = await conn.fetch("claim_candidates", batch_key=batch_key, limit=max_images + 32)
-            ids = select_batch([(r["id"], r["images"]) for r in rows], max_images)
+            ids = select_batch([(r["id"], r["images"], r["attempts"]) for r in rows], max_images)
             if not ids:
                 return []
             await conn.execute("touch_worker", worker_id=worker_id)
@@ -238,6 +238,28 @@ class SqlStorage:
             return job_from_row(row)  # type: ignore[arg-type]
 
         return await self._run(body)
+
+    async def finish_cancelled(self, job_id: str, worker_id: str) -> Job:
+        """The worker stopped the job because a cancel was requested."""
+        return await self._finish_as(job_id, worker_id, JobStatus.CANCELLED, CANCELLED_MESSAGE)
+
+    async def _finish_as(self, job_id: str, worker_id: str, status: JobStatus, error: str) -> Job:
+        async def body(conn: Conn) -> Job:
+            if await _hold(conn, job_id, worker_id, status) is None:
+                return await _get(conn, job_id)
+            row = await conn.fetchrow("finish", id=job_id, status=status.value, error=error)
+            await conn.execute("notify", event="finished")
+            return job_from_row(row)  # type: ignore[arg-type]
+
+        return await self._run(body)
+
+    async def worker_seen(self, worker_id: str) -> None:
+        """Liveness for an idle worker (``heartbeat`` records it too)."""
+
+        async def body(conn: Conn) -> None:
+            await conn.execute("touch_worker", worker_id=worker_id)
+
+        await self._run(body)
 
     async def requeue_expired(self, max_attempts: int) -> list[Job]:
         async def body(conn: Conn) -> list[Job]:

@@ -189,3 +189,28 @@ async def test_reopening_does_not_migrate_twice(storage, open_more):
     await storage.enqueue(make_request(request_id="keep"))
     other = await open_more()
     assert len(await other.list_jobs()) == 1
+
+
+async def test_a_poison_job_in_a_batch_dies_alone(storage):
+    """Batched with the crasher, innocent jobs crash once, then run alone and succeed."""
+    crasher, _ = await storage.enqueue(make_request(user="mallory"))
+    others = [(await storage.enqueue(make_request(user=u)))[0].id for u in ("ann", "bob")]
+    sizes = []
+    for _ in range(12):
+        batch = await storage.claim_batch("w", 4, 0.1)
+        if not batch:
+            if not await _expire(storage):
+                break
+            continue
+        sizes.append(len(batch))
+        if any(job.id == crasher.id for job in batch):
+            await _expire(storage)  # the whole batch dies with its worker
+            continue
+        for job in batch:
+            await storage.complete(job.id, "w", [])
+    dead = await storage.get_job(crasher.id)
+    assert dead.status is JobStatus.DEAD and dead.attempts == 3
+    for job_id in others:
+        job = await storage.get_job(job_id)
+        assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
+    assert sizes[0] == 3 and max(sizes[1:]) == 1, sizes

@@ -61,14 +61,14 @@ WHERE id = :id
 RETURNING *
 
 -- name: head
-SELECT h.batch_key, :now - h.created_at AS age,
+SELECT h.batch_key, h.attempts, :now - h.created_at AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND batch_key = h.batch_key) AS images
-FROM (SELECT batch_key, created_at FROM jobs WHERE status = 'queued'
+FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: claim_candidates
-SELECT id, images FROM jobs
+SELECT id, images, attempts FROM jobs
 WHERE status = 'queued' AND batch_key = :batch_key
 ORDER BY fair_round, created_at, id
 LIMIT :limit
