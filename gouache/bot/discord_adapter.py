@@ -253,8 +253,8 @@ class DiscordAdapter(discord.Client):
         try:
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True, thinking=True)
-        except discord.HTTPException:  # a re-delivered interaction was already acknowledged
-            log.info("interaction %s already acknowledged", interaction.id)
+        except discord.HTTPException as exc:  # a re-delivered interaction: already answered
+            log.info("interaction %s was already acknowledged (%s)", interaction.id, exc.code)
         try:
             await work()
         except UserError as exc:
@@ -278,15 +278,11 @@ class DiscordAdapter(discord.Client):
             )
         await self._funnel(interaction, lambda: _raise(cause))
 
-    async def _reply(self, interaction: discord.Interaction, text: str) -> None:
-        if interaction.response.is_done():
-            await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-        else:
-            await interaction.response.send_message(
-                text, ephemeral=True, allowed_mentions=NO_MENTIONS
-            )
+    @staticmethod
+    async def _reply(interaction: discord.Interaction, text: str) -> None:
+        """Replace the deferred (ephemeral) response: by then it has always been acknowledged."""
+        await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
 
-    # --- the Adapter protocol --------------------------------------------------------------
     # --- the Adapter protocol: see discord_outbox_adapter ----------------------------------
     async def acknowledge(self, ack: Acknowledgement) -> None:
         await self._outbox.acknowledge(ack)

@@ -156,9 +156,12 @@ class DiscordOutbox:
         return time.time() - born < TOKEN_LIFETIME
 
     def _webhook(self, job: Job) -> discord.Webhook:
-        return discord.Webhook.partial(
+        """The interaction's own webhook, as ``Interaction.followup`` builds it (type 3)."""
+        webhook = discord.Webhook.partial(
             self._client.application_id or 0, job.request.origin.reply_token, client=self._client
         )
+        webhook.type = discord.WebhookType.application  # allows ephemeral followups
+        return webhook
 
     async def _edit_original(self, job: Job, text: str) -> None:
         params = handle_message_parameters(content=text, allowed_mentions=NO_MENTIONS)

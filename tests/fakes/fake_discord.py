@@ -78,6 +78,7 @@ class FakeDiscord:
         self._seq = 0
         self._failures: list[_Failure] = []
         self._uploads: dict[str, bytes] = {}
+        self._answered: set[str] = set()  # interaction ids with an initial response
         self._token_channel: dict[str, str] = {}
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -353,6 +354,10 @@ class FakeDiscord:
         if parts[0] == "applications" and "commands" in parts:
             return self._commands(method, parts, payload)
         if parts[0] == "interactions":  # /interactions/{id}/{token}/callback
+            if parts[1] in self._answered:  # as Discord: one initial response per interaction
+                message = {"message": "Interaction has already been acknowledged.", "code": 40060}
+                return _json(message, status=400)
+            self._answered.add(parts[1])
             return _json({"interaction": {"id": parts[1], "type": (payload or {}).get("type", 5)}})
         if parts[0] == "webhooks":  # /webhooks/{app}/{token}[/messages/{id}]
             return self._webhook(method, parts, payload, files)

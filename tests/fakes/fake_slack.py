@@ -122,6 +122,7 @@ class FakeSlack:
             await self._record(call)
             return web.json_response({"ok": False, "error": "invalid_auth"})
         body = self._answer(method, call.args)
+        call.extra["response"] = body
         await self._record(call)
         return web.json_response(body)
 

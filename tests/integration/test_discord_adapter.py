@@ -140,6 +140,7 @@ async def test_slash_command_becomes_one_job_even_when_redelivered(bot: Bot) -> 
 
     await fake.slash_command("imagine", {}, payload=payload)  # Discord re-sends the event
     await wait_edits(fake, payload["token"], 2)
+    assert [c.status for c in fake.calls if c.path.endswith("/callback")] == [200, 400]
     jobs = await bot.jobs()
     assert len(jobs) == 1
     request = jobs[0].request
@@ -290,3 +291,17 @@ async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_p
             payload = await fake.slash_command("imagine", {"prompt": "a cube"})
             assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
         assert client.is_closed()
+
+
+async def test_failed_job_is_reported_to_its_owner_only(bot: Bot) -> None:
+    fake = bot.fake
+    payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+    await wait_edits(fake, payload["token"])
+    [job] = await bot.jobs()
+    await bot.storage.claim_batch("worker-1", 8, 60.0)
+    await bot.storage.fail(job.id, "worker-1", "The GPU ran out of memory.")
+    assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
+    [post] = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
+    assert post.json["flags"] == 64 and post.allowed_mentions == NO_MENTIONS
+    assert post.content.startswith("The GPU ran out of memory.")
+    assert post.files == []

@@ -198,3 +198,28 @@ async def test_service_seam_exposes_the_events_route(tmp_path: Path) -> None:
         )
         [route] = adapter.routes()
         assert (route.method, route.path) == ("POST", "/slack/events")
+
+
+async def test_url_verification_challenge_is_answered(app: App) -> None:
+    body = '{"token": "legacy", "challenge": "abc123", "type": "url_verification"}'
+    status, reply = await app.slack.post(body, "application/json")
+    assert status == 200 and "abc123" in reply
+
+
+async def test_progress_message_is_posted_then_updated_then_replaced(app: App) -> None:
+    from gouache.bot.adapter import Progress
+
+    await app.slack.command("/imagine", "a <b> cube")
+    await app.replies()
+    [job] = await app.jobs()
+    for fraction in (0.1, 0.2):  # the second is within 3 s: dropped
+        await app.adapter.show_progress(Progress(job=job, fraction=fraction))
+    [post] = app.fake.find("chat.postMessage")
+    assert post.args["text"].startswith("Generating… 10%") and "&lt;b&gt;" in post.args["text"]
+    assert app.fake.find("chat.update") == []
+    await app.storage.claim_batch("worker-1", 8, 60.0)
+    await app.storage.fail(job.id, "worker-1", "Out of memory.")
+    assert await app.deliver() == 1
+    [update] = app.fake.find("chat.update")
+    assert update.args["ts"] == post.extra["response"]["ts"]
+    assert update.args["text"].startswith("Out of memory.")
