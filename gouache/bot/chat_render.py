@@ -151,18 +151,19 @@ def slack_escape(text: str) -> str:
 
 
 def slack_blocks(
-    text: str, buttons: Sequence[Button] = (), *, escaped: bool = True
+    text: str, buttons: Sequence[Button | tuple[str, str, str]] = ()
 ) -> list[dict[str, Any]]:
-    """A section with ``text`` (already escaped unless ``escaped=False``) and buttons."""
-    body = text if escaped else slack_escape(text)
+    """A section with ``text`` (already escaped) and buttons: ``Button``s or
+    ``(action, job_id, label)`` for the chat-only Cancel button."""
     blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}}
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
     ]
-    if buttons:
+    triples = [(b.action.value, b.job_id, b.label) if isinstance(b, Button) else b
+               for b in buttons]  # fmt: skip
+    if triples:
         blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": b.label},
-             "action_id": action_id(b.action.value, b.job_id),
-             "value": action_id(b.action.value, b.job_id)}
-            for b in buttons
+            {"type": "button", "text": {"type": "plain_text", "text": label},
+             "action_id": action_id(action, job_id), "value": action_id(action, job_id)}
+            for action, job_id, label in triples
         ]})  # fmt: skip
     return blocks

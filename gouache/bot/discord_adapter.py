@@ -34,15 +34,14 @@ from gouache.bot.discord_outbox_adapter import (
     DiscordOutbox,
     RedactTokens,
 )
-from gouache.bot.request import Kind, Origin
+from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, NotAllowed, TooLarge, UserError
 from gouache.storage.base import Storage
-from gouache.storage.jobs import ArtifactKind, Job
+from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 if TYPE_CHECKING:
     from gouache.bot.admission import Admitted
-    from gouache.storage.jobs import Artifact
 
 __all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME", "open_adapter"]
 
@@ -190,15 +189,26 @@ class DiscordAdapter(discord.Client):
                 command, self._origin(interaction), self._settings,
                 prompt_overflow=self._prompt_overflow,
             )  # fmt: skip
-            admitted = await self._admission.admit(request, inputs)
-            self._on_admitted()
-            await self._reply(interaction, admitted.message + _notes(request.notes))
+            await self._admit(interaction, request, inputs)
 
         await self._funnel(interaction, work)
 
-    async def _read_upload(self, attachment: discord.Attachment) -> Any:
+    async def _admit(
+        self, interaction: discord.Interaction, request: Request, inputs: Sequence[Artifact]
+    ) -> None:
+        """Queue it and tell the user where it stands, with a Cancel button while it waits."""
+        admitted = await self._admission.admit(request, inputs)
+        self._on_admitted()
+        view = discord.ui.View(timeout=None)
+        if not admitted.job.is_terminal:
+            view.add_item(ActionButton(CANCEL, admitted.job.id, "Cancel"))
+        await interaction.edit_original_response(
+            content=admitted.message + _notes(request.notes), view=view,
+            allowed_mentions=NO_MENTIONS,
+        )  # fmt: skip
+
+    async def _read_upload(self, attachment: discord.Attachment) -> Artifact:
         from gouache.bot.web_adapter import sniff_upload
-        from gouache.storage.jobs import Artifact
 
         if attachment.size > self._settings.limits.max_upload_bytes:
             raise TooLarge(
@@ -216,6 +226,8 @@ class DiscordAdapter(discord.Client):
             if action == CANCEL:
                 if str(interaction.user.id) != job.user:
                     raise NotAllowed("You can only cancel your own jobs.")
+                if job.is_terminal:
+                    raise InvalidRequest("That job has already finished.")
                 await self._storage.cancel(job.id)
                 await self._reply(interaction, messages.cancelled())
                 return
@@ -228,9 +240,7 @@ class DiscordAdapter(discord.Client):
             if request.attachment:
                 inputs = [a for a in await self._storage.artifacts(job.id)
                           if a.kind is ArtifactKind.INPUT]  # fmt: skip
-            admitted = await self._admission.admit(request, inputs)
-            self._on_admitted()
-            await self._reply(interaction, admitted.message)
+            await self._admit(interaction, request, inputs)
 
         await self._funnel(interaction, work)
 

@@ -41,16 +41,18 @@ TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens die at 15 minutes: ke
 PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (error 30046 otherwise)
 NO_MENTIONS = discord.AllowedMentions.none()
 _TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/?\s'\"]+")
+_TOKEN_IN_EVENT = re.compile(r"""(['"]token['"]:\s*['"])[^'"]+""")  # gateway DEBUG dumps
 
 
 class RedactTokens(logging.Filter):
-    """discord.py logs webhook URLs, and an interaction token in a URL is a credential."""
+    """discord.py logs webhook URLs and raw events: an interaction token is a credential."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
             record.msg = record.getMessage()
             record.args = ()
-        record.msg = _TOKEN_IN_URL.sub(r"\1<token>", str(record.msg))
+        text = _TOKEN_IN_URL.sub(r"\1<token>", str(record.msg))
+        record.msg = _TOKEN_IN_EVENT.sub(r"\1<token>", text)
         return True
 
 

@@ -216,6 +216,8 @@ class SlackAdapter:
             if name == CANCEL:
                 if job.user != origin.user:
                     raise NotAllowed("You can only cancel your own jobs.")
+                if job.is_terminal:
+                    raise InvalidRequest("That job has already finished.")
                 await self._storage.cancel(job.id)
                 await self._tell(origin, messages.cancelled())
                 return
@@ -255,7 +257,9 @@ class SlackAdapter:
         self._on_admitted()
         if admitted.created or not quiet_if_known:  # a retried event was answered already
             notes = "".join(f"\n- {slack_escape(n)}" for n in request.notes)
-            await self._tell(request.origin, admitted.message + notes)
+            job = admitted.job
+            cancel = [] if job.is_terminal else [(CANCEL, job.id, "Cancel")]
+            await self._tell(request.origin, admitted.message + notes, cancel)
 
     async def _download(self, file: dict[str, Any]) -> Artifact:
         """The first attached file, from Slack's file host only, with a byte cap."""
@@ -293,14 +297,19 @@ class SlackAdapter:
             except Exception:
                 log.warning("could not tell user %s about ref %s", origin.user, ref[:8])
 
-    async def _tell(self, origin: Origin, text: str) -> None:
+    async def _tell(
+        self, origin: Origin, text: str, buttons: Sequence[tuple[str, str, str]] = ()
+    ) -> None:
         """An ephemeral reply (``text`` is already escaped): response_url when we have one."""
+        blocks = slack_blocks(text, buttons)
         if origin.reply_token:
             webhook = AsyncWebhookClient(origin.reply_token)
-            await webhook.send(text=text, response_type="ephemeral", replace_original=False)
+            await webhook.send(
+                text=text, blocks=blocks, response_type="ephemeral", replace_original=False
+            )
         else:
             await self.client.chat_postEphemeral(
-                channel=origin.channel, user=origin.user, text=text
+                channel=origin.channel, user=origin.user, text=text, blocks=blocks
             )
 
     # --- the Adapter protocol --------------------------------------------------------------

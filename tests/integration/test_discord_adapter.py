@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,7 +130,10 @@ async def test_commands_are_registered_once_with_typed_options(
     assert {o["name"]: o["type"] for o in commands["depth"]["options"]}["image"] == 11
 
 
-async def test_slash_command_becomes_one_job_even_when_redelivered(bot: Bot) -> None:
+async def test_slash_command_becomes_one_job_even_when_redelivered(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="discord")
     fake = bot.fake
     payload = await fake.slash_command("imagine", {"prompt": "a red cube @everyone", "steps": 5})
     edits = await wait_edits(fake, payload["token"])
@@ -137,10 +141,14 @@ async def test_slash_command_becomes_one_job_even_when_redelivered(bot: Bot) -> 
     assert callbacks[0].json == {"type": 5, "data": {"flags": 64}}  # deferred, ephemeral
     assert edits[0].content.startswith("Queued: next in line")
     assert edits[0].allowed_mentions == NO_MENTIONS
+    [cancel] = edits[0].json["components"][0]["components"]
+    assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("gouache:cancel:")
 
     await fake.slash_command("imagine", {}, payload=payload)  # Discord re-sends the event
     await wait_edits(fake, payload["token"], 2)
     assert [c.status for c in fake.calls if c.path.endswith("/callback")] == [200, 400]
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "/callback" in logged and payload["token"] not in logged  # redacted, even at DEBUG
     jobs = await bot.jobs()
     assert len(jobs) == 1
     request = jobs[0].request
@@ -240,6 +248,8 @@ async def test_cancel_button_only_for_the_owner(bot: Bot) -> None:
     mine = await fake.press_button(f"gouache:cancel:{job.id}")
     assert (await wait_edits(fake, mine["token"]))[0].content == "Cancelled."
     assert (await bot.storage.get_job(job.id)).status.value == "cancelled"
+    again = await fake.press_button(f"gouache:cancel:{job.id}")
+    assert (await wait_edits(fake, again["token"]))[0].content == "That job has already finished."
 
 
 async def test_progress_edits_are_throttled(bot: Bot) -> None:

@@ -223,3 +223,16 @@ async def test_progress_message_is_posted_then_updated_then_replaced(app: App) -
     [update] = app.fake.find("chat.update")
     assert update.args["ts"] == post.extra["response"]["ts"]
     assert update.args["text"].startswith("Out of memory.")
+
+
+async def test_cancel_button_on_the_queue_reply(app: App) -> None:
+    await app.slack.command("/imagine", "a cube")
+    [reply] = await app.replies()
+    [actions] = [b for b in reply["blocks"] if b["type"] == "actions"]
+    [button] = actions["elements"]
+    await app.slack.press(button["value"], user="U0009")
+    assert (await app.replies(2))[1]["text"] == "You can only cancel your own jobs."
+    await app.slack.press(button["value"])
+    assert (await app.replies(3))[2]["text"] == "Cancelled."
+    [job] = await app.jobs()
+    assert job.status.value == "cancelled"
