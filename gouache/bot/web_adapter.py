@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from gouache.bot import commands
 from gouache.bot.adapter import (
@@ -47,7 +47,7 @@ __all__ = ["WebAdapter", "USER_KEY", "error_middleware", "sniff_upload"]
 
 log = logging.getLogger(__name__)
 
-USER_KEY = "gouache.web_user"  # request key set by the identity middleware (gouache.web.app)
+USER_KEY = web.RequestKey("gouache.web_user", str)  # set by gouache.web.app's identity middleware
 _STATUS_FOR = {
     InvalidRequest: 400,
     TooLarge: 413,
@@ -219,7 +219,7 @@ class WebAdapter:
         text, upload = None, None
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader):  # nested multipart: not ours
+            if not isinstance(part, BodyPartReader):  # nested multipart: not ours
                 raise InvalidRequest("Nested multipart bodies are not supported.")
             if part.name == "command":
                 text = (await part.read(decode=True)).decode("utf-8", "replace")

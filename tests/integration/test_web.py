@@ -1,0 +1,272 @@
+"""The web API end to end in one process: real SQLite storage, admission, delivery, and the
+real worker loop with a timed fake engine (no torch), driven over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession, CookieJar, FormData, web
+from aiohttp.test_utils import TestClient, TestServer
+from PIL import Image
+from prometheus_client import CollectorRegistry
+
+from gouache.bot.admission import Admission
+from gouache.bot.delivery import Delivery
+from gouache.bot.moderation import BLOCKED_MESSAGE, ModeratedAdmission, PromptFilter
+from gouache.bot.web_adapter import WebAdapter
+from gouache.config import Settings
+from gouache.observability import Metrics
+from gouache.storage import open_storage
+from gouache.web.app import AppDeps, make_app
+from gouache.web.health import Health
+from gouache.web.metrics import QueueMetrics
+from gouache.worker import Worker
+from tests.support.engines import TimedEngine
+
+FAKE_ENGINE = "tests.support.engines:TimedEngine"
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "worker": {
+            "lease_seconds": 5,
+            "heartbeat_seconds": 0.2,
+            "poll_seconds": 0.05,
+            "progress_interval_seconds": 0.05,
+            "engine": FAKE_ENGINE,
+        },
+        "batching": {"max_batch_images": 8, "batch_window_ms": 150},
+        "admission": {"rate_per_minute": 600, "burst": 50},
+        "moderation": {"blocked_words": ["gore"]},
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+class Stack:
+    """The same wiring as ``service.serve``, minus the child process and the TCP port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker_task: asyncio.Task[None] | None = None
+        self.stop = asyncio.Event()
+
+    async def __aenter__(self) -> Stack:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = await open_storage(s.resolved_database_url)
+        admission = ModeratedAdmission(PromptFilter(s.moderation), Admission(self.storage, s))
+        self.adapter = WebAdapter(self.storage, admission, s)
+        self.delivery = Delivery(self.storage, {"web": self.adapter}, poll_seconds=0.05)
+        self.metrics = QueueMetrics(self.storage, Metrics(CollectorRegistry()))
+        app = make_app(AppDeps(s, self.adapter, Health(self.storage, s), self.metrics))
+        self.delivery_task = asyncio.create_task(self.delivery.run())
+        self.server = TestServer(app)
+        self.client = TestClient(self.server)
+        await self.client.start_server()
+        return self
+
+    def start_worker(self) -> None:
+        worker = Worker(self.storage, TimedEngine(), self.settings, "w-test")
+        self.worker_task = asyncio.create_task(worker.run(self.stop))
+
+    def browser(self) -> ClientSession:
+        """A second browser: its own cookie jar, so its own user id."""
+        root = str(self.server.make_url("/"))
+        return ClientSession(base_url=root, cookie_jar=CookieJar(unsafe=True))
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.stop.set()
+        for task in (self.worker_task, self.delivery_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.client.close()
+        await self.storage.close()
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with Stack(_settings(tmp_path)) as running:
+        yield running
+
+
+async def _submit(client: TestClient | ClientSession, command: str, **kw: Any) -> dict[str, Any]:
+    response = await client.post("/api/jobs", json={"command": command}, **kw)
+    body = await response.json()
+    assert response.status == 202, body
+    return body
+
+
+async def _until_done(client: TestClient, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = await (await client.get(f"/api/jobs/{job_id}")).json()
+        if job["status"] not in ("queued", "running"):
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def test_imagine_streams_progress_and_serves_images_and_gif(stack: Stack) -> None:
+    stack.start_worker()
+    created = await _submit(stack.client, "/imagine a red fox --n 2 --gif --steps 8")
+    response = await stack.client.get(f"/api/jobs/{created['id']}/events")
+    assert response.headers["Content-Type"] == "text/event-stream"
+    events = []
+    async for line in response.content:
+        if line.startswith(b"event: "):
+            events.append(line[7:].strip().decode())
+        elif line.startswith(b"data: "):
+            last = json.loads(line[6:])
+    assert events[-1] == "done" and events.count("done") == 1
+    assert last["status"] == "succeeded" and last["progress"] == 1
+    kinds = sorted(a["kind"] for a in last["artifacts"])
+    assert kinds.count("image") == 2 and kinds.count("gif") == 2
+    for artifact in last["artifacts"]:
+        body = await stack.client.get(artifact["url"])
+        assert body.status == 200 and body.headers["Content-Type"] == artifact["mime"]
+        Image.open(io.BytesIO(await body.read())).verify()
+    assert set(last["actions"]) == {"reroll", "diversify"}  # it already has a GIF
+
+
+async def test_user_errors_are_json_with_the_users_message(stack: Stack) -> None:
+    client = stack.client
+    bad = await client.post("/api/jobs", json={"command": "/imagine a fox --steps 5000"})
+    assert bad.status == 400
+    assert "steps must be between 1 and 60" in (await bad.json())["error"]
+    blocked = await client.post("/api/jobs", json={"command": "/imagine gore everywhere"})
+    assert blocked.status == 403 and (await blocked.json()) == {"error": BLOCKED_MESSAGE}
+    no_file = await client.post("/api/jobs", json={"command": "/depth a castle"})
+    assert no_file.status == 400 and "/depth needs" in (await no_file.json())["error"]
+    missing = await client.get("/api/jobs/nope")
+    assert missing.status == 404 and "error" in await missing.json()
+    not_json = await client.post(
+        "/api/jobs", data=b"{", headers={"Content-Type": "application/json"}
+    )
+    assert not_json.status == 400
+
+
+async def test_rate_limit_is_per_browser_with_retry_after(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, admission={"rate_per_minute": 1, "burst": 1})
+    async with Stack(settings) as stack:
+        await _submit(stack.client, "/imagine one")
+        refused = await stack.client.post("/api/jobs", json={"command": "/imagine two"})
+        assert refused.status == 429 and int(refused.headers["Retry-After"]) >= 1
+        async with stack.browser() as other:
+            await _submit(other, "/imagine three")  # another browser, another bucket
+
+
+async def test_depth_upload_is_stored_as_the_jobs_input(stack: Stack) -> None:
+    png = io.BytesIO()
+    Image.new("L", (32, 32), 128).save(png, format="PNG")
+    form = FormData()
+    form.add_field("command", "/depth a castle")
+    form.add_field("file", png.getvalue(), filename="../../etc/passwd", content_type="image/png")
+    response = await stack.client.post("/api/jobs", data=form)
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["id"]
+    job = await stack.storage.get_job(job_id)
+    assert job.request.attachment == "input-0.png"
+    (upload,) = await stack.storage.artifacts(job_id)
+    assert upload.data == png.getvalue() and upload.mime == "image/png"
+
+    junk = FormData()
+    junk.add_field("command", "/depth a castle")
+    junk.add_field("file", b"MZ\x90\x00 not an image", filename="x.png")
+    refused = await stack.client.post("/api/jobs", data=junk)
+    assert refused.status == 400 and "PNG, JPEG or WEBP" in (await refused.json())["error"]
+
+
+async def test_recent_jobs_and_cancel_belong_to_the_browser(stack: Stack) -> None:
+    mine = await _submit(stack.client, "/imagine mine")
+    async with stack.browser() as other:
+        theirs = await _submit(other, "/imagine theirs")
+        listed = await (await other.get("/api/jobs")).json()
+        assert [j["id"] for j in listed["jobs"]] == [theirs["id"]]
+        refused = await other.post(f"/api/jobs/{mine['id']}/cancel")
+        assert refused.status == 403
+    cancelled = await stack.client.post(f"/api/jobs/{mine['id']}/cancel")
+    assert (await cancelled.json())["status"] == "cancelled"
+
+
+async def test_buttons_make_follow_up_jobs(stack: Stack) -> None:
+    stack.start_worker()
+    source = await _submit(stack.client, "/imagine a lighthouse --seed 7")
+    await _until_done(stack.client, source["id"])
+    made = {}
+    for action in ("reroll", "gif", "diversify"):
+        response = await stack.client.post(f"/api/jobs/{source['id']}/actions/{action}")
+        assert response.status == 202, await response.text()
+        made[action] = await stack.storage.get_job((await response.json())["id"])
+    assert made["reroll"].request.prompt == "a lighthouse" and made["reroll"].request.seed != 7
+    assert made["gif"].request.gif and made["gif"].request.seed == 7
+    assert made["diversify"].request.kind.value == "diversity"
+    unknown = await stack.client.post(f"/api/jobs/{source['id']}/actions/upscale")
+    assert unknown.status == 404
+
+
+async def test_healthz_needs_a_recent_worker_heartbeat(stack: Stack) -> None:
+    before = await stack.client.get("/healthz")
+    assert before.status == 503 and "worker" in await before.json()
+    stack.start_worker()
+    for _ in range(100):
+        if (await stack.client.get("/healthz")).status == 200:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("healthz never became healthy")
+
+
+async def test_metrics_report_batch_sizes_and_queue_wait_after_a_burst(stack: Stack) -> None:
+    ids = [(await _submit(stack.client, f"/imagine fox {i} --n 2"))["id"] for i in range(6)]
+    stack.start_worker()
+    for job_id in ids:
+        await _until_done(stack.client, job_id)
+    text = await (await stack.client.get("/metrics")).text()
+    values = _samples(text)
+    assert values["gouache_batch_size_images_count"] >= 2  # 12 images, at most 8 per batch
+    assert values["gouache_batch_size_images_sum"] == 12
+    assert values["gouache_queue_wait_seconds_count"] == 6
+    assert values["gouache_images_generated_total"] == 12
+    assert values["gouache_generation_seconds_count"] == values["gouache_batch_size_images_count"]
+    assert values["gouache_queue_depth"] == 0
+
+
+def _samples(text: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            found[name] = float(value)
+    return found
+
+
+async def test_off_loopback_the_api_needs_the_token(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, host="0.0.0.0", web={"token": "s3cret-token"})
+    async with Stack(settings) as stack:
+        assert (await stack.client.get("/api/jobs")).status == 401
+        assert (await stack.client.get("/healthz")).status == 503  # open, just unhealthy
+        ok = await stack.client.get("/api/jobs", headers={"Authorization": "Bearer s3cret-token"})
+        assert ok.status == 200
+        landing = await stack.client.get("/?token=s3cret-token", allow_redirects=False)
+        assert landing.status == 302 and landing.headers["Location"] == "/"
+        assert (await stack.client.get("/api/jobs")).status == 200  # the cookie now carries it
+
+
+async def test_the_page_and_its_assets_are_served(stack: Stack) -> None:
+    page = await stack.client.get("/")
+    assert page.status == 200 and "gouache" in await page.text()
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert (await stack.client.get("/static/app.js")).status == 200
+    assert isinstance(stack.server.app, web.Application)
