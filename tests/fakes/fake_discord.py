@@ -9,26 +9,17 @@ the bot posted. ``fail_next`` makes the next matching call answer 413, 429 or an
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
+from tests.fakes import discord_payloads as payloads
+from tests.fakes.discord_payloads import snowflake
+
 __all__ = ["FakeDiscord", "Call", "snowflake"]
-
-DISCORD_EPOCH_MS = 1420070400000
-_counter = itertools.count(1)
-
-
-def snowflake(at: float | None = None) -> str:
-    """A real-looking snowflake, so ``discord.utils.snowflake_time`` gives ``at``."""
-    ms = int((time.time() if at is None else at) * 1000)
-    return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF))
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -163,33 +154,10 @@ class FakeDiscord:
     def _base_interaction(
         self, kind: int, user_id: str, channel_id: str, guild_id: str | None, age: float
     ) -> dict[str, Any]:
-        user = {"id": user_id, "username": f"user{user_id[-4:]}", "discriminator": "0",
-                "global_name": None, "avatar": None}  # fmt: skip
-        payload: dict[str, Any] = {
-            "id": snowflake(time.time() - age),
-            "application_id": self.application_id,
-            "type": kind,
-            "token": f"itoken-{next(_counter)}",
-            "version": 1,
-            "channel_id": channel_id,
-            "channel": {"id": channel_id, "type": 0, "name": "general", "position": 0,
-                        "guild_id": guild_id, "permission_overwrites": [], "nsfw": False},
-            "locale": "en-US",
-            "app_permissions": "2147483647",
-            "attachment_size_limit": 10 * 1024 * 1024,
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": guild_id or "0"},
-            "context": 0 if guild_id else 1,
-        }  # fmt: skip
+        payload = payloads.interaction(
+            kind, self.application_id, user_id, channel_id, guild_id, age
+        )
         self._token_channel[payload["token"]] = channel_id
-        if guild_id:
-            payload["guild_id"] = guild_id
-            payload["guild_locale"] = "en-US"
-            payload["member"] = {"user": user, "roles": [], "permissions": "2147483647",
-                                 "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
-                                 "mute": False, "flags": 0}  # fmt: skip
-        else:
-            payload["user"] = user
         return payload
 
     async def slash_command(
@@ -291,8 +259,7 @@ class FakeDiscord:
         self.identified.set()
 
     def _bot_user(self) -> dict[str, Any]:
-        return {"id": self.bot_id, "username": "gouache", "discriminator": "0",
-                "global_name": None, "avatar": None, "bot": True}  # fmt: skip
+        return payloads.user(self.bot_id, bot=True)
 
     # --- REST ------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:
@@ -378,23 +345,15 @@ class FakeDiscord:
         return _json(self.commands.get(scope, []))
 
     def _message(
-        self, channel_id: str, payload: dict[str, Any], files: list[tuple[str, bytes]] = (),  # type: ignore[assignment]
-        message_id: str | None = None,
+        self, channel_id: str, payload: dict[str, Any],
+        files: Sequence[tuple[str, bytes]] = (), message_id: str | None = None,
     ) -> dict[str, Any]:  # fmt: skip
-        now = datetime.now(UTC).isoformat()
         attachments = [
             {"id": snowflake(), "filename": name, "size": len(data),
              "url": f"http://127.0.0.1:{self.port}/cdn/{name}", "proxy_url": "", "content_type": ""}
             for name, data in files
         ]  # fmt: skip
-        message = {
-            "id": message_id or snowflake(), "channel_id": channel_id, "type": 0,
-            "content": payload.get("content") or "", "author": self._bot_user(),
-            "attachments": attachments, "embeds": payload.get("embeds") or [], "mentions": [],
-            "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False,
-            "timestamp": now, "edited_timestamp": None, "flags": payload.get("flags") or 0,
-            "components": payload.get("components") or [],
-        }  # fmt: skip
+        message = payloads.message(channel_id, payload, self._bot_user(), attachments, message_id)
         self.messages[message["id"]] = message
         return message
 

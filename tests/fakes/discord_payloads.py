@@ -1,0 +1,74 @@
+"""Discord API v10 objects as the fake server sends them: snowflakes, users, interactions."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = ["snowflake", "user", "interaction", "message", "DISCORD_EPOCH_MS"]
+
+DISCORD_EPOCH_MS = 1420070400000
+_counter = itertools.count(1)
+
+
+def snowflake(at: float | None = None) -> str:
+    """A real-looking snowflake, so ``discord.utils.snowflake_time`` gives ``at``."""
+    ms = int((time.time() if at is None else at) * 1000)
+    return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF))
+
+
+def user(user_id: str, *, bot: bool = False) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": user_id, "username": f"user{user_id[-4:]}",
+                            "discriminator": "0", "global_name": None, "avatar": None}  # fmt: skip
+    if bot:
+        data.update(username="gouache", bot=True)
+    return data
+
+
+def interaction(
+    kind: int, application_id: str, user_id: str, channel_id: str, guild_id: str | None,
+    age: float = 0.0,
+) -> dict[str, Any]:  # fmt: skip
+    """An INTERACTION_CREATE payload without ``data``; ``age`` seconds old (its id says so)."""
+    payload: dict[str, Any] = {
+        "id": snowflake(time.time() - age),
+        "application_id": application_id,
+        "type": kind,
+        "token": f"itoken-{next(_counter)}",
+        "version": 1,
+        "channel_id": channel_id,
+        "channel": {"id": channel_id, "type": 0, "name": "general", "position": 0,
+                    "guild_id": guild_id, "permission_overwrites": [], "nsfw": False},
+        "locale": "en-US",
+        "app_permissions": "2147483647",
+        "attachment_size_limit": 10 * 1024 * 1024,
+        "entitlements": [],
+        "authorizing_integration_owners": {"0": guild_id or "0"},
+        "context": 0 if guild_id else 1,
+    }  # fmt: skip
+    if guild_id:
+        payload["guild_id"] = guild_id
+        payload["guild_locale"] = "en-US"
+        payload["member"] = {"user": user(user_id), "roles": [], "permissions": "2147483647",
+                             "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
+                             "mute": False, "flags": 0}  # fmt: skip
+    else:
+        payload["user"] = user(user_id)
+    return payload
+
+
+def message(
+    channel_id: str, payload: dict[str, Any], author: dict[str, Any],
+    attachments: list[dict[str, Any]], message_id: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """A message object built from what the client sent (content, components, flags)."""
+    return {
+        "id": message_id or snowflake(), "channel_id": channel_id, "type": 0,
+        "content": payload.get("content") or "", "author": author,
+        "attachments": attachments, "embeds": payload.get("embeds") or [], "mentions": [],
+        "mention_roles": [], "pinned": False, "mention_everyone": False, "tts": False,
+        "timestamp": datetime.now(UTC).isoformat(), "edited_timestamp": None,
+        "flags": payload.get("flags") or 0, "components": payload.get("components") or [],
+    }  # fmt: skip
