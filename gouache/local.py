@@ -37,6 +37,9 @@ def generate_to_dir(
     """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``."""
     from gouache.generation.engine import Engine
     from gouache.generation.models import ModelRegistry
+    from gouache.observability import quiet_model_libraries
+
+    quiet_model_libraries()
 
     if gif and "--gif" not in text:
         text = f"{text} --gif"
@@ -64,8 +67,12 @@ def generate_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact in artifacts_for("local", request, result, settings.gif):
+        # "image-1.png" -> "seed-8.png", "denoise-1.gif" -> "seed-8-denoise.gif": the file name
+        # says which seed reproduces it.
         stem, ext = artifact.name.rsplit(".", 1)
-        path = out / f"{stem}-{request.seed}.{ext}"
+        kind, index = stem.rsplit("-", 1)
+        suffix = "" if kind == "image" else f"-{kind}"
+        path = out / f"seed-{request.seed + int(index)}{suffix}.{ext}"
         path.write_bytes(artifact.data)
         written.append(path)
     return written

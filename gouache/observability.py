@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["RedactingFilter", "setup_logging", "Metrics"]
+__all__ = ["RedactingFilter", "setup_logging", "Metrics", "quiet_model_libraries"]
 
 _TOKEN_PATTERNS = (
     re.compile(r"xox[abposr]-[A-Za-z0-9-]{6,}"),  # Slack tokens
@@ -126,3 +126,14 @@ class Metrics:
         self.worker_heartbeat_age = Gauge(
             "gouache_worker_heartbeat_age_seconds", "Seconds since a worker last heartbeated", registry=r
         )
+
+
+def quiet_model_libraries() -> None:
+    """diffusers and transformers draw progress bars on every load; a service wants log lines."""
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_warning()
+    transformers_logging.set_verbosity_warning()

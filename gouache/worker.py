@@ -195,7 +195,9 @@ def _is_device_lost(exc: BaseException) -> bool:
 def load_engine(settings: Settings) -> EngineLike:
     """Build the engine named by ``settings.worker.engine`` (tests point it at fakes)."""
     from gouache.generation.models import ModelRegistry
+    from gouache.observability import quiet_model_libraries
 
+    quiet_model_libraries()
     module_name, _, attr = settings.worker.engine.partition(":")
     factory: Any = getattr(importlib.import_module(module_name), attr)
     registry = ModelRegistry(
