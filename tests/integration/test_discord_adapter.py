@@ -315,3 +315,34 @@ async def test_failed_job_is_reported_to_its_owner_only(bot: Bot) -> None:
     assert post.json["flags"] == 64 and post.allowed_mentions == NO_MENTIONS
     assert post.content.startswith("The GPU ran out of memory.")
     assert post.files == []
+
+
+async def test_gouache_service_runs_both_chat_adapters(fake: FakeDiscord, tmp_path: Path) -> None:
+    """`gouache run`'s composition root with Discord and Slack configured against the fakes."""
+    import socket
+
+    from gouache.config import SlackSettings
+    from gouache.service import serve
+    from tests.fakes.fake_slack import FakeSlack, SlackSender
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with FakeSlack() as slack:
+        settings = make_settings(tmp_path, fake).model_copy(
+            update={"port": port, "slack": SlackSettings(
+                bot_token=slack.bot_token, signing_secret="s3cret", api_base=slack.api_base)}
+        )  # fmt: skip
+        stop = asyncio.Event()
+        service = asyncio.create_task(serve(settings, stop=stop, spawn_worker=False))
+        try:
+            await asyncio.wait_for(fake.identified.wait(), 30)
+            payload = await fake.slash_command("imagine", {"prompt": "a cube"})
+            assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
+            sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "s3cret", slack)
+            assert (await sender.command("/imagine", "a sphere"))["status"] == "200"
+            await slack.wait_for(lambda f: f.find("response"))
+            assert slack.find("response")[0].args["text"].startswith("Queued: #2")
+        finally:
+            stop.set()
+            assert await asyncio.wait_for(service, 30) == 0
