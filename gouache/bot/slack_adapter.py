@@ -59,6 +59,7 @@ PROGRESS_EVERY = 3.0
 _COMMANDS = {"/imagine": Kind.IMAGINE, "/depth": Kind.DEPTH, "/diversity": Kind.DIVERSITY}
 _LEADING_MENTIONS = re.compile(r"^(?:\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
 _FILE_HOSTS = {"files.slack.com"}
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _DEPTH_NEEDS_FILE = (
     "Slash commands can't carry files: post your depth map or photo in a message that "
     "mentions me, like “@gouache /depth a mountain lake”."
@@ -130,7 +131,7 @@ class SlackAdapter:
         body = await request.read()
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        if not timestamp.isdigit():
+        if not _TIMESTAMP.fullmatch(timestamp):  # "soon", "²" or 5,000 digits: never int() it
             return web.json_response({"error": "invalid timestamp"}, status=400)
         if not self._verifier.is_valid(body, timestamp, signature):
             log.warning(

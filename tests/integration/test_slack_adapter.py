@@ -119,9 +119,10 @@ async def test_bad_signature_is_rejected_without_logging_the_body(
     assert await app.jobs() == []
 
 
-async def test_non_numeric_timestamp_is_a_client_error(app: App) -> None:
+@pytest.mark.parametrize("timestamp", ["soon", "", "\u00b2", "9" * 5000, "-1"])
+async def test_non_numeric_timestamp_is_a_client_error(app: App, timestamp: str) -> None:
     status, _ = await app.slack.post("command=%2Fimagine&text=x",
-                                     "application/x-www-form-urlencoded", timestamp="soon")  # fmt: skip
+                                     "application/x-www-form-urlencoded", timestamp=timestamp)  # fmt: skip
     assert 400 <= status < 500
 
 
