@@ -73,8 +73,8 @@ _CHAT_PLATFORMS = (
 )  # fmt: skip
 
 
-def run_service(settings: Settings) -> int:
-    """Entry point of `gouache run`; returns the process exit code."""
+async def run_service(settings: Settings) -> int:
+    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code."""
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
     if not settings.is_loopback and settings.web.token is None:
         log.error(
@@ -87,10 +87,7 @@ def run_service(settings: Settings) -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    try:
-        return asyncio.run(serve(settings))
-    except KeyboardInterrupt:
-        return 130
+    return await serve(settings)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_worker: bool = True) -> int:
@@ -109,10 +106,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         log.info("storage: %s", _describe_url(settings.resolved_database_url))
         metrics = Metrics(CollectorRegistry())
         admission = ModeratedAdmission(PromptFilter(settings.moderation), _admission(storage, settings, metrics))
-        adapters: dict[str, Adapter] = {}
-        delivery = Delivery(storage, adapters, flagged_action=settings.moderation.flagged_action)
-        web_adapter = WebAdapter(storage, admission, settings, on_admitted=delivery.wake)
-        adapters["web"] = web_adapter
+        web_adapter = WebAdapter(storage, admission, settings, on_admitted=lambda: delivery.wake())
+        adapters: dict[str, Adapter] = {"web": web_adapter}
         extra_routes: list[web.RouteDef] = []
         deps = AdapterDeps(settings, storage, admission)
         for platform in _CHAT_PLATFORMS:
@@ -120,6 +115,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
             if adapter is not None:
                 adapters[adapter.platform] = adapter
                 extra_routes += getattr(adapter, "routes", list)()
+        delivery = Delivery(storage, adapters, flagged_action=settings.moderation.flagged_action)
         queue_metrics = QueueMetrics(storage, metrics)
         app = make_app(AppDeps(settings, web_adapter, Health(storage, settings), queue_metrics,
                                extra_routes, accepting=lambda: accepting))  # fmt: skip
