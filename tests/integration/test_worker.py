@@ -108,7 +108,8 @@ async def test_sigkilled_worker_loses_nothing_and_duplicates_nothing(storage, tm
     first = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "6.0"}, "doomed")
 
     async def all_running():
-        return all((await storage.get_job(i)).status is JobStatus.RUNNING for i in ids)
+        jobs = [await storage.get_job(i) for i in ids]
+        return all(job.status is JobStatus.RUNNING for job in jobs)
 
     try:
         await _wait_for(all_running, timeout=60)
