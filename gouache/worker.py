@@ -26,7 +26,7 @@ from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.rendering import artifacts_for, batch_key_for, item_for
-from gouache.storage.base import Storage
+from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import ArtifactKind, Job
 
 __all__ = ["Worker", "EngineLike", "run_worker_process", "EXIT_DEVICE_LOST", "load_engine"]
@@ -83,16 +83,21 @@ class Worker:
         sweeper = asyncio.create_task(self._sweep(stop))
         try:
             while not stop.is_set():
-                await self.storage.worker_seen(self.worker_id)
-                jobs = await self.storage.claim_batch(
-                    self.worker_id,
-                    batching.max_batch_images,
-                    cfg.lease_seconds,
-                    batching.batch_window_ms / 1000,
-                )
-                if jobs:
-                    await self.process(jobs)
-                    continue
+                try:
+                    await self.storage.worker_seen(self.worker_id)
+                    jobs = await self.storage.claim_batch(
+                        self.worker_id,
+                        batching.max_batch_images,
+                        cfg.lease_seconds,
+                        batching.batch_window_ms / 1000,
+                    )
+                    if jobs:
+                        await self.process(jobs)
+                        continue
+                except StorageError as exc:
+                    # The database is away (restart, failover): leases protect the jobs, so
+                    # wait and carry on rather than die.
+                    log.warning("storage unavailable, retrying: %s", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), cfg.poll_seconds)
         finally:
@@ -156,6 +161,13 @@ class Worker:
             await self._finish(job, by_id[job.id])
 
     async def _finish(self, job: Job, result: ItemResult) -> None:
+        try:
+            await self._record(job, result)
+        except LeaseLost:
+            # Our lease expired and another worker owns the job now: its result wins.
+            log.warning("lease lost for job %s; dropping this worker's result", job.id)
+
+    async def _record(self, job: Job, result: ItemResult) -> None:
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:

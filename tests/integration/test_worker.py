@@ -168,3 +168,38 @@ async def test_sticky_device_error_makes_the_worker_exit_for_a_restart(storage, 
     assert "sticky device error" in (proc.stderr.read() if proc.stderr else "")
     reloaded = await storage.get_job(job.id)
     assert reloaded.status is JobStatus.RUNNING and reloaded.attempts == 1  # the sweeper takes it from here
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])  # SQLite is a file: no connection to drop
+async def test_worker_rides_out_a_postgres_connection_drop(storage, storage_url, backend, tmp_path):
+    import asyncpg
+
+    settings = _settings(tmp_path, storage_url)
+    ids = [(await storage.enqueue(make_request(user=f"u{i}", steps=10)))[0].id for i in range(6)]
+    proc = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "1.0"}, "survivor")
+    try:
+        async def some_running():
+            jobs = [await storage.get_job(i) for i in ids]
+            return any(job.status is JobStatus.RUNNING for job in jobs)
+
+        await _wait_for(some_running, timeout=60)
+        admin = await asyncpg.connect(storage_url)
+        try:
+            killed = await admin.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await admin.close()
+        assert killed >= 1
+        late, _ = await storage.enqueue(make_request(user="late", steps=10))
+        jobs = await _wait_for(lambda: _all_final(storage, [*ids, late.id]), timeout=60)
+        assert proc.poll() is None, "the worker must carry on, not die"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert all(job.status is JobStatus.SUCCEEDED for job in jobs)
+    for job_id in ids:
+        assert [a.name for a in await storage.artifacts(job_id)] == ["image-0.png"]
