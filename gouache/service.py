@@ -227,10 +227,13 @@ class WorkerSupervisor:
         self.restarts = 0
 
     def argv(self) -> list[str]:
+        """The child's command line; a URL carrying a password travels only in the env."""
         s = self._settings
-        return [sys.executable, "-m", "gouache", "worker", "--data-dir", str(s.data_dir),
-                "--database-url", s.resolved_database_url, "--model", s.default_model,
-                "--log-level", s.log_level]  # fmt: skip
+        argv = [sys.executable, "-m", "gouache", "worker", "--data-dir", str(s.data_dir),
+                "--model", s.default_model, "--log-level", s.log_level]  # fmt: skip
+        if not s.secret_values() or not any(v in s.resolved_database_url for v in s.secret_values()):
+            argv += ["--database-url", s.resolved_database_url]
+        return argv
 
     async def run(self) -> None:
         backoff = 1.0

@@ -360,7 +360,7 @@ class WebAdapter:
                     "size": a.size,
                     "url": f"/api/jobs/{job.id}/artifacts/{a.name}",
                 }
-                for a in await self._visible(job)
+                for a in sorted(await self._visible(job), key=_display_order)
             ]
             view["actions"] = (
                 [b.action.value for b in buttons_for(job)]
@@ -368,6 +368,13 @@ class WebAdapter:
                 else []
             )
         return view
+
+
+_KIND_ORDER = {ArtifactKind.IMAGE: 0, ArtifactKind.GIF: 1, ArtifactKind.DEPTH: 2, ArtifactKind.REPORT: 3}
+
+
+def _display_order(artifact: Artifact) -> tuple[int, str]:
+    return _KIND_ORDER.get(artifact.kind, 9), artifact.name
 
 
 def _with_attachment(request: Request, name: str) -> Request:

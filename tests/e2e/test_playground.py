@@ -1,0 +1,55 @@
+"""A person types a command into the playground and sees the images and the GIF arrive."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+GENERATION_TIMEOUT_MS = 240_000  # builtin:tiny on a busy 2-core CPU, first model build included
+
+
+def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(service_url)
+        page.fill("#command", "/imagine a red fox --n 2 --gif")
+        page.press("#command", "Enter")
+
+        card = page.locator(".msg.job").first
+        card.locator(".status").wait_for()
+        assert "/imagine a red fox" in card.locator(".command").inner_text()
+
+        images = card.locator("img[data-kind=image]")
+        gifs = card.locator("img[data-kind=gif]")
+        gifs.first.wait_for(timeout=GENERATION_TIMEOUT_MS)
+        assert images.count() == 2 and gifs.count() >= 1
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.msg.job img')]"
+            ".every(img => img.complete && img.naturalWidth > 0)"
+        )
+        assert card.get_attribute("data-status") == "succeeded"
+        assert card.locator(".status").inner_text() == "Done."
+        buttons = card.locator(".buttons button")
+        assert buttons.all_inner_texts() == ["Reroll", "Diversify"]  # it already has a GIF
+        page.locator("#recent li[data-status=succeeded]").first.wait_for()
+
+        buttons.first.click()  # reroll: a second job card appears and is queued or running
+        page.locator(".msg.job").nth(1).locator(".status").wait_for()
+        second = page.locator(".msg.job").nth(1).get_attribute("data-status")
+        assert second in {"queued", "running", "succeeded"}
+    finally:
+        page.close()
+
+
+def test_a_bad_command_shows_the_users_error(service_url: str, browser) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(service_url)
+        page.fill("#command", "/imagine a fox --steps 9999")
+        page.press("#command", "Enter")
+        error = page.locator(".msg.error")
+        error.wait_for()
+        assert "steps must be between" in error.inner_text()
+    finally:
+        page.close()
