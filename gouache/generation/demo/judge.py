@@ -16,15 +16,18 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .components import RESOLUTION
-from .world import BACKGROUNDS, COLOURS, SHAPES, render, sample_scene
+from .world import BACKGROUNDS, COLOURS, POSITIONS, SHAPES, SIZES, render, sample_scene
 
-__all__ = ["HEADS", "Judge", "train_judge", "load_judge", "save_judge", "judge_batch", "rendered_accuracy"]
+__all__ = ["HEADS", "Judge", "train_judge", "load_judge", "save_judge", "judge_batch", "rendered_accuracy",
+           "truth"]
 
 HEADS: dict[str, tuple[str, ...]] = {
     "colour": tuple(COLOURS),
     "shape": SHAPES,
     "background": BACKGROUNDS,
     "bg_colour": tuple(COLOURS),
+    "position": tuple(POSITIONS),
+    "size": tuple(SIZES),
 }
 
 
@@ -58,6 +61,8 @@ def _labelled_batch(seed: int, step: int, size: int) -> tuple[torch.Tensor, dict
         "shape": [SHAPES.index(s.shapes[0].kind) for s in scenes],
         "background": [BACKGROUNDS.index(s.background) for s in scenes],
         "bg_colour": [HEADS["bg_colour"].index(s.bg_colour) for s in scenes],
+        "position": [HEADS["position"].index(s.layout) for s in scenes],
+        "size": [HEADS["size"].index(s.shapes[0].size) for s in scenes],
     }
     return x, {k: torch.tensor(v) for k, v in labels.items()}
 
@@ -116,6 +121,13 @@ def rendered_accuracy(judge: Judge, count_per_pair: int = 10) -> dict[str, float
     scenes = heldout_scenes(count_per_pair=count_per_pair, seed=77_000)
     images = np.stack([render(s, RESOLUTION).image for s in scenes])
     judged = judge_batch(judge, images)
-    truth = {"colour": [s.shapes[0].colour for s in scenes], "shape": [s.shapes[0].kind for s in scenes],
-             "background": [s.background for s in scenes], "bg_colour": [s.bg_colour for s in scenes]}
-    return {k: float(np.mean([a == b for a, b in zip(judged[k], truth[k], strict=True)])) for k in HEADS}
+    return {k: float(np.mean([a == b for a, b in zip(judged[k], truth(scenes)[k], strict=True)]))
+            for k in HEADS}
+
+
+def truth(scenes: list) -> dict[str, list[str]]:
+    """What the judge should answer for one-shape ``scenes``."""
+    return {"colour": [s.shapes[0].colour for s in scenes], "shape": [s.shapes[0].kind for s in scenes],
+            "background": [s.background for s in scenes], "bg_colour": [s.bg_colour for s in scenes],
+            "position": [s.layout for s in scenes], "size": [s.shapes[0].size for s in scenes]}
+

@@ -23,7 +23,16 @@ from diffusers import DDPMScheduler
 
 from .components import build_scheduler, build_text_encoder, build_tokenizer, build_unet
 from .export import export_pipeline, record
-from .training import Clock, Ema, load_checkpoint, log, make_batch, save_checkpoint, steps
+from .training import (
+    Clock,
+    Ema,
+    load_checkpoint,
+    log,
+    make_batch,
+    save_checkpoint,
+    steps,
+    stop_requested,
+)
 
 __all__ = ["main", "train_unet", "encode", "diffusion_loss"]
 
@@ -130,15 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.phase in ("all", "unet"):
         train_unet(args)
-    if args.phase in ("all", "controlnet"):
+    if args.phase in ("all", "controlnet") and not stop_requested():
         from .controlnet_training import train_controlnet
 
         train_controlnet(args)
-    if args.phase in ("all", "clip"):
+    if args.phase in ("all", "clip") and not stop_requested():
         from .clip_training import train_clip
 
         train_clip(args)
-    if args.phase in ("all", "judge"):
+    if args.phase in ("all", "judge") and not stop_requested():
         from .judge import rendered_accuracy, save_judge, train_judge
 
         judge = train_judge(steps=args.judge_steps, seed=args.seed + 123)

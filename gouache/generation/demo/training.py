@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import torch
 from .components import RESOLUTION
 from .world import render, sample_scene
 
-__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "Clock", "log"]
+__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "Clock", "log", "stop_requested"]
 
 
 @dataclass
@@ -82,13 +84,22 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
 
 
+_STOP = threading.Event()  # set by SIGTERM: finish the current step, save, export, exit
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
+
+
 class Clock:
-    """Fires every ``seconds``; also tells whether a phase's time budget is spent."""
+    """Fires every ``seconds``; tells whether the time budget is spent or SIGTERM arrived,
+    so ``kill PID`` ends a phase with a final checkpoint and export instead of losing work."""
 
     def __init__(self, budget_minutes: float | None) -> None:
         self.start = time.monotonic()
         self.budget = None if budget_minutes is None else budget_minutes * 60.0
         self.marks: dict[str, float] = {}
+        signal.signal(signal.SIGTERM, lambda signum, frame: _STOP.set())
 
     def every(self, name: str, seconds: float) -> bool:
         now = time.monotonic()
@@ -99,7 +110,8 @@ class Clock:
 
     @property
     def spent(self) -> bool:
-        return self.budget is not None and time.monotonic() - self.start >= self.budget
+        over = self.budget is not None and time.monotonic() - self.start >= self.budget
+        return over or _STOP.is_set()
 
 
 def log(message: str) -> None:
