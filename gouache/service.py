@@ -231,7 +231,7 @@ class WorkerSupervisor:
         s = self._settings
         argv = [sys.executable, "-m", "gouache", "worker", "--data-dir", str(s.data_dir),
                 "--model", s.default_model, "--log-level", s.log_level]  # fmt: skip
-        if not s.secret_values() or not any(v in s.resolved_database_url for v in s.secret_values()):
+        if not any(v in s.resolved_database_url for v in s.secret_values()):
             argv += ["--database-url", s.resolved_database_url]
         return argv
 

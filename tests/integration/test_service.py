@@ -186,3 +186,17 @@ def test_a_job_running_when_the_service_is_killed_is_delivered_once_after_restar
     finally:
         assert second.stop() == 0
     assert second.text().count(f"delivered job {job_id}") == 1
+
+
+def test_sigterm_lets_the_running_batch_finish_and_delivers_it(tmp_path: Path) -> None:
+    service = Service(tmp_path / "data", tmp_path / "run.log", GOUACHE_TEST_BATCH_A="3").start()
+    status, body = service.call("POST", "/api/jobs", {"command": "/imagine a lighthouse"})
+    assert status == 202, body
+    service.wait_job(body["id"], ("running",))
+    service.process.send_signal(signal.SIGTERM)
+    service.wait_for_log("admission closed")
+    assert service.stop(timeout=60) == 0
+    log = service.text()
+    # The worker finished its batch before exiting, and the final pass delivered the result.
+    assert log.index("batch of 1 jobs") < log.index("worker: stopped (exit code 0)")
+    assert log.count(f"delivered job {body['id']} to web (succeeded)") == 1
