@@ -16,7 +16,7 @@ import copy
 import gc
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -25,6 +25,12 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
+from gouache.generation.conditioning import (
+    encode_sd,
+    encode_sdxl,
+    guidance_embedding,
+    prepare_control,
+)
 from gouache.generation.models import LoadedModel, ModelRegistry
 from gouache.generation.samplers import make_scheduler
 
@@ -50,47 +56,6 @@ class _Lane:
     scheduler: Any
     step_kwargs: dict[str, Any]
     frames: list[Any] = field(default_factory=list)
-
-
-@dataclass
-class _Conditioning:
-    """Per-row inputs of the UNet (and ControlNet), row-aligned with the lanes."""
-
-    prompt_embeds: torch.Tensor
-    negative_prompt_embeds: torch.Tensor | None = None
-    pooled: torch.Tensor | None = None  # SDXL
-    negative_pooled: torch.Tensor | None = None  # SDXL
-    time_ids: torch.Tensor | None = None  # SDXL
-    control_image: torch.Tensor | None = None  # depth
-    timestep_cond: torch.Tensor | None = None  # LCM-distilled UNets
-
-    def take(self, rows: torch.Tensor) -> _Conditioning:
-        """Only ``rows`` (a batch-mate left): every tensor keeps the same row order."""
-        picked = {
-            f.name: value.index_select(0, rows.to(value.device))
-            for f in fields(self)
-            if (value := getattr(self, f.name)) is not None
-        }
-        return replace(self, **picked)
-
-    def model_inputs(
-        self, do_cfg: bool
-    ) -> tuple[torch.Tensor, dict[str, Any] | None, torch.Tensor | None]:
-        """Embeddings, SDXL added conditions and control image for the CFG-doubled batch."""
-
-        def doubled(negative: torch.Tensor | None, positive: torch.Tensor | None) -> Any:
-            if positive is None or not do_cfg:
-                return positive
-            return torch.cat([negative if negative is not None else positive, positive])
-
-        embeds = doubled(self.negative_prompt_embeds, self.prompt_embeds)
-        added = None
-        if self.pooled is not None:
-            added = {
-                "text_embeds": doubled(self.negative_pooled, self.pooled),
-                "time_ids": doubled(self.time_ids, self.time_ids),
-            }
-        return embeds, added, doubled(self.control_image, self.control_image)
 
 
 class Engine:
@@ -197,12 +162,12 @@ class Engine:
         # 2. Encode input prompts (per item, then repeated per image like num_images_per_prompt).
         counts = torch.tensor([item.count for item in items])
         if model.family == "sdxl":
-            cond = _encode_sdxl(model, items, do_cfg, key.height, key.width)
+            cond = encode_sdxl(model, items, do_cfg, key.height, key.width)
         else:
-            cond = _encode_sd(model, items, do_cfg)
+            cond = encode_sd(model, items, do_cfg)
         # 3. Prepare the control image (StableDiffusionControlNetPipeline.prepare_image).
         if key.pipeline == "depth":
-            cond.control_image = _prepare_control(model, items, key.height, key.width)
+            cond.control_image = prepare_control(model, items, key.height, key.width)
         cond = cond.take(torch.arange(len(items)).repeat_interleave(counts))
 
         # 4. Prepare timesteps (retrieve_timesteps); SDXL also pins the begin index.
@@ -239,7 +204,7 @@ class Engine:
         # 7. Optionally get the guidance scale embedding (LCM-distilled UNets).
         if unet.config.time_cond_proj_dim is not None:
             guidance = torch.tensor(key.guidance - 1).repeat(len(lanes))
-            cond.timestep_cond = _guidance_embedding(guidance, unet.config.time_cond_proj_dim).to(
+            cond.timestep_cond = guidance_embedding(guidance, unet.config.time_cond_proj_dim).to(
                 device=device, dtype=latents.dtype
             )
 
@@ -396,98 +361,6 @@ def _stopping(lanes: Sequence[_Lane], should_stop: ShouldStop | None) -> set[str
         for item_id in dict.fromkeys(lane.item.item_id for lane in lanes)
         if should_stop(item_id)
     }
-
-
-def _tokenize(tokenizer: Any, texts: list[str], max_length: int) -> torch.Tensor:
-    return tokenizer(
-        texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-
-
-def _encode_sd(model: LoadedModel, items: Sequence[BatchItem], do_cfg: bool) -> _Conditioning:
-    # Adapted from diffusers StableDiffusionPipeline.encode_prompt (no LoRA, no clip_skip).
-    (tokenizer,), (text_encoder,) = model.tokenizers, model.text_encoders
-    use_mask = getattr(text_encoder.config, "use_attention_mask", False)
-
-    def encode(texts: list[str]) -> torch.Tensor:
-        inputs = tokenizer(
-            texts,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        mask = inputs.attention_mask.to(model.device) if use_mask else None
-        embeds = text_encoder(inputs.input_ids.to(model.device), attention_mask=mask)[0]
-        return embeds.to(dtype=text_encoder.dtype, device=model.device)
-
-    positive = encode([item.prompt for item in items])
-    negative = encode([item.negative_prompt for item in items]) if do_cfg else None
-    return _Conditioning(prompt_embeds=positive, negative_prompt_embeds=negative)
-
-
-def _encode_sdxl(
-    model: LoadedModel, items: Sequence[BatchItem], do_cfg: bool, height: int, width: int
-) -> _Conditioning:
-    # Adapted from diffusers StableDiffusionXLPipeline.encode_prompt and _get_add_time_ids:
-    # penultimate hidden states of both encoders, pooled output of the second. An empty
-    # negative prompt is zeros when the model says force_zeros_for_empty_prompt.
-    def encode(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden, pooled = [], None
-        for tokenizer, text_encoder in zip(model.tokenizers, model.text_encoders, strict=True):
-            ids = _tokenize(tokenizer, texts, tokenizer.model_max_length)
-            out = text_encoder(ids.to(model.device), output_hidden_states=True)
-            if pooled is None and out[0].ndim == 2:
-                pooled = out[0]
-            hidden.append(out.hidden_states[-2])
-        dtype = model.text_encoders[-1].dtype
-        return torch.cat(hidden, dim=-1).to(dtype), pooled.to(dtype)
-
-    positive, pooled = encode([item.prompt for item in items])
-    negative = negative_pooled = None
-    if do_cfg:
-        negative, negative_pooled = encode([item.negative_prompt for item in items])
-        if model.force_zeros_for_empty_prompt:
-            empty = torch.tensor([not item.negative_prompt for item in items], device=model.device)
-            negative = torch.where(empty[:, None, None], torch.zeros_like(negative), negative)
-            negative_pooled = torch.where(
-                empty[:, None], torch.zeros_like(negative_pooled), negative_pooled
-            )
-    time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=positive.dtype)
-    return _Conditioning(
-        prompt_embeds=positive,
-        negative_prompt_embeds=negative,
-        pooled=pooled,
-        negative_pooled=negative_pooled,
-        time_ids=time_ids.repeat(len(items), 1).to(model.device),
-    )
-
-
-def _prepare_control(
-    model: LoadedModel, items: Sequence[BatchItem], height: int, width: int
-) -> torch.Tensor:
-    # Adapted from diffusers StableDiffusionControlNetPipeline.prepare_image: resize, [0, 1].
-    processor = VaeImageProcessor(
-        vae_scale_factor=model.vae_scale_factor, do_convert_rgb=True, do_normalize=False
-    )
-    images = [
-        processor.preprocess(item.control_image, height=height, width=width) for item in items
-    ]
-    image = torch.cat(images).to(dtype=torch.float32)
-    return image.to(device=model.device, dtype=model.controlnet.dtype)
-
-
-def _guidance_embedding(w: torch.Tensor, embedding_dim: int) -> torch.Tensor:
-    # Adapted from diffusers StableDiffusionPipeline.get_guidance_scale_embedding.
-    w = w * 1000.0
-    half_dim = embedding_dim // 2
-    emb = torch.log(torch.tensor(10000.0)) / (half_dim - 1)
-    emb = torch.exp(torch.arange(half_dim, dtype=torch.float32) * -emb)
-    emb = w.to(torch.float32)[:, None] * emb[None, :]
-    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=1)
-    if embedding_dim % 2 == 1:
-        emb = torch.nn.functional.pad(emb, (0, 1))
-    return emb
 
 
 def _decode(model: LoadedModel, latents: torch.Tensor, tiled: bool) -> torch.Tensor:
