@@ -105,7 +105,11 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         storage = await stack.enter_async_context(open_storage(settings.resolved_database_url))
         log.info("storage: %s", _describe_url(settings.resolved_database_url))
         metrics = Metrics(CollectorRegistry())
-        admission = ModeratedAdmission(PromptFilter(settings.moderation), _admission(storage, settings, metrics))
+        admission = ModeratedAdmission(
+            PromptFilter(settings.moderation),
+            _admission(storage, settings),
+            on_refused=lambda exc: metrics.admission_refusals.labels(reason=type(exc).__name__).inc(),
+        )
         web_adapter = WebAdapter(storage, admission, settings, on_admitted=lambda: delivery.wake())
         adapters: dict[str, Adapter] = {"web": web_adapter}
         extra_routes: list[web.RouteDef] = []
@@ -152,7 +156,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
     return 0
 
 
-def _admission(storage: Storage, settings: Settings, metrics: Metrics) -> Any:
+def _admission(storage: Storage, settings: Settings) -> Any:
     from gouache.bot.admission import Admission
 
     return Admission(storage, settings)
@@ -242,6 +246,7 @@ class WorkerSupervisor:
             self._process = await asyncio.create_subprocess_exec(
                 *self.argv(), env=worker_environment(self._settings), stdin=asyncio.subprocess.DEVNULL,
                 preexec_fn=_die_with_parent(),
+                start_new_session=True,  # Ctrl-C reaches only us; we decide when it stops
             )  # fmt: skip
             log.info("worker: started child process %d", self._process.pid)
             code = await self._process.wait()

@@ -8,13 +8,13 @@ configuration (``moderation.flagged_action``: withhold them or send them as spoi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gouache.bot.request import Request
 from gouache.config import Moderation as ModerationSettings
-from gouache.errors import NotAllowed
+from gouache.errors import NotAllowed, UserError
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 __all__ = [
@@ -102,10 +102,22 @@ class _Admits(Protocol):
 class ModeratedAdmission:
     """Admission with the blocklist in front, so every adapter gets the same refusal."""
 
-    def __init__(self, prompts: PromptFilter, admission: _Admits) -> None:
+    def __init__(
+        self,
+        prompts: PromptFilter,
+        admission: _Admits,
+        *,
+        on_refused: Callable[[UserError], None] | None = None,
+    ) -> None:
         self._prompts = prompts
         self._admission = admission
+        self._on_refused = on_refused or (lambda exc: None)
 
     async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any:
-        self._prompts.check(request)
-        return await self._admission.admit(request, *args, **kwargs)
+        """Blocklist, then the wrapped admission; every refusal is reported to ``on_refused``."""
+        try:
+            self._prompts.check(request)
+            return await self._admission.admit(request, *args, **kwargs)
+        except UserError as exc:
+            self._on_refused(exc)
+            raise

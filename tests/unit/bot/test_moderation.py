@@ -97,3 +97,14 @@ async def test_flagged_images_are_withheld() -> None:
 async def test_flagged_images_are_sent_as_spoilers() -> None:
     screened = await screen(_artifacts(), _FlagOdd(), "spoiler")
     assert len(screened.artifacts) == 3 and screened.spoiler and screened.withheld == 0
+
+
+async def test_every_refusal_is_reported_once() -> None:
+    refused: list[str] = []
+    admission = ModeratedAdmission(
+        _filter(blocked_words=["gore"]), _Recorder(), on_refused=lambda e: refused.append(e.message)
+    )
+    with pytest.raises(NotAllowed):
+        await admission.admit(make_request(prompt="gore"))
+    await admission.admit(make_request(prompt="a meadow"))
+    assert refused == [BLOCKED_MESSAGE]
