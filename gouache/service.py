@@ -104,6 +104,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
     async with AsyncExitStack() as stack:
         storage = await stack.enter_async_context(open_storage(settings.resolved_database_url))
         log.info("storage: %s", _describe_url(settings.resolved_database_url))
+        _log_choices(settings)
         metrics = Metrics(CollectorRegistry())
         admission = ModeratedAdmission(
             PromptFilter(settings.moderation),
@@ -154,6 +155,17 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
             await delivery.deliver_pending()
         log.info("stopped")
     return 0
+
+
+def _log_choices(settings: Settings) -> None:
+    spec = settings.models[settings.default_model]
+    log.info("model: %s%s", settings.default_model, f" ({spec.label})" if spec.label else "")
+    mod = settings.moderation
+    if mod.blocked_words or mod.blocked_patterns:
+        log.info("moderation: blocking %d words and %d patterns", len(mod.blocked_words),
+                 len(mod.blocked_patterns))  # fmt: skip
+    else:
+        log.info("moderation: no blocklist (GOUACHE_MODERATION__BLOCKED_WORDS)")
 
 
 def _admission(storage: Storage, settings: Settings) -> Any:

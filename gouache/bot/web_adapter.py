@@ -40,7 +40,7 @@ from gouache.errors import (
     TooLarge,
     UserError,
 )
-from gouache.storage.base import Storage
+from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 __all__ = ["WebAdapter", "USER_KEY", "error_middleware", "sniff_upload"]
@@ -304,7 +304,8 @@ class WebAdapter:
         await response.prepare(request)
         last: dict[str, Any] | None = None
         idle = 0.0
-        with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+        # A closed browser tab or a database outage ends the stream; the page falls back to polling.
+        with contextlib.suppress(ConnectionResetError, StorageError):
             while True:
                 view = await self._view(job)
                 terminal = job.is_terminal

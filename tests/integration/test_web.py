@@ -252,7 +252,7 @@ def _samples(text: str) -> dict[str, float]:
     return found
 
 
-async def test_off_loopback_the_api_needs_the_token(tmp_path: Path) -> None:
+async def test_off_loopback_the_api_needs_the_token(tmp_path: Path, caplog) -> None:
     settings = _settings(tmp_path, host="0.0.0.0", web={"token": "s3cret-token"})
     async with Stack(settings) as stack:
         assert (await stack.client.get("/api/jobs")).status == 401
@@ -262,6 +262,7 @@ async def test_off_loopback_the_api_needs_the_token(tmp_path: Path) -> None:
         landing = await stack.client.get("/?token=s3cret-token", allow_redirects=False)
         assert landing.status == 302 and landing.headers["Location"] == "/"
         assert (await stack.client.get("/api/jobs")).status == 200  # the cookie now carries it
+    assert "s3cret-token" not in caplog.text
 
 
 async def test_the_page_and_its_assets_are_served(stack: Stack) -> None:
