@@ -200,3 +200,22 @@ def test_sigterm_lets_the_running_batch_finish_and_delivers_it(tmp_path: Path) -
     # The worker finished its batch before exiting, and the final pass delivered the result.
     assert log.index("batch of 1 jobs") < log.index("worker: stopped (exit code 0)")
     assert log.count(f"delivered job {body['id']} to web (succeeded)") == 1
+
+
+def test_a_worker_child_that_dies_is_restarted_and_work_goes_on(tmp_path: Path) -> None:
+    # The prompt makes the fake engine raise the engine's FatalDeviceError, as a sticky CUDA
+    # error would: the worker exits with EXIT_DEVICE_LOST and the supervisor starts another.
+    service = Service(tmp_path / "data", tmp_path / "run.log").start()
+    try:
+        first = int(service.wait_for_log(r"started child process (\d+)").group(1))
+        status, body = service.call("POST", "/api/jobs", {"command": "/imagine sticky-cuda now"})
+        assert status == 202, body
+        service.wait_for_log(r"child exited with code 3", timeout=30)
+        restarted = service.wait_for_log(rf"started child process (?!{first}\b)(\d+)", timeout=30)
+        assert int(restarted.group(1)) != first
+        status, body = service.call("POST", "/api/jobs", {"command": "/imagine a calm fox"})
+        assert status == 202, body
+        assert service.wait_job(body["id"], ("succeeded",), timeout=60)["status"] == "succeeded"
+    finally:
+        assert service.stop() == 0, service.text()
+    assert not _alive(first)
