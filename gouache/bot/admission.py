@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gouache.bot import messages
 from gouache.bot.request import Request
@@ -19,7 +20,7 @@ from gouache.errors import NotAllowed, QueueFull, RateLimited
 from gouache.storage.base import Quota, QuotaRefused, Storage
 from gouache.storage.jobs import Artifact, Job
 
-__all__ = ["Admission", "Admitted", "DEFAULT_SECONDS_PER_IMAGE"]
+__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE"]
 
 DEFAULT_SECONDS_PER_IMAGE = 5.0  # before any batch has finished: a modest GPU, SD1.5, 30 steps
 _CHAT_PLATFORMS = frozenset({"discord", "slack"})
@@ -37,6 +38,12 @@ class Admitted:
         if self.position < 1:
             return messages.started()
         return messages.queued(self.position, self.eta_seconds)
+
+
+class Admits(Protocol):
+    """``Admission`` or anything wrapping it (``ModeratedAdmission``): what adapters call."""
+
+    async def admit(self, request: Request, inputs: Sequence[Artifact] = ()) -> Admitted: ...
 
 
 class Admission:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -41,17 +41,11 @@ from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 if TYPE_CHECKING:
-    from gouache.bot.admission import Admitted
+    from gouache.bot.admission import Admits
 
 __all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME", "open_adapter"]
 
 log = logging.getLogger(__name__)
-
-
-class Admits(Protocol):
-    """``Admission`` or anything wrapping it (``ModeratedAdmission``)."""
-
-    async def admit(self, request: Any, inputs: Sequence[Artifact] = ()) -> Admitted: ...
 
 
 class DiscordAdapter(discord.Client):

@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gouache.bot.request import Request
 from gouache.config import Moderation as ModerationSettings
 from gouache.errors import NotAllowed, UserError
 from gouache.storage.jobs import Artifact, ArtifactKind
+
+if TYPE_CHECKING:
+    from gouache.bot.admission import Admits
 
 __all__ = [
     "PromptFilter",
@@ -95,17 +98,13 @@ async def screen(
     return Screened(tuple(kept), spoiler=flagged > 0)
 
 
-class _Admits(Protocol):
-    async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any: ...
-
-
 class ModeratedAdmission:
     """Admission with the blocklist in front, so every adapter gets the same refusal."""
 
     def __init__(
         self,
         prompts: PromptFilter,
-        admission: _Admits,
+        admission: Admits,
         *,
         on_refused: Callable[[UserError], None] | None = None,
     ) -> None:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -48,7 +48,7 @@ from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 if TYPE_CHECKING:
-    from gouache.bot.admission import Admitted
+    from gouache.bot.admission import Admits
 
 __all__ = ["SlackAdapter", "slack_routes", "open_adapter", "SLACK_PATH"]
 
@@ -64,12 +64,6 @@ _DEPTH_NEEDS_FILE = (
     "Slash commands can't carry files: post your depth map or photo in a message that "
     "mentions me, like “@gouache /depth a mountain lake”."
 )
-
-
-class Admits(Protocol):
-    """``Admission`` or anything wrapping it (``ModeratedAdmission``)."""
-
-    async def admit(self, request: Any, inputs: Sequence[Artifact] = ()) -> Admitted: ...
 
 
 def _unescape(text: str) -> str:

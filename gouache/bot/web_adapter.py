@@ -15,7 +15,7 @@ import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
@@ -43,6 +43,9 @@ from gouache.errors import (
 from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
+if TYPE_CHECKING:
+    from gouache.bot.admission import Admits
+
 __all__ = ["WebAdapter", "USER_KEY", "error_middleware", "sniff_upload"]
 
 log = logging.getLogger(__name__)
@@ -63,10 +66,6 @@ _UPLOAD_TYPES = (
 )
 _SSE_POLL = 0.4
 _SSE_PING = 15.0
-
-
-class _Admits(Protocol):
-    async def admit(self, request: Request, *args: Any, **kwargs: Any) -> Any: ...
 
 
 def status_for(exc: UserError) -> int:
@@ -114,7 +113,7 @@ class WebAdapter:
     def __init__(
         self,
         storage: Storage,
-        admission: _Admits,
+        admission: Admits,
         settings: Settings,
         *,
         classifier: ImageClassifier | None = None,
