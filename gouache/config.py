@@ -270,7 +270,7 @@ def builtin_tiny_spec() -> ModelSpec:
     return ModelSpec(
         path=BUILTIN_TINY,
         family="sd",
-        label="builtin:tiny (random weights: noise only)",
+        label="random weights: draws noise only",
         default_steps=10,
         default_guidance=5.0,
         default_width=64,
@@ -286,7 +286,7 @@ def builtin_demo_spec() -> ModelSpec:
     return ModelSpec(
         path=BUILTIN_DEMO,
         family="sd",
-        label="builtin:demo (shapes and colours, trained offline)",
+        label="shapes and colours, trained offline on a procedural world",
         default_steps=20,
         default_guidance=4.0,
         default_width=32,

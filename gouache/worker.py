@@ -36,6 +36,8 @@ EXIT_DEVICE_LOST = 3
 
 
 class EngineLike(Protocol):
+    def warm_up(self, model: str) -> None: ...
+
     def generate(
         self,
         key: BatchKey,
@@ -218,7 +220,12 @@ def load_engine(settings: Settings) -> EngineLike:
         device=settings.worker.device,
         offline=settings.offline,
     )
-    return factory(registry)
+    engine: EngineLike = factory(registry)
+    try:  # load the default model now, so "ready" means ready and the first job is not slow
+        engine.warm_up(settings.default_model)
+    except UserError as exc:
+        log.error("default model %s is not usable: %s", settings.default_model, exc.message)
+    return engine
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
@@ -231,7 +238,7 @@ async def _serve(settings: Settings, worker_id: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with open_storage(settings.resolved_database_url) as storage:
         worker = Worker(storage, engine, settings, worker_id)
-        log.info("worker %s ready (models load on first use)", worker_id)
+        log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
         try:
             await worker.run(stop)
         except DeviceLost as exc:

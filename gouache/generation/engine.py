@@ -65,6 +65,10 @@ class Engine:
         self._registry = registry
         self._fault = fault  # called before each UNet step and decode; tests raise OOM from it
 
+    def warm_up(self, model: str) -> None:
+        """Load ``model`` now rather than on the first batch."""
+        self._registry.get(model)
+
     def generate(
         self,
         key: BatchKey,

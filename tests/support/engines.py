@@ -28,6 +28,9 @@ class TimedEngine:
         self.b = float(os.environ.get("GOUACHE_TEST_BATCH_B", "0.01"))
         self.log_path = os.environ.get("GOUACHE_TEST_BATCH_LOG")
 
+    def warm_up(self, model: str) -> None:
+        """Nothing to load: there is no model."""
+
     def generate(
         self,
         key: BatchKey,

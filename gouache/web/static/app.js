@@ -7,6 +7,10 @@ const recent = document.getElementById("recent");
 const form = document.getElementById("composer");
 const input = document.getElementById("command");
 const fileInput = document.getElementById("file");
+const fileName = document.getElementById("file-name");
+fileInput.addEventListener("change", () => {
+  fileName.textContent = fileInput.files.length ? fileInput.files[0].name : "Attach…";
+});
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -142,6 +146,7 @@ form.addEventListener("submit", (event) => {
   }
   input.value = "";
   fileInput.value = "";
+  fileName.textContent = "Attach…";
   submit(api("/api/jobs", options), text);
 });
 
