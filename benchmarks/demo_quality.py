@@ -64,9 +64,12 @@ def load_pipelines(models: Path):  # noqa: ANN201
     return pipe, control
 
 
+SPEC = builtin_demo_spec()
+
+
 def generate(pipe, prompts: list[str], seeds: list[int], batch: int = 16, **kw) -> np.ndarray:  # noqa: ANN001, ANN003
     """One image per (prompt, seed), batched; each image has its own generator."""
-    spec = builtin_demo_spec()
+    spec = SPEC
     jobs = [(p, s) for p in prompts for s in seeds]
     out = []
     for i in range(0, len(jobs), batch):
@@ -164,9 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--per-pair", type=int, default=5, help="held-out prompts per colour/shape pair")
     p.add_argument("--depth-seeds", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--guidance", type=float, default=None, help="override the spec's default")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/demo_quality.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.guidance is not None:
+        SPEC.default_guidance = args.guidance
     started = time.time()
     pipe, control = load_pipelines(args.models)
     judge = load_judge(args.models / "judge")
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     renders = np.stack([render(s).image for s in scenes])
     report: dict = {
         "held_out_prompts": len(prompts), "seeds_per_prompt": args.seeds,
+        "sampling": {"scheduler": "DDIM", "steps": SPEC.default_steps,
+                     "guidance": SPEC.default_guidance, "size": SPEC.default_width},
         "judged_accuracy": judged,
         "judge_accuracy_on_rendered_heldout": rendered_accuracy(judge),
         "depth_adherence": depth_adherence(judge, control, pipe, scenes, seeds[: args.depth_seeds]),

@@ -152,13 +152,21 @@ def build_identity_vae() -> AutoencoderKL:
 
 
 def build_scheduler() -> DDIMScheduler:
-    """Cosine-schedule DDIM, epsilon prediction, as trained."""
+    """Cosine-schedule DDIM, epsilon prediction, as trained.
+
+    The cosine schedule's last step has almost no signal (alpha_bar(999) ~ 2e-9), where an
+    epsilon model's x0 estimate explodes: sample with "leading" spacing (first step 951) and
+    clip x0 to the pixel range. ``thresholding`` with ``sample_max_value=1`` is that clip, and
+    unlike ``clip_sample`` StableDiffusionPipeline leaves it on.
+    """
     return DDIMScheduler(
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
         prediction_type="epsilon",
-        clip_sample=False,  # StableDiffusionPipeline forces False anyway
+        clip_sample=False,
+        thresholding=True,
+        sample_max_value=1.0,
         set_alpha_to_one=True,
         steps_offset=1,
-        timestep_spacing="trailing",
+        timestep_spacing="leading",
     )
