@@ -22,7 +22,7 @@ test: $(STAMP) services
 	$(PY) -m ruff check gouache tests benchmarks
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) services
 	$(PY) benchmarks/queue.py
 
 clean:
