@@ -131,3 +131,47 @@ def test_depth_to_image_is_three_channel_white_near() -> None:
     img = np.asarray(depth_to_image(r.depth))
     assert img.shape == (32, 32, 3)
     assert img[16, 16, 0] > img[0, 0, 0]
+
+
+# The pieces built on the world: its one-token-per-word tokenizer, the identity autoencoder
+# that makes the demo model pixel-space, and the benchmark's metrics.
+
+
+def test_every_world_word_is_one_token_and_survives_save_and_load(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("transformers")
+    from transformers import CLIPTokenizer
+
+    from gouache.generation.demo.components import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    loaded = CLIPTokenizer.from_pretrained(tmp_path)
+    text = render(sample_scene(9)).caption
+    ids = loaded(text).input_ids
+    assert ids == tokenizer(text).input_ids
+    assert len(ids) == len(text.split()) + 2
+    assert len(loaded("an unknown word").input_ids) > 4  # falls back to characters
+
+
+def test_identity_vae_round_trips_pixels() -> None:
+    torch = pytest.importorskip("torch")
+    from gouache.generation.demo.components import build_identity_vae
+
+    vae = build_identity_vae()
+    x = torch.from_numpy(render(sample_scene(4)).image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mode()
+        y = vae.decode(z).sample
+    assert z.shape == x.shape
+    assert (y - x).abs().max() < 1e-3
+
+
+def test_vendi_is_one_for_copies_and_n_for_orthogonal_features() -> None:
+    from gouache.generation.demo.metrics import frechet_distance, vendi
+
+    assert vendi(np.ones((8, 4))) == pytest.approx(1.0)
+    assert vendi(np.eye(8)) == pytest.approx(8.0)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(a, a + 3.0) == pytest.approx(36.0, rel=1e-3)
