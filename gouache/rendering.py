@@ -3,12 +3,14 @@
 A ``Request`` becomes one engine ``BatchItem`` (its seed, prompts, images per request and,
 for ``/depth``, the control image decoded from its upload); an engine ``ItemResult`` becomes
 the artifacts a user receives: PNGs whose ``parameters`` chunk records how they were made,
-and the denoising GIFs when asked for.
+the denoising GIFs when asked for, and the /diversity report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from gouache.bot.request import Kind, Request
 from gouache.config import GifSettings, Limits
@@ -65,8 +67,14 @@ def image_parameters(request: Request, index: int) -> str:
     return png_parameters(request, seed=request.seed + index)
 
 
-def artifacts_for(job_id: str, request: Request, result: ItemResult, gif: GifSettings) -> list[Artifact]:
-    """PNG per image (with its parameters), then a GIF per image when frames were kept."""
+def artifacts_for(
+    job_id: str,
+    request: Request,
+    result: ItemResult,
+    gif: GifSettings,
+    report: Mapping[str, Any] | None = None,
+) -> list[Artifact]:
+    """PNG per image (with its parameters), a GIF per image when frames were kept, a report."""
     from gouache.generation.gif import encode_gif
     from gouache.generation.images import encode_png
 
@@ -79,4 +87,7 @@ def artifacts_for(job_id: str, request: Request, result: ItemResult, gif: GifSet
             continue
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
         out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data))
+    if report is not None:
+        data = json.dumps(report, indent=2, sort_keys=True).encode()
+        out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))
     return out

@@ -22,14 +22,16 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gouache.bot import messages
+from gouache.bot.request import Kind
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.diversity import DiversityScorer
 from gouache.rendering import artifacts_for, batch_key_for, item_for
 from gouache.storage.base import LeaseLost, Storage, StorageError
-from gouache.storage.jobs import ArtifactKind, Job
+from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
-__all__ = ["Worker", "EngineLike", "run_worker_process", "EXIT_DEVICE_LOST", "load_engine"]
+__all__ = ["Worker", "EngineLike", "run_worker_process", "EXIT_DEVICE_LOST", "load_generation"]
 
 log = logging.getLogger(__name__)
 EXIT_DEVICE_LOST = 3
@@ -73,9 +75,17 @@ class _Running:
 class Worker:
     """Loops claim -> generate -> complete until ``stop`` is set."""
 
-    def __init__(self, storage: Storage, engine: EngineLike, settings: Settings, worker_id: str) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        engine: EngineLike,
+        settings: Settings,
+        worker_id: str,
+        scorer: DiversityScorer | None = None,
+    ) -> None:
         self.storage = storage
         self.engine = engine
+        self.scorer = scorer or DiversityScorer()
         self.settings = settings
         self.worker_id = worker_id
         self.batches = 0
@@ -175,8 +185,14 @@ class Worker:
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(artifacts_for, job.id, job.request, result, self.settings.gif)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result)
             await self.storage.complete(job.id, self.worker_id, artifacts)
+
+    def _artifacts(self, job: Job, result: ItemResult) -> list[Artifact]:
+        request, report = job.request, None
+        if request.kind is Kind.DIVERSITY and len(result.images) > 1:
+            report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
+        return artifacts_for(job.id, request, result, self.settings.gif, report)
 
     async def _keep_alive(self, running: _Running) -> None:
         """Heartbeat leases, pick up cancellations, write progress at most once per interval."""
@@ -206,8 +222,9 @@ def _is_device_lost(exc: BaseException) -> bool:
     return isinstance(exc, FatalDeviceError)
 
 
-def load_engine(settings: Settings) -> EngineLike:
-    """Build the engine named by ``settings.worker.engine`` (tests point it at fakes)."""
+def load_generation(settings: Settings) -> tuple[EngineLike, DiversityScorer]:
+    """The engine named by ``settings.worker.engine`` (tests point it at fakes) and the scorer
+    for /diversity reports, sharing one model registry."""
     from gouache.generation.models import ModelRegistry
     from gouache.observability import quiet_model_libraries
 
@@ -225,19 +242,20 @@ def load_engine(settings: Settings) -> EngineLike:
         engine.warm_up(settings.default_model)
     except UserError as exc:
         log.error("default model %s is not usable: %s", settings.default_model, exc.message)
-    return engine
+    scorer = DiversityScorer(registry, device=str(registry.device))
+    return engine, scorer
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
     from gouache.storage import open_storage
 
-    engine = await asyncio.to_thread(load_engine, settings)
+    engine, scorer = await asyncio.to_thread(load_generation, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_storage(settings.resolved_database_url) as storage:
-        worker = Worker(storage, engine, settings, worker_id)
+        worker = Worker(storage, engine, settings, worker_id, scorer)
         log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
         try:
             await worker.run(stop)

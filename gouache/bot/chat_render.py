@@ -86,6 +86,8 @@ def _report_lines(report: Artifact) -> list[str]:
         return []
     if not isinstance(data, dict):
         return []
+    if isinstance(data.get("summary"), str):
+        return [data["summary"]]
     return [f"{k}: {messages.number(v)}" for k, v in data.items()
             if isinstance(v, int | float) and not isinstance(v, bool)][:8]  # fmt: skip
 

@@ -203,3 +203,29 @@ async def test_worker_rides_out_a_postgres_connection_drop(storage, storage_url,
     assert all(job.status is JobStatus.SUCCEEDED for job in jobs)
     for job_id in ids:
         assert [a.name for a in await storage.artifacts(job_id)] == ["image-0.png"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the queue part is covered on both above
+async def test_diversity_job_through_the_real_engine_gets_a_report(storage, backend, tmp_path):
+    from gouache.bot.request import Kind
+    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.engine import Engine
+    from gouache.generation.models import ModelRegistry
+
+    settings = _settings(tmp_path, storage.url)
+    registry = ModelRegistry(settings.models, cache_dir=tmp_path / "models", device="cpu")
+    job, _ = await storage.enqueue(make_request(kind=Kind.DIVERSITY, count=3, steps=3, diversify=True))
+    stop = asyncio.Event()
+    worker = Worker(storage, Engine(registry), settings, "w1", DiversityScorer(registry))
+    task = asyncio.create_task(worker.run(stop))
+    [done] = await _wait_for(lambda: _all_final(storage, [job.id]), timeout=120)
+    stop.set()
+    await task
+    assert done.status is JobStatus.SUCCEEDED, done.error
+    arts = {a.name: a for a in await storage.artifacts(job.id)}
+    assert {"image-0.png", "image-1.png", "image-2.png", "report.json"} <= set(arts)
+    report = json.loads(arts["report.json"].data)
+    assert report["images"] == 3
+    assert 1.0 <= report["style_vendi"] <= 3.0 and 1.0 <= report["semantic_vendi"] <= 3.0
+    assert len(report["clip_scores"]) == 3
+    assert arts["report.json"].kind is ArtifactKind.REPORT
