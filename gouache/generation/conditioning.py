@@ -18,7 +18,14 @@ from diffusers.image_processor import VaeImageProcessor
 from gouache.generation.batch import BatchItem
 from gouache.generation.models import LoadedModel
 
-__all__ = ["Conditioning", "encode_sd", "encode_sdxl", "prepare_control", "guidance_embedding"]
+__all__ = [
+    "Conditioning",
+    "encode_sd",
+    "encode_sdxl",
+    "prepare_control",
+    "guidance_embedding",
+    "annealed",
+]
 
 
 @dataclass
@@ -152,3 +159,44 @@ def guidance_embedding(w: torch.Tensor, embedding_dim: int) -> torch.Tensor:
     if embedding_dim % 2 == 1:
         emb = torch.nn.functional.pad(emb, (0, 1))
     return emb
+
+
+def annealed(
+    cond: Conditioning,
+    noise_level: float,
+    generators: Sequence[torch.Generator],
+    *,
+    tau1: float = 0.6,
+    tau2: float = 0.9,
+    scale: float = 0.25,
+    psi: float = 1.0,
+) -> Conditioning:
+    """Condition-annealed sampling (CADS, Sadat et al., ICLR 2024) for one denoising step.
+
+    ``noise_level`` runs from 1 (pure noise) to 0. Early on the prompt embedding is mostly
+    replaced by Gaussian noise, so samples spread out; by ``tau1`` the clean condition is back,
+    so they still land on the prompt: gamma = 1 for t <= tau1, (tau2 - t) / (tau2 - tau1)
+    between, 0 for t >= tau2; y' = sqrt(gamma) y + scale sqrt(1 - gamma) n, rescaled to y's
+    per-sample mean and std and mixed with psi. Built from the clean ``cond`` at every step (a
+    callback that noised the previous step's output would compound the noise), with one
+    generator per row so a seed reproduces its image. Only the positive condition is noised.
+    """
+    gamma = min(1.0, max(0.0, (tau2 - noise_level) / (tau2 - tau1)))
+    if gamma >= 1.0:
+        return cond
+
+    def noised(y: torch.Tensor | None) -> torch.Tensor | None:
+        if y is None:
+            return None
+        noise = torch.cat(
+            [torch.randn(y.shape[1:], generator=g).unsqueeze(0) for g in generators]
+        ).to(device=y.device, dtype=y.dtype)
+        mixed = gamma**0.5 * y + scale * (1 - gamma) ** 0.5 * noise
+        dims = tuple(range(1, y.ndim))
+        mean, std = y.mean(dims, keepdim=True), y.std(dims, keepdim=True)
+        rescaled = (mixed - mixed.mean(dims, keepdim=True)) / mixed.std(dims, keepdim=True).clamp_min(
+            1e-6
+        ) * std + mean
+        return psi * rescaled + (1 - psi) * mixed
+
+    return replace(cond, prompt_embeds=noised(cond.prompt_embeds), pooled=noised(cond.pooled))

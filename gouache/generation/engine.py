@@ -26,6 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
 from gouache.generation.conditioning import (
+    annealed,
     encode_sd,
     encode_sdxl,
     guidance_embedding,
@@ -40,6 +41,7 @@ OnStep = Callable[[int, int], None]  # (steps done, total steps)
 ShouldStop = Callable[[str], bool]  # item_id -> drop it now
 Fault = Callable[[str, Sequence[str]], None]  # (stage, item ids in the batch): a test seam
 
+_CADS_SEED = 0x5EED_CAD5  # CADS noise must not reuse the latents' random stream
 _STICKY_MARKERS = ("illegal memory access", "device-side assert", "CUDA error: an illegal")
 
 
@@ -56,6 +58,8 @@ class _Lane:
     scheduler: Any
     step_kwargs: dict[str, Any]
     frames: list[Any] = field(default_factory=list)
+    # CADS noise for /diversity --diversify; seeded apart from the latents' generator.
+    cads_generator: torch.Generator | None = None
 
 
 class Engine:
@@ -81,7 +85,7 @@ class Engine:
         A user error in the batch key (unknown model or sampler, no depth ControlNet) raises;
         problems of one item (no control image, out of memory alone) are that item's result.
         ``on_step(done, total)`` ticks once per sampler step; after an OOM split each half
-        counts from 1 again. ``key.diversify`` only keeps such jobs in their own batches.
+        counts from 1 again. ``key.diversify`` turns on condition-annealed sampling (CADS).
         """
         model = self._registry.get(key.model)
         make_scheduler(key.sampler, model.scheduler_config)  # unknown sampler: fail before work
@@ -202,7 +206,12 @@ class Engine:
                 step_kwargs = {"eta": 0.0} if "eta" in step_params else {}
                 if "generator" in step_params:
                     step_kwargs["generator"] = generator
-                lanes.append(_Lane(item, generator, copy.deepcopy(template), step_kwargs))
+                cads = None
+                if key.diversify:
+                    cads = torch.Generator("cpu").manual_seed((item.seed + index) ^ _CADS_SEED)
+                lanes.append(
+                    _Lane(item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads)
+                )
         latents = torch.cat(noise) * template.init_noise_sigma
 
         # 7. Optionally get the guidance scale embedding (LCM-distilled UNets).
@@ -233,6 +242,12 @@ class Engine:
                 cond = cond.take(keep)
                 embeds, added_cond, control = cond.model_inputs(do_cfg)
             self._check_fault("unet", lanes)
+            if key.diversify:  # CADS: an annealed, noisier condition early on (conditioning.py)
+                noise_level = float(t) / template.config.num_train_timesteps
+                generators = [lane.cads_generator for lane in lanes]
+                embeds, added_cond, control = annealed(cond, noise_level, generators).model_inputs(
+                    do_cfg
+                )
 
             # 8.2 Expand the latents for classifier-free guidance and scale them per lane.
             scaled = torch.cat(
