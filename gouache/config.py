@@ -60,7 +60,6 @@ class ModelSpec(BaseModel):
     )
     clip_model: str | None = Field(None, description="CLIPModel for diversity and CLIP score")
     preview_decoder: str | None = Field(None, description="AutoencoderTiny for cheap GIF frames")
-    safety_checker: str | None = None
 
 
 class Limits(BaseModel):
@@ -140,8 +139,18 @@ class WebSettings(BaseModel):
 
 
 class Moderation(BaseModel):
+    """Prompts refused at admission; generated images screened by an optional classifier."""
+
     blocked_words: list[str] = Field(default_factory=list)
     blocked_patterns: list[str] = Field(default_factory=list)
+    classifier: str | None = Field(
+        None, description="transformers image-classification model (directory or hub id)"
+    )
+    classifier_threshold: float = Field(0.5, gt=0, le=1)
+    flagged_labels: list[str] = Field(
+        default_factory=lambda: ["nsfw", "unsafe", "porn", "hentai", "sexy", "explicit"],
+        description="classifier labels whose summed probability flags an image",
+    )
     flagged_action: Literal["withhold", "spoiler"] = "withhold"
 
 

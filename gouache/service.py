@@ -42,7 +42,7 @@ __all__ = ["run_service", "serve", "WorkerSupervisor", "worker_environment", "Ad
 log = logging.getLogger("gouache.service")
 
 # Settings sections the worker never needs: their secrets stay out of its environment.
-_NOT_FOR_WORKER = frozenset({"discord", "slack", "web", "moderation", "admission", "host", "port"})
+_NOT_FOR_WORKER = frozenset({"discord", "slack", "web", "admission", "host", "port"})
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from gouache.bot import messages
+from gouache.bot.moderation import verdicts
 from gouache.bot.request import Kind
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.generation.diversity import DiversityScorer
+from gouache.generation.safety import SafetyClassifier
 from gouache.rendering import artifacts_for, batch_key_for, item_for
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
@@ -82,10 +84,12 @@ class Worker:
         settings: Settings,
         worker_id: str,
         scorer: DiversityScorer | None = None,
+        safety: SafetyClassifier | None = None,
     ) -> None:
         self.storage = storage
         self.engine = engine
         self.scorer = scorer or DiversityScorer()
+        self.safety = safety
         self.settings = settings
         self.worker_id = worker_id
         self.batches = 0
@@ -192,7 +196,12 @@ class Worker:
         request, report = job.request, None
         if request.kind is Kind.DIVERSITY and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        return artifacts_for(job.id, request, result, self.settings.gif, report)
+        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+        if self.safety is not None:
+            flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
+            names = [a.name for a in artifacts if _image_index(a.name) in flagged]
+            artifacts.append(verdicts(names, job.id))
+        return artifacts
 
     async def _keep_alive(self, running: _Running) -> None:
         """Heartbeat leases, pick up cancellations, write progress at most once per interval."""
@@ -216,15 +225,25 @@ class Worker:
             await asyncio.sleep(tick)
 
 
+def _image_index(name: str) -> int | None:
+    """"image-3.png" and "denoise-3.gif" -> 3: which generated image an artifact shows."""
+    stem = name.rsplit(".", 1)[0]
+    if not stem.startswith(("image-", "denoise-")):
+        return None
+    return int(stem.rsplit("-", 1)[1])
+
+
 def _is_device_lost(exc: BaseException) -> bool:
     from gouache.generation.engine import FatalDeviceError
 
     return isinstance(exc, FatalDeviceError)
 
 
-def load_generation(settings: Settings) -> tuple[EngineLike, DiversityScorer]:
-    """The engine named by ``settings.worker.engine`` (tests point it at fakes) and the scorer
-    for /diversity reports, sharing one model registry."""
+def load_generation(
+    settings: Settings,
+) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
+    """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
+    /diversity reports (sharing one model registry) and the optional safety classifier."""
     from gouache.generation.models import ModelRegistry
     from gouache.observability import quiet_model_libraries
 
@@ -243,19 +262,30 @@ def load_generation(settings: Settings) -> tuple[EngineLike, DiversityScorer]:
     except UserError as exc:
         log.error("default model %s is not usable: %s", settings.default_model, exc.message)
     scorer = DiversityScorer(registry, device=str(registry.device))
-    return engine, scorer
+    safety = None
+    mod = settings.moderation
+    if mod.classifier:
+        safety = SafetyClassifier(
+            mod.classifier,
+            threshold=mod.classifier_threshold,
+            flagged_labels=mod.flagged_labels,
+            device=str(registry.device),
+            offline=settings.offline,
+        )
+        safety.warm_up()  # a broken classifier should stop the worker now, not per job
+    return engine, scorer, safety
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
     from gouache.storage import open_storage
 
-    engine, scorer = await asyncio.to_thread(load_generation, settings)
+    engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with open_storage(settings.resolved_database_url) as storage:
-        worker = Worker(storage, engine, settings, worker_id, scorer)
+        worker = Worker(storage, engine, settings, worker_id, scorer, safety)
         log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
         try:
             await worker.run(stop)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 
 from gouache.bot.adapter import Adapter, Progress, Result, buttons_for
-from gouache.bot.moderation import ImageClassifier, screen
+from gouache.bot.moderation import screen
 from gouache.storage.base import Storage
 from gouache.storage.jobs import ArtifactKind, Job, JobStatus
 
@@ -34,14 +34,12 @@ class Delivery:
         storage: Storage,
         adapters: Mapping[str, Adapter],
         *,
-        classifier: ImageClassifier | None = None,
         flagged_action: str = "withhold",
         poll_seconds: float = 0.5,
         batch: int = 50,
     ) -> None:
         self._storage = storage
         self._adapters = dict(adapters)
-        self._classifier = classifier
         self._flagged_action = flagged_action
         self._poll = poll_seconds
         self._batch = batch
@@ -103,7 +101,7 @@ class Delivery:
         artifacts = [
             a for a in await self._storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT
         ]
-        screened = await screen(artifacts, self._classifier, self._flagged_action)
+        screened = screen(artifacts, self._flagged_action)
         return Result(
             job=job,
             artifacts=screened.artifacts,

@@ -1,16 +1,18 @@
-"""Prompt blocklist at admission, and a seam for an image safety classifier at delivery.
+"""Prompt blocklist at admission, and the image classifier's verdicts applied at delivery.
 
-The blocklist runs before a job is queued so a refused prompt costs no GPU time; the
-classifier (optional, none ships) runs on finished images, and what happens to flagged ones is
-configuration (``moderation.flagged_action``: withhold them or send them as spoilers).
+The blocklist runs before a job is queued so a refused prompt costs no GPU time. The optional
+image classifier (``moderation.classifier``, ``generation/safety.py``) runs in the worker on
+finished images and records its verdicts as a ``moderation`` artifact; what happens to flagged
+images is configuration (``moderation.flagged_action``: withhold them or send them as spoilers).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from gouache.bot.request import Request
 from gouache.config import Moderation as ModerationSettings
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PromptFilter",
-    "ImageClassifier",
+    "verdicts",
     "Screened",
     "screen",
     "ModeratedAdmission",
@@ -65,12 +67,6 @@ class PromptFilter:
             raise NotAllowed(BLOCKED_MESSAGE)
 
 
-class ImageClassifier(Protocol):
-    """An optional safety classifier; True means the image should not be shown as-is."""
-
-    async def flagged(self, artifact: Artifact) -> bool: ...
-
-
 @dataclass(frozen=True)
 class Screened:
     artifacts: tuple[Artifact, ...]
@@ -78,24 +74,28 @@ class Screened:
     withheld: int = 0
 
 
-async def screen(
-    artifacts: Sequence[Artifact], classifier: ImageClassifier | None, action: str
-) -> Screened:
-    """Apply the classifier to images and GIFs; reports and depth maps pass untouched."""
-    if classifier is None:
-        return Screened(tuple(artifacts))
-    kept: list[Artifact] = []
-    flagged = 0
+def verdicts(flagged: Sequence[str], job_id: str) -> Artifact:
+    """The worker's record of which artifacts its safety classifier flagged."""
+    data = json.dumps({"flagged": sorted(flagged)}).encode()
+    return Artifact(job_id, "moderation.json", ArtifactKind.MODERATION, "application/json", data)
+
+
+def screen(artifacts: Sequence[Artifact], action: str) -> Screened:
+    """Apply the worker's verdicts: withhold flagged images and GIFs, or mark them spoilers.
+
+    The verdicts themselves are never shown; jobs without any pass untouched.
+    """
+    flagged: set[str] = set()
+    shown: list[Artifact] = []
     for artifact in artifacts:
-        visual = artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.GIF)
-        if visual and await classifier.flagged(artifact):
-            flagged += 1
-            if action == "withhold":
-                continue
-        kept.append(artifact)
+        if artifact.kind is ArtifactKind.MODERATION:
+            flagged |= set(json.loads(artifact.data).get("flagged", []))
+        else:
+            shown.append(artifact)
+    hits = [a for a in shown if a.name in flagged]
     if action == "withhold":
-        return Screened(tuple(kept), withheld=flagged)
-    return Screened(tuple(kept), spoiler=flagged > 0)
+        return Screened(tuple(a for a in shown if a.name not in flagged), withheld=len(hits))
+    return Screened(tuple(shown), spoiler=bool(hits))
 
 
 class ModeratedAdmission:

@@ -28,7 +28,7 @@ from gouache.bot.adapter import (
     buttons_for,
     follow_up,
 )
-from gouache.bot.moderation import ImageClassifier, screen
+from gouache.bot.moderation import screen
 from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
 from gouache.errors import (
@@ -116,13 +116,11 @@ class WebAdapter:
         admission: Admits,
         settings: Settings,
         *,
-        classifier: ImageClassifier | None = None,
         on_admitted: Callable[[], None] | None = None,
     ) -> None:
         self._storage = storage
         self._admission = admission
         self._settings = settings
-        self._classifier = classifier
         self._on_admitted = on_admitted or (lambda: None)
         self._finished = asyncio.Event()  # pulsed by deliver(); SSE streams also poll
 
@@ -328,10 +326,7 @@ class WebAdapter:
         if job.status is not JobStatus.SUCCEEDED:
             return []
         found = [a for a in await self._storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT]
-        if self._classifier is None:
-            return found
-        screened = await screen(found, self._classifier, self._settings.moderation.flagged_action)
-        return list(screened.artifacts)
+        return list(screen(found, self._settings.moderation.flagged_action).artifacts)
 
     async def _view(self, job: Job, *, artifacts: bool = True) -> dict[str, Any]:
         position = None

@@ -29,6 +29,7 @@ class ArtifactKind(StrEnum):
     DEPTH = "depth"
     REPORT = "report"
     INPUT = "input"  # an upload that came with the request (depth map, photo)
+    MODERATION = "moderation"  # the worker's safety verdicts; never shown to users
 
 
 @dataclass(frozen=True)

@@ -229,3 +229,29 @@ async def test_diversity_job_through_the_real_engine_gets_a_report(storage, back
     assert 1.0 <= report["style_vendi"] <= 3.0 and 1.0 <= report["semantic_vendi"] <= 3.0
     assert len(report["clip_scores"]) == 3
     assert arts["report.json"].kind is ArtifactKind.REPORT
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("flag_everything", [True, False])
+async def test_safety_classifier_verdicts_are_recorded_and_applied(storage, backend, tmp_path, flag_everything):
+    from gouache.bot.moderation import screen
+    from gouache.generation.safety import SafetyClassifier
+    from tests.support.safety import build_classifier
+
+    settings = _settings(tmp_path, storage.url)
+    safety = SafetyClassifier(str(build_classifier(tmp_path / "clf", flag_everything=flag_everything)))
+    job, _ = await storage.enqueue(make_request(count=2, gif=True))
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(storage, TimedEngine(), settings, "w1", safety=safety).run(stop))
+    [done] = await _wait_for(lambda: _all_final(storage, [job.id]))
+    stop.set()
+    await task
+    assert done.status is JobStatus.SUCCEEDED
+    artifacts = await storage.artifacts(job.id)
+    [record] = [a for a in artifacts if a.kind is ArtifactKind.MODERATION]
+    flagged = json.loads(record.data)["flagged"]
+    everything = ["denoise-0.gif", "denoise-1.gif", "image-0.png", "image-1.png"]
+    assert flagged == (everything if flag_everything else [])
+    withheld = screen(artifacts, "withhold")
+    assert withheld.withheld == (4 if flag_everything else 0)
+    assert sorted(a.name for a in withheld.artifacts) == ([] if flag_everything else everything)

@@ -1,4 +1,4 @@
-"""The prompt blocklist refuses at admission; the classifier seam withholds or spoilers."""
+"""The prompt blocklist refuses at admission; the worker's verdicts withhold or spoiler."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from gouache.bot.moderation import (
     ModeratedAdmission,
     PromptFilter,
     screen,
+    verdicts,
 )
 from gouache.config import Moderation
 from gouache.errors import NotAllowed
@@ -70,41 +71,36 @@ async def test_moderated_admission_refuses_before_enqueue_with_a_clear_message()
     assert await admission.admit(make_request(prompt="a lighthouse")) == "ok"
 
 
-class _FlagOdd:
-    async def flagged(self, artifact: Artifact) -> bool:
-        return artifact.name.endswith("1.png")
-
-
-def _artifacts() -> list[Artifact]:
-    return [
+def _artifacts(flagged: list[str] | None = None) -> list[Artifact]:
+    found = [
         Artifact("j", "image-0.png", ArtifactKind.IMAGE, "image/png", b"a"),
         Artifact("j", "image-1.png", ArtifactKind.IMAGE, "image/png", b"b"),
+        Artifact("j", "denoise-1.gif", ArtifactKind.GIF, "image/gif", b"c"),
         Artifact("j", "report.json", ArtifactKind.REPORT, "application/json", b"{}"),
     ]
+    if flagged is not None:
+        found.append(verdicts(flagged, "j"))
+    return found
 
 
-async def test_without_a_classifier_everything_passes() -> None:
-    screened = await screen(_artifacts(), None, "withhold")
-    assert len(screened.artifacts) == 3 and not screened.spoiler and screened.withheld == 0
+def test_without_verdicts_everything_passes() -> None:
+    screened = screen(_artifacts(), "withhold")
+    assert len(screened.artifacts) == 4 and not screened.spoiler and screened.withheld == 0
 
 
-async def test_flagged_images_are_withheld() -> None:
-    screened = await screen(_artifacts(), _FlagOdd(), "withhold")
+def test_flagged_images_and_their_gifs_are_withheld_and_verdicts_never_shown() -> None:
+    screened = screen(_artifacts(["image-1.png", "denoise-1.gif"]), "withhold")
     assert [a.name for a in screened.artifacts] == ["image-0.png", "report.json"]
-    assert screened.withheld == 1 and not screened.spoiler
+    assert screened.withheld == 2 and not screened.spoiler
 
 
-async def test_flagged_images_are_sent_as_spoilers() -> None:
-    screened = await screen(_artifacts(), _FlagOdd(), "spoiler")
-    assert len(screened.artifacts) == 3 and screened.spoiler and screened.withheld == 0
+def test_flagged_images_are_sent_as_spoilers() -> None:
+    screened = screen(_artifacts(["image-1.png"]), "spoiler")
+    assert [a.name for a in screened.artifacts] == ["image-0.png", "image-1.png", "denoise-1.gif", "report.json"]
+    assert screened.spoiler and screened.withheld == 0
 
 
-async def test_every_refusal_is_reported_once() -> None:
-    refused: list[str] = []
-    admission = ModeratedAdmission(
-        _filter(blocked_words=["gore"]), _Recorder(), on_refused=lambda e: refused.append(e.message)
-    )
-    with pytest.raises(NotAllowed):
-        await admission.admit(make_request(prompt="gore"))
-    await admission.admit(make_request(prompt="a meadow"))
-    assert refused == [BLOCKED_MESSAGE]
+def test_clean_verdicts_change_nothing_but_are_hidden() -> None:
+    screened = screen(_artifacts([]), "spoiler")
+    assert len(screened.artifacts) == 4 and not screened.spoiler
+    assert all(a.kind is not ArtifactKind.MODERATION for a in screened.artifacts)

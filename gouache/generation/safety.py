@@ -1,0 +1,75 @@
+"""An optional image safety classifier, configured like any other model.
+
+Any transformers image-classification checkpoint works (loaded with ``from_pretrained``, local
+files only when offline). An image is flagged when the probabilities of the flagged labels add
+up to the threshold. It runs in the worker, beside the GPU, never in the bot process; its
+verdicts travel with the job as a ``moderation`` artifact that delivery reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from PIL import Image
+
+__all__ = ["SafetyClassifier"]
+
+
+class SafetyClassifier:
+    """Flags images whose flagged-label probability reaches ``threshold``."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        threshold: float = 0.5,
+        flagged_labels: Iterable[str] = ("nsfw",),
+        device: str = "cpu",
+        offline: bool = True,
+    ) -> None:
+        self.path = path
+        self.threshold = threshold
+        self.flagged_labels = {label.lower() for label in flagged_labels}
+        self.device = device
+        self.offline = offline
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._processor: Any = None
+
+    def _load(self) -> tuple[Any, Any]:
+        with self._lock:
+            if self._model is None:
+                from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+                kwargs = {"local_files_only": self.offline}
+                self._processor = AutoImageProcessor.from_pretrained(self.path, **kwargs)
+                model = AutoModelForImageClassification.from_pretrained(self.path, **kwargs)
+                self._model = model.to(self.device).eval()
+                labels = {str(v).lower() for v in model.config.id2label.values()}
+                if not labels & self.flagged_labels:
+                    raise ValueError(
+                        f"safety classifier {self.path} has labels {sorted(labels)}, none of "
+                        f"which is flagged ({sorted(self.flagged_labels)})"
+                    )
+        return self._model, self._processor
+
+    def warm_up(self) -> None:
+        self._load()
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        """One verdict per image: True means do not show it as-is."""
+        if not images:
+            return []
+        import torch
+
+        model, processor = self._load()
+        inputs = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        with torch.inference_mode():
+            logits = model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+        probs = logits.float().softmax(-1).cpu()
+        columns = [
+            i for i, label in model.config.id2label.items() if str(label).lower() in self.flagged_labels
+        ]
+        return [bool(row[columns].sum() >= self.threshold) for row in probs]
