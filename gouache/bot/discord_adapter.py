@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -25,7 +24,8 @@ import discord
 from discord import app_commands
 
 from gouache.bot import commands, messages
-from gouache.bot.adapter import Acknowledgement, Action, Progress, Result, follow_up
+from gouache.bot.actions import ButtonActions
+from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
 from gouache.bot.chat_render import ASPECT_RATIOS, CANCEL
 from gouache.bot.discord_outbox_adapter import (
     NO_MENTIONS,
@@ -36,7 +36,7 @@ from gouache.bot.discord_outbox_adapter import (
 )
 from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, NotAllowed, TooLarge, UserError
+from gouache.errors import InvalidRequest, TooLarge, UserError
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -73,6 +73,7 @@ class DiscordAdapter(discord.Client):
         )
         self._settings = settings
         self._storage = storage
+        self._actions = ButtonActions(storage, settings.limits)
         self._admission = admission
         self._on_admitted = on_admitted or (lambda: None)
         self._prompt_overflow = prompt_overflow
@@ -216,24 +217,13 @@ class DiscordAdapter(discord.Client):
     # --- buttons ---------------------------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction, action: str, job_id: str) -> None:
         async def work() -> None:
-            job = await self._storage.get_job(job_id)
             if action == CANCEL:
-                if str(interaction.user.id) != job.user:
-                    raise NotAllowed("You can only cancel your own jobs.")
-                if job.is_terminal:
-                    raise InvalidRequest("That job has already finished.")
-                await self._storage.cancel(job.id)
+                await self._actions.cancel(job_id, str(interaction.user.id))
                 await self._reply(interaction, messages.cancelled())
                 return
-            request = follow_up(
-                job.request, Action(action), self._origin(interaction),
-                seed=secrets.randbelow(commands.SEED_MAX + 1),
-                diversity_count=self._settings.limits.diversity_count,
-            )  # fmt: skip
-            inputs = []
-            if request.attachment:
-                inputs = [a for a in await self._storage.artifacts(job.id)
-                          if a.kind is ArtifactKind.INPUT]  # fmt: skip
+            request, inputs = await self._actions.follow_up(
+                job_id, Action(action), self._origin(interaction)
+            )
             await self._admit(interaction, request, inputs)
 
         await self._funnel(interaction, work)

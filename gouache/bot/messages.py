@@ -115,6 +115,14 @@ def dead(attempts: int, reference: str) -> str:
     )
 
 
+def not_your_job() -> str:
+    return "You can only cancel your own jobs."
+
+
+def already_finished() -> str:
+    return "That job has already finished."
+
+
 def cancelled() -> str:
     return "Cancelled."
 

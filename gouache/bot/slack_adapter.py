@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,7 +30,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from gouache.bot import commands, messages
-from gouache.bot.adapter import Acknowledgement, Action, Progress, Result, follow_up
+from gouache.bot.actions import ButtonActions
+from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
 from gouache.bot.chat_render import (
     CANCEL,
     error_text,
@@ -43,7 +43,7 @@ from gouache.bot.chat_render import (
 )
 from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, NotAllowed, TooLarge, UserError
+from gouache.errors import InvalidRequest, TooLarge, UserError
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -90,6 +90,7 @@ class SlackAdapter:
             raise ValueError("slack.bot_token and slack.signing_secret must both be configured")
         self._settings = settings
         self._storage = storage
+        self._actions = ButtonActions(storage, settings.limits)
         self._admission = admission
         self._on_admitted = on_admitted or (lambda: None)
         self._prompt_overflow = prompt_overflow
@@ -207,27 +208,11 @@ class SlackAdapter:
             if parsed is None:
                 raise InvalidRequest("That button is not one of mine.")
             name, job_id = parsed
-            job = await self._storage.get_job(job_id)
             if name == CANCEL:
-                if job.user != origin.user:
-                    raise NotAllowed("You can only cancel your own jobs.")
-                if job.is_terminal:
-                    raise InvalidRequest("That job has already finished.")
-                await self._storage.cancel(job.id)
+                await self._actions.cancel(job_id, origin.user)
                 await self._tell(origin, messages.cancelled())
                 return
-            request = follow_up(
-                job.request,
-                Action(name),
-                origin,
-                seed=secrets.randbelow(commands.SEED_MAX + 1),
-                diversity_count=self._settings.limits.diversity_count,
-            )
-            inputs = []
-            if request.attachment:
-                inputs = [
-                    a for a in await self._storage.artifacts(job.id) if a.kind is ArtifactKind.INPUT
-                ]
+            request, inputs = await self._actions.follow_up(job_id, Action(name), origin)
             await self._admit(request, inputs)
 
         await self._funnel(origin, work)

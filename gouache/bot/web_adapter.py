@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import BodyPartReader, web
 
 from gouache.bot import commands
+from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import (
     Acknowledgement,
     Action,
     Progress,
     Result,
     buttons_for,
-    follow_up,
 )
 from gouache.bot.moderation import screen
 from gouache.bot.request import Kind, Origin, Request
@@ -119,6 +119,7 @@ class WebAdapter:
         on_admitted: Callable[[], None] | None = None,
     ) -> None:
         self._storage = storage
+        self._actions = ButtonActions(storage, settings.limits)
         self._admission = admission
         self._settings = settings
         self._on_admitted = on_admitted or (lambda: None)
@@ -245,10 +246,8 @@ class WebAdapter:
         return web.json_response({"jobs": [await self._view(j, artifacts=False) for j in jobs]})
 
     async def cancel_job(self, request: web.Request) -> web.Response:
-        job = await self._job(request)
-        if job.user != request[USER_KEY]:
-            raise NotAllowed("You can only cancel your own jobs.")
-        return web.json_response(await self._view(await self._storage.cancel(job.id)))
+        job = await self._actions.cancel(request.match_info["id"], request[USER_KEY])
+        return web.json_response(await self._view(job))
 
     async def act(self, request: web.Request) -> web.Response:
         try:
@@ -256,20 +255,7 @@ class WebAdapter:
         except ValueError as exc:
             raise NotFound("Unknown action: use reroll, gif or diversify.") from exc
         job = await self._job(request)
-        built = follow_up(
-            job.request,
-            action,
-            self._origin(request),
-            seed=secrets.randbelow(commands.SEED_MAX + 1),
-            diversity_count=self._settings.limits.diversity_count,
-        )
-        inputs = []
-        if built.attachment:
-            inputs = [
-                Artifact("", a.name, a.kind, a.mime, a.data)
-                for a in await self._storage.artifacts(job.id)
-                if a.kind is ArtifactKind.INPUT
-            ]
+        built, inputs = await self._actions.follow_up(job.id, action, self._origin(request))
         return await self._admit(built, inputs)
 
     async def artifact(self, request: web.Request) -> web.Response:

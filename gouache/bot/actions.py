@@ -1,0 +1,58 @@
+"""What a button press does, the same on every platform: cancel, reroll, make a GIF, diversify.
+
+Adapters decode the platform's button id and call these; the rules (only the author may cancel,
+a finished job cannot be cancelled, a follow-up gets a fresh seed and keeps the /depth upload)
+live here once.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from gouache.bot import messages
+from gouache.bot.adapter import Action, follow_up
+from gouache.bot.commands import SEED_MAX
+from gouache.bot.request import Origin, Request
+from gouache.config import Limits
+from gouache.errors import InvalidRequest, NotAllowed
+from gouache.storage.base import Storage
+from gouache.storage.jobs import Artifact, ArtifactKind, Job
+
+__all__ = ["ButtonActions"]
+
+
+class ButtonActions:
+    """Turns a button press on a job into a cancellation or a new request."""
+
+    def __init__(self, storage: Storage, limits: Limits) -> None:
+        self._storage = storage
+        self._limits = limits
+
+    async def cancel(self, job_id: str, user: str) -> Job:
+        job = await self._storage.get_job(job_id)
+        if job.user != user:
+            raise NotAllowed(messages.not_your_job())
+        if job.is_terminal:
+            raise InvalidRequest(messages.already_finished())
+        return await self._storage.cancel(job.id)
+
+    async def follow_up(
+        self, job_id: str, action: Action, origin: Origin
+    ) -> tuple[Request, list[Artifact]]:
+        """The request the press stands for (``origin`` is the presser) and its uploads."""
+        job = await self._storage.get_job(job_id)
+        request = follow_up(
+            job.request,
+            action,
+            origin,
+            seed=secrets.randbelow(SEED_MAX + 1),
+            diversity_count=self._limits.diversity_count,
+        )
+        inputs: list[Artifact] = []
+        if request.attachment:
+            inputs = [
+                Artifact("", a.name, a.kind, a.mime, a.data)
+                for a in await self._storage.artifacts(job.id)
+                if a.kind is ArtifactKind.INPUT
+            ]
+        return request, inputs
