@@ -35,10 +35,11 @@ from gouache.bot.discord_outbox_adapter import (
     RedactTokens,
 )
 from gouache.bot.request import Kind, Origin, Request
+from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, TooLarge, UserError
+from gouache.errors import InvalidRequest, UserError
 from gouache.storage.base import Storage
-from gouache.storage.jobs import Artifact, ArtifactKind, Job
+from gouache.storage.jobs import Artifact, Job
 
 if TYPE_CHECKING:
     from gouache.bot.admission import Admits
@@ -175,15 +176,16 @@ class DiscordAdapter(discord.Client):
 
         async def work() -> None:
             upload = options.pop("image", None)
-            inputs = []
+            data = None
             if upload is not None:
-                inputs = [await self._read_upload(upload)]
-                options["attachment"] = inputs[0].name
+                check_size(upload.size, self._settings.limits)  # before downloading it
+                data = await upload.read()
             command = commands.from_options(kind, options)
             request = commands.build_request(
                 command, self._origin(interaction), self._settings,
                 prompt_overflow=self._prompt_overflow,
             )  # fmt: skip
+            request, inputs = attach(request, data, self._settings.limits)
             await self._admit(interaction, request, inputs)
 
         await self._funnel(interaction, work)
@@ -201,18 +203,6 @@ class DiscordAdapter(discord.Client):
             content=admitted.message + _notes(request.notes), view=view,
             allowed_mentions=NO_MENTIONS,
         )  # fmt: skip
-
-    async def _read_upload(self, attachment: discord.Attachment) -> Artifact:
-        from gouache.bot.web_adapter import sniff_upload
-
-        if attachment.size > self._settings.limits.max_upload_bytes:
-            raise TooLarge(
-                f"The file is {attachment.size:,} bytes; the limit is "
-                f"{self._settings.limits.max_upload_bytes:,}."
-            )
-        data = await attachment.read()
-        mime, ext = sniff_upload(data[: self._settings.limits.max_upload_bytes + 1])
-        return Artifact("", f"input-0.{ext}", ArtifactKind.INPUT, mime, data)
 
     # --- buttons ---------------------------------------------------------------------------
     async def on_button(self, interaction: discord.Interaction, action: str, job_id: str) -> None:

@@ -42,8 +42,9 @@ from gouache.bot.chat_render import (
     slack_escape,
 )
 from gouache.bot.request import Kind, Origin, Request
+from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, TooLarge, UserError
+from gouache.errors import InvalidRequest, UserError
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -177,17 +178,8 @@ class SlackAdapter:
             if words and words[0].lower() in {k.value for k in Kind}:
                 text = "/" + text  # "@gouache depth a hill" reads like "/depth a hill"
             files = event.get("files") or []
-            inputs: list[Artifact] = []
-            if files:
-                upload = await self._download(files[0])
-                inputs = [upload]
-                if not text.lower().startswith("/depth"):
-                    raise InvalidRequest(
-                        "Only /depth takes a file; write “/depth” before the prompt."
-                    )
-            request = self._build(text, origin, attachment=inputs[0].name if inputs else None)
-            if request.kind is Kind.DEPTH and not inputs:
-                raise InvalidRequest("/depth needs a depth map or photo attached to the message.")
+            data = await self._download(files[0]) if files else None
+            request, inputs = attach(self._build(text, origin), data, self._settings.limits)
             await self._admit(request, inputs, quiet_if_known=True)
 
         await self._funnel(origin, work)
@@ -221,11 +213,8 @@ class SlackAdapter:
         log.error("slack listener failed: %s", type(error).__name__, exc_info=error)
 
     # --- translating -----------------------------------------------------------------------
-    def _build(self, text: str, origin: Origin, attachment: str | None = None) -> Request:
+    def _build(self, text: str, origin: Origin) -> Request:
         command = commands.parse_text(text)
-        if attachment:
-            command = commands.Command(command.kind, command.prompt,
-                                       {**command.options, "attachment": attachment})  # fmt: skip
         return commands.build_request(
             command, origin, self._settings, prompt_overflow=self._prompt_overflow
         )
@@ -241,24 +230,19 @@ class SlackAdapter:
             cancel = [] if job.is_terminal else [(CANCEL, job.id, "Cancel")]
             await self._tell(request.origin, admitted.message + notes, cancel)
 
-    async def _download(self, file: dict[str, Any]) -> Artifact:
+    async def _download(self, file: dict[str, Any]) -> bytes:
         """The first attached file, from Slack's file host only, with a byte cap."""
-        from gouache.bot.web_adapter import sniff_upload
-
         limit = self._settings.limits.max_upload_bytes
         url = str(file.get("url_private_download") or file.get("url_private") or "")
         if urlsplit(url).netloc not in self._file_hosts:
             raise InvalidRequest("I can only read files uploaded to Slack.")
-        if int(file.get("size") or 0) > limit:
-            raise TooLarge(f"The file is {int(file['size']):,} bytes; the limit is {limit:,}.")
+        check_size(int(file.get("size") or 0), self._settings.limits)
         headers = {"Authorization": f"Bearer {self._token}"}
         async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
             resp.raise_for_status()
             data = await resp.content.read(limit + 1)
-        if len(data) > limit:
-            raise TooLarge(f"The file is larger than the limit of {limit:,} bytes.")
-        mime, ext = sniff_upload(data)
-        return Artifact("", f"input-0.{ext}", ArtifactKind.INPUT, mime, data)
+        check_size(len(data), self._settings.limits)
+        return data
 
     async def _funnel(self, origin: Origin, work: Callable[[], Awaitable[None]]) -> None:
         """Users see their own errors; anything else is logged and answered with an apology."""

@@ -14,7 +14,6 @@ import logging
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
@@ -29,7 +28,8 @@ from gouache.bot.adapter import (
     buttons_for,
 )
 from gouache.bot.moderation import screen
-from gouache.bot.request import Kind, Origin, Request
+from gouache.bot.request import Origin, Request
+from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
 from gouache.errors import (
     InvalidRequest,
@@ -46,7 +46,7 @@ from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 if TYPE_CHECKING:
     from gouache.bot.admission import Admits
 
-__all__ = ["WebAdapter", "USER_KEY", "error_middleware", "sniff_upload"]
+__all__ = ["WebAdapter", "USER_KEY", "error_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,6 @@ _STATUS_FOR = {
     RateLimited: 429,
     QueueFull: 429,
 }
-_UPLOAD_TYPES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
-    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
-    (b"\x93NUMPY", "application/x-npy", "npy"),
-)
 _SSE_POLL = 0.4
 _SSE_PING = 15.0
 
@@ -93,16 +88,6 @@ async def error_middleware(request: web.Request, handler: Callable[..., Any]) ->
         from gouache.bot import messages
 
         return web.json_response({"error": messages.internal_error(ref)}, status=500)
-
-
-def sniff_upload(data: bytes) -> tuple[str, str]:
-    """(mime, extension) from the bytes themselves; the client's filename is never used."""
-    for magic, mime, ext in _UPLOAD_TYPES:
-        if data.startswith(magic):
-            return mime, ext
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp", "webp"
-    raise InvalidRequest("Upload a PNG, JPEG or WEBP image, or a .npy depth map.")
 
 
 class WebAdapter:
@@ -165,18 +150,7 @@ class WebAdapter:
         text, upload = await self._read_command(request)
         origin = self._origin(request)
         built = commands.build_request(commands.parse_text(text), origin, self._settings)
-        inputs: list[Artifact] = []
-        if (upload is None) == (built.kind is Kind.DEPTH):
-            raise InvalidRequest(
-                "/depth needs a depth map or photo: choose a file."
-                if upload is None
-                else "Only /depth takes a file; remove the upload or use /depth."
-            )
-        if upload is not None:
-            mime, ext = sniff_upload(upload)
-            name = f"input-0.{ext}"
-            built = _with_attachment(built, name)
-            inputs.append(Artifact("", name, ArtifactKind.INPUT, mime, upload))
+        built, inputs = attach(built, upload, self._settings.limits)
         return await self._admit(built, inputs)
 
     async def _admit(self, built: Request, inputs: list[Artifact]) -> web.Response:
@@ -213,7 +187,6 @@ class WebAdapter:
         raise InvalidRequest("Send JSON, or multipart/form-data with a command and a file.")
 
     async def _read_multipart(self, request: web.Request) -> tuple[str, bytes | None]:
-        limit = self._settings.limits.max_upload_bytes
         text, upload = None, None
         reader = await request.multipart()
         async for part in reader:
@@ -225,8 +198,7 @@ class WebAdapter:
                 data = bytearray()
                 while chunk := await part.read_chunk(64 * 1024):
                     data += chunk
-                    if len(data) > limit:
-                        raise TooLarge(f"The upload is larger than {limit // (1024 * 1024)} MB.")
+                    check_size(len(data), self._settings.limits)  # stop reading at the cap
                 upload = bytes(data) or None
         if text is None:
             raise InvalidRequest("The form needs a command field.")
@@ -356,10 +328,6 @@ _KIND_ORDER = {ArtifactKind.IMAGE: 0, ArtifactKind.GIF: 1, ArtifactKind.DEPTH: 2
 
 def _display_order(artifact: Artifact) -> tuple[int, str]:
     return _KIND_ORDER.get(artifact.kind, 9), artifact.name
-
-
-def _with_attachment(request: Request, name: str) -> Request:
-    return replace(request, attachment=name)
 
 
 def new_user_id() -> str:
