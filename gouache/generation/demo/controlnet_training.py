@@ -1,7 +1,8 @@
 """Phase 2: the depth ControlNet, trained on the world's exact depth maps.
 
 Initialised from the exported UNet (``ControlNetModel.from_unet``) and trained against it
-frozen, as in Zhang et al. (2023). The demo model works in pixel space (f1), so the
+frozen, as in Zhang et al. (2023). With ``--follow-unet`` it runs beside the UNet phase and
+reloads the UNet's latest export every ``--export-minutes``, tracking it as it improves. The demo model works in pixel space (f1), so the
 conditioning embedding must not downsample: one block of 16 channels.
 """
 
@@ -9,15 +10,28 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
+from safetensors.torch import load_file
 
 from .export import export_controlnet, record
 from .train import diffusion_loss, encode
 from .training import Clock, Ema, load_checkpoint, log, make_batch, save_checkpoint, steps
 
 __all__ = ["train_controlnet"]
+
+
+def _reload(folder: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+    """Pick up the UNet phase's latest export, when both phases run side by side."""
+    try:
+        unet.load_state_dict(load_file(folder / "unet" / "diffusion_pytorch_model.safetensors"))
+        text_encoder.load_state_dict(load_file(folder / "text_encoder" / "model.safetensors"),
+                                     strict=False)
+        log("controlnet: reloaded the latest exported UNet")
+    except (OSError, RuntimeError) as exc:  # mid-swap: try again at the next reload
+        log(f"controlnet: reload skipped ({exc})")
 
 
 def train_controlnet(args: argparse.Namespace) -> None:
@@ -56,6 +70,8 @@ def train_controlnet(args: argparse.Namespace) -> None:
             log(f"exported controlnet at step {step}")
 
     for step in steps(start, args.controlnet_steps, clock):
+        if args.follow_unet and clock.every("reload", args.export_minutes * 60):
+            _reload(args.out / "pipeline", unet, text_encoder)
         batch = make_batch(args.seed + 1, step, args.batch, empty_fraction=0.1)
         gen = torch.Generator().manual_seed(args.seed * 1_000_033 + step)
         with torch.no_grad():

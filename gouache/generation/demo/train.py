@@ -127,6 +127,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--unet-steps", type=int, default=60_000)
     p.add_argument("--controlnet-steps", type=int, default=8_000)
     p.add_argument("--clip-steps", type=int, default=6_000)
+    p.add_argument("--follow-unet", action="store_true",
+                   help="controlnet phase: reload the UNet export as a concurrent UNet run updates it")
     p.add_argument("--judge-steps", type=int, default=1500)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint-minutes", type=float, default=5.0)
