@@ -92,3 +92,32 @@ def test_one_image_at_default_steps_is_fast_on_cpu(pipe) -> None:  # noqa: ANN00
     start = time.perf_counter()
     _generate(pipe, [PROMPTS["red"]], (1,))
     assert time.perf_counter() - start < 10.0  # < 2 s on an idle 2-core machine; CI is shared
+
+
+def test_depth_controlnet_and_clip_load_and_run(pipe) -> None:  # noqa: ANN001
+    import torch
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from transformers import CLIPModel, CLIPProcessor
+
+    from gouache.generation.demo.world import depth_to_image, render, sample_scene
+
+    controlnet = ControlNetModel.from_pretrained(MODELS / "controlnet-depth", local_files_only=True)
+    control = StableDiffusionControlNetPipeline(
+        vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
+        scheduler=pipe.scheduler, controlnet=controlnet, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    control.set_progress_bar_config(disable=True)
+    scene = render(sample_scene(3, n_shapes=1))
+    image = control(scene.caption, image=depth_to_image(scene.depth), num_inference_steps=4,
+                    output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert image.shape == (1, 32, 32, 3)
+
+    clip = CLIPModel.from_pretrained(MODELS / "clip", local_files_only=True)
+    processor = CLIPProcessor.from_pretrained(MODELS / "clip", local_files_only=True)
+    inputs = processor(text=[scene.caption, "a small black ring at the top on a plain white background"],
+                       images=[depth_to_image(scene.depth).convert("RGB")], return_tensors="pt",
+                       padding="max_length")
+    with torch.no_grad():
+        out = clip(**inputs)
+    assert out.logits_per_image.shape == (1, 2)

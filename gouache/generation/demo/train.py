@@ -58,6 +58,13 @@ def diffusion_loss(noise_scheduler: DDPMScheduler, predict, x0: torch.Tensor,  #
     return (per_item * weight).mean()
 
 
+def learning_rate(args: argparse.Namespace, step: int) -> float:
+    """Warm-up, constant, then linear decay to a tenth from ``--lr-decay-from`` to the end."""
+    start = args.unet_steps if args.lr_decay_from is None else args.lr_decay_from
+    decay = 1.0 - 0.9 * max(0, step - start) / max(args.unet_steps - start, 1)
+    return args.lr * min(1.0, (step + 1) / 200) * decay
+
+
 def train_unet(args: argparse.Namespace) -> None:
     tokenizer = build_tokenizer()
     models = torch.nn.ModuleDict({
@@ -83,13 +90,15 @@ def train_unet(args: argparse.Namespace) -> None:
     def export(step: int) -> None:
         export_pipeline(args.out, tokenizer, ema.module["text"], ema.module["unet"])
         record(args.out, "unet", {"seed": args.seed, "steps": step, "batch": args.batch,
-                                  "images": step * args.batch, "lr": args.lr})
+                                  "images": step * args.batch, "lr": args.lr,
+                                  "unet_steps": args.unet_steps,
+                                  "lr_decay_from": args.lr_decay_from})
         log(f"exported pipeline at step {step}")
 
     models.train()
     for step in steps(start, args.unet_steps, clock):
         for group in opt.param_groups:
-            group["lr"] = args.lr * min(1.0, (step + 1) / 200)
+            group["lr"] = learning_rate(args, step)
         batch = make_batch(args.seed, step, args.batch, empty_fraction=0.1)
         gen = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         hidden = encode(tokenizer, models["text"], batch.captions)
@@ -124,9 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--minutes", type=float, default=None, help="time cap for each phase")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--unet-steps", type=int, default=60_000)
+    p.add_argument("--unet-steps", type=int, default=10_500)
+    p.add_argument("--lr-decay-from", type=int, default=4_000)
     p.add_argument("--controlnet-steps", type=int, default=8_000)
-    p.add_argument("--clip-steps", type=int, default=6_000)
+    p.add_argument("--clip-steps", type=int, default=3_125)
     p.add_argument("--follow-unet", action="store_true",
                    help="controlnet phase: reload the UNet export as a concurrent UNet run updates it")
     p.add_argument("--judge-steps", type=int, default=1500)
