@@ -20,6 +20,7 @@ services:
 
 test: $(STAMP) services
 	$(PY) -m ruff check gouache tests benchmarks
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 bench: $(STAMP) services

@@ -65,13 +65,9 @@ class DiscordAdapter(discord.Client):
         prompt_overflow: Callable[[str, str], str | None] | None = None,
         **options: Any,
     ) -> None:
-        app_id = settings.discord.application_id
-        super().__init__(
-            intents=discord.Intents(guilds=True),
-            allowed_mentions=NO_MENTIONS,
-            application_id=int(app_id) if app_id else None,
-            **options,
-        )
+        if settings.discord.application_id:  # else discord.py learns it at login
+            options["application_id"] = int(settings.discord.application_id)
+        super().__init__(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS, **options)
         self._settings = settings
         self._storage = storage
         self._actions = ButtonActions(storage, settings.limits)
@@ -91,8 +87,8 @@ class DiscordAdapter(discord.Client):
     async def start(self, token: str | None = None, *, reconnect: bool = True) -> None:
         """Log in and run; tasks spawned from here inherit the routed webhook adapter."""
         with self._outbox.routed():
-            secret = token or self._settings.discord.token
-            value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+            configured = self._settings.discord.token
+            value = token or (configured.get_secret_value() if configured is not None else "")
             if not value:
                 raise ValueError("discord.token is not configured")
             await super().start(str(value), reconnect=reconnect)
@@ -143,7 +139,8 @@ class DiscordAdapter(discord.Client):
             await run(interaction, Kind.DIVERSITY,
                       dict(prompt=prompt, count=count, diversify=diversify))  # fmt: skip
 
-        for command in (imagine, depth, diversity):
+        commands_: tuple[app_commands.Command[Any, Any, None], ...] = (imagine, depth, diversity)
+        for command in commands_:
             self.tree.add_command(command)
         for guild_id in self._settings.discord.guild_ids:
             self.tree.copy_global_to(guild=discord.Object(int(guild_id)))

@@ -111,9 +111,10 @@ class ActionButton(
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Button, match: re.Match[str]
+        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
     ) -> ActionButton:
-        return cls(match["action"], match["job_id"], item.label or "")
+        label = item.label if isinstance(item, discord.ui.Button) else None
+        return cls(match["action"], match["job_id"], label or "")
 
     async def callback(self, interaction: discord.Interaction) -> None:
         on_button = getattr(interaction.client, "on_button", None)
@@ -228,10 +229,10 @@ class DiscordOutbox:
                 )  # fmt: skip
             return f"discord:webhook:{message.id}"
         channel = self._client.get_partial_messageable(int(job.request.origin.channel))
-        message = await channel.send(
+        posted = await channel.send(
             content, files=list(files), allowed_mentions=NO_MENTIONS, **extra
         )
-        return f"discord:channel:{channel.id}:{message.id}"
+        return f"discord:channel:{channel.id}:{posted.id}"
 
 
 def _bytes_io(data: bytes) -> io.BytesIO:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 __all__ = ["Kind", "Origin", "Request"]
 
@@ -61,7 +61,7 @@ class Request:
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
 
     @property
-    def pipeline(self) -> str:
+    def pipeline(self) -> Literal["txt2img", "depth"]:
         return "depth" if self.kind is Kind.DEPTH else "txt2img"
 
     @property

@@ -135,15 +135,32 @@ def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
 class ParameterFields(Protocol):
     """The request fields that describe how an image was made (``Request`` has them all)."""
 
-    prompt: str
-    negative_prompt: str
-    steps: int
-    sampler: str
-    guidance: float
-    seed: int
-    width: int
-    height: int
-    model: str
+    @property
+    def prompt(self) -> str: ...
+
+    @property
+    def negative_prompt(self) -> str: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    @property
+    def sampler(self) -> str: ...
+
+    @property
+    def guidance(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def height(self) -> int: ...
+
+    @property
+    def model(self) -> str: ...
 
 
 def png_parameters(fields: ParameterFields, *, seed: int | None = None) -> str:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -40,14 +40,15 @@ class _SqliteConn:
         self.notified = False
 
     def _params(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = {"now": self._now}
+        out: dict[str, Any] = {"now": self._now}
         for key, value in params.items():
             out[key] = json.dumps(list(value)) if isinstance(value, list | tuple) else value
         return out
 
     async def fetch(self, name: str, /, **params: Any) -> list[Row]:
         async with self._db.execute(self._queries[name], self._params(params)) as cursor:
-            return list(await cursor.fetchall())
+            # sqlite3.Row reads by column name like a mapping; it just is not typed as one.
+            return cast("list[Row]", list(await cursor.fetchall()))
 
     async def fetchrow(self, name: str, /, **params: Any) -> Row | None:
         rows = await self.fetch(name, **params)
