@@ -16,13 +16,19 @@ Writes benchmarks/results/demo_quality.json.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as a script, this folder leads sys.path, and its queue.py would shadow the stdlib's.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
 import argparse
 import json
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
