@@ -34,7 +34,7 @@ from .training import (
     stop_requested,
 )
 
-__all__ = ["main", "train_unet", "encode", "diffusion_loss"]
+__all__ = ["main", "train_unet", "encode", "diffusion_loss", "learning_rate"]
 
 
 def encode(tokenizer, text_encoder, captions: list[str]) -> torch.Tensor:  # noqa: ANN001

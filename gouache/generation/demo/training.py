@@ -22,7 +22,8 @@ import torch
 from .components import RESOLUTION
 from .world import render, sample_scene
 
-__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "Clock", "log", "stop_requested"]
+__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "Clock", "log", "stop_requested",
+           "steps"]
 
 
 @dataclass
