@@ -68,7 +68,7 @@ class Limits(BaseModel):
     max_steps: int = Field(60, ge=1)
     max_pixels: int = Field(1024 * 1024, ge=64 * 64)
     max_side: int = Field(2048, ge=64)
-    min_side: int = Field(64, ge=8)
+    min_side: int = Field(32, ge=8)
     max_images: int = Field(4, ge=1)
     max_prompt_chars: int = Field(1500, ge=1)
     max_guidance: float = Field(30.0, gt=0)
@@ -193,7 +193,7 @@ class Settings(BaseSettings):
     port: int = Field(8080, ge=0, le=65535)
     log_level: str = "INFO"
     log_json: bool = False
-    default_model: str = BUILTIN_TINY
+    default_model: str = BUILTIN_DEMO
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     offline: bool = Field(True, description="load models with local_files_only")
     limits: Limits = Field(default_factory=Limits)

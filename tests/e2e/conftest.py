@@ -1,4 +1,4 @@
-"""A real `gouache run` (default builtin:tiny model) and Debian's headless Chromium."""
+"""A real `gouache run` (default model: builtin:demo) and Debian's headless Chromium."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-GENERATION_TIMEOUT_MS = 240_000  # builtin:tiny on a busy 2-core CPU, first model build included
+GENERATION_TIMEOUT_MS = 240_000  # the default demo model on a busy 2-core CPU
 
 
 def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:

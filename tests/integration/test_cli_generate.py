@@ -1,4 +1,4 @@
-"""`gouache generate` end to end on the built-in tiny model: files, metadata, determinism, GIF."""
+"""`gouache generate` end to end on the default (demo) model: files, metadata, determinism, GIF."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageSequence
 
 from gouache.cli import main
+from gouache.config import builtin_demo_spec
 
 COMMAND = "a red fox --ar 3:2 --seed 7 --n 2"
 
@@ -30,13 +31,14 @@ def test_writes_two_3_2_pngs_with_a1111_parameters(runs: tuple[Path, Path]) -> N
         assert width * 2 == height * 3 and width % 8 == 0 and height % 8 == 0
         params = image.info["parameters"]
         assert params.startswith("a red fox\n")
+        demo = builtin_demo_spec()  # the default model when none is configured
         for part in (
             f"Seed: {seed}",
-            "Steps: 10",
-            "Sampler: ddim",
-            "CFG scale: 5",
+            f"Steps: {demo.default_steps}",
+            f"Sampler: {demo.default_sampler}",
+            f"CFG scale: {demo.default_guidance:g}",
             f"Size: {width}x{height}",
-            "Model: builtin:tiny",
+            "Model: builtin:demo",
         ):
             assert part in params, params
 

@@ -188,9 +188,12 @@ def test_aspect_ratio_keeps_the_default_area_and_reports_rounding(cfg: Settings)
 
 
 def test_aspect_ratio_respects_min_side_on_a_tiny_model(cfg: Settings) -> None:
+    cfg = cfg.model_copy(update={"limits": cfg.limits.model_copy(update={"min_side": 64})})
     request = build("fox --ar 16:9 --model builtin:tiny", cfg)
-    assert request.height == cfg.limits.min_side
+    assert request.height == cfg.limits.min_side == 64
     assert request.width == 112
+    demo = build("fox --ar 3:2 --model builtin:demo", Settings(data_dir=cfg.data_dir))
+    assert (demo.width, demo.height) == (48, 32)  # the 32x32 model grows to the 32 px floor
 
 
 def test_size_is_snapped_to_multiples_of_8_and_reported(cfg: Settings) -> None:
@@ -211,12 +214,12 @@ def test_size_is_snapped_to_multiples_of_8_and_reported(cfg: Settings) -> None:
         ("/diversity fox --n 1", "count must be between 2 and 4 (got 1)."),
         ("fox --seed -1", "seed must be between 0 and 4294967295 (got -1)."),
         ("fox --seed 4294967296", "seed must be between 0 and 4294967295 (got 4294967296)."),
-        ("fox --size 32x512", "width must be between 64 and 2048 (got 32)."),
-        ("fox --size 512x4000", "height must be between 64 and 2048 (got 4000)."),
+        ("fox --size 16x512", "width must be between 32 and 2048 (got 16)."),
+        ("fox --size 512x4000", "height must be between 32 and 2048 (got 4000)."),
         ("fox --size 2048x1024", "Size 2048x1024 is too large: at most 1,048,576 pixels "
                                  "(for example 1024x1024)."),
-        ("fox --ar 40:1", "Aspect ratio must be between 1:32 and 32:1 for this size limit "
-                          "(got 40:1)."),
+        ("fox --ar 65:1", "Aspect ratio must be between 1:64 and 64:1 for this size limit "
+                          "(got 65:1)."),
         ("--seed 3", "Please describe the image: the prompt is empty."),
         ("fox --sampler nope", "Unknown sampler “nope”. Choose one of: "),
         ("fox --diversify", "--diversify only works with /diversity."),
