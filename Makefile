@@ -18,13 +18,16 @@ run: $(STAMP)
 services:
 	bash scripts/test-services.sh
 
-test: $(STAMP) services
+lint: $(STAMP)
 	$(PY) -m ruff check gouache tests benchmarks
 	$(PY) -m mypy
+
+test: lint services
 	$(PY) -m pytest -q
 
 bench: $(STAMP) services
 	$(PY) benchmarks/queue.py
+	$(PY) benchmarks/demo_quality.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
