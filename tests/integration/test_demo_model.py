@@ -31,7 +31,9 @@ PROMPTS = {
     "green": "a large green star in the center on a plain purple background",
 }
 SEEDS = (0, 1)
-MIN_COLOUR_ACCURACY = 0.5  # measured on the committed checkpoint; see module docstring
+# The committed checkpoint judges 98% colour-correct on *held-out* prompts (demo_quality.json);
+# 6 of these 8 in-distribution images leaves room for one unlucky seed on another CPU.
+MIN_COLOUR_ACCURACY = 0.75
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,8 @@ def test_one_image_at_default_steps_is_fast_on_cpu(pipe) -> None:  # noqa: ANN00
     _generate(pipe, [PROMPTS["red"]], (0,))  # warm-up
     start = time.perf_counter()
     _generate(pipe, [PROMPTS["red"]], (1,))
-    assert time.perf_counter() - start < 10.0  # < 2 s on an idle 2-core machine; CI is shared
+    # ~0.6 s measured on a busy 2-core machine (demo_quality.json); CI runners are shared.
+    assert time.perf_counter() - start < 5.0
 
 
 def test_depth_controlnet_and_clip_load_and_run(pipe) -> None:  # noqa: ANN001
