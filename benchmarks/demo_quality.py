@@ -8,8 +8,8 @@ through ``StableDiffusionPipeline.from_pretrained`` and DDIM at the model's defa
   rendered scenes) -- and the judge's own accuracy on rendered held-out scenes, for scale;
 - depth adherence: /depth outputs whose judged object position and size are the depth map's,
   with the prompt and with an empty one, beside unconditioned outputs and the renders;
-- Vendi of the 8 seeds per prompt, FID and KID against renders of the same prompts, and CLIP
-  score, all on the demo CLIP's image features;
+- Vendi of the 8 seeds per prompt, FID and KID against as many renders of the same prompts,
+  and CLIP score, all on the demo CLIP's (L2-normalised) image features;
 - seconds per image (batch 1, default steps) on this machine.
 Writes benchmarks/results/demo_quality.json.
 """
@@ -29,6 +29,7 @@ import os
 import platform
 import statistics
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -187,7 +188,9 @@ def main(argv: list[str] | None = None) -> dict:
     seeds = list(range(args.seeds))
     images = generate(pipe, prompts, seeds)
     judged = accuracy(judge, images, scenes, args.seeds)
-    renders = np.stack([render(s).image for s in scenes])
+    # Reference: each prompt rendered as often as it is generated (new texture seeds).
+    renders = np.stack([render(replace(s, seed=s.seed + 7919 * k)).image
+                        for s in scenes for k in seeds])
     report: dict = {
         "held_out_prompts": len(prompts), "seeds_per_prompt": args.seeds,
         "sampling": {"scheduler": "DDIM", "steps": SPEC.default_steps,
@@ -198,14 +201,17 @@ def main(argv: list[str] | None = None) -> dict:
     }
     img_f, txt_f = clip_features(args.models, np.concatenate([images, renders]), prompts)
     if img_f is not None:
+        img_f = img_f / np.linalg.norm(img_f, axis=1, keepdims=True)  # cosine geometry, as CLIP
         gen_f, ref_f = img_f[: len(images)], img_f[len(images):]
         per_prompt = [vendi(gen_f[i : i + args.seeds]) for i in range(0, len(gen_f), args.seeds)]
+        rendered_vs = [vendi(ref_f[i : i + args.seeds]) for i in range(0, len(ref_f), args.seeds)]
         report["vendi_clip"] = {"mean": float(np.mean(per_prompt)), "n": args.seeds,
-                                "mean_over_n": float(np.mean(per_prompt)) / args.seeds}
+                                "mean_over_n": float(np.mean(per_prompt)) / args.seeds,
+                                "rendered_mean": float(np.mean(rendered_vs))}
         report["fid_clip"] = frechet_distance(gen_f, ref_f)
         report["kid_clip"] = kernel_inception_distance(gen_f, ref_f)
         report["clip_score"] = {"generated": clip_score(gen_f, np.repeat(txt_f, args.seeds, 0)),
-                                "rendered": clip_score(ref_f, txt_f)}
+                                "rendered": clip_score(ref_f, np.repeat(txt_f, args.seeds, 0))}
     report["seconds_per_image"] = seconds_per_image(pipe)
     adherence = report["depth_adherence"]["controlnet"]
     report["passes"] = {
