@@ -10,13 +10,14 @@ prompt embeddings, x100) says whether the variety stayed on the prompt.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from PIL import Image
+
+from gouache.generation.pretrained import LazyPretrained
 
 __all__ = [
     "vendi_score",
@@ -72,25 +73,13 @@ class ClipEmbedder:
     def __init__(self, path: str, *, device: str = "cpu") -> None:
         self.path = path
         self.device = device
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._processor: Any = None
-
-    def _load(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._model is None:
-                from transformers import CLIPModel, CLIPProcessor
-
-                self._processor = CLIPProcessor.from_pretrained(self.path, local_files_only=True)
-                model = CLIPModel.from_pretrained(self.path, local_files_only=True)
-                self._model = model.to(self.device).eval()
-        return self._model, self._processor
+        self._pretrained = LazyPretrained("CLIPModel", "CLIPProcessor", path, device=device)
 
     def embed(self, prompt: str, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(text embedding [d], image embeddings [n, d]) in CLIP's joint space."""
         import torch
 
-        model, processor = self._load()
+        model, processor = self._pretrained.get()
         inputs = processor(
             text=[prompt], images=list(images), return_tensors="pt", padding="max_length",
             truncation=True,

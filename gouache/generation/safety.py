@@ -8,11 +8,12 @@ verdicts travel with the job as a ``moderation`` artifact that delivery reads.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from PIL import Image
+
+from gouache.generation.pretrained import LazyPretrained
 
 __all__ = ["SafetyClassifier"]
 
@@ -33,27 +34,20 @@ class SafetyClassifier:
         self.threshold = threshold
         self.flagged_labels = {label.lower() for label in flagged_labels}
         self.device = device
-        self.offline = offline
-        self._lock = threading.Lock()
-        self._model: Any = None
-        self._processor: Any = None
+        self._pretrained = LazyPretrained(
+            "AutoModelForImageClassification", "AutoImageProcessor", path, device=device,
+            offline=offline,
+        )  # fmt: skip
 
     def _load(self) -> tuple[Any, Any]:
-        with self._lock:
-            if self._model is None:
-                from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-                kwargs = {"local_files_only": self.offline}
-                self._processor = AutoImageProcessor.from_pretrained(self.path, **kwargs)
-                model = AutoModelForImageClassification.from_pretrained(self.path, **kwargs)
-                self._model = model.to(self.device).eval()
-                labels = {str(v).lower() for v in model.config.id2label.values()}
-                if not labels & self.flagged_labels:
-                    raise ValueError(
-                        f"safety classifier {self.path} has labels {sorted(labels)}, none of "
-                        f"which is flagged ({sorted(self.flagged_labels)})"
-                    )
-        return self._model, self._processor
+        model, processor = self._pretrained.get()
+        labels = {str(v).lower() for v in model.config.id2label.values()}
+        if not labels & self.flagged_labels:
+            raise ValueError(
+                f"safety classifier {self.path} has labels {sorted(labels)}, none of "
+                f"which is flagged ({sorted(self.flagged_labels)})"
+            )
+        return model, processor
 
     def warm_up(self) -> None:
         self._load()
