@@ -14,7 +14,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 
 from .components import MAX_TOKENS, RESOLUTION, build_tokenizer
 from .export import export_clip, record
-from .training import Clock, load_checkpoint, log, make_batch, save_checkpoint, steps
+from .training import Clock, checkpoint, log, make_batch, resume, steps
 
 __all__ = ["build_clip", "train_clip", "clip_pixels"]
 
@@ -43,18 +43,14 @@ def train_clip(args: argparse.Namespace) -> None:
     tokenizer = build_tokenizer()
     model = build_clip(len(tokenizer), seed=args.seed).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    ckpt_path, start = args.workdir / "clip.pt", 0
-    if args.resume and (state := load_checkpoint(ckpt_path)) is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
-        log(f"resumed clip at step {start}")
+    ckpt_path = args.workdir / "clip.pt"
+    parts = {"model": model, "opt": opt}
+    start = resume(ckpt_path, "clip", parts) if args.resume else 0
     clock, t0, done = Clock(args.minutes), time.monotonic(), start
     batch_size = max(args.batch * 2, 64)
 
     def save(step: int, final: bool = False) -> None:
-        save_checkpoint(ckpt_path, {"model": model.state_dict(), "opt": opt.state_dict(),
-                                    "step": step})
+        checkpoint(ckpt_path, parts, step)
         if final or clock.every("export", args.export_minutes * 60):
             export_clip(args.out, model, tokenizer)
             record(args.out, "clip", {"seed": args.seed, "steps": step, "batch": batch_size})

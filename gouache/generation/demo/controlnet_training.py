@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from .export import export_controlnet, record
 from .train import diffusion_loss, encode
-from .training import Clock, Ema, load_checkpoint, log, make_batch, save_checkpoint, steps
+from .training import Clock, Ema, checkpoint, log, make_batch, resume, steps
 
 __all__ = ["train_controlnet"]
 
@@ -44,13 +44,9 @@ def train_controlnet(args: argparse.Namespace) -> None:
     controlnet.train()
     opt = torch.optim.AdamW(controlnet.parameters(), lr=args.lr / 2, weight_decay=0.01)
     ema = Ema(controlnet, decay=0.998)
-    ckpt_path, start = args.workdir / "controlnet.pt", 0
-    if args.resume and (state := load_checkpoint(ckpt_path)) is not None:
-        controlnet.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        ema.load_state_dict(state["ema"])
-        start = state["step"]
-        log(f"resumed controlnet at step {start}")
+    ckpt_path = args.workdir / "controlnet.pt"
+    parts = {"model": controlnet, "opt": opt, "ema": ema}
+    start = resume(ckpt_path, "controlnet", parts) if args.resume else 0
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     clock, t0, done = Clock(args.minutes), time.monotonic(), start
 
@@ -62,8 +58,7 @@ def train_controlnet(args: argparse.Namespace) -> None:
         return run
 
     def save(step: int, final: bool = False) -> None:
-        save_checkpoint(ckpt_path, {"model": controlnet.state_dict(), "opt": opt.state_dict(),
-                                    "ema": ema.state_dict(), "step": step})
+        checkpoint(ckpt_path, parts, step)
         if final or clock.every("export", args.export_minutes * 60):
             export_controlnet(args.out, ema.module)
             record(args.out, "controlnet", {"seed": args.seed, "steps": step, "batch": args.batch})

@@ -26,10 +26,9 @@ from .export import export_pipeline, record
 from .training import (
     Clock,
     Ema,
-    load_checkpoint,
     log,
     make_batch,
-    save_checkpoint,
+    resume,
     steps,
     stop_requested,
 )
@@ -73,19 +72,14 @@ def train_unet(args: argparse.Namespace) -> None:
     })
     opt = torch.optim.AdamW(models.parameters(), lr=args.lr, weight_decay=0.01)
     ema = Ema(models, decay=0.999)
-    ckpt_path, start = args.workdir / "unet.pt", 0
-    if args.resume and (state := load_checkpoint(ckpt_path)) is not None:
-        models.load_state_dict(state["models"])
-        opt.load_state_dict(state["opt"])
-        ema.load_state_dict(state["ema"])
-        start = state["step"]
-        log(f"resumed unet at step {start}")
+    ckpt_path = args.workdir / "unet.pt"
+    parts = {"models": models, "opt": opt, "ema": ema}
+    start = resume(ckpt_path, "unet", parts) if args.resume else 0
     noise_scheduler = DDPMScheduler.from_config(build_scheduler().config)
     clock, last_loss, t0, done = Clock(args.minutes), 0.0, time.monotonic(), start
 
     def checkpoint(step: int) -> None:
-        save_checkpoint(ckpt_path, {"models": models.state_dict(), "opt": opt.state_dict(),
-                                    "ema": ema.state_dict(), "step": step})
+        checkpoint(ckpt_path, parts, step)
 
     def export(step: int) -> None:
         export_pipeline(args.out, tokenizer, ema.module["text"], ema.module["unet"])

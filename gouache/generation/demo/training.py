@@ -22,7 +22,7 @@ import torch
 from .components import RESOLUTION
 from .world import render, sample_scene
 
-__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "Clock", "log", "stop_requested",
+__all__ = ["Batch", "make_batch", "Ema", "save_checkpoint", "load_checkpoint", "checkpoint", "resume", "Clock", "log", "stop_requested",
            "steps"]
 
 
@@ -83,6 +83,22 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+
+
+def checkpoint(path: Path, parts: dict[str, Any], step: int) -> None:
+    """Save every part's ``state_dict`` (model, optimizer, EMA) under its key, with the step."""
+    save_checkpoint(path, {**{key: part.state_dict() for key, part in parts.items()}, "step": step})
+
+
+def resume(path: Path, phase: str, parts: dict[str, Any]) -> int:
+    """Load the parts saved by ``checkpoint``; the step to continue from (0 without one)."""
+    state = load_checkpoint(path)
+    if state is None:
+        return 0
+    for key, part in parts.items():
+        part.load_state_dict(state[key])
+    log(f"resumed {phase} at step {state['step']}")
+    return int(state["step"])
 
 
 _STOP = threading.Event()  # set by SIGTERM: finish the current step, save, export, exit

@@ -175,3 +175,21 @@ def test_vendi_is_one_for_copies_and_n_for_orthogonal_features() -> None:
     a = rng.normal(size=(400, 4))
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
     assert frechet_distance(a, a + 3.0) == pytest.approx(36.0, rel=1e-3)
+
+
+def test_checkpoint_and_resume_round_trip(tmp_path) -> None:
+    import torch
+
+    from gouache.generation.demo.training import checkpoint, resume
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    checkpoint(tmp_path / "x.pt", {"model": model, "opt": opt}, step=42)
+    fresh = torch.nn.Linear(3, 2)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    assert resume(tmp_path / "missing.pt", "x", {"model": fresh, "opt": fresh_opt}) == 0
+    assert resume(tmp_path / "x.pt", "x", {"model": fresh, "opt": fresh_opt}) == 42
+    assert torch.equal(fresh.weight, model.weight)
+    assert fresh_opt.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
