@@ -138,7 +138,6 @@ def test_depth_to_image_is_three_channel_white_near() -> None:
 
 
 def test_every_world_word_is_one_token_and_survives_save_and_load(tmp_path) -> None:  # noqa: ANN001
-    pytest.importorskip("transformers")
     from transformers import CLIPTokenizer
 
     from gouache.generation.demo.components import build_tokenizer
@@ -154,7 +153,8 @@ def test_every_world_word_is_one_token_and_survives_save_and_load(tmp_path) -> N
 
 
 def test_identity_vae_round_trips_pixels() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     from gouache.generation.demo.components import build_identity_vae
 
     vae = build_identity_vae()
