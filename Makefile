@@ -34,4 +34,4 @@ clean:
 
 # Retrains the shipped demo models from a seed (hours on a CPU; not part of CI).
 demo-models: $(STAMP)
-	$(PY) -m gouache.generation.demo.train --out gouache/models/demo --seed 0
+	$(PY) -m tools.demo.train --out gouache/models/demo --seed 0

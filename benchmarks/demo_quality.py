@@ -35,14 +35,14 @@ import numpy as np
 import torch
 
 from gouache.config import builtin_demo_spec
-from gouache.generation.demo.judge import judge_batch, load_judge, rendered_accuracy, truth
-from gouache.generation.demo.metrics import (
+from tools.demo.judge import judge_batch, load_judge, rendered_accuracy, truth
+from tools.demo.metrics import (
     frechet_distance,
     kernel_inception_distance,
     layout_iou,
     vendi,
 )
-from gouache.generation.demo.world import Scene, depth_to_image, heldout_scenes, render
+from tools.demo.world import Scene, depth_to_image, heldout_scenes, render
 
 ROOT = Path(__file__).resolve().parents[1]
 THRESHOLDS = {"colour": 0.90, "shape": 0.80, "background": 0.80, "depth_adherence": 0.80}

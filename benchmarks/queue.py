@@ -33,8 +33,8 @@ import uuid  # noqa: E402
 from dataclasses import asdict, dataclass  # noqa: E402
 
 from gouache.bot.admission import Admission  # noqa: E402
-from gouache.bot.request import Kind, Origin, Request  # noqa: E402
 from gouache.config import Admission as Policy  # noqa: E402
+from gouache.request import Kind, Origin, Request  # noqa: E402
 from gouache.storage import Artifact, ArtifactKind, Storage, open_storage  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "queue.json"

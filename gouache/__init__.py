@@ -5,9 +5,9 @@ Importing the package is cheap: it pulls in neither torch nor any chat SDK.
 
 from __future__ import annotations
 
-from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
 from gouache.errors import UserError
+from gouache.request import Kind, Origin, Request
 
 __version__ = "0.1.0"
 __all__ = ["Kind", "Origin", "Request", "Settings", "UserError", "__version__"]

@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_service(settings))
         if args.command == "worker":
-            from gouache.worker import run_worker_process
+            from gouache.worker.process import run_worker_process
 
             return run_worker_process(settings, worker_id=args.worker_id)
         if args.command == "migrate":
@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             asyncio.run(migrate_database(settings.resolved_database_url))
             return 0
-        from gouache.local import generate_to_dir
+        from gouache.generate import generate_to_dir
 
         written = generate_to_dir(
             settings, args.command_text, args.out, gif=args.gif, upload=args.file

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import secrets
 
-from gouache.bot import messages
+from gouache import messages
 from gouache.bot.adapter import Action, follow_up
 from gouache.bot.commands import SEED_MAX
-from gouache.bot.request import Origin, Request
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, NotAllowed
+from gouache.request import Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
-from gouache.bot.request import Kind, Origin, Request
+from gouache.request import Kind, Origin, Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 __all__ = [

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gouache.bot import messages
-from gouache.bot.request import Request
+from gouache import messages
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings
 from gouache.errors import NotAllowed, QueueFull, RateLimited
+from gouache.request import Request
 from gouache.storage.base import Quota, QuotaRefused, Storage
 from gouache.storage.jobs import Artifact, Job
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gouache.bot import messages
-from gouache.bot.request import Kind, Origin, Request
+from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
+from gouache.request import Kind, Origin, Request
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gouache.bot.request import Request
 from gouache.config import Moderation as ModerationSettings
 from gouache.errors import NotAllowed, UserError
+from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 if TYPE_CHECKING:

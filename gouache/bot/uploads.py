@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from gouache.bot.request import Kind, Request
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, TooLarge
+from gouache.request import Kind, Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 __all__ = ["check_size", "sniff_upload", "attach"]

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from gouache.bot.request import Request
 from gouache.errors import GouacheError, NotFound
+from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 __all__ = [

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from gouache.bot.request import Request
+from gouache.request import Request
 
 __all__ = ["JobStatus", "Job", "Artifact", "ArtifactKind", "TERMINAL"]
 

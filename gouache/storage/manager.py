@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 from uuid import uuid4
 
-from gouache.bot.request import Request
+from gouache.request import Request
 from gouache.storage.base import (
     LeaseLost,
     QueueStats,

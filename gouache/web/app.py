@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from gouache.bot.web_adapter import USER_KEY, WebAdapter, error_middleware, new_user_id
+from gouache.bot.adapters.web import USER_KEY, WebAdapter, error_middleware, new_user_id
 from gouache.config import Settings
 
 __all__ = ["AppDeps", "DEPS", "make_app", "USER_COOKIE", "TOKEN_COOKIE"]

@@ -72,7 +72,7 @@ def test_shipped_pipeline_has_every_standard_component() -> None:
 
 
 def test_generated_images_have_the_asked_colour(pipe) -> None:  # noqa: ANN001
-    from gouache.generation.demo.judge import judge_batch, load_judge
+    from tools.demo.judge import judge_batch, load_judge
 
     images = _generate(pipe, list(PROMPTS.values()), SEEDS)
     assert images.shape == (len(PROMPTS) * len(SEEDS), 32, 32, 3)
@@ -96,7 +96,7 @@ def test_depth_controlnet_and_clip_load_and_run(pipe) -> None:  # noqa: ANN001
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
     from transformers import CLIPModel, CLIPProcessor
 
-    from gouache.generation.demo.world import depth_to_image, render, sample_scene
+    from tools.demo.world import depth_to_image, render, sample_scene
 
     controlnet = ControlNetModel.from_pretrained(MODELS / "controlnet-depth", local_files_only=True)
     control = StableDiffusionControlNetPipeline(

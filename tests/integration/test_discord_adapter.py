@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from gouache.bot.adapter import Progress
+from gouache.bot.adapters.discord.client import DiscordAdapter
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
-from gouache.bot.discord_adapter import DiscordAdapter
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import DiscordSettings, Settings
 from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
@@ -284,7 +284,7 @@ async def test_unknown_job_button_and_depth_upload(bot: Bot) -> None:
 async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_path: Path) -> None:
     from contextlib import AsyncExitStack
 
-    from gouache.bot import discord_adapter
+    from gouache.bot.adapters.discord import client as discord_adapter
     from gouache.bot.moderation import ModeratedAdmission, PromptFilter
     from gouache.service import AdapterDeps
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from gouache.bot.adapters.slack.app import SLACK_PATH, SlackAdapter, slack_routes
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
-from gouache.bot.slack_adapter import SLACK_PATH, SlackAdapter, slack_routes
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings, SlackSettings
 from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
@@ -189,7 +189,7 @@ async def test_rate_limited_post_is_retried(app: App) -> None:
 async def test_service_seam_exposes_the_events_route(tmp_path: Path) -> None:
     from contextlib import AsyncExitStack
 
-    from gouache.bot import slack_adapter
+    from gouache.bot.adapters.slack import app as slack_adapter
     from gouache.service import AdapterDeps
 
     settings = Settings(data_dir=tmp_path, slack=SlackSettings(bot_token="x", signing_secret="y"))

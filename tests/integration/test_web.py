@@ -18,17 +18,17 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
 from gouache.bot.moderation import BLOCKED_MESSAGE, ModeratedAdmission, PromptFilter
-from gouache.bot.web_adapter import WebAdapter
 from gouache.config import Settings
 from gouache.observability import Metrics
 from gouache.storage import open_storage
 from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
 from gouache.web.metrics import QueueMetrics
-from gouache.worker import Worker
+from gouache.worker.loop import Worker
 from tests.support.engines import TimedEngine
 
 FAKE_ENGINE = "tests.support.engines:TimedEngine"

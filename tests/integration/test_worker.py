@@ -15,7 +15,7 @@ import pytest
 
 from gouache.config import Settings
 from gouache.storage.jobs import ArtifactKind, JobStatus
-from gouache.worker import EXIT_DEVICE_LOST, Worker
+from gouache.worker.loop import EXIT_DEVICE_LOST, Worker
 from tests.support.engines import TimedEngine
 from tests.support.factories import make_request
 
@@ -207,10 +207,10 @@ async def test_worker_rides_out_a_postgres_connection_drop(storage, storage_url,
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # the queue part is covered on both above
 async def test_diversity_job_through_the_real_engine_gets_a_report(storage, backend, tmp_path):
-    from gouache.bot.request import Kind
     from gouache.generation.diversity import DiversityScorer
     from gouache.generation.engine import Engine
     from gouache.generation.models import ModelRegistry
+    from gouache.request import Kind
 
     settings = _settings(tmp_path, storage.url)
     registry = ModelRegistry(settings.models, cache_dir=tmp_path / "models", device="cpu")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from gouache.bot.request import Kind, Origin, Request
+from gouache.request import Kind, Origin, Request
 
 _ids = itertools.count(1)
 

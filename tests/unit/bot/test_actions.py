@@ -6,9 +6,9 @@ import pytest
 
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Action
-from gouache.bot.request import Kind, Origin
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, NotAllowed
+from gouache.request import Kind, Origin
 from gouache.storage import JobStatus, open_storage
 from gouache.storage.jobs import Artifact, ArtifactKind
 from tests.support.factories import make_request

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from gouache.bot import messages
+from gouache import messages
 from gouache.bot.commands import (
     Command,
     build_request,
@@ -18,9 +18,9 @@ from gouache.bot.commands import (
     from_options,
     parse_text,
 )
-from gouache.bot.request import Kind, Origin, Request
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, NotFound, UserError
+from gouache.request import Kind, Origin, Request
 
 ORIGIN = Origin(platform="slack", request_id="t-1", user="U1", channel="C1")
 

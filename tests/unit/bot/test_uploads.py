@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gouache.bot.request import Kind
 from gouache.bot.uploads import attach, check_size, sniff_upload
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, TooLarge
+from gouache.request import Kind
 from gouache.storage.jobs import ArtifactKind
 from tests.support.factories import make_request
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gouache.generation.demo.world import (
+from tools.demo.world import (
     BACKGROUNDS,
     COLOURS,
     HELDOUT_PAIRS,
@@ -140,7 +140,7 @@ def test_depth_to_image_is_three_channel_white_near() -> None:
 def test_every_world_word_is_one_token_and_survives_save_and_load(tmp_path) -> None:  # noqa: ANN001
     from transformers import CLIPTokenizer
 
-    from gouache.generation.demo.components import build_tokenizer
+    from tools.demo.components import build_tokenizer
 
     tokenizer = build_tokenizer()
     tokenizer.save_pretrained(tmp_path)
@@ -155,7 +155,7 @@ def test_every_world_word_is_one_token_and_survives_save_and_load(tmp_path) -> N
 def test_identity_vae_round_trips_pixels() -> None:
     import torch
 
-    from gouache.generation.demo.components import build_identity_vae
+    from tools.demo.components import build_identity_vae
 
     vae = build_identity_vae()
     x = torch.from_numpy(render(sample_scene(4)).image).permute(2, 0, 1)[None].float() / 127.5 - 1
@@ -167,7 +167,7 @@ def test_identity_vae_round_trips_pixels() -> None:
 
 
 def test_vendi_is_one_for_copies_and_n_for_orthogonal_features() -> None:
-    from gouache.generation.demo.metrics import frechet_distance, vendi
+    from tools.demo.metrics import frechet_distance, vendi
 
     assert vendi(np.ones((8, 4))) == pytest.approx(1.0)
     assert vendi(np.eye(8)) == pytest.approx(8.0)
@@ -180,7 +180,7 @@ def test_vendi_is_one_for_copies_and_n_for_orthogonal_features() -> None:
 def test_checkpoint_and_resume_round_trip(tmp_path) -> None:
     import torch
 
-    from gouache.generation.demo.training import checkpoint, resume
+    from tools.demo.training import checkpoint, resume
 
     model = torch.nn.Linear(3, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)

@@ -12,10 +12,10 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gouache.bot.request import Kind, Request
 from gouache.config import GifSettings, Limits
 from gouache.errors import InvalidRequest
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.request import Kind, Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 __all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters"]

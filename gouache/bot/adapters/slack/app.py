@@ -29,10 +29,11 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from gouache.bot import commands, messages
+from gouache import messages
+from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
-from gouache.bot.chat_render import (
+from gouache.bot.captions import (
     CANCEL,
     error_text,
     parse_action_id,
@@ -41,10 +42,10 @@ from gouache.bot.chat_render import (
     slack_blocks,
     slack_escape,
 )
-from gouache.bot.request import Kind, Origin, Request
 from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, UserError
+from gouache.request import Kind, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 

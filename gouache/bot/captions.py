@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gouache.bot import messages
+from gouache import messages
 from gouache.bot.adapter import Button, Result
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 

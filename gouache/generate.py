@@ -8,10 +8,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gouache.bot.commands import build_request, parse_text
-from gouache.bot.request import Origin
 from gouache.config import Settings
-from gouache.rendering import artifacts_for, batch_key_for, item_for
+from gouache.request import Origin
 from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
 

@@ -28,7 +28,6 @@ from gouache.bot.adapter import (
     buttons_for,
 )
 from gouache.bot.moderation import screen
-from gouache.bot.request import Origin, Request
 from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
 from gouache.errors import (
@@ -40,6 +39,7 @@ from gouache.errors import (
     TooLarge,
     UserError,
 )
+from gouache.request import Origin, Request
 from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
@@ -85,7 +85,7 @@ async def error_middleware(request: web.Request, handler: Callable[..., Any]) ->
     except Exception:
         ref = uuid.uuid4().hex
         log.exception("web request %s %s failed (ref %s)", request.method, request.path, ref[:8])
-        from gouache.bot import messages
+        from gouache import messages
 
         return web.json_response({"error": messages.internal_error(ref)}, status=500)
 

@@ -21,9 +21,9 @@ import yarl
 from discord.http import Route, handle_message_parameters
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
-from gouache.bot import messages
+from gouache import messages
 from gouache.bot.adapter import Acknowledgement, Progress, Result
-from gouache.bot.chat_render import CANCEL, delivery_plans, error_text, progress_text, result_text
+from gouache.bot.captions import CANCEL, delivery_plans, error_text, progress_text, result_text
 from gouache.storage.jobs import Job
 
 __all__ = [

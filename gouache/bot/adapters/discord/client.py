@@ -23,21 +23,22 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from gouache.bot import commands, messages
+from gouache import messages
+from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
-from gouache.bot.chat_render import ASPECT_RATIOS, CANCEL
-from gouache.bot.discord_outbox_adapter import (
+from gouache.bot.adapters.discord.outbox import (
     NO_MENTIONS,
     TOKEN_LIFETIME,
     ActionButton,
     DiscordOutbox,
     RedactTokens,
 )
-from gouache.bot.request import Kind, Origin, Request
+from gouache.bot.captions import ASPECT_RATIOS, CANCEL
 from gouache.bot.uploads import attach, check_size
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, UserError
+from gouache.request import Kind, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, Job
 

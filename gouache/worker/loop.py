@@ -1,4 +1,4 @@
-"""`gouache worker`: claim a batch -> one engine call -> store artifacts -> complete.
+"""The worker loop: claim a batch -> one engine call -> store artifacts -> complete.
 
 The GPU work runs in a thread so this process's event loop keeps heartbeating leases while a
 batch generates. A crash (SIGKILL, OOM-killer, sticky CUDA error) loses nothing: the leases
@@ -10,30 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import os
-import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from gouache.bot import messages
+from gouache import messages
 from gouache.bot.moderation import verdicts
-from gouache.bot.request import Kind
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
-from gouache.rendering import artifacts_for, batch_key_for, item_for
+from gouache.request import Kind
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
+from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
-__all__ = ["Worker", "EngineLike", "run_worker_process", "EXIT_DEVICE_LOST", "load_generation"]
+__all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
 log = logging.getLogger(__name__)
 EXIT_DEVICE_LOST = 3
@@ -237,70 +233,3 @@ def _is_device_lost(exc: BaseException) -> bool:
     from gouache.generation.engine import FatalDeviceError
 
     return isinstance(exc, FatalDeviceError)
-
-
-def load_generation(
-    settings: Settings,
-) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
-    """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
-    /diversity reports (sharing one model registry) and the optional safety classifier."""
-    from gouache.generation.models import ModelRegistry
-    from gouache.observability import quiet_model_libraries
-
-    quiet_model_libraries()
-    module_name, _, attr = settings.worker.engine.partition(":")
-    factory: Any = getattr(importlib.import_module(module_name), attr)
-    registry = ModelRegistry(
-        settings.models,
-        cache_dir=settings.data_dir / "models",
-        device=settings.worker.device,
-        offline=settings.offline,
-    )
-    engine: EngineLike = factory(registry)
-    try:  # load the default model now, so "ready" means ready and the first job is not slow
-        engine.warm_up(settings.default_model)
-    except UserError as exc:
-        log.error("default model %s is not usable: %s", settings.default_model, exc.message)
-    scorer = DiversityScorer(registry, device=str(registry.device))
-    safety = None
-    mod = settings.moderation
-    if mod.classifier:
-        safety = SafetyClassifier(
-            mod.classifier,
-            threshold=mod.classifier_threshold,
-            flagged_labels=mod.flagged_labels,
-            device=str(registry.device),
-            offline=settings.offline,
-        )
-        safety.warm_up()  # a broken classifier should stop the worker now, not per job
-    return engine, scorer, safety
-
-
-async def _serve(settings: Settings, worker_id: str) -> int:
-    from gouache.storage import open_storage
-
-    engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with open_storage(settings.resolved_database_url) as storage:
-        worker = Worker(storage, engine, settings, worker_id, scorer, safety)
-        log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
-        try:
-            await worker.run(stop)
-        except DeviceLost as exc:
-            log.critical("sticky device error, exiting for a restart: %s", exc)
-            return EXIT_DEVICE_LOST
-    log.info("worker %s stopped after %d batches", worker_id, worker.batches)
-    return 0
-
-
-def run_worker_process(settings: Settings, worker_id: str | None = None) -> int:
-    """Entry point of `gouache worker`: a process of its own, never the bot's event loop."""
-    from gouache.observability import setup_logging
-
-    setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-    return asyncio.run(_serve(settings, worker_id))

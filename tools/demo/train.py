@@ -1,6 +1,6 @@
 """Trains the built-in demo models from a seed: ``make demo-models``.
 
-    python -m gouache.generation.demo.train --out gouache/models/demo --seed 0 [--resume]
+    python -m tools.demo.train --out gouache/models/demo --seed 0 [--resume]
         [--phase all|unet|controlnet|clip|judge] [--minutes N]
 
 Phases, in order: the text encoder and UNet jointly (epsilon prediction on a cosine schedule,

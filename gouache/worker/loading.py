@@ -1,0 +1,70 @@
+"""Building the generation side from settings: the one model registry, the engine, the
+/diversity scorer and the optional safety classifier. `gouache worker` and `gouache generate`
+both load through here, so a model that works in one works in the other.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from gouache.config import Settings
+from gouache.errors import UserError
+
+if TYPE_CHECKING:
+    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.models import ModelRegistry
+    from gouache.generation.safety import SafetyClassifier
+    from gouache.worker.loop import EngineLike
+
+__all__ = ["build_registry", "load_generation"]
+
+log = logging.getLogger(__name__)
+
+
+def build_registry(settings: Settings, *, device: str | None = None) -> ModelRegistry:
+    """The model registry every generating process uses (``device`` overrides the worker's)."""
+    from gouache.generation.models import ModelRegistry
+
+    return ModelRegistry(
+        settings.models,
+        cache_dir=settings.data_dir / "models",
+        device=device or settings.worker.device,
+        offline=settings.offline,
+    )
+
+
+def load_generation(
+    settings: Settings,
+) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
+    """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
+    /diversity reports (sharing one model registry) and the optional safety classifier."""
+    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.safety import SafetyClassifier
+    from gouache.observability import quiet_model_libraries
+
+    quiet_model_libraries()
+    module_name, _, attr = settings.worker.engine.partition(":")
+    factory: Any = getattr(importlib.import_module(module_name), attr)
+    registry = build_registry(settings)
+    engine: EngineLike = factory(registry)
+    try:  # load the default model now, so "ready" means ready and the first job is not slow
+        engine.warm_up(settings.default_model)
+    except UserError as exc:
+        log.error("default model %s is not usable: %s", settings.default_model, exc.message)
+    scorer = DiversityScorer(registry, device=str(registry.device))
+    safety = None
+    mod = settings.moderation
+    if mod.classifier:
+        safety = SafetyClassifier(
+            mod.classifier,
+            threshold=mod.classifier_threshold,
+            flagged_labels=mod.flagged_labels,
+            device=str(registry.device),
+            offline=settings.offline,
+        )
+        safety.warm_up()  # a broken classifier should stop the worker now, not per job
+    return engine, scorer, safety
+
+
