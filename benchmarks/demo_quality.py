@@ -22,6 +22,7 @@ from pathlib import Path
 # Run as a script, this folder leads sys.path, and its queue.py would shadow the stdlib's.
 if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: tools.demo
 
 import argparse
 import json

@@ -136,6 +136,10 @@ class SlackSettings(BaseModel):
 
 class WebSettings(BaseModel):
     token: SecretStr | None = Field(None, description="required when not bound to loopback")
+    public_url: str | None = Field(
+        None, description="address chat users can reach (https://bot.example.com): links to "
+        "files a platform refused to take"
+    )
 
 
 class Moderation(BaseModel):

@@ -15,6 +15,8 @@ from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
 
+_SUFFIXES = {ArtifactKind.GIF: "denoise", ArtifactKind.DEPTH: "depth"}
+
 
 def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar on a terminal; silence when piped."""
@@ -36,20 +38,15 @@ def generate_to_dir(
 ) -> list[Path]:
     """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``."""
     from gouache.generation.engine import Engine
-    from gouache.generation.models import ModelRegistry
     from gouache.observability import quiet_model_libraries
+    from gouache.worker.loading import build_registry
 
     quiet_model_libraries()
 
     if gif and "--gif" not in text:
         text = f"{text} --gif"
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
-    registry = ModelRegistry(
-        settings.models,
-        cache_dir=settings.data_dir / "models",
-        device=settings.worker.device,
-        offline=settings.offline,
-    )
+    registry = build_registry(settings)
     request = build_request(parse_text(text), origin, settings, prompt_overflow=registry.prompt_overflow)
     for note in request.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -67,12 +64,14 @@ def generate_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact in artifacts_for("local", request, result, settings.gif):
-        # "image-1.png" -> "seed-8.png", "denoise-1.gif" -> "seed-8-denoise.gif": the file name
-        # says which seed reproduces it.
-        stem, ext = artifact.name.rsplit(".", 1)
-        kind, index = stem.rsplit("-", 1)
-        suffix = "" if kind == "image" else f"-{kind}"
-        path = out / f"seed-{request.seed + int(index)}{suffix}.{ext}"
+        # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif": the file name says which
+        # seed reproduces it.
+        ext = artifact.name.rsplit(".", 1)[-1]
+        if artifact.index is None:
+            path = out / artifact.name
+        else:
+            suffix = "" if artifact.kind is ArtifactKind.IMAGE else f"-{_SUFFIXES[artifact.kind]}"
+            path = out / f"seed-{request.image_seed(artifact.index)}{suffix}.{ext}"
         path.write_bytes(artifact.data)
         written.append(path)
     return written

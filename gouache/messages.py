@@ -31,6 +31,9 @@ __all__ = [
     "unknown_model",
     "unknown_sampler",
     "unknown_option",
+    "unknown_command",
+    "no_file_here",
+    "guidance_rounded",
     "missing_value",
     "duplicate_option",
     "conflicting_options",
@@ -165,6 +168,19 @@ def unknown_sampler(name: str, known: Iterable[str]) -> str:
 
 def unknown_option(flag: str, known: Iterable[str]) -> str:
     return f"Unknown option {shorten(flag, 24)}. Options are: {', '.join(known)}."
+
+
+def unknown_command(word: str, commands: Iterable[str]) -> str:
+    return (f"Unknown command {shorten(word, 24)}. Commands are: {', '.join(commands)} "
+            "(a prompt with no command is an /imagine).")  # fmt: skip
+
+
+def no_file_here(command: str, takes_files: Iterable[str]) -> str:
+    return f"/{command} takes no file: remove it, or use {' or '.join(takes_files)}."
+
+
+def guidance_rounded(got: float, used: float, decimals: int) -> str:
+    return f"Guidance {got!r} was rounded to {used:g} ({decimals} decimal places)."
 
 
 def missing_value(flag: str, form: str) -> str:

@@ -2,6 +2,12 @@
 
 A ``Request`` is complete and validated: defaults are filled in from the model, the seed is
 chosen, sizes are snapped. The jobs table stores exactly ``Request.to_json()``.
+
+``KINDS`` is the one table of commands: which pipeline each runs, whether it takes an upload,
+how many images it makes and which follow-up buttons its result gets. Every platform, the
+admission rules, the worker and the captions ask this table; adding a command starts here.
+``batch_key`` is the one encoding of "these jobs may share an engine call", and
+``image_seed`` the one rule for which seed image *i* of a request uses.
 """
 
 from __future__ import annotations
@@ -11,13 +17,65 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
-__all__ = ["Kind", "Origin", "Request"]
+__all__ = [
+    "Kind",
+    "KindSpec",
+    "KINDS",
+    "COMMAND_NAMES",
+    "FollowUp",
+    "Origin",
+    "Request",
+    "GUIDANCE_DECIMALS",
+    "image_seed",
+]
+
+# Guidance is kept to this many decimal places (finer values are rounded, with a note), so
+# the value a job runs with is the value it shows and equal values share a batch.
+GUIDANCE_DECIMALS = 2
 
 
 class Kind(StrEnum):
     IMAGINE = "imagine"
     DEPTH = "depth"
     DIVERSITY = "diversity"
+
+
+class FollowUp(StrEnum):
+    """The buttons a finished result can get (what each does lives in ``bot/adapter.py``)."""
+
+    REROLL = "reroll"  # same request, new seed
+    GIF = "gif"  # same request and seed, with the denoising GIF
+    DIVERSIFY = "diversify"  # same prompt as a /diversity batch
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything that differs between commands, in one row."""
+
+    pipeline: Literal["txt2img", "depth"]
+    upload: Literal["none", "required"]  # does the command take a file?
+    summary: str  # one line for help texts and the list of commands
+    min_images: int = 1
+    default_images: Literal["one", "diversity_count"] = "one"
+    buttons: tuple[FollowUp, ...] = (FollowUp.REROLL, FollowUp.GIF, FollowUp.DIVERSIFY)
+    scored: bool = False  # the worker writes a diversity report for it
+
+
+KINDS: dict[Kind, KindSpec] = {
+    Kind.IMAGINE: KindSpec("txt2img", "none", "generate images from a prompt"),
+    Kind.DEPTH: KindSpec("depth", "required", "generate following an uploaded depth map or photo"),
+    Kind.DIVERSITY: KindSpec(
+        "txt2img", "none", "several images scored for semantic and style diversity",
+        min_images=2, default_images="diversity_count",
+        buttons=(FollowUp.REROLL, FollowUp.GIF), scored=True,
+    ),
+}  # fmt: skip
+COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """Image ``index`` of a request uses ``seed + index``, so any image can be made alone."""
+    return seed + index
 
 
 @dataclass(frozen=True)
@@ -61,25 +119,26 @@ class Request:
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
 
     @property
+    def spec(self) -> KindSpec:
+        return KINDS[self.kind]
+
+    @property
     def pipeline(self) -> Literal["txt2img", "depth"]:
-        return "depth" if self.kind is Kind.DEPTH else "txt2img"
+        return self.spec.pipeline
 
     @property
     def batch_key(self) -> str:
-        """Jobs with equal keys can share one pipeline call (seeds and prompts may differ)."""
-        return "|".join(
-            str(part)
-            for part in (
-                self.model,
-                self.pipeline,
-                self.width,
-                self.height,
-                self.steps,
-                self.sampler,
-                f"{self.guidance:g}",
-                int(self.diversify),
-            )
-        )
+        """Jobs with equal keys can share one engine call (seeds and prompts may differ).
+
+        The one encoding of that rule: every field exactly (``repr`` of the float, so 7.0 and
+        7.0000001 never share a call), joined by ``|``.
+        """
+        parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
+                 repr(float(self.guidance)), int(self.diversify))  # fmt: skip
+        return "|".join(str(part) for part in parts)
+
+    def image_seed(self, index: int) -> int:
+        return image_seed(self.seed, index)
 
     def with_seed(self, seed: int) -> Request:
         return replace(self, seed=seed, notes=())

@@ -22,9 +22,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from gouache.bot.adapter import Adapter
+from gouache.bot.adapter import Adapter, AdapterDeps
 from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.delivery import Delivery
+from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import ModeratedAdmission, PromptFilter
 from gouache.config import Settings
 from gouache.observability import Metrics, setup_logging
@@ -32,20 +33,12 @@ from gouache.storage.base import Storage
 from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
 from gouache.web.metrics import QueueMetrics
+from gouache.worker.loading import prompt_overflow_checker
 from gouache.worker.supervisor import WorkerSupervisor
 
-__all__ = ["run_service", "serve", "AdapterDeps"]
+__all__ = ["run_service", "serve"]
 
 log = logging.getLogger("gouache.service")
-
-
-@dataclass(frozen=True)
-class AdapterDeps:
-    """What a chat adapter module's ``open_adapter(deps, stack)`` receives."""
-
-    settings: Settings
-    storage: Storage
-    admission: Any  # has ``async admit(request) -> Admitted``
 
 
 @dataclass(frozen=True)
@@ -105,16 +98,24 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
             _admission(storage, settings),
             on_refused=lambda exc: metrics.admission_refusals.labels(reason=type(exc).__name__).inc(),
         )
-        web_adapter = WebAdapter(storage, admission, settings, on_admitted=lambda: delivery.wake())
+        wake_delivery = asyncio.Event()
+        links = ArtifactLinks(settings.web.public_url, load_link_key(settings.data_dir))
+        prompt_overflow = prompt_overflow_checker(settings)
+        await asyncio.to_thread(prompt_overflow, settings.default_model, "warm up")
+        deps = AdapterDeps(
+            settings, storage, admission, on_admitted=wake_delivery.set,
+            artifact_url=links.url, prompt_overflow=prompt_overflow,
+        )  # fmt: skip
+        web_adapter = WebAdapter(deps, links)
         adapters: dict[str, Adapter] = {"web": web_adapter}
         extra_routes: list[web.RouteDef] = []
-        deps = AdapterDeps(settings, storage, admission)
         for platform in _CHAT_PLATFORMS:
             adapter = await _open_chat_adapter(platform, deps, stack)
             if adapter is not None:
                 adapters[adapter.platform] = adapter
-                extra_routes += getattr(adapter, "routes", list)()
-        delivery = Delivery(storage, adapters, flagged_action=settings.moderation.flagged_action)
+                extra_routes += adapter.routes()
+        delivery = Delivery(storage, adapters, flagged_action=settings.moderation.flagged_action,
+                            wake=wake_delivery)  # fmt: skip
         queue_metrics = QueueMetrics(storage, metrics)
         app = make_app(AppDeps(settings, web_adapter, Health(storage, settings), queue_metrics,
                                extra_routes, accepting=lambda: accepting))  # fmt: skip

@@ -7,13 +7,17 @@ finished jobs, and the adapter only renders them for its platform.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from gouache.request import Kind, Origin, Request
+from gouache.config import Settings
+from gouache.request import FollowUp, Kind, Origin, Request
+from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
+
+if TYPE_CHECKING:
+    from gouache.bot.admission import Admits
 
 __all__ = [
     "Action",
@@ -24,15 +28,11 @@ __all__ = [
     "Adapter",
     "buttons_for",
     "follow_up",
+    "AdapterDeps",
 ]
 
 
-class Action(StrEnum):
-    """The buttons every platform shows under a result."""
-
-    REROLL = "reroll"  # same request, new seed
-    GIF = "gif"  # same request and seed, with the denoising GIF
-    DIVERSIFY = "diversify"  # same prompt as a /diversity batch
+Action = FollowUp  # the buttons a result gets; which ones per command: ``request.KINDS``
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,32 @@ class Result:
     job: Job
     artifacts: tuple[Artifact, ...]
     buttons: tuple[Button, ...] = ()
-    spoiler: bool = False  # moderation flagged it and flagged_action is "spoiler"
+    hidden: frozenset[str] = frozenset()  # flagged, shown behind a spoiler (``screen``)
     withheld: int = 0  # images the classifier held back
     notes: tuple[str, ...] = field(default=())
 
+    @property
+    def spoiler(self) -> bool:
+        return bool(self.hidden)
+
     def of_kind(self, kind: ArtifactKind) -> list[Artifact]:
         return [a for a in self.artifacts if a.kind is kind]
+
+
+@dataclass(frozen=True)
+class AdapterDeps:
+    """Everything a chat adapter is handed by the composition root (``service.py``).
+
+    Every field is required: an adapter that is not given a collaborator cannot silently do
+    without it (a missed wake-up, a 413 fallback without links, an unchecked prompt length).
+    """
+
+    settings: Settings
+    storage: Storage
+    admission: Admits
+    on_admitted: Callable[[], None]  # wakes delivery, so acknowledgements go out at once
+    artifact_url: Callable[[str, str], str | None]  # (job id, name) -> a public link, if any
+    prompt_overflow: Callable[[str, str], str | None]  # (model, text) -> the part cut off
 
 
 @runtime_checkable
@@ -79,6 +99,7 @@ class Adapter(Protocol):
     """One chat platform (or the web playground) as ``Delivery`` sees it."""
 
     platform: str
+    can_hide_images: bool  # a spoiler or blur exists; else flagged images are withheld
 
     async def acknowledge(self, ack: Acknowledgement) -> None:
         """Tell the user their job is queued (position, ETA)."""
@@ -92,17 +113,16 @@ class Adapter(Protocol):
     async def report_error(self, job: Job, message: str) -> str:
         """Tell the user their job failed (``message`` is user-facing); returns a reference."""
 
+    def routes(self) -> list[Any]:
+        """aiohttp routes the web server mounts for this platform (Slack's events endpoint)."""
+
 
 _LABELS = {Action.REROLL: "Reroll", Action.GIF: "Make GIF", Action.DIVERSIFY: "Diversify"}
 
 
 def buttons_for(job: Job) -> tuple[Button, ...]:
     """The follow-up buttons that make sense for a finished job."""
-    actions = [Action.REROLL]
-    if not job.request.gif:
-        actions.append(Action.GIF)
-    if job.request.kind is not Kind.DIVERSITY:
-        actions.append(Action.DIVERSIFY)
+    actions = [a for a in job.request.spec.buttons if not (a is Action.GIF and job.request.gif)]
     return tuple(Button(a, job.id, _LABELS[a]) for a in actions)
 
 

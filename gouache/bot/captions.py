@@ -2,8 +2,7 @@
 
 What a finished job says, which files go with it, and how an upload degrades when the
 platform answers 413: fewer files, then compressed images, then links to the web artifacts.
-Slack's ``& < >`` escaping and Block Kit dicts live here too, so they are testable without
-slack-bolt.
+Platform markup (Slack's Block Kit, Discord's Markdown) lives in each adapter's folder.
 """
 
 from __future__ import annotations
@@ -12,10 +11,9 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from gouache import messages
-from gouache.bot.adapter import Button, Result
+from gouache.bot.adapter import Result
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 __all__ = [
@@ -26,8 +24,6 @@ __all__ = [
     "result_text",
     "error_text",
     "progress_text",
-    "slack_escape",
-    "slack_blocks",
     "action_id",
     "parse_action_id",
 ]
@@ -97,7 +93,7 @@ def error_text(job: Job, message: str) -> str:
 
 
 def delivery_plans(
-    result: Result, artifact_url: Callable[[str, str], str] | None = None
+    result: Result, artifact_url: Callable[[str, str], str | None]
 ) -> list[Plan]:
     """Attempts from best to smallest; the adapter tries the next one after a 413."""
     shown = sorted((a for a in result.artifacts if a.kind in _SHOWN),
@@ -120,15 +116,15 @@ def delivery_plans(
 
 
 def _left_out(
-    result: Result, left: Sequence[Artifact], artifact_url: Callable[[str, str], str] | None,
+    result: Result, left: Sequence[Artifact], artifact_url: Callable[[str, str], str | None],
     prefix: str = "",
 ) -> str:  # fmt: skip
     if not left:
         return prefix
-    if artifact_url is None:
+    links = [url for a in left if (url := artifact_url(result.job.id, a.name))]
+    if len(links) < len(left):  # no public address configured (web.public_url)
         return prefix + f"\n{len(left)} file(s) were too large to upload here."
-    links = "\n".join(artifact_url(result.job.id, a.name) for a in left)
-    return prefix + f"\nToo large to upload here:\n{links}"
+    return prefix + "\nToo large to upload here:\n" + "\n".join(links)
 
 
 def _jpeg(data: bytes, quality: int = 80) -> bytes:
@@ -142,30 +138,3 @@ def _jpeg(data: bytes, quality: int = 80) -> bytes:
             return out.getvalue()
     except Exception:  # not an image we can shrink: leave it to the next plan
         return b""
-
-
-# Slack ---------------------------------------------------------------------------------------
-
-
-def slack_escape(text: str) -> str:
-    """Slack's three control characters in user text; nothing else is special."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def slack_blocks(
-    text: str, buttons: Sequence[Button | tuple[str, str, str]] = ()
-) -> list[dict[str, Any]]:
-    """A section with ``text`` (already escaped) and buttons: ``Button``s or
-    ``(action, job_id, label)`` for the chat-only Cancel button."""
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-    ]
-    triples = [(b.action.value, b.job_id, b.label) if isinstance(b, Button) else b
-               for b in buttons]  # fmt: skip
-    if triples:
-        blocks.append({"type": "actions", "elements": [
-            {"type": "button", "text": {"type": "plain_text", "text": label},
-             "action_id": action_id(action, job_id), "value": action_id(action, job_id)}
-            for action, job_id, label in triples
-        ]})  # fmt: skip
-    return blocks

@@ -20,7 +20,7 @@ from typing import Any
 from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
-from gouache.request import Kind, Origin, Request
+from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, Kind, Origin, Request
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
 
@@ -39,6 +39,8 @@ _FORMS: Mapping[str, str] = MappingProxyType({
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
                 "--model", "--gif", "--diversify")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
+# "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
+_COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
 _INT_RE = re.compile(r"^[+-]?[0-9]{1,30}$")
 _FLOAT_RE = re.compile(r"^[+-]?(?:[0-9]{1,30}(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,4})?$")
 _RATIO_RE = re.compile(r"^([0-9]{1,6}):([0-9]{1,6})$")
@@ -68,10 +70,16 @@ class Command:
 
 
 def parse_text(text: str) -> Command:
-    """Parse ``[/imagine|/depth|/diversity] prompt --flag value ...`` as typed in chat."""
+    """Parse ``[/imagine|/depth|/diversity] prompt --flag value ...`` as typed in chat.
+
+    A leading ``/word`` that is not a command is refused with the list of commands, rather
+    than generated as an /imagine prompt.
+    """
     words = text.split()
     kind = Kind.IMAGINE
-    if words and words[0].lower() in {f"/{k.value}" for k in Kind}:
+    if words and _COMMAND_RE.match(words[0]):
+        if words[0].lower() not in COMMAND_NAMES:
+            raise InvalidRequest(messages.unknown_command(words[0], COMMAND_NAMES))
         kind = Kind(words.pop(0)[1:].lower())
     prompt, options = _scan(words)
     return Command(kind, prompt, options)
@@ -230,17 +238,20 @@ def build_request(
         raise InvalidRequest(messages.prompt_empty())
     steps = _in_range("steps", opts.get("steps", min(spec.default_steps, limits.max_steps)),
                       1, limits.max_steps)  # fmt: skip
-    guidance = float(opts.get("guidance", min(spec.default_guidance, limits.max_guidance)))
-    guidance = _in_range("guidance", guidance, 0, limits.max_guidance)
+    given = float(opts.get("guidance", min(spec.default_guidance, limits.max_guidance)))
+    given = _in_range("guidance", given, 0, limits.max_guidance)
+    guidance = round(given, GUIDANCE_DECIMALS)
     count = _count(command.kind, opts.get("count"), limits)
     sampler = _resolve_sampler(str(opts.get("sampler") or spec.default_sampler))
     if "seed" in opts:
         seed = _in_range("seed", opts["seed"], 0, SEED_MAX)
     else:
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
-    if opts.get("diversify") and command.kind is not Kind.DIVERSITY:
+    if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
     width, height, notes = _resolve_size(opts, spec, limits)
+    if guidance != given:
+        notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
     _check_overflow(prompt_overflow, model, prompt, negative)
     return Request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
@@ -258,10 +269,13 @@ def _in_range(name: str, value: Any, low: float, high: float) -> Any:
 
 
 def _count(kind: Kind, value: int | None, limits: Limits) -> int:
-    if kind is Kind.DIVERSITY:
+    spec = KINDS[kind]
+    if spec.default_images == "diversity_count":
         high = max(limits.max_images, limits.diversity_count)
-        return _in_range("count", limits.diversity_count if value is None else value, 2, high)
-    return _in_range("count", 1 if value is None else value, 1, limits.max_images)
+        default = limits.diversity_count
+    else:
+        high, default = limits.max_images, 1
+    return _in_range("count", default if value is None else value, spec.min_images, high)
 
 
 def _clean_text(text: str, name: str, limits: Limits) -> str:

@@ -37,6 +37,7 @@ class Delivery:
         flagged_action: str = "withhold",
         poll_seconds: float = 0.5,
         batch: int = 50,
+        wake: asyncio.Event | None = None,
     ) -> None:
         self._storage = storage
         self._adapters = dict(adapters)
@@ -45,7 +46,7 @@ class Delivery:
         self._batch = batch
         self._tries: dict[str, int] = {}
         self._shown: dict[str, float] = {}  # job id -> last progress shown
-        self._wake = asyncio.Event()
+        self._wake = wake if wake is not None else asyncio.Event()  # set by admissions
 
     def wake(self) -> None:
         """Poll now instead of at the next tick (a job was just admitted or finished)."""
@@ -101,12 +102,13 @@ class Delivery:
         artifacts = [
             a for a in await self._storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT
         ]
-        screened = screen(artifacts, self._flagged_action)
+        adapter = self._adapters[job.request.origin.platform]
+        screened = screen(artifacts, self._flagged_action, can_hide=adapter.can_hide_images)
         return Result(
             job=job,
             artifacts=screened.artifacts,
             buttons=buttons_for(job),
-            spoiler=screened.spoiler,
+            hidden=screened.hidden,
             withheld=screened.withheld,
             notes=job.request.notes,
         )

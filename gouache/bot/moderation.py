@@ -8,7 +8,6 @@ images is configuration (``moderation.flagged_action``: withhold them or send th
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,14 +16,13 @@ from typing import TYPE_CHECKING, Any
 from gouache.config import Moderation as ModerationSettings
 from gouache.errors import NotAllowed, UserError
 from gouache.request import Request
-from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.storage.jobs import Artifact, ArtifactKind, flagged_names
 
 if TYPE_CHECKING:
     from gouache.bot.admission import Admits
 
 __all__ = [
     "PromptFilter",
-    "verdicts",
     "Screened",
     "screen",
     "ModeratedAdmission",
@@ -69,33 +67,31 @@ class PromptFilter:
 
 @dataclass(frozen=True)
 class Screened:
+    """What a surface may show of a finished job, after the worker's verdicts."""
+
     artifacts: tuple[Artifact, ...]
-    spoiler: bool = False
+    hidden: frozenset[str] = frozenset()  # names to show only behind a spoiler or blur
     withheld: int = 0
 
-
-def verdicts(flagged: Sequence[str], job_id: str) -> Artifact:
-    """The worker's record of which artifacts its safety classifier flagged."""
-    data = json.dumps({"flagged": sorted(flagged)}).encode()
-    return Artifact(job_id, "moderation.json", ArtifactKind.MODERATION, "application/json", data)
+    @property
+    def spoiler(self) -> bool:
+        return bool(self.hidden)
 
 
-def screen(artifacts: Sequence[Artifact], action: str) -> Screened:
-    """Apply the worker's verdicts: withhold flagged images and GIFs, or mark them spoilers.
+def screen(artifacts: Sequence[Artifact], action: str, *, can_hide: bool) -> Screened:
+    """The one rule for flagged images, asked by every surface (Discord, Slack, the web).
 
-    The verdicts themselves are never shown; jobs without any pass untouched.
+    ``withhold``: flagged images and GIFs are left out and counted. ``spoiler``: they are
+    shown hidden (Discord's spoiler, the playground's blur) where the surface ``can_hide``
+    them, and withheld where it cannot (Slack has no spoilers): a flagged image is never
+    shown in the clear. The verdicts themselves are never shown.
     """
-    flagged: set[str] = set()
-    shown: list[Artifact] = []
-    for artifact in artifacts:
-        if artifact.kind is ArtifactKind.MODERATION:
-            flagged |= set(json.loads(artifact.data).get("flagged", []))
-        else:
-            shown.append(artifact)
+    flagged = flagged_names(artifacts)
+    shown = [a for a in artifacts if a.kind is not ArtifactKind.MODERATION]
     hits = [a for a in shown if a.name in flagged]
-    if action == "withhold":
-        return Screened(tuple(a for a in shown if a.name not in flagged), withheld=len(hits))
-    return Screened(tuple(shown), spoiler=bool(hits))
+    if action == "spoiler" and can_hide:
+        return Screened(tuple(shown), hidden=frozenset(a.name for a in hits))
+    return Screened(tuple(a for a in shown if a.name not in flagged), withheld=len(hits))
 
 
 class ModeratedAdmission:

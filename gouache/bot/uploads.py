@@ -10,18 +10,28 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from gouache import messages
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, TooLarge
-from gouache.request import Kind, Request
+from gouache.request import KINDS, Kind, Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
-__all__ = ["check_size", "sniff_upload", "attach"]
+__all__ = ["check_size", "sniff_upload", "attach", "takes_file"]
 
 _TYPES = (
     (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
     (b"\xff\xd8\xff", "image/jpeg", "jpg"),
     (b"\x93NUMPY", "application/x-npy", "npy"),
 )
+
+
+def takes_file(kind: Kind) -> bool:
+    """Whether a command takes an upload (the one answer every platform asks for)."""
+    return KINDS[kind].upload != "none"
+
+
+def _takes_files() -> list[str]:
+    return [f"/{kind.value}" for kind in KINDS if takes_file(kind)]
 
 
 def check_size(size: int, limits: Limits) -> None:
@@ -41,12 +51,13 @@ def sniff_upload(data: bytes) -> tuple[str, str]:
 
 def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Request, list[Artifact]]:
     """Pair a request with its upload: /depth needs exactly one file, the others take none."""
+    takes_file = request.spec.upload == "required"
     if data is None:
-        if request.kind is Kind.DEPTH:
-            raise InvalidRequest("/depth needs a depth map (PNG or .npy) or a photo attached.")
+        if takes_file:
+            raise InvalidRequest(f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached.")
         return request, []
-    if request.kind is not Kind.DEPTH:
-        raise InvalidRequest("Only /depth takes a file: remove it, or start with /depth.")
+    if not takes_file:
+        raise InvalidRequest(messages.no_file_here(request.kind.value, _takes_files()))
     check_size(len(data), limits)
     mime, ext = sniff_upload(data)
     name = f"input-0.{ext}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from gouache.errors import UserError
+from gouache.request import image_seed
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -51,6 +52,9 @@ class BatchItem:
     count: int = 1
     control_image: Image | None = field(default=None, compare=False)
     frames_every: int = 0
+
+    def image_seed(self, index: int) -> int:
+        return image_seed(self.seed, index)
 
     def __post_init__(self) -> None:
         if self.count < 1:

@@ -196,7 +196,7 @@ class Engine:
         )
         for item in items:
             for index in range(item.count):
-                generator = torch.Generator("cpu").manual_seed(item.seed + index)
+                generator = torch.Generator("cpu").manual_seed(item.image_seed(index))
                 noise.append(
                     randn_tensor(
                         shape, generator=generator, device=device, dtype=cond.prompt_embeds.dtype
@@ -208,7 +208,7 @@ class Engine:
                     step_kwargs["generator"] = generator
                 cads = None
                 if key.diversify:
-                    cads = torch.Generator("cpu").manual_seed((item.seed + index) ^ _CADS_SEED)
+                    cads = torch.Generator("cpu").manual_seed(item.image_seed(index) ^ _CADS_SEED)
                 lanes.append(
                     _Lane(item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads)
                 )

@@ -213,4 +213,5 @@ def artifact_from_row(row: Mapping[str, Any]) -> Artifact:
         kind=ArtifactKind(row["kind"]),
         mime=row["mime"],
         data=bytes(row["data"]),
+        index=row["image_index"],
     )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from gouache.request import Request
 
-__all__ = ["JobStatus", "Job", "Artifact", "ArtifactKind", "TERMINAL"]
+__all__ = ["JobStatus", "Job", "Artifact", "ArtifactKind", "TERMINAL", "verdict_artifact",
+           "flagged_names"]
 
 
 class JobStatus(StrEnum):
@@ -68,7 +71,23 @@ class Artifact:
     kind: ArtifactKind
     mime: str
     data: bytes
+    index: int | None = None  # which generated image it shows (images, GIFs, depth maps)
 
     @property
     def size(self) -> int:
         return len(self.data)
+
+
+def verdict_artifact(job_id: str, flagged: Sequence[str]) -> Artifact:
+    """The worker's record of which artifacts its safety classifier flagged (never shown)."""
+    data = json.dumps({"flagged": sorted(flagged)}).encode()
+    return Artifact(job_id, "moderation.json", ArtifactKind.MODERATION, "application/json", data)
+
+
+def flagged_names(artifacts: Sequence[Artifact]) -> set[str]:
+    """The names the verdict artifacts among ``artifacts`` flag."""
+    flagged: set[str] = set()
+    for artifact in artifacts:
+        if artifact.kind is ArtifactKind.MODERATION:
+            flagged |= set(json.loads(artifact.data).get("flagged", []))
+    return flagged

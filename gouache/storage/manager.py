@@ -360,7 +360,7 @@ async def _hold(conn: Conn, job_id: str, worker_id: str, *done: JobStatus) -> Ro
 async def _upsert_artifact(conn: Conn, job_id: str, artifact: Artifact) -> None:
     await conn.execute(
         "upsert_artifact", job_id=job_id, name=artifact.name, kind=artifact.kind.value,
-        mime=artifact.mime, data=bytes(artifact.data),
+        mime=artifact.mime, image_index=artifact.index, data=bytes(artifact.data),
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gouache.bot.adapters.web import USER_KEY, WebAdapter, error_middleware, new_user_id
+from gouache.bot.links import FILES_PREFIX
 from gouache.config import Settings
 
 __all__ = ["AppDeps", "DEPS", "make_app", "USER_COOKIE", "TOKEN_COOKIE"]
@@ -93,7 +94,8 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
                 {"error": "gouache is restarting; try again in a minute."}, status=503
             )
     expected = _token(deps)
-    if expected is None or request.path in _OPEN_PATHS:
+    # Signed artifact links check their own signature (``bot/links.py``).
+    if expected is None or request.path in _OPEN_PATHS or request.path.startswith(FILES_PREFIX):
         return await handler(request)
     query_token = request.query.get("token", "")
     if request.path == "/" and query_token and secrets.compare_digest(query_token, expected):

@@ -15,7 +15,7 @@ from typing import Any
 from gouache.config import GifSettings, Limits
 from gouache.errors import InvalidRequest
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
-from gouache.request import Kind, Request
+from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 __all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters"]
@@ -39,12 +39,12 @@ def item_for(
 ) -> BatchItem:
     """The engine's view of one request; decodes a /depth upload into its control image."""
     control = None
-    if request.kind is Kind.DEPTH:
+    if request.pipeline == "depth":
         from gouache.generation.depth import depth_to_control_image, load_depth_map
 
         upload = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
         if upload is None:
-            raise InvalidRequest("/depth needs a depth map (PNG or .npy) attached to the command")
+            raise InvalidRequest(f"/{request.kind.value} needs a depth map (PNG or .npy) attached to the command")
         depth = load_depth_map(
             upload.data, upload.name, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels
         )
@@ -64,7 +64,7 @@ def image_parameters(request: Request, index: int) -> str:
     """A1111-style ``parameters`` text: the seed is the one this very image used."""
     from gouache.generation.images import png_parameters
 
-    return png_parameters(request, seed=request.seed + index)
+    return png_parameters(request, seed=request.image_seed(index))
 
 
 def artifacts_for(
@@ -81,12 +81,12 @@ def artifacts_for(
     out: list[Artifact] = []
     for index, image in enumerate(result.images):
         data = encode_png(image, image_parameters(request, index))
-        out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data))
+        out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data, index))
     for index, frames in enumerate(result.frames):
         if not frames:
             continue
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
-        out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data))
+        out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data, index))
     if report is not None:
         data = json.dumps(report, indent=2, sort_keys=True).encode()
         out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))

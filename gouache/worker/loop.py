@@ -18,15 +18,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gouache import messages
-from gouache.bot.moderation import verdicts
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
-from gouache.request import Kind
 from gouache.storage.base import LeaseLost, Storage, StorageError
-from gouache.storage.jobs import Artifact, ArtifactKind, Job
+from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
@@ -190,13 +188,13 @@ class Worker:
 
     def _artifacts(self, job: Job, result: ItemResult) -> list[Artifact]:
         request, report = job.request, None
-        if request.kind is Kind.DIVERSITY and len(result.images) > 1:
+        if request.spec.scored and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
         artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
-            names = [a.name for a in artifacts if _image_index(a.name) in flagged]
-            artifacts.append(verdicts(names, job.id))
+            names = [a.name for a in artifacts if a.index in flagged]
+            artifacts.append(verdict_artifact(job.id, names))
         return artifacts
 
     async def _keep_alive(self, running: _Running) -> None:
@@ -219,14 +217,6 @@ class Worker:
                     await self.storage.set_progress(job_id, progress)
                 written, last_progress = progress, now
             await asyncio.sleep(tick)
-
-
-def _image_index(name: str) -> int | None:
-    """"image-3.png" and "denoise-3.gif" -> 3: which generated image an artifact shows."""
-    stem = name.rsplit(".", 1)[0]
-    if not stem.startswith(("image-", "denoise-")):
-        return None
-    return int(stem.rsplit("-", 1)[1])
 
 
 def _is_device_lost(exc: BaseException) -> bool:

@@ -20,6 +20,7 @@ from gouache.config import Admission as AdmissionSettings
 from gouache.config import DiscordSettings, Settings
 from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
 from tests.fakes.fake_discord import FakeDiscord
+from tests.support.adapters import adapter_deps
 
 NO_MENTIONS = {"parse": []}
 
@@ -70,14 +71,12 @@ def make_settings(tmp_path: Path, fake: FakeDiscord) -> Settings:
 
 async def start_client(settings: Settings, storage: Storage) -> tuple[DiscordAdapter, asyncio.Task]:
     client = DiscordAdapter(
-        settings,
-        storage,
-        Admission(storage, settings),
-        artifact_url=lambda job_id, name: (
-            f"https://gouache.test/api/jobs/{job_id}/artifacts/{name}"
+        adapter_deps(
+            settings, storage,
+            artifact_url=lambda job_id, name: f"https://gouache.test/files/{job_id}/{name}?sig=s",
         ),
         guild_ready_timeout=0.01,
-    )
+    )  # fmt: skip
     task = asyncio.create_task(client.start())
     ready = asyncio.create_task(client.wait_until_ready())
     await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
@@ -192,7 +191,7 @@ async def test_upload_too_large_degrades_to_fewer_files(bot: Bot) -> None:
     assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
     posts = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
     assert [name for name, _ in posts[-1].files] == ["image-0.png"]
-    assert f"https://gouache.test/api/jobs/{job.id}/artifacts/denoise-0.gif" in posts[-1].content
+    assert f"https://gouache.test/files/{job.id}/denoise-0.gif?sig=s" in posts[-1].content
 
 
 async def test_rate_limited_post_is_retried(bot: Bot) -> None:
@@ -286,7 +285,6 @@ async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_p
 
     from gouache.bot.adapters.discord import client as discord_adapter
     from gouache.bot.moderation import ModeratedAdmission, PromptFilter
-    from gouache.service import AdapterDeps
 
     settings = make_settings(tmp_path, fake)
     async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
@@ -295,7 +293,7 @@ async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_p
         )
         async with AsyncExitStack() as stack:
             client = await discord_adapter.open_adapter(
-                AdapterDeps(settings, storage, admission), stack
+                adapter_deps(settings, storage, admission), stack
             )
             await asyncio.wait_for(client.wait_until_ready(), 15)
             payload = await fake.slash_command("imagine", {"prompt": "a cube"})

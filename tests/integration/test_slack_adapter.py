@@ -13,12 +13,12 @@ from aiohttp import web
 from PIL import Image
 
 from gouache.bot.adapters.slack.app import SLACK_PATH, SlackAdapter, slack_routes
-from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings, SlackSettings
 from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
 from tests.fakes.fake_slack import FakeSlack, SlackSender
+from tests.support.adapters import adapter_deps
 
 SECRET = "signing-secret-for-tests"
 
@@ -62,7 +62,7 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
             ),  # fmt: skip
             admission=AdmissionSettings(rate_per_minute=600, burst=50),
         )
-        adapter = SlackAdapter(settings, storage, Admission(storage, settings))
+        adapter = SlackAdapter(adapter_deps(settings, storage))
         web_app = web.Application()
         web_app.add_routes(slack_routes(adapter))
         runner = web.AppRunner(web_app)
@@ -190,12 +190,11 @@ async def test_service_seam_exposes_the_events_route(tmp_path: Path) -> None:
     from contextlib import AsyncExitStack
 
     from gouache.bot.adapters.slack import app as slack_adapter
-    from gouache.service import AdapterDeps
 
     settings = Settings(data_dir=tmp_path, slack=SlackSettings(bot_token="x", signing_secret="y"))
     async with open_storage(f"sqlite:///{tmp_path / 'q.db'}") as storage, AsyncExitStack() as stack:
         adapter = await slack_adapter.open_adapter(
-            AdapterDeps(settings, storage, Admission(storage, settings)), stack
+            adapter_deps(settings, storage), stack
         )
         [route] = adapter.routes()
         assert (route.method, route.path) == ("POST", "/slack/events")

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
+from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import BLOCKED_MESSAGE, ModeratedAdmission, PromptFilter
 from gouache.config import Settings
 from gouache.observability import Metrics
@@ -29,6 +30,7 @@ from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
 from gouache.web.metrics import QueueMetrics
 from gouache.worker.loop import Worker
+from tests.support.adapters import adapter_deps
 from tests.support.engines import TimedEngine
 
 FAKE_ENGINE = "tests.support.engines:TimedEngine"
@@ -65,8 +67,13 @@ class Stack:
         s.data_dir.mkdir(parents=True, exist_ok=True)
         self.storage = await open_storage(s.resolved_database_url)
         admission = ModeratedAdmission(PromptFilter(s.moderation), Admission(self.storage, s))
-        self.adapter = WebAdapter(self.storage, admission, s)
-        self.delivery = Delivery(self.storage, {"web": self.adapter}, poll_seconds=0.05)
+        wake = asyncio.Event()
+        links = ArtifactLinks("http://gouache.test", load_link_key(s.data_dir))
+        self.adapter = WebAdapter(
+            adapter_deps(s, self.storage, admission, on_admitted=wake.set, artifact_url=links.url),
+            links,
+        )
+        self.delivery = Delivery(self.storage, {"web": self.adapter}, poll_seconds=0.05, wake=wake)
         self.metrics = QueueMetrics(self.storage, Metrics(CollectorRegistry()))
         app = make_app(AppDeps(s, self.adapter, Health(self.storage, s), self.metrics))
         self.delivery_task = asyncio.create_task(self.delivery.run())

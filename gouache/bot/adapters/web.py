@@ -23,13 +23,14 @@ from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import (
     Acknowledgement,
     Action,
+    AdapterDeps,
     Progress,
     Result,
     buttons_for,
 )
-from gouache.bot.moderation import screen
+from gouache.bot.links import FILES_PREFIX, ArtifactLinks
+from gouache.bot.moderation import Screened, screen
 from gouache.bot.uploads import attach, check_size
-from gouache.config import Settings
 from gouache.errors import (
     InvalidRequest,
     NotAllowed,
@@ -40,11 +41,11 @@ from gouache.errors import (
     UserError,
 )
 from gouache.request import Origin, Request
-from gouache.storage.base import Storage, StorageError
+from gouache.storage.base import StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 if TYPE_CHECKING:
-    from gouache.bot.admission import Admits
+    pass
 
 __all__ = ["WebAdapter", "USER_KEY", "error_middleware"]
 
@@ -94,20 +95,16 @@ class WebAdapter:
     """Playground and JSON API handlers; one instance per process, wired in ``service``."""
 
     platform = "web"
+    can_hide_images = True  # the playground blurs flagged images until clicked
 
-    def __init__(
-        self,
-        storage: Storage,
-        admission: Admits,
-        settings: Settings,
-        *,
-        on_admitted: Callable[[], None] | None = None,
-    ) -> None:
-        self._storage = storage
-        self._actions = ButtonActions(storage, settings.limits)
-        self._admission = admission
-        self._settings = settings
-        self._on_admitted = on_admitted or (lambda: None)
+    def __init__(self, deps: AdapterDeps, links: ArtifactLinks) -> None:
+        self._storage = deps.storage
+        self._actions = ButtonActions(deps.storage, deps.settings.limits)
+        self._admission = deps.admission
+        self._settings = deps.settings
+        self._on_admitted = deps.on_admitted
+        self._prompt_overflow = deps.prompt_overflow
+        self._links = links
         self._finished = asyncio.Event()  # pulsed by deliver(); SSE streams also poll
 
     # --- Adapter protocol: the page pulls its results, so these only wake streams ----------
@@ -139,6 +136,7 @@ class WebAdapter:
             web.post("/api/jobs/{id}/actions/{action}", self.act),
             web.get("/api/jobs/{id}/events", self.events),
             web.get("/api/jobs/{id}/artifacts/{name}", self.artifact),
+            web.get(FILES_PREFIX + "{id}/{name}", self.linked_artifact),
         ]
 
     def _origin(self, request: web.Request) -> Origin:
@@ -149,7 +147,9 @@ class WebAdapter:
     async def create_job(self, request: web.Request) -> web.Response:
         text, upload = await self._read_command(request)
         origin = self._origin(request)
-        built = commands.build_request(commands.parse_text(text), origin, self._settings)
+        built = commands.build_request(
+            commands.parse_text(text), origin, self._settings, prompt_overflow=self._prompt_overflow
+        )
         built, inputs = attach(built, upload, self._settings.limits)
         return await self._admit(built, inputs)
 
@@ -230,10 +230,19 @@ class WebAdapter:
         built, inputs = await self._actions.follow_up(job.id, action, self._origin(request))
         return await self._admit(built, inputs)
 
+    async def linked_artifact(self, request: web.Request) -> web.Response:
+        """A signed link posted to a chat platform instead of a file it refused (413)."""
+        job_id, name = request.match_info["id"], request.match_info["name"]
+        if not self._links.verify(job_id, name, request.query.get("sig", "")):
+            raise NotFound("No such file (the link is incomplete or was altered).")
+        # A link has no blur to hide behind, so flagged images are withheld here.
+        return await self._serve(await self._job(request), name, can_hide=False)
+
     async def artifact(self, request: web.Request) -> web.Response:
-        job = await self._job(request)
-        name = request.match_info["name"]
-        for artifact in await self._visible(job):
+        return await self._serve(await self._job(request), request.match_info["name"])
+
+    async def _serve(self, job: Job, name: str, *, can_hide: bool = True) -> web.Response:
+        for artifact in (await self._visible(job, can_hide=can_hide)).artifacts:
             if artifact.name == name:
                 return web.Response(
                     body=artifact.data,
@@ -280,11 +289,12 @@ class WebAdapter:
         return response
 
     # --- translation: job -> JSON ------------------------------------------------------------
-    async def _visible(self, job: Job) -> list[Artifact]:
+    async def _visible(self, job: Job, *, can_hide: bool = True) -> Screened:
         if job.status is not JobStatus.SUCCEEDED:
-            return []
+            return Screened(())
         found = [a for a in await self._storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT]
-        return list(screen(found, self._settings.moderation.flagged_action).artifacts)
+        action = self._settings.moderation.flagged_action
+        return screen(found, action, can_hide=can_hide and self.can_hide_images)
 
     async def _view(self, job: Job, *, artifacts: bool = True) -> dict[str, Any]:
         position = None
@@ -305,6 +315,7 @@ class WebAdapter:
             "notes": list(job.request.notes),
         }
         if artifacts:
+            visible = await self._visible(job)
             view["artifacts"] = [
                 {
                     "name": a.name,
@@ -312,9 +323,11 @@ class WebAdapter:
                     "mime": a.mime,
                     "size": a.size,
                     "url": f"/api/jobs/{job.id}/artifacts/{a.name}",
+                    "hidden": a.name in visible.hidden,
                 }
-                for a in sorted(await self._visible(job), key=_display_order)
+                for a in sorted(visible.artifacts, key=_display_order)
             ]
+            view["withheld"] = visible.withheld
             view["actions"] = (
                 [b.action.value for b in buttons_for(job)]
                 if job.status is JobStatus.SUCCEEDED

@@ -40,9 +40,9 @@ ON CONFLICT (platform, request_id) DO NOTHING
 RETURNING *
 
 -- name: upsert_artifact
-INSERT INTO artifacts (job_id, name, kind, mime, data) VALUES (:job_id, :name, :kind, :mime, :data)
+INSERT INTO artifacts (job_id, name, kind, mime, image_index, data) VALUES (:job_id, :name, :kind, :mime, :image_index, :data)
 ON CONFLICT (job_id, name) DO UPDATE
-SET kind = EXCLUDED.kind, mime = EXCLUDED.mime, data = EXCLUDED.data
+SET kind = EXCLUDED.kind, mime = EXCLUDED.mime, image_index = EXCLUDED.image_index, data = EXCLUDED.data
 
 -- name: notify
 SELECT pg_notify('gouache_jobs', :event)

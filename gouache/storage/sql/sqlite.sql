@@ -45,10 +45,10 @@ RETURNING *
 SELECT :event
 
 -- name: upsert_artifact
-INSERT INTO artifacts (job_id, name, kind, mime, data, created_at)
-VALUES (:job_id, :name, :kind, :mime, :data, :now)
+INSERT INTO artifacts (job_id, name, kind, mime, image_index, data, created_at)
+VALUES (:job_id, :name, :kind, :mime, :image_index, :data, :now)
 ON CONFLICT (job_id, name) DO UPDATE
-SET kind = excluded.kind, mime = excluded.mime, data = excluded.data
+SET kind = excluded.kind, mime = excluded.mime, image_index = excluded.image_index, data = excluded.data
 
 -- name: cancel
 UPDATE jobs SET

@@ -69,6 +69,13 @@ function renderArtifacts(card, job) {
       const pre = el("pre", { dataset: { kind: "report" } }, "loading report…");
       fetch(art.url).then((r) => r.text()).then((text) => { pre.textContent = text; });
       box.append(el("details", {}, el("summary", {}, "Report"), pre));
+    } else if (art.mime.startsWith("image/") && art.hidden) {
+      // Flagged by the content filter: blurred until clicked (the rule: bot/moderation.screen).
+      const img = el("img", { src: art.url, alt: `flagged ${art.kind} ${art.name} (click to show)`,
+        className: "spoiler", title: "Flagged by the content filter: click to show",
+        dataset: { kind: art.kind, name: art.name, hidden: "1" } });
+      img.addEventListener("click", () => img.classList.remove("spoiler"), { once: true });
+      box.append(img);
     } else if (art.mime.startsWith("image/")) {
       box.append(el("a", { href: art.url, target: "_blank", rel: "noopener" },
         el("img", { src: art.url, alt: `${art.kind} ${art.name}`, dataset: { kind: art.kind, name: art.name } })));

@@ -51,6 +51,8 @@ class FakeStorage:
 
 
 class RecordingAdapter:
+    can_hide_images = True
+
     def __init__(self, platform: str = "web", fail_times: int = 0) -> None:
         self.platform = platform
         self.results: list[Result] = []

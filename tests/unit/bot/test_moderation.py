@@ -9,11 +9,10 @@ from gouache.bot.moderation import (
     ModeratedAdmission,
     PromptFilter,
     screen,
-    verdicts,
 )
 from gouache.config import Moderation
 from gouache.errors import NotAllowed
-from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.storage.jobs import Artifact, ArtifactKind, verdict_artifact
 from tests.support.factories import make_request
 
 
@@ -79,28 +78,36 @@ def _artifacts(flagged: list[str] | None = None) -> list[Artifact]:
         Artifact("j", "report.json", ArtifactKind.REPORT, "application/json", b"{}"),
     ]
     if flagged is not None:
-        found.append(verdicts(flagged, "j"))
+        found.append(verdict_artifact("j", flagged))
     return found
 
 
 def test_without_verdicts_everything_passes() -> None:
-    screened = screen(_artifacts(), "withhold")
+    screened = screen(_artifacts(), "withhold", can_hide=True)
     assert len(screened.artifacts) == 4 and not screened.spoiler and screened.withheld == 0
 
 
 def test_flagged_images_and_their_gifs_are_withheld_and_verdicts_never_shown() -> None:
-    screened = screen(_artifacts(["image-1.png", "denoise-1.gif"]), "withhold")
+    screened = screen(_artifacts(["image-1.png", "denoise-1.gif"]), "withhold", can_hide=True)
     assert [a.name for a in screened.artifacts] == ["image-0.png", "report.json"]
     assert screened.withheld == 2 and not screened.spoiler
 
 
 def test_flagged_images_are_sent_as_spoilers() -> None:
-    screened = screen(_artifacts(["image-1.png"]), "spoiler")
+    screened = screen(_artifacts(["image-1.png"]), "spoiler", can_hide=True)
     assert [a.name for a in screened.artifacts] == ["image-0.png", "image-1.png", "denoise-1.gif", "report.json"]
     assert screened.spoiler and screened.withheld == 0
+    assert screened.hidden == {"image-1.png"}
+
+
+def test_a_surface_that_cannot_hide_withholds_flagged_images_instead() -> None:
+    """Slack has no spoilers: "spoiler" must never mean "in the clear" there."""
+    screened = screen(_artifacts(["image-1.png", "denoise-1.gif"]), "spoiler", can_hide=False)
+    assert [a.name for a in screened.artifacts] == ["image-0.png", "report.json"]
+    assert screened.withheld == 2 and not screened.hidden
 
 
 def test_clean_verdicts_change_nothing_but_are_hidden() -> None:
-    screened = screen(_artifacts([]), "spoiler")
+    screened = screen(_artifacts([]), "spoiler", can_hide=True)
     assert len(screened.artifacts) == 4 and not screened.spoiler
     assert all(a.kind is not ArtifactKind.MODERATION for a in screened.artifacts)

@@ -26,7 +26,7 @@ from discord import app_commands
 from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
-from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
+from gouache.bot.adapter import Acknowledgement, Action, AdapterDeps, Progress, Result
 from gouache.bot.adapters.discord.outbox import (
     NO_MENTIONS,
     TOKEN_LIFETIME,
@@ -36,14 +36,12 @@ from gouache.bot.adapters.discord.outbox import (
 )
 from gouache.bot.captions import ASPECT_RATIOS, CANCEL
 from gouache.bot.uploads import attach, check_size
-from gouache.config import Settings
 from gouache.errors import InvalidRequest, UserError
 from gouache.request import Kind, Origin, Request
-from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, Job
 
 if TYPE_CHECKING:
-    from gouache.bot.admission import Admits
+    pass
 
 __all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME", "open_adapter"]
 
@@ -54,35 +52,31 @@ class DiscordAdapter(discord.Client):
     """The Discord side of gouache; ``await adapter.start(token)``, ``await adapter.close()``."""
 
     platform = "discord"
+    can_hide_images = True  # Discord spoilers
 
-    def __init__(
-        self,
-        settings: Settings,
-        storage: Storage,
-        admission: Admits,
-        *,
-        on_admitted: Callable[[], None] | None = None,
-        artifact_url: Callable[[str, str], str] | None = None,
-        prompt_overflow: Callable[[str, str], str | None] | None = None,
-        **options: Any,
-    ) -> None:
+    def __init__(self, deps: AdapterDeps, **options: Any) -> None:
+        settings, storage = deps.settings, deps.storage
         if settings.discord.application_id:  # else discord.py learns it at login
             options["application_id"] = int(settings.discord.application_id)
         super().__init__(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS, **options)
         self._settings = settings
         self._storage = storage
         self._actions = ButtonActions(storage, settings.limits)
-        self._admission = admission
-        self._on_admitted = on_admitted or (lambda: None)
-        self._prompt_overflow = prompt_overflow
+        self._admission = deps.admission
+        self._on_admitted = deps.on_admitted
+        self._prompt_overflow = deps.prompt_overflow
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         api_base = (settings.discord.api_base or "").rstrip("/") or None
-        self._outbox = DiscordOutbox(self, api_base, artifact_url)
+        self._outbox = DiscordOutbox(self, api_base, deps.artifact_url)
         for name in ("discord.http", "discord.webhook.async_", "discord.gateway", "discord.client"):
             logger = logging.getLogger(name)
             if not any(isinstance(f, RedactTokens) for f in logger.filters):
                 logger.addFilter(RedactTokens())
+
+    def routes(self) -> list[Any]:
+        """Discord is reached over its gateway: nothing for the web server to mount."""
+        return []
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self, token: str | None = None, *, reconnect: bool = True) -> None:
@@ -287,17 +281,9 @@ async def _raise(exc: BaseException) -> None:
     raise exc
 
 
-async def open_adapter(deps: Any, stack: AsyncExitStack) -> DiscordAdapter:
-    """The ``service`` seam: start the client in the background; the stack closes it.
-
-    ``deps`` carries settings, storage and admission, and optionally ``on_admitted`` (wake
-    delivery) and ``artifact_url`` (links when an upload is refused with 413).
-    """
-    client = DiscordAdapter(
-        deps.settings, deps.storage, deps.admission,
-        on_admitted=getattr(deps, "on_admitted", None),
-        artifact_url=getattr(deps, "artifact_url", None),
-    )  # fmt: skip
+async def open_adapter(deps: AdapterDeps, stack: AsyncExitStack) -> DiscordAdapter:
+    """The ``service`` seam: start the client in the background; the stack closes it."""
+    client = DiscordAdapter(deps)
     task = asyncio.create_task(client.start(), name="discord")
 
     def _log_failure(done: asyncio.Task[None]) -> None:

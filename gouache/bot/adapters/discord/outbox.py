@@ -129,7 +129,7 @@ class DiscordOutbox:
         self,
         client: discord.Client,
         api_base: str | None,
-        artifact_url: Callable[[str, str], str] | None = None,
+        artifact_url: Callable[[str, str], str | None],
     ) -> None:
         self._client = client
         self._artifact_url = artifact_url

@@ -32,25 +32,22 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
-from gouache.bot.adapter import Acknowledgement, Action, Progress, Result
+from gouache.bot.adapter import Acknowledgement, Action, AdapterDeps, Progress, Result
+from gouache.bot.adapters.slack.blocks import slack_blocks, slack_escape
 from gouache.bot.captions import (
     CANCEL,
     error_text,
     parse_action_id,
     progress_text,
     result_text,
-    slack_blocks,
-    slack_escape,
 )
 from gouache.bot.uploads import attach, check_size
-from gouache.config import Settings
 from gouache.errors import InvalidRequest, UserError
-from gouache.request import Kind, Origin, Request
-from gouache.storage.base import Storage
+from gouache.request import KINDS, Kind, Origin, Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 if TYPE_CHECKING:
-    from gouache.bot.admission import Admits
+    pass
 
 __all__ = ["SlackAdapter", "slack_routes", "open_adapter", "SLACK_PATH"]
 
@@ -58,7 +55,7 @@ log = logging.getLogger(__name__)
 
 SLACK_PATH = "/slack/events"
 PROGRESS_EVERY = 3.0
-_COMMANDS = {"/imagine": Kind.IMAGINE, "/depth": Kind.DEPTH, "/diversity": Kind.DIVERSITY}
+_COMMANDS = {f"/{kind.value}": kind for kind in KINDS}
 _LEADING_MENTIONS = re.compile(r"^(?:\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
 _FILE_HOSTS = {"files.slack.com"}
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -77,25 +74,19 @@ class SlackAdapter:
     """The Slack side of gouache; mount ``handle`` at POST /slack/events, ``close()`` at exit."""
 
     platform = "slack"
+    can_hide_images = False  # Slack has no spoilers: flagged images are withheld
 
-    def __init__(
-        self,
-        settings: Settings,
-        storage: Storage,
-        admission: Admits,
-        *,
-        on_admitted: Callable[[], None] | None = None,
-        prompt_overflow: Callable[[str, str], str | None] | None = None,
-    ) -> None:
+    def __init__(self, deps: AdapterDeps) -> None:
+        settings, storage = deps.settings, deps.storage
         slack = settings.slack
         if slack.bot_token is None or slack.signing_secret is None:
             raise ValueError("slack.bot_token and slack.signing_secret must both be configured")
         self._settings = settings
         self._storage = storage
         self._actions = ButtonActions(storage, settings.limits)
-        self._admission = admission
-        self._on_admitted = on_admitted or (lambda: None)
-        self._prompt_overflow = prompt_overflow
+        self._admission = deps.admission
+        self._on_admitted = deps.on_admitted
+        self._prompt_overflow = deps.prompt_overflow
         self._token = slack.bot_token.get_secret_value()
         self._verifier = SignatureVerifier(slack.signing_secret.get_secret_value())
         base = (slack.api_base or "https://slack.com/api").rstrip("/") + "/"
@@ -335,13 +326,11 @@ def slack_routes(adapter: SlackAdapter) -> list[web.RouteDef]:
     return [web.post(SLACK_PATH, adapter.handle)]
 
 
-async def open_adapter(deps: Any, stack: AsyncExitStack) -> SlackAdapter:
+async def open_adapter(deps: AdapterDeps, stack: AsyncExitStack) -> SlackAdapter:
     """The ``service`` seam: Slack calls us over HTTP, so there is nothing to start.
 
-    The web server mounts ``adapter.routes()``; ``deps`` may carry ``on_admitted``.
+    The web server mounts ``adapter.routes()``.
     """
-    adapter = SlackAdapter(
-        deps.settings, deps.storage, deps.admission, on_admitted=getattr(deps, "on_admitted", None)
-    )
+    adapter = SlackAdapter(deps)
     stack.push_async_callback(adapter.close)
     return adapter

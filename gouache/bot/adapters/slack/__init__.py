@@ -1,0 +1,1 @@
+"""Slack: ``app`` (slack-bolt listeners, signed HTTP), ``blocks`` (escaping, Block Kit)."""
