@@ -94,7 +94,10 @@ class Admission(BaseModel):
     allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
     allowed_workspaces: list[str] = Field(default_factory=list)
     allowed_channels: list[str] = Field(default_factory=list)
-    admin_users: list[str] = Field(default_factory=list)
+    admin_users: list[str] = Field(default_factory=list, description="no limits; admin commands")
+    admin_roles: list[str] = Field(
+        default_factory=list, description="Discord role ids whose members may use admin commands"
+    )
 
 
 class WorkerSettings(BaseModel):

@@ -26,12 +26,16 @@ __all__ = [
     "Origin",
     "Request",
     "GUIDANCE_DECIMALS",
+    "STRENGTH_RANGE",
+    "VARIATION_COUNT",
     "image_seed",
 ]
 
 # Guidance is kept to this many decimal places (finer values are rounded, with a note), so
 # the value a job runs with is the value it shows and equal values share a batch.
 GUIDANCE_DECIMALS = 2
+STRENGTH_RANGE = (0.0, 2.0)  # /depth: how strongly the depth map steers (ControlNet scale)
+VARIATION_COUNT = 4  # images a Variations press asks for (capped by limits.max_images)
 
 
 class Kind(StrEnum):
@@ -46,6 +50,7 @@ class FollowUp(StrEnum):
     REROLL = "reroll"  # same request, new seed
     GIF = "gif"  # same request and seed, with the denoising GIF
     DIVERSIFY = "diversify"  # same prompt as a /diversity batch
+    VARIATIONS = "variations"  # four images on the seeds around this one
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,9 @@ class KindSpec:
     summary: str  # one line for help texts and the list of commands
     min_images: int = 1
     default_images: Literal["one", "diversity_count"] = "one"
-    buttons: tuple[FollowUp, ...] = (FollowUp.REROLL, FollowUp.GIF, FollowUp.DIVERSIFY)
+    buttons: tuple[FollowUp, ...] = (
+        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.GIF, FollowUp.DIVERSIFY
+    )  # fmt: skip
     scored: bool = False  # the worker writes a diversity report for it
 
 
@@ -88,6 +95,7 @@ class Origin:
     channel: str = ""
     guild: str = ""  # Discord guild or Slack workspace ("" for DMs, web, CLI)
     reply_token: str = ""  # e.g. Discord interaction token / Slack response_url; never logged
+    upload_limit: int = 0  # bytes one message may upload, as the platform said (0: unknown)
 
     def __repr__(self) -> str:  # keep reply tokens out of logs
         return (
@@ -116,7 +124,13 @@ class Request:
     diversify: bool = False  # /diversity: deliberately enlarge diversity
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
+    strength: float = 1.0  # /depth: conditioning scale, STRENGTH_RANGE
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
+
+    def __post_init__(self) -> None:
+        low, high = STRENGTH_RANGE
+        if not low <= self.strength <= high:
+            raise ValueError(f"strength {self.strength!r} is outside {low}..{high}")
 
     @property
     def spec(self) -> KindSpec:
@@ -130,11 +144,13 @@ class Request:
     def batch_key(self) -> str:
         """Jobs with equal keys can share one engine call (seeds and prompts may differ).
 
-        The one encoding of that rule: every field exactly (``repr`` of the float, so 7.0 and
-        7.0000001 never share a call), joined by ``|``.
+        The one encoding of that rule: every field exactly (``repr`` of the floats, so 7.0 and
+        7.0000001 never share a call; strength too, a ControlNet scale is per call), joined
+        by ``|``.
         """
         parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
-                 repr(float(self.guidance)), int(self.diversify))  # fmt: skip
+                 repr(float(self.guidance)), int(self.diversify),
+                 repr(float(self.strength)))  # fmt: skip
         return "|".join(str(part) for part in parts)
 
     def image_seed(self, index: int) -> int:

@@ -1,6 +1,7 @@
 """Admission: who may use the bot, how fast, how much may wait; then the job is enqueued.
 
-Order: allowlists -> per-user token bucket -> per-user pending cap -> global queue cap ->
+Order: allowlists -> an admin's pause (``PAUSED_FLAG``, shared through the database) ->
+per-user token bucket -> per-user pending cap -> global queue cap ->
 enqueue. The bucket and the caps are checked inside the enqueue transaction (``Quota``), so
 several bot processes share them, a refusal takes no token, and a re-delivered platform event
 (same request id) returns the existing job without taking a second token.
@@ -15,12 +16,14 @@ from typing import Protocol
 from gouache import messages
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings
-from gouache.errors import NotAllowed, QueueFull, RateLimited
+from gouache.errors import NotAllowed, QueueFull, QueuePaused, RateLimited
 from gouache.request import Request
 from gouache.storage.base import Quota, QuotaRefused, Storage
 from gouache.storage.jobs import Artifact, Job
 
-__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE"]
+__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE", "PAUSED_FLAG"]
+
+PAUSED_FLAG = "paused"  # bot_flags row set by ``/gouache pause``: nothing new is admitted
 
 DEFAULT_SECONDS_PER_IMAGE = 5.0  # before any batch has finished: a modest GPU, SD1.5, 30 steps
 _CHAT_PLATFORMS = frozenset({"discord", "slack"})
@@ -68,6 +71,8 @@ class Admission:
     async def admit(self, request: Request, inputs: Sequence[Artifact] = ()) -> Admitted:
         """Enqueue ``request`` or raise ``NotAllowed``, ``RateLimited`` or ``QueueFull``."""
         self.check_allowed(request)
+        if await self._storage.get_flag(PAUSED_FLAG) is not None:
+            raise QueuePaused(messages.queue_paused())
         quota = self.quota
         if request.origin.user in self._policy.admin_users:
             quota = Quota(1e6, 1_000_000, 1_000_000, quota.max_queue)  # admins: only the global cap

@@ -30,7 +30,7 @@ __all__ = [
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 CANCEL = "cancel"  # a button only chat adapters show (queued jobs); not a follow-up Request
-_ACTIONS = ("reroll", "gif", "diversify", CANCEL)
+_ACTIONS = ("reroll", "variations", "gif", "diversify", CANCEL)
 _SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
 
 
@@ -66,13 +66,26 @@ def result_text(result: Result, escape: Callable[[str], str] = lambda s: s) -> s
     head = f"“{escape(messages.shorten(r.prompt, 200))}”"
     if r.negative_prompt:
         head += f" (not: {escape(messages.shorten(r.negative_prompt, 80))})"
-    lines = [f"{head} · seed {r.seed} · {r.steps} steps · {r.sampler} · {escape(r.model)}"]
+    facts = [f"seed {r.seed}", f"{r.width}x{r.height}", f"{r.steps} steps",
+             f"guidance {messages.number(r.guidance)}", r.sampler, escape(r.model)]  # fmt: skip
+    if r.pipeline == "depth" and r.strength != 1.0:
+        facts.append(f"strength {messages.number(r.strength)}")
+    taken = _time_taken(result.job)
+    if taken is not None:
+        facts.append(f"{messages.number(round(taken, 1))} s")
+    lines = [" · ".join([head, *facts])]
     lines += [f"- {escape(n)}" for n in result.notes]
     if result.withheld:
         lines.append(f"{result.withheld} image(s) were held back by the content filter.")
     for report in result.of_kind(ArtifactKind.REPORT):
         lines += _report_lines(report)
     return "\n".join(lines)
+
+
+def _time_taken(job: Job) -> float | None:
+    if job.started_at is None or job.finished_at is None:
+        return None
+    return max(0.0, (job.finished_at - job.started_at).total_seconds())
 
 
 def _report_lines(report: Artifact) -> list[str]:

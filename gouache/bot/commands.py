@@ -20,7 +20,9 @@ from typing import Any
 from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
-from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, Kind, Origin, Request
+from gouache.request import (
+    COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, STRENGTH_RANGE, Kind, Origin, Request,
+)  # fmt: skip
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
 
@@ -30,14 +32,15 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "ar": "aspect_ratio", "size": "size", "seed": "seed", "steps": "steps",
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
-    "diversify": "diversify",
+    "diversify": "diversify", "strength": "strength",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
+    "strength": "0.8",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-                "--model", "--gif", "--diversify")  # fmt: skip
+                "--model", "--gif", "--diversify", "--strength")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -49,7 +52,7 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment"})  # fmt: skip
+                          "attachment", "strength"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count"})  # fmt: skip
 
@@ -131,7 +134,7 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options[key] = _parse_ratio(flag, value)
     elif key in {"seed", "steps", "count"}:
         options[key] = _parse_int(flag, value)
-    elif key == "guidance":
+    elif key in {"guidance", "strength"}:
         options[key] = _parse_float(flag, value)
     else:
         options[key] = value
@@ -208,7 +211,7 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
 def _coerce(key: str, value: Any) -> Any:
     if key in {"seed", "steps", "count", "width", "height"}:
         return _parse_int(key, value)
-    if key == "guidance":
+    if key in {"guidance", "strength"}:
         return _parse_float(key, value)
     if key == "aspect_ratio":
         return _parse_ratio(key, value)
@@ -249,6 +252,7 @@ def build_request(
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
+    strength = _strength(command.kind, opts.get("strength"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
@@ -258,7 +262,7 @@ def build_request(
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
         diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
-        notes=tuple(notes),
+        strength=strength, notes=tuple(notes),
     )  # fmt: skip
 
 
@@ -266,6 +270,15 @@ def _in_range(name: str, value: Any, low: float, high: float) -> Any:
     if not low <= value <= high:
         raise InvalidRequest(messages.out_of_range(name, low, high, value))
     return value
+
+
+def _strength(kind: Kind, value: float | None) -> float:
+    """``--strength``: only where a control image steers (``/depth``), within ``STRENGTH_RANGE``."""
+    if value is None:
+        return 1.0
+    if KINDS[kind].pipeline != "depth":
+        raise InvalidRequest(messages.only_with("--strength", "/depth"))
+    return float(_in_range("strength", value, *STRENGTH_RANGE))
 
 
 def _count(kind: Kind, value: int | None, limits: Limits) -> int:
@@ -409,4 +422,6 @@ def format_command(request: Request) -> str:
         parts.append("--gif")
     if request.diversify:
         parts.append("--diversify")
+    if request.strength != 1.0:
+        parts.append(f"--strength {_number(request.strength)}")
     return " ".join(parts)

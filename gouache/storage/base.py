@@ -23,6 +23,8 @@ __all__ = [
     "Storage",
     "Quota",
     "QueueStats",
+    "Flag",
+    "Usage",
     "StorageError",
     "StorageUnavailable",
     "LeaseLost",
@@ -54,6 +56,27 @@ class QueueStats:
     seconds_per_image: float | None  # recent batches; None before the first finished batch
     active_workers: int  # workers seen in the last two minutes
     last_worker_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting every bot process shares (``bot_flags``), e.g. an admin's pause."""
+
+    name: str
+    value: str
+    updated_by: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Jobs and image-steps (images x steps) one user asked for in one guild or workspace."""
+
+    platform: str
+    guild: str
+    user: str
+    jobs: int
+    image_steps: int
 
 
 class StorageError(GouacheError):
@@ -160,6 +183,19 @@ class Storage(Protocol):
         """(jobs ahead + 1, images ahead including this job's) in fair order; None unless queued."""
 
     async def stats(self, user: str | None = None) -> QueueStats: ...
+
+    # --- shared flags and admin ----------------------------------------------------------
+    async def get_flag(self, name: str) -> Flag | None:
+        """The flag's row, or None when it is off."""
+
+    async def set_flag(self, name: str, value: str | None, updated_by: str = "") -> bool:
+        """Set (``value``) or clear (None) a flag; False when clearing one that was not set."""
+
+    async def reset_rate_limit(self, user: str) -> bool:
+        """Forget the user's token bucket (full burst again); False when they had none."""
+
+    async def usage(self, seconds: float) -> list[Usage]:
+        """Per (platform, guild, user): jobs created in the last ``seconds``, busiest first."""
 
     # --- delivery --------------------------------------------------------------------------
     async def undelivered(self, platforms: Sequence[str], limit: int = 50) -> list[Job]:

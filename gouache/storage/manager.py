@@ -17,10 +17,12 @@ from uuid import uuid4
 
 from gouache.request import Request
 from gouache.storage.base import (
+    Flag,
     LeaseLost,
     QueueStats,
     Quota,
     QuotaRefused,
+    Usage,
     artifact_from_row,
     dead_reason,
     job_from_row,
@@ -315,6 +317,36 @@ class SqlStorage:
                 active_workers=int(workers["active"] or 0),
                 last_worker_seen=to_datetime(workers["last_seen"]),
             )
+
+        return await self._run(body, write=False)
+
+    # --- shared flags and admin ----------------------------------------------------------
+    async def get_flag(self, name: str) -> Flag | None:
+        row = await self._one("get_flag", name=name)
+        if row is None:
+            return None
+        return Flag(name, row["value"], row["updated_by"], to_datetime(row["updated_at"]))
+
+    async def set_flag(self, name: str, value: str | None, updated_by: str = "") -> bool:
+        async def body(conn: Conn) -> bool:
+            if value is None:
+                return await conn.fetchrow("clear_flag", name=name) is not None
+            await conn.execute("set_flag", name=name, value=value, updated_by=updated_by)
+            return True
+
+        return await self._run(body)
+
+    async def reset_rate_limit(self, user: str) -> bool:
+        async def body(conn: Conn) -> bool:
+            return await conn.fetchrow("reset_bucket", user_id=user) is not None
+
+        return await self._run(body)
+
+    async def usage(self, seconds: float) -> list[Usage]:
+        async def body(conn: Conn) -> list[Usage]:
+            rows = await conn.fetch("usage", seconds=float(seconds))
+            return [Usage(r["platform"], r["guild"], r["user_id"], int(r["jobs"]),
+                          int(r["image_steps"])) for r in rows]  # fmt: skip
 
         return await self._run(body, write=False)
 

@@ -53,8 +53,10 @@ def discover(dialect: Dialect) -> list[Migration]:
             raise RuntimeError(f"two {dialect} migrations numbered {version}")
         found[version] = Migration(version, match.group(2), entry.read_text("utf-8"))
     versions = sorted(found)
-    if versions != list(range(1, len(versions) + 1)):
-        raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {versions}")
+    if not versions or versions[0] != 1:
+        raise RuntimeError(f"{dialect} migrations do not start at 1: {versions}")
+    # A gap is allowed: parallel branches reserve numbers (each version applies on its own,
+    # and a later-merged lower number is still applied, since ``migrate`` fills in by set).
     return [found[v] for v in versions]
 
 
@@ -62,10 +64,10 @@ async def migrate(target: Migratable, dialect: Dialect) -> list[int]:
     """Apply what is missing; returns the versions applied now (empty when up to date)."""
     known = discover(dialect)
     applied = await target.applied_versions()
-    newest = max(applied, default=0)
-    if newest > len(known):
+    newest, ours = max(applied, default=0), max(m.version for m in known)
+    if newest > ours:
         raise RuntimeError(
-            f"database schema version {newest} is newer than this gouache ({len(known)}): upgrade"
+            f"database schema version {newest} is newer than this gouache ({ours}): upgrade"
         )
     done = []
     for migration in known:

@@ -78,7 +78,7 @@ def test_uploads_and_buttons_follow_the_table() -> None:
     assert [b.action for b in buttons_for(job)] == list(KINDS[Kind.DIVERSITY].buttons)
     assert FollowUp.DIVERSIFY not in KINDS[Kind.DIVERSITY].buttons
     assert [b.action for b in buttons_for(_job(make_request(gif=True)))] == [
-        FollowUp.REROLL, FollowUp.DIVERSIFY]
+        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.DIVERSIFY]
 
 
 @pytest.mark.parametrize("text", ["/nosuchcommand x", "/upscale a fox", "/IMAGINEX fox"])

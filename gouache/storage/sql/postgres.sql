@@ -166,3 +166,26 @@ LIMIT :limit
 INSERT INTO deliveries (job_id, ref) VALUES (:job_id, :ref)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
+
+-- name: get_flag
+SELECT value, updated_by, updated_at FROM bot_flags WHERE name = :name
+
+-- name: set_flag
+INSERT INTO bot_flags (name, value, updated_by, updated_at)
+VALUES (:name, :value, :updated_by, clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at
+
+-- name: clear_flag
+DELETE FROM bot_flags WHERE name = :name RETURNING name
+
+-- name: reset_bucket
+DELETE FROM rate_buckets WHERE user_id = :user_id RETURNING user_id
+
+-- name: usage
+-- Jobs and image-steps (images x steps) per platform, guild and user since :seconds ago.
+SELECT platform, guild, user_id, count(*)::int AS jobs,
+       COALESCE(sum(images * (params->>'steps')::int), 0)::bigint AS image_steps
+FROM jobs WHERE created_at >= now() - make_interval(secs => :seconds)
+GROUP BY platform, guild, user_id
+ORDER BY image_steps DESC, jobs DESC, user_id
