@@ -56,6 +56,9 @@ __all__ = [
     "nothing_queued",
     "nothing_to_cancel",
     "error_in_dm",
+    "reencoded_to_fit",
+    "too_large_links",
+    "too_large_here",
 ]
 
 
@@ -207,6 +210,18 @@ def nothing_to_cancel() -> str:
 
 def error_in_dm(message: str) -> str:
     return f"About your gouache request: {message}"
+
+
+def reencoded_to_fit() -> str:
+    return "Files were re-encoded to fit the upload limit."
+
+
+def too_large_links(links: Iterable[str]) -> str:
+    return "Too large to upload here:\n" + "\n".join(links)
+
+
+def too_large_here(count: int) -> str:
+    return f"{count} file(s) were too large to upload here."
 
 
 # Command validation --------------------------------------------------------------------------
