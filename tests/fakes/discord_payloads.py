@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["snowflake", "user", "interaction", "message", "DISCORD_EPOCH_MS"]
+__all__ = ["snowflake", "snowflake_time", "user", "interaction", "message", "DISCORD_EPOCH_MS"]
 
 DISCORD_EPOCH_MS = 1420070400000
 _counter = itertools.count(1)
@@ -17,6 +18,11 @@ def snowflake(at: float | None = None) -> str:
     """A real-looking snowflake, so ``discord.utils.snowflake_time`` gives ``at``."""
     ms = int((time.time() if at is None else at) * 1000)
     return str(((ms - DISCORD_EPOCH_MS) << 22) | (next(_counter) & 0x3FFFFF))
+
+
+def snowflake_time(value: str) -> float:
+    """Unix seconds at which ``snowflake`` was made."""
+    return ((int(value) >> 22) + DISCORD_EPOCH_MS) / 1000
 
 
 def user(user_id: str, *, bot: bool = False) -> dict[str, Any]:
@@ -29,7 +35,7 @@ def user(user_id: str, *, bot: bool = False) -> dict[str, Any]:
 
 def interaction(
     kind: int, application_id: str, user_id: str, channel_id: str, guild_id: str | None,
-    age: float = 0.0,
+    age: float = 0.0, *, roles: Sequence[str] = (), upload_limit: int = 10 * 1024 * 1024,
 ) -> dict[str, Any]:  # fmt: skip
     """An INTERACTION_CREATE payload without ``data``; ``age`` seconds old (its id says so)."""
     payload: dict[str, Any] = {
@@ -43,7 +49,7 @@ def interaction(
                     "guild_id": guild_id, "permission_overwrites": [], "nsfw": False},
         "locale": "en-US",
         "app_permissions": "2147483647",
-        "attachment_size_limit": 10 * 1024 * 1024,
+        "attachment_size_limit": upload_limit,
         "entitlements": [],
         "authorizing_integration_owners": {"0": guild_id or "0"},
         "context": 0 if guild_id else 1,
@@ -51,7 +57,7 @@ def interaction(
     if guild_id:
         payload["guild_id"] = guild_id
         payload["guild_locale"] = "en-US"
-        payload["member"] = {"user": user(user_id), "roles": [], "permissions": "2147483647",
+        payload["member"] = {"user": user(user_id), "roles": list(roles), "permissions": "2147483647",
                              "joined_at": "2024-01-01T00:00:00+00:00", "deaf": False,
                              "mute": False, "flags": 0}  # fmt: skip
     else:
