@@ -215,8 +215,8 @@ class FakeDiscord:
             registered = next((o.get("options") or [] for o in registered
                                if o["name"] == sub[0] and o["type"] == 1), [])  # fmt: skip
         by_name = {o["name"]: o for o in registered}
-        for option in registered:
-            if option.get("required") and option["name"] not in options:
+        for option in registered:  # while typing (autocomplete) required ones may be missing
+            if option.get("required") and option["name"] not in options and focused is None:
                 raise OptionRejected(f"{option['name']} is required")
         opts = []
         for key, value in options.items():

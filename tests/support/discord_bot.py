@@ -17,7 +17,7 @@ from gouache.bot.adapters.discord.client import DiscordAdapter
 from gouache.bot.delivery import Delivery
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import DiscordSettings, Limits, Settings
-from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
+from gouache.storage import Artifact, ArtifactKind, Job, JobStatus, Storage, open_storage
 from tests.fakes.fake_discord import Call, FakeDiscord
 from tests.support.adapters import adapter_deps
 
@@ -67,8 +67,9 @@ class Bot:
         gifs: Sequence[bytes] = (),
     ) -> Job:  # fmt: skip
         """Play the worker: claim the job and complete it with images (and GIFs)."""
-        claimed = await self.storage.claim_batch("worker-1", 64, 60.0)
-        assert job.id in [j.id for j in claimed]
+        if (await self.storage.get_job(job.id)).status is not JobStatus.RUNNING:
+            claimed = await self.storage.claim_batch("worker-1", 64, 60.0)
+            assert job.id in [j.id for j in claimed]
         artifacts = [Artifact(job.id, f"image-{i}.png", ArtifactKind.IMAGE, "image/png", data, i)
                      for i, data in enumerate(images or [png()])]  # fmt: skip
         if gif and not gifs:
@@ -87,15 +88,16 @@ class Bot:
 
 
 def make_settings(tmp_path: Path, fake: FakeDiscord, **changes: Any) -> Settings:
-    settings = Settings(
+    """Settings for a bot talking to ``fake``; ``changes`` replace whole sections."""
+    fields: dict[str, Any] = dict(
         data_dir=tmp_path / "data",
         discord=DiscordSettings(
             token="fake-token", application_id=fake.application_id, api_base=fake.api_base
         ),
         admission=AdmissionSettings(rate_per_minute=600, burst=50, max_pending_per_user=50),
         limits=Limits(max_images=16),
-    )
-    return settings.model_copy(update=changes)
+    )  # fmt: skip
+    return Settings(**{**fields, **changes})
 
 
 async def start_client(
