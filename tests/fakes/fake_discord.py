@@ -437,7 +437,7 @@ class FakeDiscord:
         if path == "/users/@me":
             return _json(self._bot_user())
         if path == "/users/@me/channels" and method == "POST":
-            return self._dm_channel((payload or {}).get("recipient_id", ""))
+            return self._dm_channel(str((payload or {}).get("recipient_id", "")))
         if path == "/oauth2/applications/@me":
             return _json({"id": self.application_id, "name": "gouache", "description": "",
                           "icon": None, "bot_public": True, "bot_require_code_grant": False,

@@ -19,7 +19,7 @@ from gouache.config import Admission as AdmissionSettings
 from gouache.config import DiscordSettings, Limits, Settings
 from gouache.storage import Artifact, ArtifactKind, Job, JobStatus, Storage, open_storage
 from tests.fakes.fake_discord import Call, FakeDiscord
-from tests.support.adapters import adapter_deps
+from tests.support.adapters import adapter_deps, no_links
 
 __all__ = ["Bot", "NO_MENTIONS", "png", "noise_png", "gif", "make_settings", "start_client",
            "running_bot", "original_edits", "wait_edits", "LINK"]  # fmt: skip
@@ -100,12 +100,15 @@ def make_settings(tmp_path: Path, fake: FakeDiscord, **changes: Any) -> Settings
     return Settings(**{**fields, **changes})
 
 
+def _link(job_id: str, name: str) -> str | None:
+    return LINK.format(job=job_id, name=name)
+
+
 async def start_client(
-    settings: Settings, storage: Storage, **options: Any
+    settings: Settings, storage: Storage, *, links: bool = True, **options: Any
 ) -> tuple[DiscordAdapter, asyncio.Task]:
     client = DiscordAdapter(
-        adapter_deps(settings, storage,
-                     artifact_url=lambda job_id, name: LINK.format(job=job_id, name=name)),
+        adapter_deps(settings, storage, artifact_url=_link if links else no_links),
         guild_ready_timeout=0.01, **options,
     )  # fmt: skip
     task = asyncio.create_task(client.start())
@@ -120,11 +123,12 @@ async def start_client(
 
 @asynccontextmanager
 async def running_bot(
-    fake: FakeDiscord, tmp_path: Path, storage: Storage | None = None, **changes: Any
-) -> AsyncIterator[Bot]:
+    fake: FakeDiscord, tmp_path: Path, storage: Storage | None = None, *, links: bool = True,
+    **changes: Any,
+) -> AsyncIterator[Bot]:  # fmt: skip
     settings = make_settings(tmp_path, fake, **changes)
     async with _storage(tmp_path, storage) as opened:
-        client, task = await start_client(settings, opened)
+        client, task = await start_client(settings, opened, links=links)
         try:
             yield Bot(client, opened, settings, fake)
         finally:

@@ -25,7 +25,7 @@ from gouache import messages
 from gouache.bot.adapter import Acknowledgement, Progress, Result
 from gouache.bot.adapters.discord.buttons import result_view
 from gouache.bot.adapters.discord.http import RoutedWebhooks, redirect
-from gouache.bot.adapters.discord.text import NO_MENTIONS, chunks, clip, escape
+from gouache.bot.adapters.discord.text import MAX_CONTENT, NO_MENTIONS, chunks, clip, escape
 from gouache.bot.adapters.discord.upload_plans import DEFAULT_LIMIT, STEPS, Upload, plan, reencode
 from gouache.bot.captions import progress_text, result_text
 from gouache.storage.jobs import ArtifactKind, Job
@@ -159,6 +159,10 @@ class DiscordOutbox:
             attempt = [r for _, r in pairs if r is not None]
             dropped = [u for u, r in pairs if r is None]
             note = f"\n{messages.reencoded_to_fit()}" if 0 < step < len(STEPS) - 1 else ""
+            if dropped:  # their links go in this message when they fit, else in one of their own
+                links = f"\n{self._links_text(job, dropped)}"
+                if len(content + note + links) <= MAX_CONTENT:
+                    note, dropped = note + links, []
             upload = [discord.File(io.BytesIO(u.data), filename=u.name, spoiler=u.source in hidden)
                       for u in attempt]  # fmt: skip
             try:

@@ -43,7 +43,8 @@ def reencode(upload: Upload, step: int, budget: int | None = None) -> Upload | N
         return None
     try:
         if upload.source.lower().endswith(".gif"):
-            return _gif(upload, step, budget or len(upload.data) // 2)
+            half = len(upload.data) // 2  # a 413 says "smaller", whatever the stated limit
+            return _gif(upload, step, min(budget, half) if budget else half)
         return _still(upload, step)
     except Exception as exc:  # noqa: BLE001 - not an image we can shrink: link it instead
         log.info("could not re-encode %s (%s); it becomes a link", upload.source, exc)
