@@ -21,7 +21,13 @@ from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
 from gouache.request import (
-    COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, STRENGTH_RANGE, Kind, Origin, Request,
+    COMMAND_NAMES,
+    GUIDANCE_DECIMALS,
+    KINDS,
+    STRENGTH_RANGE,
+    Kind,
+    Origin,
+    Request,
 )  # fmt: skip
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]

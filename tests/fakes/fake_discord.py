@@ -411,9 +411,9 @@ class FakeDiscord:
             sent = self._dispatched.get(parts[1], 0.0)
             if parts[1] not in self._answered and time.monotonic() - sent > self.response_window:
                 return _json(_UNKNOWN_INTERACTION, status=404)
-        if parts[0] == "webhooks" and len(parts) > 2:
-            if time.time() - self._token_born.get(parts[2], time.time()) > TOKEN_LIFETIME:
-                return _json(_INVALID_WEBHOOK_TOKEN, status=401)
+        born = self._token_born.get(parts[2], time.time()) if len(parts) > 2 else time.time()
+        if parts[0] == "webhooks" and time.time() - born > TOKEN_LIFETIME:
+            return _json(_INVALID_WEBHOOK_TOKEN, status=401)
         if request.method in {"POST", "PATCH"} and self._is_message(parts):
             message = (payload or {}).get("data", payload) if parts[0] == "interactions" else payload
             problem = checks.check_message(message, len(files))

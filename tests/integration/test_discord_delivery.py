@@ -80,14 +80,14 @@ async def test_a_file_too_large_alone_is_re_encoded_before_posting(tmp_path: Pat
 
 async def test_a_limit_that_moved_is_answered_by_re_encoding(tmp_path: Path) -> None:
     # The interaction says 10 MiB; Discord refuses at 20 kB (discord-api-docs#6078).
-    async with FakeDiscord(upload_limit=20_000, advertised_limit=10 * MiB) as fake:
-        async with running_bot(fake, tmp_path) as bot:
-            payload, _ = await _finished(bot, [noise_png(seed=1), noise_png(seed=2)])
-            assert await bot.deliver() == 1
-            assert _attempts(fake) == [413, 200]
-            [post] = _posts(fake, payload["token"])
-            assert _names(post) == ["image-0.webp", "image-1.webp"]
-            assert messages.reencoded_to_fit() in post.content
+    fake = FakeDiscord(upload_limit=20_000, advertised_limit=10 * MiB)
+    async with fake, running_bot(fake, tmp_path) as bot:
+        payload, _ = await _finished(bot, [noise_png(seed=1), noise_png(seed=2)])
+        assert await bot.deliver() == 1
+        assert _attempts(fake) == [413, 200]
+        [post] = _posts(fake, payload["token"])
+        assert _names(post) == ["image-0.webp", "image-1.webp"]
+        assert messages.reencoded_to_fit() in post.content
 
 
 def _frames(data: bytes) -> int:
