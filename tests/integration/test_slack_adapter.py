@@ -158,7 +158,7 @@ async def test_delivery_uploads_files_and_escapes_user_text(app: App) -> None:
     blocks = post.args["blocks"]
     blocks = blocks if isinstance(blocks, list) else __import__("json").loads(blocks)
     values = [e["value"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
-    assert values == [f"gouache:{a}:{job.id}" for a in ("reroll", "gif", "diversify")]
+    assert values == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")]
     assert "<!channel>" not in post.args["text"]
 
 
