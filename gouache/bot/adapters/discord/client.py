@@ -232,8 +232,8 @@ class DiscordAdapter(discord.Client):
             log.info("interaction %s was already acknowledged (%s)", interaction.id, exc.code)
         try:
             await work()
-        except UserError as exc:
-            await self._reply(interaction, exc.message)
+        except UserError as exc:  # it may echo what they typed (an unknown model's name)
+            await self._reply(interaction, escape(exc.message))
         except Exception:
             ref = uuid.uuid4().hex
             log.exception(
