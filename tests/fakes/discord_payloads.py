@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["snowflake", "snowflake_time", "user", "interaction", "message", "DISCORD_EPOCH_MS"]
+from tests.fakes import discord_checks as checks
+from tests.fakes.discord_checks import OptionRejected
+
+__all__ = ["snowflake", "snowflake_time", "user", "interaction", "command_data", "message",
+           "DISCORD_EPOCH_MS"]  # fmt: skip
 
 DISCORD_EPOCH_MS = 1420070400000
 _counter = itertools.count(1)
@@ -63,6 +67,44 @@ def interaction(
     else:
         payload["user"] = user(user_id)
     return payload
+
+
+def command_data(
+    registered_commands: list[dict[str, Any]], name: str, options: dict[str, Any],
+    guild_id: str | None, focused: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``data`` for ``name`` ("imagine", or "gouache pause" for a subcommand), checked against
+    the registered commands as Discord's client checks what a user types (``OptionRejected``)."""
+    top, *sub = name.split()
+    known = {c["name"]: c for c in registered_commands}
+    if top not in known:
+        raise OptionRejected(f"/{top} is not registered")
+    registered = known[top].get("options") or []
+    if sub:
+        registered = next((o.get("options") or [] for o in registered
+                           if o["name"] == sub[0] and o["type"] == 1), [])  # fmt: skip
+    by_name = {o["name"]: o for o in registered}
+    for option in registered:  # while typing (autocomplete) required ones may be missing
+        if option.get("required") and option["name"] not in options and focused is None:
+            raise OptionRejected(f"{option['name']} is required")
+    opts = []
+    for key, value in options.items():
+        option = by_name.get(key)
+        if key != focused:
+            checks.check_option_value(option, value)
+        entry = {"name": key, "type": option["type"] if option else 3, "value": value}
+        if key == focused:
+            entry["focused"] = True
+        opts.append(entry)
+    if sub:
+        opts = [{"name": sub[0], "type": 1, "options": opts}]
+    data: dict[str, Any] = {"id": known[top]["id"], "name": top, "type": 1, "options": opts}
+    users = [v for k, v in options.items() if by_name.get(k, {}).get("type") == 6]
+    if users:
+        data["resolved"] = {"users": {u: user(u) for u in users}}
+    if guild_id:
+        data["guild_id"] = guild_id
+    return data
 
 
 def message(

@@ -22,11 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from tests.fakes import discord_checks as checks
 from tests.fakes import discord_payloads as payloads
 from tests.fakes.discord_checks import OptionRejected
+from tests.fakes.discord_gateway import FakeGateway
 from tests.fakes.discord_payloads import snowflake, snowflake_time
 
 __all__ = ["FakeDiscord", "Call", "snowflake", "OptionRejected", "UNBOOSTED_LIMIT"]
@@ -73,7 +74,7 @@ class _Failure:
     headers: dict[str, str]
 
 
-class FakeDiscord:
+class FakeDiscord(FakeGateway):
     """Use as ``async with FakeDiscord() as fake:``; point the client at ``fake.api_base``."""
 
     def __init__(
@@ -176,13 +177,6 @@ class FakeDiscord:
         return result
 
     # --- injecting events ------------------------------------------------------------------
-    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        await asyncio.wait_for(self.identified.wait(), 10)
-        self._seq += 1
-        frame = {"op": 0, "t": event, "s": self._seq, "d": data}
-        for ws in list(self._sockets):
-            await ws.send_str(json.dumps(frame))
-
     async def _send_interaction(self, payload: dict[str, Any]) -> None:
         self._dispatched[payload["id"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
@@ -204,38 +198,8 @@ class FakeDiscord:
     def _command_data(
         self, name: str, options: dict[str, Any], guild_id: str | None, focused: str | None = None
     ) -> dict[str, Any]:
-        """``data`` for ``name`` ("imagine", or "gouache pause" for a subcommand), checked."""
-        top, *sub = name.split()
         scope = guild_id if guild_id in self.commands else "global"
-        known = {c["name"]: c for c in self.commands.get(scope, [])}
-        if top not in known:
-            raise OptionRejected(f"/{top} is not registered")
-        registered = known[top].get("options") or []
-        if sub:
-            registered = next((o.get("options") or [] for o in registered
-                               if o["name"] == sub[0] and o["type"] == 1), [])  # fmt: skip
-        by_name = {o["name"]: o for o in registered}
-        for option in registered:  # while typing (autocomplete) required ones may be missing
-            if option.get("required") and option["name"] not in options and focused is None:
-                raise OptionRejected(f"{option['name']} is required")
-        opts = []
-        for key, value in options.items():
-            option = by_name.get(key)
-            if key != focused:
-                checks.check_option_value(option, value)
-            entry = {"name": key, "type": option["type"] if option else 3, "value": value}
-            if key == focused:
-                entry["focused"] = True
-            opts.append(entry)
-        if sub:
-            opts = [{"name": sub[0], "type": 1, "options": opts}]
-        data: dict[str, Any] = {"id": known[top]["id"], "name": top, "type": 1, "options": opts}
-        users = [v for k, v in options.items() if by_name.get(k, {}).get("type") == 6]
-        if users:
-            data["resolved"] = {"users": {u: payloads.user(u) for u in users}}
-        if guild_id:
-            data["guild_id"] = guild_id
-        return data
+        return payloads.command_data(self.commands.get(scope, []), name, options, guild_id, focused)
 
     async def slash_command(
         self,
@@ -305,48 +269,6 @@ class FakeDiscord:
                 "url": f"http://127.0.0.1:{self.port}/api/v10/attachments/{att_id}",
                 "proxy_url": f"http://127.0.0.1:{self.port}/api/v10/attachments/{att_id}",
                 "content_type": content_type}  # fmt: skip
-
-    # --- gateway ---------------------------------------------------------------------------
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        self._sockets.append(ws)
-        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
-        try:
-            async for msg in ws:
-                if msg.type is not WSMsgType.TEXT:
-                    continue
-                frame = json.loads(msg.data)
-                op = frame.get("op")
-                if op == 1:
-                    await ws.send_str(json.dumps({"op": 11}))
-                elif op == 2:
-                    if frame.get("d", {}).get("token") != self.token:
-                        await ws.close(code=4004, message=b"Authentication failed.")
-                        break
-                    await self._ready(ws)
-                elif op == 6:
-                    self._seq += 1
-                    await ws.send_str(
-                        json.dumps({"op": 0, "t": "RESUMED", "s": self._seq, "d": {}})
-                    )
-                    self.identified.set()
-        finally:
-            self._sockets.remove(ws)
-        return ws
-
-    async def _ready(self, ws: web.WebSocketResponse) -> None:
-        self._seq += 1
-        ready = {
-            "v": 10, "user": self._bot_user(), "guilds": [], "session_id": "fake-session",
-            "resume_gateway_url": self.gateway_url, "private_channels": [],
-            "application": {"id": self.application_id, "flags": 0},
-        }  # fmt: skip
-        await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": self._seq, "d": ready}))
-        self.identified.set()
-
-    def _bot_user(self) -> dict[str, Any]:
-        return payloads.user(self.bot_id, bot=True)
 
     # --- REST ------------------------------------------------------------------------------
     async def _rest(self, request: web.Request) -> web.StreamResponse:
