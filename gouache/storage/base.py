@@ -20,6 +20,7 @@ from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 __all__ = [
+    "ClaimKey",
     "Storage",
     "Quota",
     "QueueStats",
@@ -33,6 +34,11 @@ __all__ = [
     "job_not_found",
     "to_datetime",
 ]
+
+
+# Which key a claim groups jobs by: request-level batches share every setting but prompts and
+# seeds; step-level batches share only model and latent size (``Request.shape_key``).
+ClaimKey = Literal["batch_key", "shape_key"]
 
 
 @dataclass(frozen=True)
@@ -109,13 +115,22 @@ class Storage(Protocol):
 
     # --- consuming (the worker) ------------------------------------------------------------
     async def claim_batch(
-        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
-    ) -> list[Job]:
-        """Claim up to max_images images of jobs sharing one batch key, fair across users.
+        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
+        *, by: ClaimKey = "batch_key",
+    ) -> list[Job]:  # fmt: skip
+        """Claim up to max_images images of jobs sharing one key, fair across users.
 
-        Waits at most ``window_seconds`` (counted from the head job's arrival) for a fuller
-        batch; never waits when the batch is full; returns [] at once when nothing is queued.
+        ``by="batch_key"`` (request-level batching: everything equal but prompts and seeds) or
+        ``"shape_key"`` (step-level: same model and latent size). Waits at most
+        ``window_seconds`` (counted from the head job's arrival) for a fuller batch; never waits
+        when the batch is full; returns [] at once when nothing is queued.
         """
+
+    async def claim_joiners(
+        self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
+    ) -> list[Job]:
+        """Claim queued jobs of ``shape_key`` that fit ``max_images``, fair order, no waiting:
+        the newcomers a running step-level batch takes between two steps."""
 
     async def heartbeat(
         self, worker_id: str, job_ids: Sequence[str], lease_seconds: float

@@ -17,6 +17,7 @@ from uuid import uuid4
 
 from gouache.request import Request
 from gouache.storage.base import (
+    ClaimKey,
     LeaseLost,
     QueueStats,
     Quota,
@@ -128,7 +129,8 @@ class SqlStorage:
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
-                batch_key=request.batch_key, images=request.count, **key,
+                batch_key=request.batch_key, shape_key=request.shape_key, images=request.count,
+                **key,
             )  # fmt: skip
             if row is None:
                 raise _Duplicate
@@ -156,26 +158,37 @@ class SqlStorage:
 
     # --- consuming -------------------------------------------------------------------------
     async def claim_batch(
-        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
-    ) -> list[Job]:
+        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
+        *, by: ClaimKey = "batch_key",
+    ) -> list[Job]:  # fmt: skip
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
-        claim = partial(self._claim, worker_id, max_images, lease_seconds)
+        claim = partial(self._claim, worker_id, max_images, lease_seconds, by)
         return await claim_with_window(
-            self._peek, claim, self.wait_for_event, max_images, window_seconds, self.poll_seconds
-        )
+            partial(self._peek, by), claim, self.wait_for_event, max_images, window_seconds,
+            self.poll_seconds,
+        )  # fmt: skip
 
-    async def _peek(self) -> Head | None:
-        row = await self._one("head")
+    async def claim_joiners(
+        self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
+    ) -> list[Job]:
+        if max_images < 1:
+            return []
+        return await self._claim(worker_id, max_images, lease_seconds, "shape_key", shape_key)
+
+    async def _peek(self, by: ClaimKey = "batch_key") -> Head | None:
+        row = await self._one("head" if by == "batch_key" else "head_by_shape")
         if row is None or row["batch_key"] is None:
             return None
         return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
 
     async def _claim(
-        self, worker_id: str, max_images: int, lease_seconds: float, batch_key: str
+        self, worker_id: str, max_images: int, lease_seconds: float, by: ClaimKey, batch_key: str
     ) -> list[Job]:
+        query = "claim_candidates" if by == "batch_key" else "claim_candidates_by_shape"
+
         async def body(conn: Conn) -> list[Job]:
-            rows = await conn.fetch("claim_candidates", batch_key=batch_key, limit=max_images + 32)
+            rows = await conn.fetch(query, batch_key=batch_key, limit=max_images + 32)
             ids = select_batch([(r["id"], r["images"], r["attempts"]) for r in rows], max_images)
             if not ids:
                 return []

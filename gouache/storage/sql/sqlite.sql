@@ -28,9 +28,9 @@ FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
 -- fair_round: the current round, or one past the user's latest unfinished job (batching.py).
-INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key,
+INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
                   images, fair_round, created_at, updated_at)
-VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params, :batch_key,
+VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params, :batch_key, :shape_key,
         :images, max(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
@@ -66,6 +66,19 @@ SELECT h.batch_key, h.attempts, :now - h.created_at AS age,
         WHERE status = 'queued' AND batch_key = h.batch_key) AS images
 FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: head_by_shape
+SELECT h.shape_key AS batch_key, h.attempts, :now - h.created_at AS age,
+       (SELECT sum(images) FROM jobs
+        WHERE status = 'queued' AND shape_key = h.shape_key) AS images
+FROM (SELECT shape_key, created_at, attempts FROM jobs WHERE status = 'queued'
+      ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: claim_candidates_by_shape
+SELECT id, images, attempts FROM jobs
+WHERE status = 'queued' AND shape_key = :batch_key
+ORDER BY fair_round, created_at, id
+LIMIT :limit
 
 -- name: claim_candidates
 SELECT id, images, attempts FROM jobs
