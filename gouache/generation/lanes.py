@@ -99,7 +99,7 @@ def new_lane(
     latents are drawn on the CPU generator exactly as Engine draws them.
     """
     generator = torch.Generator("cpu").manual_seed(item.seed + index)
-    scheduler = copy.deepcopy(template)
+    scheduler = private_scheduler(template)
     noise = randn_tensor(
         shape, generator=generator, device=model.device, dtype=cond.prompt_embeds.dtype
     )
@@ -122,6 +122,11 @@ def new_lane(
         latents=noise * scheduler.init_noise_sigma,
         cads_generator=cads,
     )
+
+
+def private_scheduler(template: Any) -> Any:
+    """A lane's own scheduler: multistep solvers keep past predictions and a step counter."""
+    return copy.deepcopy(template)
 
 
 @dataclass
