@@ -33,7 +33,7 @@ from gouache.generation.conditioning import (
     prepare_control,
 )
 from gouache.generation.models import LoadedModel, ModelRegistry
-from gouache.generation.samplers import make_scheduler
+from gouache.generation.samplers import make_scheduler, timed_scheduler
 
 __all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
 
@@ -165,7 +165,7 @@ class Engine:
         # 1. Define call parameters: one lane per image, image i of an item uses seed + i.
         #    (CFG is off for guidance <= 1 and for guidance-distilled UNets, as in diffusers.)
         do_cfg = key.guidance > 1 and unet.config.time_cond_proj_dim is None
-        template = make_scheduler(key.sampler, model.scheduler_config)
+        template = timed_scheduler(key.sampler, model.scheduler_config, key.steps, device)
 
         # 2. Encode input prompts (per item, then repeated per image like num_images_per_prompt).
         counts = torch.tensor([item.count for item in items])
@@ -178,10 +178,8 @@ class Engine:
             cond.control_image = prepare_control(model, items, key.height, key.width)
         cond = cond.take(torch.arange(len(items)).repeat_interleave(counts))
 
-        # 4. Prepare timesteps (retrieve_timesteps); SDXL also pins the begin index.
-        template.set_timesteps(key.steps, device=device)
-        if model.family == "sdxl" and hasattr(template, "set_begin_index"):
-            template.set_begin_index(0)
+        # 4. Prepare timesteps (retrieve_timesteps), done in timed_scheduler with the begin index
+        #    pinned to 0, as SDXL does, so repeated Karras timesteps step by index.
         timesteps = template.timesteps
         step_params = set(inspect.signature(template.step).parameters)
 
