@@ -78,9 +78,18 @@ class Limits(BaseModel):
 
 
 class Batching(BaseModel):
-    """How the worker groups compatible jobs into one pipeline call."""
+    """How the worker groups compatible jobs into shared UNet calls.
 
-    max_batch_images: int = Field(8, ge=1)
+    ``step`` (the default): a running batch of one model and latent size that jobs join and
+    leave between steps, whatever their steps, sampler or guidance, up to ``max_rows`` UNet rows
+    (a CFG image takes two). ``request``: a batch of jobs with equal settings runs to its end
+    (what request-level batchers do; kept for comparison).
+    """
+
+    mode: Literal["step", "request"] = "step"
+    max_rows: int = Field(16, ge=1, description="UNet rows per step in step mode")
+    decode_chunk: int = Field(2, ge=1, description="finished images decoded between two steps")
+    max_batch_images: int = Field(8, ge=1, description="images per batch in request mode")
     batch_window_ms: int = Field(200, ge=0)
 
 

@@ -24,7 +24,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest, ResourceExhausted
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey, split_in_halves
 from gouache.generation.conditioning import (
     annealed,
     encode_sd,
@@ -72,6 +72,13 @@ class Engine:
     def warm_up(self, model: str) -> None:
         """Load ``model`` now rather than on the first batch."""
         self._registry.get(model)
+
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> Any:
+        """A step-level ``RunningBatch`` on this engine's models (``generation/running.py``)."""
+        from gouache.generation.running import RunningBatch
+
+        return RunningBatch(self._registry, shape, row_budget=row_budget,
+                            decode_chunk=decode_chunk, fault=self._fault)  # fmt: skip
 
     def generate(
         self,

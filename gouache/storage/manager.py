@@ -174,7 +174,9 @@ class SqlStorage:
     ) -> list[Job]:
         if max_images < 1:
             return []
-        return await self._claim(worker_id, max_images, lease_seconds, "shape_key", shape_key)
+        return await self._claim(
+            worker_id, max_images, lease_seconds, "shape_key", shape_key, fresh_only=True
+        )
 
     async def _peek(self, by: ClaimKey = "batch_key") -> Head | None:
         row = await self._one("head" if by == "batch_key" else "head_by_shape")
@@ -183,12 +185,15 @@ class SqlStorage:
         return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
 
     async def _claim(
-        self, worker_id: str, max_images: int, lease_seconds: float, by: ClaimKey, batch_key: str
-    ) -> list[Job]:
+        self, worker_id: str, max_images: int, lease_seconds: float, by: ClaimKey, batch_key: str,
+        *, fresh_only: bool = False,
+    ) -> list[Job]:  # fmt: skip
+        """``fresh_only``: joiners of a running batch; a job that crashed a worker never joins."""
         query = "claim_candidates" if by == "batch_key" else "claim_candidates_by_shape"
 
         async def body(conn: Conn) -> list[Job]:
             rows = await conn.fetch(query, batch_key=batch_key, limit=max_images + 32)
+            rows = [r for r in rows if r["attempts"] == 0] if fresh_only else rows
             ids = select_batch([(r["id"], r["images"], r["attempts"]) for r in rows], max_images)
             if not ids:
                 return []
