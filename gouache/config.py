@@ -99,6 +99,9 @@ class Admission(BaseModel):
     rate_per_minute: float = Field(6.0, gt=0)
     burst: int = Field(5, ge=1)
     max_pending_per_user: int = Field(8, ge=1)
+    max_pending_per_guild: int = Field(
+        64, ge=1, description="queued + running jobs per Discord guild or Slack workspace"
+    )
     max_queue: int = Field(500, ge=1)
     allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
     allowed_workspaces: list[str] = Field(default_factory=list)

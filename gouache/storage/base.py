@@ -49,6 +49,7 @@ class Quota:
     burst: int
     max_pending_per_user: int
     max_queue: int
+    max_pending_per_guild: int = 1_000_000  # per Discord guild / Slack workspace
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,11 @@ class LeaseLost(StorageError):
 
 
 class QuotaRefused(GouacheError):
-    """Enqueue refused by a ``Quota``; ``limit`` is "rate", "user_pending" or "queue"."""
+    """Enqueue refused by a ``Quota``: "rate", "user_pending", "guild_pending" or "queue"."""
 
     def __init__(
-        self, limit: Literal["rate", "user_pending", "queue"], maximum: float, retry_after: float = 0.0
+        self, limit: Literal["rate", "user_pending", "guild_pending", "queue"], maximum: float,
+        retry_after: float = 0.0,
     ) -> None:
         super().__init__(f"quota {limit} reached (max {maximum:g})")
         self.limit = limit

@@ -125,7 +125,7 @@ class SqlStorage:
             if existing is not None:
                 return job_from_row(existing), existing["id"] == new_id
             if quota is not None:
-                await _take_quota(conn, origin.user, quota)
+                await _take_quota(conn, origin.user, origin.guild, quota)
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
@@ -382,8 +382,9 @@ async def _upsert_artifact(conn: Conn, job_id: str, artifact: Artifact) -> None:
     )  # fmt: skip
 
 
-async def _take_quota(conn: Conn, user: str, quota: Quota) -> None:
-    """Token bucket, then the user's pending cap, then the global cap (refusals roll back)."""
+async def _take_quota(conn: Conn, user: str, guild: str, quota: Quota) -> None:
+    """Token bucket, then the user's and the guild's pending caps, then the global cap
+    (refusals roll back)."""
     await conn.execute("lock_user", user_id=user)
     await conn.execute("ensure_bucket", user_id=user, tokens=float(quota.burst))
     bucket = await conn.fetchrow("read_bucket", user_id=user)
@@ -392,10 +393,12 @@ async def _take_quota(conn: Conn, user: str, quota: Quota) -> None:
     if tokens < 1.0:
         wait = seconds_until_token(tokens, quota.rate_per_second)
         raise QuotaRefused("rate", quota.rate_per_second * 60, retry_after=wait)
-    counts = await conn.fetchrow("pending_counts", user_id=user)
+    counts = await conn.fetchrow("pending_counts", user_id=user, guild=guild)
     assert counts is not None
     if int(counts["user_pending"]) >= quota.max_pending_per_user:
         raise QuotaRefused("user_pending", quota.max_pending_per_user)
+    if int(counts["guild_pending"]) >= quota.max_pending_per_guild:
+        raise QuotaRefused("guild_pending", quota.max_pending_per_guild)
     if int(counts["queued"]) >= quota.max_queue:
         raise QuotaRefused("queue", quota.max_queue)
     await conn.execute("write_bucket", user_id=user, tokens=tokens - 1.0)

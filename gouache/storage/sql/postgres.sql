@@ -24,7 +24,8 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = now() WHERE user_id = :us
 
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued')::int AS queued,
-       count(*) FILTER (WHERE user_id = :user_id)::int AS user_pending
+       count(*) FILTER (WHERE user_id = :user_id)::int AS user_pending,
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '')::int AS guild_pending
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job

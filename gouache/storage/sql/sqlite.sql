@@ -23,7 +23,8 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = :now WHERE user_id = :use
 
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE user_id = :user_id) AS user_pending
+       count(*) FILTER (WHERE user_id = :user_id) AS user_pending,
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '') AS guild_pending
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
