@@ -26,6 +26,7 @@ _TOKEN_PATTERNS = (
     re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}"),  # interaction tokens
     re.compile(r"(?i)(authorization:\s*(?:bot|bearer)\s+)\S+"),
     re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+(@)"),  # passwords in database URLs
+    re.compile(r"(hooks\.slack\.com/(?:commands|actions|services|app)/)[^\s\"'<>]+"),  # response_url
 )
 MASK = "***"
 

@@ -185,6 +185,15 @@ class Storage(Protocol):
     async def mark_delivered(self, job_id: str, ref: str = "") -> bool:
         """Record delivery once; False when it was already delivered."""
 
+    async def delivery_state(self, job_id: str) -> dict[str, Any]:
+        """What an adapter stored for this job with ``set_delivery_state``; {} when nothing."""
+
+    async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        """Replace the job's adapter state (a JSON object: message ids, fallbacks taken).
+
+        Kept in the database so a restarted bot edits the messages it already posted.
+        """
+
 
 def dead_reason(attempts: int) -> str:
     """The user-facing reason a job went dead (kept beside the state change that sets it)."""

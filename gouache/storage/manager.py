@@ -9,6 +9,7 @@ PostgreSQL cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
@@ -350,6 +351,20 @@ class SqlStorage:
             return await conn.fetchrow("mark_delivered", job_id=job_id, ref=ref) is not None
 
         return await self._run(body)
+
+    async def delivery_state(self, job_id: str) -> dict[str, Any]:
+        row = await self._one("get_delivery_state", job_id=job_id)
+        state = json.loads(row["state"]) if row is not None else {}
+        return state if isinstance(state, dict) else {}
+
+    async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(state), sort_keys=True)
+
+        async def body(conn: Conn) -> None:
+            await _get(conn, job_id)
+            await conn.execute("set_delivery_state", job_id=job_id, state=text)
+
+        await self._run(body)
 
 
 async def _get(conn: Conn, job_id: str) -> Job:

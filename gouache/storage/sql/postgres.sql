@@ -182,3 +182,10 @@ LIMIT :limit
 INSERT INTO deliveries (job_id, ref) VALUES (:job_id, :ref)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
+
+-- name: get_delivery_state
+SELECT state FROM delivery_state WHERE job_id = :job_id
+
+-- name: set_delivery_state
+INSERT INTO delivery_state (job_id, state) VALUES (:job_id, :state)
+ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()

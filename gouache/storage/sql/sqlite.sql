@@ -180,3 +180,10 @@ LIMIT :limit
 INSERT INTO deliveries (job_id, delivered_at, ref) VALUES (:job_id, :now, :ref)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
+
+-- name: get_delivery_state
+SELECT state FROM delivery_state WHERE job_id = :job_id
+
+-- name: set_delivery_state
+INSERT INTO delivery_state (job_id, state, updated_at) VALUES (:job_id, :state, :now)
+ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
