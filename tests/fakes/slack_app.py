@@ -21,7 +21,7 @@ from PIL import Image
 from gouache.bot.adapters.slack.app import SLACK_PATH, SlackAdapter, open_adapter
 from gouache.bot.delivery import Delivery
 from gouache.config import Admission as AdmissionSettings
-from gouache.config import Settings, SlackSettings
+from gouache.config import Limits, Settings, SlackSettings
 from gouache.storage import Artifact, ArtifactKind, Job, Storage
 from tests.fakes.fake_slack import FakeSlack, Payloads, SlackSender
 from tests.fakes.fake_slack_socket import FakeSlackSocket, SocketSender
@@ -75,8 +75,9 @@ class SlackApp:
 
 @asynccontextmanager
 async def slack_app(
-    storage: Storage, tmp_path: Path, *, mode: str = "http", **slack: Any
-) -> AsyncIterator[SlackApp]:
+    storage: Storage, tmp_path: Path, *, mode: str = "http", limits: Limits | None = None,
+    **slack: Any,
+) -> AsyncIterator[SlackApp]:  # fmt: skip
     """The adapter as ``service.py`` opens it, in ``mode`` ("http" or "socket")."""
     async with AsyncExitStack() as stack:
         fake = await stack.enter_async_context(FakeSlack())
@@ -90,6 +91,7 @@ async def slack_app(
             data_dir=tmp_path / "data",
             slack=SlackSettings(**(tokens | slack)),
             admission=AdmissionSettings(rate_per_minute=600, burst=50, max_pending_per_user=50),
+            limits=limits or Limits(),
         )
         adapter = await open_adapter(adapter_deps(settings, storage), stack)
         if mode == "socket":
