@@ -66,7 +66,7 @@ class FakeSlack:
         self.downloads: list[str] = []  # file ids fetched, in order
         self.not_member: set[str] = set()  # channels the bot was never invited to
         self.socket_url: Callable[[], str] | None = None  # set by FakeSlackSocket
-        self._failures: list[tuple[str, int, float]] = []
+        self._failures: list[tuple[str, int, float, str]] = []
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -110,11 +110,22 @@ class FakeSlack:
         return {"id": file_id, "name": name, "size": len(data), "mimetype": "image/png",
                 "url_private": url, "url_private_download": url}  # fmt: skip
 
-    def fail_next(self, method: str, status: int = 429, retry_after: float = 0) -> None:
-        self._failures.append((method, status, retry_after))
+    def fail_next(
+        self, method: str, status: int = 429, retry_after: float = 0, *, error: str = "",
+        times: int = 1,
+    ) -> None:  # fmt: skip
+        """The next ``times`` calls of ``method`` fail: 429 ``ratelimited`` with
+        ``Retry-After`` by default, else ``{"ok": false, "error": error}`` with ``status``."""
+        for _ in range(times):
+            self._failures.append((method, status, retry_after, error))
 
     def find(self, method: str) -> list[SlackCall]:
-        return [c for c in self.calls if c.method == method and c.status == 200]
+        """The calls of ``method`` that succeeded."""
+        return [c for c in self.calls if c.method == method and c.status == 200
+                and c.extra.get("response", {}).get("ok", True)]  # fmt: skip
+
+    def refused(self, method: str) -> list[SlackCall]:
+        return [c for c in self.calls if c.method == method and c not in self.find(method)]
 
     async def wait_for(self, predicate: Callable[[FakeSlack], Any], timeout: float = 10.0) -> Any:
         async with self._changed:
@@ -138,9 +149,10 @@ class FakeSlack:
         for failure in self._failures:
             if failure[0] == method:
                 self._failures.remove(failure)
-                call.status = failure[1]
+                call.status = failure[1] if failure[1] != 200 else 599
                 await self._record(call)
-                return web.json_response({"ok": False, "error": "ratelimited"}, status=failure[1],
+                return web.json_response({"ok": False, "error": failure[3] or "ratelimited"},
+                                         status=failure[1],
                                          headers={"Retry-After": str(int(failure[2]))})  # fmt: skip
         wanted = self.app_token if method == "apps.connections.open" else self.bot_token
         if token != wanted:
