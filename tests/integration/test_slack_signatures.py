@@ -148,3 +148,7 @@ async def test_response_urls_are_redacted_in_logs() -> None:
     redacted = RedactingFilter().redact(f"posting to {url} failed")
     assert "AbCdEf" not in redacted and "1234567890" not in redacted
     assert redacted == "posting to https://hooks.slack.com/commands/*** failed"
+    escaped = '{"response_url":"https:\\/\\/hooks.slack.com\\/commands\\/T1\\/99\\/SeCrEt"}'
+    assert "SeCrEt" not in RedactingFilter().redact(escaped)
+    form = "response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1%2F99%2FSeCrEt&text=x"
+    assert RedactingFilter().redact(form) == "response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2F***&text=x"
