@@ -56,8 +56,10 @@ class Threads:
         self._edited: dict[str, float] = {}  # job id -> last progress edit (monotonic)
 
     async def begin(self, job_id: str, channel: str, thread_ts: str) -> None:
-        """A job asked for in a message: its replies go into that message's thread."""
-        await self._storage.set_delivery_state(job_id, {"channel": channel, "thread": thread_ts})
+        """A job asked for in a message: its replies go into that message's thread (unless
+        delivery already started one, which is kept)."""
+        if not await self._storage.delivery_state(job_id):
+            await self._storage.set_delivery_state(job_id, {"channel": channel, "thread": thread_ts})
 
     async def progress(self, job: Job, text: str) -> bool:
         """Post or edit the progress message; False when this edit was skipped."""
@@ -86,8 +88,9 @@ class Threads:
         state = await self._storage.delivery_state(job.id)
         try:
             return await self._finish(job, state, text, blocks, uploads, caption)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
+        except Exception as exc:  # Slack's refusals and the network's failures alike
+            error = (str(exc.response.get("error", "")) if isinstance(exc, SlackApiError)
+                     else type(exc).__name__)  # fmt: skip
             state["failures"] = int(state.get("failures", 0)) + 1
             await self._storage.set_delivery_state(job.id, state)
             if error not in _FINAL and state["failures"] < GIVE_UP_AFTER:
