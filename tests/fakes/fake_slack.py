@@ -53,6 +53,7 @@ class _File:
     pause: float = 0.0005
     html: bool = False
     short_by: int = 0
+    length: bool = False  # send Content-Length (else chunked transfer encoding)
 
 
 class FakeSlack:
@@ -64,6 +65,7 @@ class FakeSlack:
         self.calls: list[SlackCall] = []
         self.files: dict[str, _File] = {}  # downloadable files (uploads on messages, modals)
         self.downloads: list[str] = []  # file ids fetched, in order
+        self.served: dict[str, int] = {}  # file id -> bytes written before the client stopped
         self.not_member: set[str] = set()  # channels the bot was never invited to
         self.socket_url: Callable[[], str] | None = None  # set by FakeSlackSocket
         self._failures: list[tuple[str, int, float, str]] = []
@@ -101,11 +103,11 @@ class FakeSlack:
 
     def add_file(
         self, data: bytes, name: str = "depth.png", *, chunk: int = 16 * 1024,
-        pause: float = 0.0005, html: bool = False, short_by: int = 0,
+        pause: float = 0.0005, html: bool = False, short_by: int = 0, length: bool = False,
     ) -> dict[str, Any]:  # fmt: skip
         """A file object as Slack puts it on a message event or in a modal's file_input."""
         file_id = f"F{next(_ids):06d}"
-        self.files[file_id] = _File(data, chunk, pause, html, short_by)
+        self.files[file_id] = _File(data, chunk, pause, html, short_by, length)
         url = f"{self.base}/files/{file_id}"
         return {"id": file_id, "name": name, "size": len(data), "mimetype": "image/png",
                 "url_private": url, "url_private_download": url}  # fmt: skip
@@ -220,13 +222,22 @@ class FakeSlack:
             page = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
             return web.Response(body=page, content_type="text/html")
         response = web.StreamResponse(headers={"Content-Type": "image/png"})
-        response.enable_chunked_encoding()  # no Content-Length: the size check must stream
-        await response.prepare(request)
         data = file.data[: len(file.data) - file.short_by]
-        for start in range(0, len(data), file.chunk):
-            await response.write(data[start : start + file.chunk])
-            await asyncio.sleep(file.pause)
-        await response.write_eof()
+        if file.length:
+            response.content_length = len(data)
+        else:
+            response.enable_chunked_encoding()  # no Content-Length: the size check must stream
+        await response.prepare(request)
+        file_id = request.match_info["id"]
+        self.served[file_id] = 0
+        try:
+            for start in range(0, len(data), file.chunk):
+                await response.write(data[start : start + file.chunk])
+                self.served[file_id] += len(data[start : start + file.chunk])
+                await asyncio.sleep(file.pause)
+            await response.write_eof()
+        except ConnectionError:  # the client stopped reading (a refused download): fine
+            pass
         return response
 
 
