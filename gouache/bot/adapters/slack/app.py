@@ -113,7 +113,8 @@ class SlackAdapter:
 
     # --- listeners -------------------------------------------------------------------------
     async def _dedupe(self, body: dict[str, Any], next: Callable[[], Awaitable[None]]) -> Any:
-        """Answer a request whose event or trigger id was already handled, doing nothing."""
+        """Answer a request whose event or trigger id this process already received (a retry
+        or a re-sent envelope) without doing anything again."""
         key = str(body.get("event_id") or body.get("trigger_id") or "")
         if key and key in self._seen:
             log.info("slack re-sent %s: acknowledged, not worked again", key[:24])
