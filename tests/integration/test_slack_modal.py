@@ -20,8 +20,10 @@ from PIL import Image
 
 from gouache.bot.adapters.slack import replies
 from gouache.config import Limits
-from gouache.storage import ArtifactKind, open_storage
+from gouache.storage import ArtifactKind, JobStatus, open_storage
+from gouache.worker.loop import Worker
 from tests.fakes.slack_app import SlackApp, png, slack_app
+from tests.support.engines import TimedEngine
 
 CHUNK = 16 * 1024
 
@@ -67,7 +69,7 @@ async def test_depth_command_opens_a_prefilled_modal_with_a_file_input(app: Slac
 async def test_a_3_mb_png_served_in_chunks_arrives_whole_and_the_job_completes(app: SlackApp) -> None:
     data = noise_png()
     assert len(data) > 3_000_000
-    view = await _open_modal(app)
+    view = await _open_modal(app, "a hill --steps 5 --gif")
     file = app.fake.add_file(data, "depth.png", chunk=CHUNK, pause=0.001)
     submitted = await app.slack.submit(view, files=[file])
     assert submitted["status"] == 200
@@ -77,12 +79,24 @@ async def test_a_3_mb_png_served_in_chunks_arrives_whole_and_the_job_completes(a
     assert job.request.kind.value == "depth" and job.request.steps == 5
     [upload] = await app.storage.artifacts(job.id)
     assert upload.kind is ArtifactKind.INPUT and upload.data == data  # every byte
-    await app.finish(job)
+    # the real worker loop (a fake GPU) takes the job from the queue to the end
+    stop = asyncio.Event()
+    worker = asyncio.create_task(Worker(app.storage, TimedEngine(), app.settings, "w1").run(stop))
+    for _ in range(200):
+        if (await app.storage.get_job(job.id)).is_terminal:
+            break
+        await asyncio.sleep(0.05)
+    stop.set()
+    await worker
+    assert (await app.storage.get_job(job.id)).status is JobStatus.SUCCEEDED
     assert await app.deliver() == 1
     [root] = app.fake.find("chat.postMessage")
     [complete] = app.fake.find("files.completeUploadExternal")
     assert complete.args["thread_ts"] == root.extra["response"]["ts"]
-    assert [u.data for u in app.fake.find("upload")] == [png()]
+    made = {a.kind: a.data for a in await app.storage.artifacts(job.id)}
+    uploaded = sorted(u.data for u in app.fake.find("upload"))
+    assert uploaded == sorted([made[ArtifactKind.IMAGE], made[ArtifactKind.GIF]])
+    assert any(d.startswith(b"\x89PNG") for d in uploaded) and any(d.startswith(b"GIF8") for d in uploaded)
 
 
 async def test_typing_mistakes_are_shown_in_the_modal(app: SlackApp) -> None:
