@@ -121,7 +121,8 @@ class FakeSlackSocket:
         await old.ws.close()
 
     async def drop(self) -> None:
-        """The network goes away under the app: no disconnect envelope, just a closed socket."""
+        """The server closes the socket with no ``disconnect`` envelope first (a restart on
+        Slack's side); the client must notice and fetch a new URL on its own."""
         assert self._live is not None
         live, self._live = self._live, None
         await live.ws.close()
