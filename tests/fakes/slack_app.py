@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -54,8 +55,9 @@ class SlackApp:
         await self.fake.wait_for(lambda f: len(f.find("response")) >= count)
         return [c.args for c in self.fake.find("response")]
 
-    async def wait_jobs(self, count: int = 1) -> list[Job]:
-        for _ in range(200):
+    async def wait_jobs(self, count: int = 1, timeout: float = 30.0) -> list[Job]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             jobs = await self.jobs()
             if len(jobs) >= count:
                 return jobs

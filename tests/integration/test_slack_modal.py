@@ -172,3 +172,18 @@ async def test_shortcut_on_a_message_without_an_image_says_so(app: SlackApp) -> 
     [reply] = await app.replies()
     assert reply["text"] == replies.NO_IMAGE_ON_MESSAGE
     assert app.fake.find("views.open") == []
+
+
+async def test_the_ack_does_not_wait_for_a_slow_download(app: SlackApp) -> None:
+    """Slack gives 3 s: a file that takes longer to arrive is fetched after the ack."""
+    data = noise_png()
+    slow = app.fake.add_file(data, "slow.png", chunk=CHUNK, pause=0.02)  # about 4 s in all
+    view = await _open_modal(app)
+    started = time.monotonic()
+    submitted = await app.slack.submit(view, files=[slow])
+    acked = time.monotonic() - started
+    assert submitted["status"] == 200 and acked < 1.0, acked
+    await app.wait_jobs(1)
+    assert time.monotonic() - started > 3.0  # the download really was slower than Slack waits
+    [upload] = await app.storage.artifacts((await app.jobs())[0].id)
+    assert upload.data == data
