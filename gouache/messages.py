@@ -19,6 +19,7 @@ __all__ = [
     "rate_limited",
     "queue_full",
     "user_queue_full",
+    "guild_queue_full",
     "not_allowed",
     "failed",
     "dead",
@@ -109,6 +110,13 @@ def rate_limited(retry_after: float) -> str:
 
 def queue_full() -> str:
     return "The queue is full right now. Please try again in a few minutes."
+
+
+def guild_queue_full(limit: int) -> str:
+    return (
+        f"This server already has {limit} requests waiting or running (its limit). "
+        "Try again when some have finished."
+    )
 
 
 def user_queue_full(pending: int, limit: int) -> str:

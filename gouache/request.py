@@ -153,6 +153,14 @@ class Request:
                  repr(float(self.strength)))  # fmt: skip
         return "|".join(str(part) for part in parts)
 
+    @property
+    def shape_key(self) -> str:
+        """Jobs with equal shape keys can share a step-level batch: one model, one latent size.
+
+        Steps, sampler, guidance and ControlNet or not are per lane, so they are not in it.
+        """
+        return f"{self.model}|{self.width}x{self.height}"
+
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)
 

@@ -49,14 +49,25 @@ class _ChatPlatform:
     module: str
     configured: Callable[[Settings], bool]
     needs: str
+    describe: Callable[[Settings], str] = lambda s: ""  # how it connects, and why
+
+
+def _slack_mode(settings: Settings) -> str:
+    """The startup line that says which way Slack reaches this process, and why."""
+    if settings.slack.mode == "socket":
+        return (" in Socket Mode (GOUACHE_SLACK__APP_TOKEN is set: the bot dials out, no public "
+                "URL or signing secret needed)")  # fmt: skip
+    return (" in HTTP mode at POST /slack/events (no GOUACHE_SLACK__APP_TOKEN; requests are "
+            "checked with the signing secret, so Slack needs a public URL to reach)")  # fmt: skip
 
 
 _CHAT_PLATFORMS = (
     _ChatPlatform("Discord", "gouache.bot.adapters.discord.client",
                   lambda s: s.discord.token is not None, "GOUACHE_DISCORD__TOKEN"),
     _ChatPlatform("Slack", "gouache.bot.adapters.slack.app",
-                  lambda s: s.slack.bot_token is not None and s.slack.signing_secret is not None,
-                  "GOUACHE_SLACK__BOT_TOKEN and GOUACHE_SLACK__SIGNING_SECRET"),
+                  lambda s: s.slack.mode is not None,
+                  "GOUACHE_SLACK__BOT_TOKEN and GOUACHE_SLACK__APP_TOKEN (Socket Mode) or "
+                  "GOUACHE_SLACK__SIGNING_SECRET (HTTP)", _slack_mode),
 )  # fmt: skip
 
 
@@ -179,7 +190,7 @@ async def _open_chat_adapter(platform: _ChatPlatform, deps: AdapterDeps, stack: 
         log.error("%s: configured, but %s is not available (%s)", platform.name, platform.module, exc)
         return None
     adapter: Adapter = await module.open_adapter(deps, stack)
-    log.info("%s: enabled", platform.name)
+    log.info("%s: enabled%s", platform.name, platform.describe(deps.settings))
     return adapter
 
 

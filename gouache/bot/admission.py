@@ -66,7 +66,8 @@ class Admission:
     @property
     def quota(self) -> Quota:
         p = self._policy
-        return Quota(p.rate_per_minute / 60.0, p.burst, p.max_pending_per_user, p.max_queue)
+        return Quota(p.rate_per_minute / 60.0, p.burst, p.max_pending_per_user, p.max_queue,
+                     p.max_pending_per_guild)  # fmt: skip
 
     async def admit(self, request: Request, inputs: Sequence[Artifact] = ()) -> Admitted:
         """Enqueue ``request`` or raise ``NotAllowed``, ``RateLimited`` or ``QueueFull``."""
@@ -102,6 +103,8 @@ class Admission:
             return RateLimited(f"{messages.rate_limited(refused.retry_after)} ({limit})", refused.retry_after)
         if refused.limit == "user_pending":
             return QueueFull(messages.user_queue_full(p.max_pending_per_user, p.max_pending_per_user))
+        if refused.limit == "guild_pending":
+            return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
         return QueueFull(f"{messages.queue_full()} (it holds at most {p.max_queue} requests)")
 
     async def _place(self, job: Job) -> tuple[int, float | None]:

@@ -20,6 +20,7 @@ from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 __all__ = [
+    "ClaimKey",
     "Storage",
     "Quota",
     "QueueStats",
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 
+# Which key a claim groups jobs by: request-level batches share every setting but prompts and
+# seeds; step-level batches share only model and latent size (``Request.shape_key``).
+ClaimKey = Literal["batch_key", "shape_key"]
+
+
 @dataclass(frozen=True)
 class Quota:
     """Admission limits checked in the enqueue transaction, so bot processes share them."""
@@ -45,6 +51,7 @@ class Quota:
     burst: int
     max_pending_per_user: int
     max_queue: int
+    max_pending_per_guild: int = 1_000_000  # per Discord guild / Slack workspace
 
 
 @dataclass(frozen=True)
@@ -92,10 +99,11 @@ class LeaseLost(StorageError):
 
 
 class QuotaRefused(GouacheError):
-    """Enqueue refused by a ``Quota``; ``limit`` is "rate", "user_pending" or "queue"."""
+    """Enqueue refused by a ``Quota``: "rate", "user_pending", "guild_pending" or "queue"."""
 
     def __init__(
-        self, limit: Literal["rate", "user_pending", "queue"], maximum: float, retry_after: float = 0.0
+        self, limit: Literal["rate", "user_pending", "guild_pending", "queue"], maximum: float,
+        retry_after: float = 0.0,
     ) -> None:
         super().__init__(f"quota {limit} reached (max {maximum:g})")
         self.limit = limit
@@ -132,13 +140,22 @@ class Storage(Protocol):
 
     # --- consuming (the worker) ------------------------------------------------------------
     async def claim_batch(
-        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
-    ) -> list[Job]:
-        """Claim up to max_images images of jobs sharing one batch key, fair across users.
+        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
+        *, by: ClaimKey = "batch_key",
+    ) -> list[Job]:  # fmt: skip
+        """Claim up to max_images images of jobs sharing one key, fair across users.
 
-        Waits at most ``window_seconds`` (counted from the head job's arrival) for a fuller
-        batch; never waits when the batch is full; returns [] at once when nothing is queued.
+        ``by="batch_key"`` (request-level batching: everything equal but prompts and seeds) or
+        ``"shape_key"`` (step-level: same model and latent size). Waits at most
+        ``window_seconds`` (counted from the head job's arrival) for a fuller batch; never waits
+        when the batch is full; returns [] at once when nothing is queued.
         """
+
+    async def claim_joiners(
+        self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
+    ) -> list[Job]:
+        """Claim queued jobs of ``shape_key`` that fit ``max_images``, fair order, no waiting:
+        the newcomers a running step-level batch takes between two steps."""
 
     async def heartbeat(
         self, worker_id: str, job_ids: Sequence[str], lease_seconds: float
@@ -203,6 +220,15 @@ class Storage(Protocol):
 
     async def mark_delivered(self, job_id: str, ref: str = "") -> bool:
         """Record delivery once; False when it was already delivered."""
+
+    async def delivery_state(self, job_id: str) -> dict[str, Any]:
+        """What an adapter stored for this job with ``set_delivery_state``; {} when nothing."""
+
+    async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        """Replace the job's adapter state (a JSON object: message ids, fallbacks taken).
+
+        Kept in the database so a restarted bot edits the messages it already posted.
+        """
 
 
 def dead_reason(attempts: int) -> str:

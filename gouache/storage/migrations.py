@@ -53,10 +53,8 @@ def discover(dialect: Dialect) -> list[Migration]:
             raise RuntimeError(f"two {dialect} migrations numbered {version}")
         found[version] = Migration(version, match.group(2), entry.read_text("utf-8"))
     versions = sorted(found)
-    if not versions or versions[0] != 1:
-        raise RuntimeError(f"{dialect} migrations do not start at 1: {versions}")
-    # A gap is allowed: parallel branches reserve numbers (each version applies on its own,
-    # and a later-merged lower number is still applied, since ``migrate`` fills in by set).
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {versions}")
     return [found[v] for v in versions]
 
 
@@ -64,10 +62,10 @@ async def migrate(target: Migratable, dialect: Dialect) -> list[int]:
     """Apply what is missing; returns the versions applied now (empty when up to date)."""
     known = discover(dialect)
     applied = await target.applied_versions()
-    newest, ours = max(applied, default=0), max(m.version for m in known)
-    if newest > ours:
+    newest = max(applied, default=0)
+    if newest > len(known):
         raise RuntimeError(
-            f"database schema version {newest} is newer than this gouache ({ours}): upgrade"
+            f"database schema version {newest} is newer than this gouache ({len(known)}): upgrade"
         )
     done = []
     for migration in known:

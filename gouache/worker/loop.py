@@ -20,12 +20,13 @@ from typing import Protocol
 from gouache import messages
 from gouache.config import Settings
 from gouache.errors import UserError
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
+from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
@@ -43,6 +44,8 @@ class EngineLike(Protocol):
         on_step: Callable[[int, int], None] | None = None,
         should_stop: Callable[[str], bool] | None = None,
     ) -> list[ItemResult]: ...
+
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatchLike: ...
 
 
 class DeviceLost(Exception):
@@ -90,6 +93,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg, batching = self.settings.worker, self.settings.batching
+        stepped = batching.mode == "step"
         sweeper = asyncio.create_task(self._sweep(stop))
         try:
             while not stop.is_set():
@@ -97,12 +101,13 @@ class Worker:
                     await self.storage.worker_seen(self.worker_id)
                     jobs = await self.storage.claim_batch(
                         self.worker_id,
-                        batching.max_batch_images,
+                        batching.max_rows // 2 if stepped else batching.max_batch_images,
                         cfg.lease_seconds,
                         batching.batch_window_ms / 1000,
+                        by="shape_key" if stepped else "batch_key",
                     )
                     if jobs:
-                        await self.process(jobs)
+                        await (self.step_through(jobs, stop) if stepped else self.process(jobs))
                         continue
                 except StorageError as exc:
                     # The database is away (restart, failover): leases protect the jobs, so
@@ -125,8 +130,34 @@ class Worker:
                 log.exception("sweeper failed; retrying")
             await asyncio.sleep(interval)
 
+    async def step_through(self, jobs: Sequence[Job], stop: asyncio.Event) -> None:
+        """Step-level mode: a running batch opened for ``jobs`` that newcomers join."""
+        batching = self.settings.batching
+        try:
+            batch = await asyncio.to_thread(
+                self.engine.running_batch, shape_of(jobs[0].request),
+                row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
+            )  # fmt: skip
+        except UserError as exc:  # e.g. an unknown model: every job of the claim fails alike
+            for job in jobs:
+                await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        run = SteppedRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop)
+        started = time.monotonic()
+        try:
+            await run.run(jobs)
+        except Exception as exc:
+            if _is_device_lost(exc):
+                raise DeviceLost(str(exc)) from exc
+            log.exception("running batch failed with jobs %s", sorted(run.jobs))
+            await run.fail_all(messages.internal_error)
+            return
+        self.batches += 1
+        log.info("running batch: %d jobs in %d steps, %.2fs", run.admitted, run.steps,
+                 time.monotonic() - started)  # fmt: skip
+
     async def process(self, jobs: Sequence[Job]) -> None:
-        """One pipeline call for the whole batch; each job ends on its own terms."""
+        """Request mode: one pipeline call for the whole batch; each job ends on its own terms."""
         items: list[BatchItem] = []
         ready: list[Job] = []
         for job in jobs:

@@ -288,7 +288,7 @@ async def test_gouache_service_runs_both_chat_adapters(fake: FakeDiscord, tmp_pa
             payload = await fake.slash_command("imagine", {"prompt": "a cube"})
             assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
             sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "s3cret", slack)
-            assert (await sender.command("/imagine", "a sphere"))["status"] == "200"
+            assert (await sender.command("/imagine", "a sphere"))["status"] == 200
             await slack.wait_for(lambda f: f.find("response"))
             assert slack.find("response")[0].args["text"].startswith("Queued: #2")
         finally:
