@@ -164,3 +164,28 @@ async def test_a_failure_nobody_can_be_told_privately_is_not_posted_publicly(bot
     assert await bot.deliver() == 1
     assert not [c for c in fake.calls if c.method == "POST" and "/messages" in c.path]
     assert not _posts(fake, payload["token"])
+
+
+async def test_a_restart_after_a_failed_second_message_posts_only_what_is_missing(
+    fake: FakeDiscord, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gouache.storage import open_storage
+
+    async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
+        async with running_bot(fake, tmp_path, storage) as first:
+            payload, _ = await _finished(first, [png()] * 12)
+            outbox = first.client._outbox  # noqa: SLF001
+            real_post, posted = outbox._post, []  # noqa: SLF001
+
+            async def post_once_then_drop(*args: object, **kw: object) -> str:
+                if posted:  # the connection drops before the second message
+                    raise ConnectionResetError("dropped")
+                posted.append(await real_post(*args, **kw))  # type: ignore[arg-type]
+                return posted[-1]
+
+            monkeypatch.setattr(outbox, "_post", post_once_then_drop)
+            assert await first.deliver() == 0
+            assert [len(p.files) for p in _posts(fake, payload["token"])] == [10]
+        async with running_bot(fake, tmp_path, storage) as second:  # the bot restarted
+            assert await second.deliver() == 1
+            assert [len(p.files) for p in _posts(fake, payload["token"])] == [10, 2]

@@ -78,7 +78,7 @@ class DiscordAdapter(discord.Client):
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         api_base = (settings.discord.api_base or "").rstrip("/") or None
-        self._outbox = DiscordOutbox(self, api_base, deps.artifact_url)
+        self._outbox = DiscordOutbox(self, storage, api_base, deps.artifact_url)
         install_redaction()
 
     def routes(self) -> list[Any]:

@@ -28,6 +28,7 @@ from gouache.bot.adapters.discord.http import RoutedWebhooks, redirect
 from gouache.bot.adapters.discord.text import MAX_CONTENT, NO_MENTIONS, chunks, clip, escape
 from gouache.bot.adapters.discord.upload_plans import DEFAULT_LIMIT, STEPS, Upload, plan, reencode
 from gouache.bot.captions import progress_text, result_text
+from gouache.storage.base import Storage
 from gouache.storage.jobs import ArtifactKind, Job
 
 __all__ = ["DiscordOutbox", "TOKEN_LIFETIME", "PROGRESS_EVERY"]
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens die at 15 minutes: keep a margin
 PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (error 30046 otherwise)
 _SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
+_POSTED = "discord_posted"  # delivery state: message index -> ref of what is already posted
 
 
 class DiscordOutbox:
@@ -45,13 +47,14 @@ class DiscordOutbox:
     def __init__(
         self,
         client: discord.Client,
+        storage: Storage,
         api_base: str | None,
         artifact_url: Callable[[str, str], str | None],
     ) -> None:
         self._client = client
+        self._storage = storage
         self._artifact_url = artifact_url
         self._last_edit: dict[str, float] = {}
-        self._sent: dict[str, dict[int, str]] = {}  # job -> message index -> ref, across retries
         self._webhooks = RoutedWebhooks(api_base) if api_base else None
         if api_base:
             redirect(client.http, api_base)
@@ -121,30 +124,40 @@ class DiscordOutbox:
 
     # --- results ---------------------------------------------------------------------------
     async def deliver(self, result: Result) -> str:
-        """Caption and buttons with the first files; more messages when files do not fit one."""
+        """Caption and buttons with the first files; more messages when files do not fit one.
+
+        Each message posted is recorded in the job's delivery state, so a retry (or a restarted
+        bot) after a later message failed posts only what is missing.
+        """
         job = result.job
         self._last_edit.pop(job.id, None)
         limit = self.upload_limit(job)
         shown = sorted((a for a in result.artifacts if a.kind in _SHOWN),
                        key=lambda a: (_SHOWN.index(a.kind), a.index or 0, a.name))  # fmt: skip
         batches, left = plan([Upload(a.name, a.name, a.data) for a in shown], limit)
-        sent = self._sent.setdefault(job.id, {})
+        state = await self._storage.delivery_state(job.id)
+        sent: dict[str, str] = dict(state.get(_POSTED, {}))  # message index -> ref
+
+        async def record(index: int, ref: str) -> None:
+            sent[str(index)] = ref
+            await self._storage.set_delivery_state(job.id, {**state, _POSTED: sent})
+
         caption = result_text(result, escape)
         total = max(1, len(batches))
         for i in range(total):
-            if i in sent:  # posted before a later message failed: Delivery is retrying
+            if str(i) in sent:  # posted before a later message failed
                 continue
             content = caption if i == 0 else f"({i + 1}/{total})"
             view = result_view(result.buttons) if i == 0 and result.buttons else None
             files = batches[i] if batches else []
-            sent[i], links = await self._post_fitting(job, content, files, view, result.hidden, limit)
+            ref, links = await self._post_fitting(job, content, files, view, result.hidden, limit)
+            await record(i, ref)
             left += links
         if left:
             for j, text in enumerate(chunks(self._links_text(job, left)), start=total):
-                if j not in sent:
-                    sent[j] = await self._post(job, text, [], None)
-        refs = [sent[i] for i in sorted(sent)]
-        del self._sent[job.id]
+                if str(j) not in sent:
+                    await record(j, await self._post(job, text, [], None))
+        refs = [sent[k] for k in sorted(sent, key=int)]
         return refs[0] if len(refs) == 1 else f"{refs[0]} (+{len(refs) - 1})"
 
     async def _post_fitting(
