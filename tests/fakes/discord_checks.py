@@ -42,6 +42,17 @@ def check_message(payload: Any, file_count: int) -> dict[str, Any] | None:
         return form_error("content", f"Must be {MAX_CONTENT} or fewer in length.")
     if file_count > MAX_FILES or len(data.get("attachments") or []) > MAX_FILES:
         return form_error("attachments", f"Must be {MAX_FILES} or fewer in length.")
+    return _check_components(data.get("components") or [])
+
+
+def _check_components(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """At most 5 action rows of 5 buttons; labels up to 80 and custom ids up to 100 characters."""
+    if len(rows) > 5 or any(len(row.get("components") or []) > 5 for row in rows):
+        return form_error("components", "At most 5 rows of 5 components.")
+    for row in rows:
+        for item in row.get("components") or []:
+            if len(item.get("label") or "") > 80 or len(item.get("custom_id") or "") > 100:
+                return form_error("components", "Label up to 80, custom_id up to 100 characters.")
     return None
 
 

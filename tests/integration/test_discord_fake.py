@@ -157,3 +157,15 @@ async def test_a_webhook_token_dies_after_fifteen_minutes(fake: FakeDiscord) -> 
     path = f"/webhooks/{fake.application_id}/{payload['token']}"
     status, body = await _call(fake, "POST", path, data={"content": "late"}, headers={})
     assert (status, body["code"]) == (401, 50027)
+
+
+async def test_components_over_discords_limits_are_refused(fake: FakeDiscord) -> None:
+    def row(n: int, label: str = "ok") -> dict:
+        return {"type": 1, "components": [
+            {"type": 2, "style": 2, "label": label, "custom_id": f"b{i}"} for i in range(n)]}
+
+    path = "/channels/1/messages"
+    for components in ([row(6)], [row(1)] * 6, [row(1, "x" * 81)]):
+        status, body = await _call(fake, "POST", path, data={"content": "", "components": components})
+        assert (status, body["code"]) == (400, 50035)
+    assert (await _call(fake, "POST", path, data={"components": [row(5)] * 5}))[0] == 200
