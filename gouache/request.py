@@ -27,11 +27,20 @@ __all__ = [
     "Request",
     "GUIDANCE_DECIMALS",
     "image_seed",
+    "SWEEP_AXES",
+    "SWEEP_MAX_AXES",
+    "SWEEP_MAX_CELLS",
 ]
 
 # Guidance is kept to this many decimal places (finer values are rounded, with a note), so
 # the value a job runs with is the value it shows and equal values share a batch.
 GUIDANCE_DECIMALS = 2
+
+# `--sweep NAME=v1,v2,...`: the axes a sweep may vary (``ar`` is stored as the sizes it gives),
+# at most two of them and this many cells in all; every cell is charged as an image.
+SWEEP_AXES = ("cfg", "steps", "sampler", "seed", "size", "strength", "prompt")
+SWEEP_MAX_AXES = 2
+SWEEP_MAX_CELLS = 16
 
 
 class Kind(StrEnum):
@@ -117,6 +126,11 @@ class Request:
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
+    # `--sweep`: ((axis, (value, ...)), ...) in canonical form (see SWEEP_AXES); every
+    # combination is one cell with the same seed, posted as one labelled grid plus the cells.
+    sweep: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # `--process`: the final image noised step by step by the scheduler, then denoised.
+    process: bool = False
 
     @property
     def spec(self) -> KindSpec:
@@ -133,9 +147,26 @@ class Request:
         The one encoding of that rule: every field exactly (``repr`` of the float, so 7.0 and
         7.0000001 never share a call), joined by ``|``.
         """
-        parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
-                 repr(float(self.guidance)), int(self.diversify))  # fmt: skip
+        parts: list[object] = [self.model, self.pipeline, self.width, self.height, self.steps,
+                               self.sampler, repr(float(self.guidance)), int(self.diversify)]  # fmt: skip
+        if self.sweep:  # a sweep's cells are batched by the worker, never with other jobs
+            parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
+        if self.process:
+            parts.append("process")
         return "|".join(str(part) for part in parts)
+
+    @property
+    def cells(self) -> int:
+        """Sweep cells (1 without a sweep): every combination of the axes' values."""
+        total = 1
+        for _, values in self.sweep:
+            total *= len(values)
+        return total
+
+    @property
+    def images(self) -> int:
+        """Images this request makes, what admission, fairness and ETAs charge."""
+        return self.count * self.cells
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)
@@ -158,6 +189,7 @@ class Request:
         data["kind"] = Kind(data["kind"])
         data["origin"] = Origin(**data["origin"])
         data["notes"] = tuple(data.get("notes", ()))
+        data["sweep"] = tuple((str(axis), tuple(values)) for axis, values in data.get("sweep", ()))
         return cls(**data)
 
     @classmethod
