@@ -117,8 +117,13 @@ def _score(judge: Any, clip: _Clip, images: np.ndarray, scenes: list[Any],
 
 
 def evaluate(samplers: list[str], steps: list[int], n: int, *, batch: int = 64,
-             guidance: float | None = None, log: Any = None) -> dict[str, Any]:  # fmt: skip
-    """Every (sampler, steps) cell on builtin:demo; the report that ``main`` writes."""
+             guidance: float | None = None, log: Any = None, done: list[dict[str, Any]] | None = None,
+             save: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Every (sampler, steps) cell on builtin:demo; the report that ``main`` writes.
+
+    ``done`` rows (from an earlier, interrupted run with the same settings) are kept and not
+    recomputed; ``save(report)`` is called after every cell, so a long run leaves results.
+    """
     from gouache.config import builtin_demo_spec
     from gouache.generation.engine import Engine
     from gouache.generation.models import ModelRegistry
@@ -136,9 +141,25 @@ def evaluate(samplers: list[str], steps: list[int], n: int, *, batch: int = 64,
     scenes, prompts = _scenes_and_prompts(n)
     ref_features = clip.features(_renders(scenes, 0))
     floor = _score(judge, clip, _renders(scenes, n), scenes, ref_features)
-    rows: list[dict[str, Any]] = []
+    import torch
+
+    report: dict[str, Any] = {
+        "model": MODEL, "n": n, "prompts": len(set(prompts)), "guidance": guidance,
+        "size": f"{size}x{size}", "features": "demo CLIP image features, L2-normalised",
+        "reference": f"{n} renders of the same held-out scenes (other texture seeds)",
+        "rendered_floor": floor, "rows": [],
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "torch": torch.__version__},
+    }  # fmt: skip
+    rows: list[dict[str, Any]] = report["rows"]
+    earlier = {(r["sampler"], r["steps"]): r for r in done or ()}
     for sampler in samplers:
         for count in steps:
+            if (sampler, count) in earlier:
+                rows.append(earlier[(sampler, count)])
+                continue
+            if save is not None and rows:
+                save(report)
             started = time.perf_counter()
             try:
                 images = _generate(engine, sampler, count, prompts, guidance, size, batch)
@@ -154,16 +175,7 @@ def evaluate(samplers: list[str], steps: list[int], n: int, *, batch: int = 64,
             if log:
                 log(f"{sampler} {count}: FID {row['fid_clip']:.4f} KID {row['kid_clip']:.5f} "
                     f"judge {row['judge_accuracy']['mean']:.3f} ({seconds:.3f} s/image)")
-    import torch
-
-    return {
-        "model": MODEL, "n": n, "prompts": len(set(prompts)), "guidance": guidance,
-        "size": f"{size}x{size}", "features": "demo CLIP image features, L2-normalised",
-        "reference": f"{n} renders of the same held-out scenes (other texture seeds)",
-        "rendered_floor": floor, "rows": rows,
-        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "python": platform.python_version(), "torch": torch.__version__},
-    }  # fmt: skip
+    return report
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -255,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=None, help="default: the model's")
     p.add_argument("--threads", type=int, default=None, help="torch threads")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for samplers.{json,md,png}")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the cells of an earlier run with the same --n in --out/samplers.json")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.n < 2:
@@ -275,13 +289,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gouache evaluate: {exc.message}", file=sys.stderr)
         return 2
     started = time.time()
+    done: list[dict[str, Any]] = []
+    previous = args.out / "samplers.json"
+    if args.resume and previous.is_file():
+        old = json.loads(previous.read_text())
+        if old.get("n") == args.n:
+            done = [r for r in old["rows"] if "error" not in r]
+
+    def save(report: dict[str, Any]) -> None:
+        report["seconds"] = time.time() - started
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "samplers.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "samplers.md").write_text(markdown_table(report))
+        draw_plot(report).save(args.out / "samplers.png")
+
     report = evaluate(samplers, steps, args.n, batch=args.batch, guidance=args.guidance,
-                      log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
-    report["seconds"] = time.time() - started
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "samplers.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "samplers.md").write_text(markdown_table(report))
-    draw_plot(report).save(args.out / "samplers.png")
+                      log=lambda line: print(line, file=sys.stderr, flush=True), done=done,
+                      save=save)  # fmt: skip
+    save(report)
     print(markdown_table(report))
     return 0
 
