@@ -11,7 +11,12 @@ from gouache.bot.commands import build_request, parse_text
 from gouache.config import Settings
 from gouache.request import Origin
 from gouache.storage.jobs import Artifact, ArtifactKind
-from gouache.worker.experiments import loaded_model, process_artifacts, sweep_job
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
@@ -55,11 +60,11 @@ def generate_to_dir(
     if upload is not None:
         inputs.append(Artifact("local", upload.name, ArtifactKind.INPUT, "application/octet-stream", upload.read_bytes()))
     engine = Engine(registry)
-    on_step, close = _progress_bar(request.steps * request.cells)
+    on_step, close = _progress_bar(request.steps * request.cells * (-(-request.frames // 16) or 1))
     try:
-        if request.sweep:
-            result, artifacts = sweep_job(engine, "local", request, inputs, settings.limits,
-                                          settings.gif, on_step)  # fmt: skip
+        if is_experiment(request):
+            result, artifacts = experiment_job(engine, "local", request, inputs, settings.limits,
+                                               settings.gif, on_step)  # fmt: skip
         else:
             item = item_for("local", request, inputs, settings.limits, settings.gif)
             [result] = engine.generate(batch_key_for(request), [item], on_step=on_step)
@@ -68,7 +73,7 @@ def generate_to_dir(
         close()
     if result.error is not None:
         raise result.error
-    if not request.sweep:
+    if not is_experiment(request):
         artifacts = artifacts_for("local", request, result, settings.gif)
     if request.process:
         artifacts += process_artifacts("local", request, result, loaded_model(engine, request.model),
@@ -81,6 +86,8 @@ def generate_to_dir(
         ext = artifact.name.rsplit(".", 1)[-1]
         if request.sweep and artifact.index is not None:
             path = out / f"cell-{artifact.index}.{ext}"
+        elif request.frames and artifact.index is not None:  # the endpoints
+            path = out / f"frame-{artifact.index}.{ext}"
         elif artifact.index is None:
             path = out / artifact.name
         else:

@@ -241,3 +241,7 @@ def sweep_form() -> str:
 
 def sweep_refused(reason: str) -> str:
     return f"This sweep cannot run: {reason}."
+
+
+def interpolate_form() -> str:
+    return "/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]"

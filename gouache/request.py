@@ -30,6 +30,8 @@ __all__ = [
     "SWEEP_AXES",
     "SWEEP_MAX_AXES",
     "SWEEP_MAX_CELLS",
+    "INTERPOLATE_FRAMES",
+    "INTERPOLATE_MAX_FRAMES",
 ]
 
 # Guidance is kept to this many decimal places (finer values are rounded, with a note), so
@@ -41,12 +43,16 @@ GUIDANCE_DECIMALS = 2
 SWEEP_AXES = ("cfg", "steps", "sampler", "seed", "size", "strength", "prompt")
 SWEEP_MAX_AXES = 2
 SWEEP_MAX_CELLS = 16
+# `/interpolate A | B [--seed A,B] [--frames 16]`: frames charged as images.
+INTERPOLATE_FRAMES = 16
+INTERPOLATE_MAX_FRAMES = 32
 
 
 class Kind(StrEnum):
     IMAGINE = "imagine"
     DEPTH = "depth"
     DIVERSITY = "diversity"
+    INTERPOLATE = "interpolate"
 
 
 class FollowUp(StrEnum):
@@ -77,6 +83,10 @@ KINDS: dict[Kind, KindSpec] = {
         "txt2img", "none", "several images scored for semantic and style diversity",
         min_images=2, default_images="diversity_count",
         buttons=(FollowUp.REROLL, FollowUp.GIF), scored=True,
+    ),
+    Kind.INTERPOLATE: KindSpec(
+        "txt2img", "none", "walk from one prompt (and seed) to another: a looping GIF and a strip",
+        buttons=(FollowUp.REROLL,),
     ),
 }  # fmt: skip
 COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
@@ -131,6 +141,10 @@ class Request:
     sweep: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # `--process`: the final image noised step by step by the scheduler, then denoised.
     process: bool = False
+    # /interpolate: ``prompt`` and ``seed`` are the first endpoint, these the second.
+    prompt_b: str = ""
+    seed_b: int | None = None
+    frames: int = 0
 
     @property
     def spec(self) -> KindSpec:
@@ -153,6 +167,8 @@ class Request:
             parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
         if self.process:
             parts.append("process")
+        if self.frames:  # an interpolation runs alone
+            parts.append(f"frames={self.frames}")
         return "|".join(str(part) for part in parts)
 
     @property
@@ -166,7 +182,7 @@ class Request:
     @property
     def images(self) -> int:
         """Images this request makes, what admission, fairness and ETAs charge."""
-        return self.count * self.cells
+        return self.count * self.cells * max(1, self.frames)
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

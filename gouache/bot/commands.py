@@ -23,6 +23,8 @@ from gouache.errors import InvalidRequest, NotFound
 from gouache.request import (
     COMMAND_NAMES,
     GUIDANCE_DECIMALS,
+    INTERPOLATE_FRAMES,
+    INTERPOLATE_MAX_FRAMES,
     KINDS,
     SWEEP_MAX_AXES,
     SWEEP_MAX_CELLS,
@@ -39,15 +41,15 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "ar": "aspect_ratio", "size": "size", "seed": "seed", "steps": "steps",
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
-    "diversify": "diversify", "sweep": "sweep", "process": "process",
+    "diversify": "diversify", "sweep": "sweep", "process": "process", "frames": "frames",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
-    "sweep": "cfg=3,7,12",
+    "sweep": "cfg=3,7,12", "frames": "16",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-                "--model", "--gif", "--diversify", "--sweep", "--process")  # fmt: skip
+                "--model", "--gif", "--diversify", "--sweep", "--process", "--frames")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -59,7 +61,7 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment", "sweep", "process"})  # fmt: skip
+                          "attachment", "sweep", "process", "frames", "seed_b"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count"})  # fmt: skip
 
@@ -139,7 +141,10 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options["width"], options["height"] = _parse_size(flag, value)
     elif key == "aspect_ratio":
         options[key] = _parse_ratio(flag, value)
-    elif key in {"seed", "steps", "count"}:
+    elif key == "seed" and "," in value:  # /interpolate --seed A,B
+        first, _, second = value.partition(",")
+        options["seed"], options["seed_b"] = _parse_int(flag, first), _parse_int(flag, second)
+    elif key in {"seed", "steps", "count", "frames"}:
         options[key] = _parse_int(flag, value)
     elif key == "guidance":
         options[key] = _parse_float(flag, value)
@@ -239,7 +244,7 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    if key in {"seed", "steps", "count", "width", "height"}:
+    if key in {"seed", "steps", "count", "width", "height", "frames", "seed_b"}:
         return _parse_int(key, value)
     if key == "guidance":
         return _parse_float(key, value)
@@ -297,7 +302,31 @@ def build_request(
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
+    if command.kind is Kind.INTERPOLATE:
+        request = _interpolation(command, request, limits, prompt_overflow)
+    elif "frames" in opts or "seed_b" in opts:
+        raise InvalidRequest(messages.only_with("--frames and --seed A,B", "/interpolate"))
     return request
+
+
+def _interpolation(
+    command: Command,
+    base: Request,
+    limits: Limits,
+    prompt_overflow: Callable[[str, str], str | None] | None,
+) -> Request:
+    """``A | B``: two endpoints (prompts and/or seeds) and the frames between them."""
+    first, bar, second = base.prompt.partition("|")
+    first, second = first.strip(), second.strip()
+    if not bar or not first or not second or "|" in second:
+        raise InvalidRequest(messages.bad_value("/interpolate", messages.interpolate_form(), base.prompt))
+    if base.sweep or base.gif or base.process or base.count != 1:
+        raise InvalidRequest(messages.only_with("--sweep, --gif, --process and --n", "/imagine"))
+    opts = command.options
+    seed_b = _in_range("seed", opts["seed_b"], 0, SEED_MAX) if "seed_b" in opts else base.seed
+    frames = _in_range("frames", opts.get("frames", INTERPOLATE_FRAMES), 2, INTERPOLATE_MAX_FRAMES)
+    _check_overflow(prompt_overflow, base.model, second, "")
+    return replace(base, prompt=first, prompt_b=second, seed_b=seed_b, frames=frames)
 
 
 def _with_sweep(
@@ -498,7 +527,8 @@ def _number(value: float) -> str:
 
 def format_command(request: Request) -> str:
     """The text that ``parse_text`` + ``build_request`` turn back into ``request``."""
-    parts = [f"/{request.kind.value}", request.prompt]
+    prompt = f"{request.prompt} | {request.prompt_b}" if request.frames else request.prompt
+    parts = [f"/{request.kind.value}", prompt]
     if request.negative_prompt:
         parts += ["--no", request.negative_prompt]
     parts += [
@@ -506,7 +536,7 @@ def format_command(request: Request) -> str:
         f"--steps {request.steps}",
         f"--cfg {_number(request.guidance)}",
         f"--sampler {request.sampler}",
-        f"--seed {request.seed}",
+        f"--seed {request.seed}" + (f",{request.seed_b}" if request.frames else ""),
         f"--n {request.count}",
         f"--model {request.model}",
     ]
@@ -516,6 +546,8 @@ def format_command(request: Request) -> str:
         parts.append("--diversify")
     if request.process:
         parts.append("--process")
+    if request.frames:
+        parts.append(f"--frames {request.frames}")
     for axis, values in request.sweep:
         parts.append(f"--sweep {axis}={','.join(values)}")
     return " ".join(parts)

@@ -18,7 +18,72 @@ from gouache.worker.jobs import batch_key_for, frames_every, item_for, sweep_art
 if TYPE_CHECKING:
     from gouache.generation.models import LoadedModel
 
-__all__ = ["loaded_model", "process_artifacts", "sweep_job"]
+__all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model", "process_artifacts",
+           "sweep_job"]
+
+
+def is_experiment(request: Request) -> bool:
+    """Jobs that run alone, as many engine rows of their own: sweeps and interpolations."""
+    return bool(request.sweep) or bool(request.frames)
+
+
+def experiment_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    if request.frames:
+        return interpolate_job(engine, job_id, request, gif, on_step, should_stop)
+    return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop)
+
+
+def interpolate_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    """/interpolate: every frame (the result's images), a looping GIF, a strip and the two
+    endpoints as ``image-0.png`` and ``image-<last>.png`` with their own parameters."""
+    from dataclasses import replace
+
+    from gouache.generation.experiments.grid import labelled_strip
+    from gouache.generation.experiments.interpolate import interpolate, weights
+    from gouache.generation.gif import encode_gif
+    from gouache.generation.images import encode_png, png_parameters
+
+    model = loaded_model(engine, request.model)
+    seed_b = request.seed if request.seed_b is None else request.seed_b
+    frames = interpolate(
+        model, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b),
+        request.frames, negative_prompt=request.negative_prompt, on_step=on_step,
+        should_stop=(lambda: should_stop(job_id)) if should_stop is not None else None,
+    )  # fmt: skip
+    result = ItemResult(job_id, images=list(frames))
+    if len(frames) < request.frames:
+        result.cancelled = True
+        return result, []
+    last = request.frames - 1
+    end_b = replace(request, prompt=request.prompt_b, seed=seed_b)
+    labels = [f"{w:.2f}" for w in weights(request.frames)]
+    title = f"{request.prompt} (seed {request.seed}) -> {request.prompt_b} (seed {seed_b})"
+    strip = labelled_strip(frames, labels, title=title[:160])
+    return result, [
+        Artifact(job_id, "interpolation.gif", ArtifactKind.GIF, "image/gif",
+                 encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)),
+        Artifact(job_id, "strip.png", ArtifactKind.IMAGE, "image/png", encode_png(strip)),
+        Artifact(job_id, "image-0.png", ArtifactKind.IMAGE, "image/png",
+                 encode_png(frames[0], png_parameters(request)), 0),
+        Artifact(job_id, f"image-{last}.png", ArtifactKind.IMAGE, "image/png",
+                 encode_png(frames[last], png_parameters(end_b)), last),
+    ]  # fmt: skip
 
 
 def loaded_model(engine: Any, name: str) -> LoadedModel:

@@ -25,7 +25,12 @@ from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
-from gouache.worker.experiments import loaded_model, process_artifacts, sweep_job
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
@@ -130,9 +135,9 @@ class Worker:
         """One pipeline call for the whole batch; each job ends on its own terms."""
         items: list[BatchItem] = []
         ready: list[Job] = []
-        for job in [j for j in jobs if j.request.sweep]:  # a sweep is a batch of its own cells
-            await self._sweep_job(job)
-        for job in [j for j in jobs if not j.request.sweep]:
+        for job in [j for j in jobs if is_experiment(j.request)]:  # sweeps, interpolations
+            await self._experiment_job(job)
+        for job in [j for j in jobs if not is_experiment(j.request)]:
             try:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
@@ -195,7 +200,7 @@ class Worker:
         request, report = job.request, None
         if request.spec.scored and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        if made is not None:  # a sweep's grid and cells
+        if made is not None:  # a sweep's grid and cells, an interpolation's GIF and strip
             artifacts = list(made)
         else:
             artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
@@ -210,8 +215,8 @@ class Worker:
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
 
-    async def _sweep_job(self, job: Job) -> None:
-        """Every cell of a ``--sweep`` job (cells sharing a batch key in one engine call)."""
+    async def _experiment_job(self, job: Job) -> None:
+        """A ``--sweep`` (cells sharing a batch key in one engine call) or an /interpolate job."""
         try:
             inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
             inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
@@ -222,7 +227,7 @@ class Worker:
         keeper = asyncio.create_task(self._keep_alive(running))
         try:
             result, made = await asyncio.to_thread(
-                sweep_job, self.engine, job.id, job.request, inputs, self.settings.limits,
+                experiment_job, self.engine, job.id, job.request, inputs, self.settings.limits,
                 self.settings.gif, running.on_step, running.should_stop,
             )  # fmt: skip
         except UserError as exc:
@@ -231,7 +236,7 @@ class Worker:
         except Exception as exc:
             if _is_device_lost(exc):
                 raise DeviceLost(str(exc)) from exc
-            log.exception("engine failed on sweep %s", job.id)
+            log.exception("engine failed on experiment %s", job.id)
             await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
             return
         finally:
