@@ -50,7 +50,7 @@ def cells(request: Request) -> list[Cell]:
     axes = list(request.sweep)
     columns = axes[0]
     rows = axes[1] if len(axes) > 1 else ("", ("",))
-    out = []
+    out: list[Cell] = []
     for row in rows[1]:
         for col in columns[1]:
             cell = _apply(base, columns[0], col)

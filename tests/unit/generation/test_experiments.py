@@ -170,3 +170,53 @@ def test_on_the_demo_model_the_middle_frame_is_the_furthest_from_the_image(demo_
     middle = len(far) // 2
     assert far[middle] == max(far) and far[-1] == 0.0
     assert far[1] < far[middle] / 2  # the first forward step is still mostly the image
+
+
+# /interpolate ----------------------------------------------------------------------------------
+
+
+def test_slerp_keeps_the_endpoints_and_the_norm() -> None:
+    import torch
+
+    from gouache.generation.experiments.interpolate import slerp, weights
+
+    a, b = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)), torch.randn(
+        1, 4, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(slerp(a, b, 0.0), a) and torch.equal(slerp(a, b, 1.0), b)
+    middle = slerp(a, b, 0.5)
+    assert abs(float(middle.norm()) - float((a.norm() + b.norm()) / 2)) < 0.05 * float(a.norm())
+    assert float(((a + b) / 2).norm()) < 0.8 * float(middle.norm())  # a lerp would shrink it
+    assert weights(5) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "euler-a"])  # euler-a: the step noise is seeded too
+def test_interpolation_endpoints_equal_the_two_images_generated_alone(registry, float_engine_cls,
+                                                                      sampler) -> None:  # fmt: skip
+    from gouache.generation.batch import BatchItem, BatchKey
+    from gouache.generation.experiments.interpolate import interpolate
+
+    engine = float_engine_cls(registry)
+    key = BatchKey("builtin:tiny", "txt2img", 64, 64, 3, sampler, 5.0)
+    frames = interpolate(loaded_model(engine, "builtin:tiny"), key, ("a red cat", "a blue dog"), (7, 11), 5,
+                         negative_prompt="blurry", output_type="np")  # fmt: skip
+    assert len(frames) == 5
+    a, b = (engine.generate(key, [BatchItem("x", p, "blurry", seed=s)])[0].images[0]
+            for p, s in (("a red cat", 7), ("a blue dog", 11)))  # fmt: skip
+    assert np.abs(frames[0] - a).max() < 1e-4 and np.abs(frames[-1] - b).max() < 1e-4
+    assert np.abs(frames[2] - a).max() > 1e-3 and np.abs(frames[2] - b).max() > 1e-3
+
+
+def test_interpolate_job_posts_a_looping_gif_a_strip_and_the_endpoints(registry) -> None:
+    from gouache.worker.experiments import experiment_job
+
+    request = tiny_request(kind=Kind.INTERPOLATE, prompt="a red cat", prompt_b="a blue dog", seed_b=11,
+                           frames=4, steps=2)  # fmt: skip
+    assert request.images == 4
+    result, artifacts = experiment_job(Engine(registry), "j", request, [], LIMITS, GIF)
+    assert result.ok and len(result.images) == 4
+    assert [a.name for a in artifacts] == ["interpolation.gif", "strip.png", "image-0.png", "image-3.png"]
+    gif = Image.open(io.BytesIO(artifacts[0].data))
+    assert gif.n_frames == 4 and gif.info.get("loop") == 0
+    end = Image.open(io.BytesIO(artifacts[3].data))
+    assert "a blue dog" in end.info["parameters"] and "Seed: 11" in end.info["parameters"]
+    assert np.array_equal(np.asarray(end.convert("RGB")), np.asarray(result.images[3].convert("RGB")))
