@@ -120,7 +120,7 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "diversity"}
+    assert set(commands) == {"imagine", "depth", "diversity", "interpolate"}
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
     assert imagine["steps"]["type"] == 4 and imagine["guidance"]["type"] == 10

@@ -103,3 +103,39 @@ def test_process_flag_and_typed_options(cfg: Settings) -> None:
     typed = build_request(from_options(Kind.IMAGINE, {"prompt": "a cat", "sweep": "cfg=3,7 steps=10,20",
                                                       "seed": 3}), ORIGIN, cfg)  # fmt: skip
     assert typed.sweep == (("cfg", ("3", "7")), ("steps", ("10", "20")))
+
+
+# /interpolate --------------------------------------------------------------------------------
+
+
+def test_interpolate_takes_two_prompts_two_seeds_and_frames(cfg: Settings) -> None:
+    request = build("/interpolate a red fox | a blue whale --seed 3,9 --frames 8", cfg)
+    assert (request.prompt, request.prompt_b, request.seed, request.seed_b, request.frames) == (
+        "a red fox", "a blue whale", 3, 9, 8)
+    assert request.images == 8 and request.kind is Kind.INTERPOLATE
+    assert build_request(parse_text(format_command(request)), ORIGIN, cfg) == request
+    assert Request.from_json(request.to_json()) == request
+    plain = build("/interpolate a | b --seed 4", cfg)
+    assert plain.seed == plain.seed_b == 4 and plain.frames == 16
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("/interpolate a red fox", "<prompt A> | <prompt B>"),
+        ("/interpolate a | b | c", "<prompt A> | <prompt B>"),
+        ("/interpolate a | b --frames 1", "frames must be between 2 and 32"),
+        ("/interpolate a | b --frames 99", "frames must be between 2 and 32"),
+        ("/interpolate a | b --sweep cfg=1,2", "only works with /imagine"),
+        ("a cat --frames 4", "/interpolate"),
+        ("a cat --seed 1,2", "/interpolate"),
+    ],
+)
+def test_interpolate_refusals(cfg: Settings, text: str, fragment: str) -> None:
+    assert fragment in error_of(text, cfg)
+
+
+def test_interpolate_from_typed_options(cfg: Settings) -> None:
+    typed = from_options(Kind.INTERPOLATE, {"prompt": "a | b", "seed": 1, "seed_b": 2, "frames": 4})
+    request = build_request(typed, ORIGIN, cfg)
+    assert (request.seed, request.seed_b, request.frames) == (1, 2, 4)

@@ -134,7 +134,18 @@ class DiscordAdapter(discord.Client):
             await run(interaction, Kind.DIVERSITY,
                       dict(prompt=prompt, count=count, diversify=diversify))  # fmt: skip
 
-        commands_: tuple[app_commands.Command[Any, Any, None], ...] = (imagine, depth, diversity)
+        @app_commands.command(name="interpolate", description="Walk from one prompt (and seed) to another")
+        @app_commands.describe(prompt="The first prompt", to="The second prompt", seed="The first seed",
+                               seed_b="The second seed", frames="Frames (2-32)")  # fmt: skip
+        async def interpolate(
+            interaction: discord.Interaction, prompt: str, to: str, seed: int | None = None,
+            seed_b: int | None = None, frames: int | None = None,
+        ) -> None:  # fmt: skip
+            await run(interaction, Kind.INTERPOLATE,
+                      dict(prompt=f"{prompt} | {to}", seed=seed, seed_b=seed_b, frames=frames))  # fmt: skip
+
+        commands_: tuple[app_commands.Command[Any, Any, None], ...] = (
+            imagine, depth, diversity, interpolate)
         for command in commands_:
             self.tree.add_command(command)
         for guild_id in self._settings.discord.guild_ids:
