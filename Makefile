@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint bench demo-models services clean
+.PHONY: run test lint bench demo-models services clean evaluate
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,14 @@ test: lint services
 bench: $(STAMP) services
 	$(PY) benchmarks/queue.py
 	$(PY) benchmarks/demo_quality.py
+
+# Sampler evaluation on builtin:demo (FID/KID on the demo CLIP, judge accuracy); a full run is
+# long on a CPU: the committed figures in benchmarks/results/samplers.* used N=32.
+SAMPLERS ?= ddim,pndm,euler,dpmpp-2m,ddpm
+STEPS    ?= 10,25,50
+N        ?= 200
+evaluate: $(STAMP)
+	$(PY) -m tools.evaluate --samplers $(SAMPLERS) --steps $(STEPS) --n $(N)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,4 +1,4 @@
-"""Command line: `gouache run | worker | migrate | generate`. Parsing only; no logic here.
+"""Command line: `gouache run | worker | migrate | generate | evaluate`. Parsing only; no logic here.
 
 Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
 configuration reference for the things people change most.
@@ -51,7 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
     gen.add_argument("--gif", action="store_true", help="also write the denoising GIF")
     gen.add_argument("--file", type=Path, help="depth map or photo for /depth")
+
+    # Offline code (the demo world and judge) lives in tools/, which the runtime never imports:
+    # this runs `python -m tools.evaluate` from a source checkout in a child process.
+    ev = sub.add_parser("evaluate", add_help=False,
+                        help="sampler evaluation on builtin:demo: FID, KID, judge accuracy (a source checkout)")  # fmt: skip
+    ev.add_argument("evaluate_args", nargs=argparse.REMAINDER, help="see gouache evaluate --help")
     return parser
+
+
+def _evaluate(args: Sequence[str]) -> int:
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "tools" / "evaluate.py").is_file():
+        print("gouache: evaluate needs a source checkout (tools/evaluate.py); run it from one", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.call([sys.executable, "-m", "tools.evaluate", *args], cwd=root, env=env)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -61,6 +79,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # every other argument belongs to tools/evaluate.py
+        return _evaluate(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

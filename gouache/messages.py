@@ -327,3 +327,18 @@ def snapped(width: int, height: int, new_width: int, new_height: int) -> str:
 
 def aspect_ratio_result(ratio: str, width: int, height: int) -> str:
     return f"aspect ratio {ratio} rounded to {width}x{height} (multiples of 8)"
+
+
+# Sweeps (`--sweep NAME=v1,v2`) -----------------------------------------------------------------
+
+
+def sweep_form() -> str:
+    return "NAME=v1,v2,... like cfg=3,7,12 (NAME: cfg, steps, sampler, seed, ar, size, strength, prompt)"
+
+
+def sweep_refused(reason: str) -> str:
+    return f"This sweep cannot run: {reason}."
+
+
+def interpolate_form() -> str:
+    return "/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]"

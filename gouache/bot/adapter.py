@@ -152,9 +152,10 @@ def follow_up(
     if action is Action.GIF:
         return replace(base, gif=True)
     if request.kind is Kind.DEPTH:  # diversify a depth job: same control image, more variety
-        return replace(base, diversify=True, seed=seed, gif=False)
+        return replace(base, diversify=True, seed=seed, gif=False, sweep=())
     count = max(request.count, diversity_count)
-    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count)
+    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count,
+                   sweep=(), process=False)  # fmt: skip
 
 
 def input_artifacts(artifacts: Sequence[Artifact]) -> list[Artifact]:

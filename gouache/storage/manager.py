@@ -132,7 +132,7 @@ class SqlStorage:
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
-                batch_key=request.batch_key, shape_key=request.shape_key, images=request.count,
+                batch_key=request.batch_key, shape_key=request.shape_key, images=request.images,
                 **key,
             )  # fmt: skip
             if row is None:

@@ -25,6 +25,12 @@ from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
 
@@ -107,7 +113,10 @@ class Worker:
                         by="shape_key" if stepped else "batch_key",
                     )
                     if jobs:
-                        await (self.step_through(jobs, stop) if stepped else self.process(jobs))
+                        # Experiments (sweeps, interpolations, --process) have shape keys of
+                        # their own and run through the request-level path.
+                        through_steps = stepped and not jobs[0].request.is_experiment
+                        await (self.step_through(jobs, stop) if through_steps else self.process(jobs))
                         continue
                 except StorageError as exc:
                     # The database is away (restart, failover): leases protect the jobs, so
@@ -160,7 +169,9 @@ class Worker:
         """Request mode: one pipeline call for the whole batch; each job ends on its own terms."""
         items: list[BatchItem] = []
         ready: list[Job] = []
-        for job in jobs:
+        for job in [j for j in jobs if is_experiment(j.request)]:  # sweeps, interpolations
+            await self._experiment_job(job)
+        for job in [j for j in jobs if not is_experiment(j.request)]:
             try:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
@@ -217,16 +228,64 @@ class Worker:
             artifacts = await asyncio.to_thread(self._artifacts, job, result)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
-    def _artifacts(self, job: Job, result: ItemResult) -> list[Artifact]:
+    def _artifacts(
+        self, job: Job, result: ItemResult, made: Sequence[Artifact] | None = None
+    ) -> list[Artifact]:
         request, report = job.request, None
         if request.spec.scored and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+        if made is not None:  # a sweep's grid and cells, an interpolation's GIF and strip
+            artifacts = list(made)
+        else:
+            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+        if request.process:
+            model = loaded_model(self.engine, request.model)
+            artifacts += process_artifacts(job.id, request, result, model, self.settings.gif)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
+            if flagged:  # a grid or process strip shows the flagged image too
+                names += [a.name for a in artifacts if a.index is None and a.kind is not ArtifactKind.REPORT]
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
+
+    async def _experiment_job(self, job: Job) -> None:
+        """A ``--sweep`` (cells sharing a batch key in one engine call) or an /interpolate job."""
+        try:
+            inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
+            inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
+        except UserError as exc:
+            await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        running = _Running([job.id])
+        keeper = asyncio.create_task(self._keep_alive(running))
+        try:
+            result, made = await asyncio.to_thread(
+                experiment_job, self.engine, job.id, job.request, inputs, self.settings.limits,
+                self.settings.gif, running.on_step, running.should_stop,
+            )  # fmt: skip
+        except UserError as exc:
+            await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        except Exception as exc:
+            if _is_device_lost(exc):
+                raise DeviceLost(str(exc)) from exc
+            log.exception("engine failed on experiment %s", job.id)
+            await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
+            return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        self.batches += 1
+        try:
+            if not result.ok:
+                await self._record(job, result)
+            else:
+                artifacts = await asyncio.to_thread(self._artifacts, job, result, made)
+                await self.storage.complete(job.id, self.worker_id, artifacts)
+        except LeaseLost:
+            log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
     async def _keep_alive(self, running: _Running) -> None:
         """Heartbeat leases, pick up cancellations, write progress at most once per interval."""

@@ -52,7 +52,7 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "diversity", "queue", "cancel", "gouache"}
+    assert set(commands) == {"imagine", "depth", "diversity", "interpolate", "queue", "cancel", "gouache"}
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
     assert imagine["prompt"]["max_length"] == settings.limits.max_prompt_chars

@@ -21,7 +21,7 @@ ORIGIN = Origin(platform="web", request_id="r1", user="u1")
 
 def test_every_kind_has_one_row_and_a_command_name() -> None:
     assert set(KINDS) == set(Kind)
-    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity")
+    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity", "/interpolate")
 
 
 def test_near_equal_guidance_values_never_share_a_batch() -> None:

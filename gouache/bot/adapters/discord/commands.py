@@ -159,7 +159,17 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
             steps=steps, guidance=guidance, sampler=sampler, model=model,
         ))  # fmt: skip
 
-    return [imagine, depth, diversity]
+    @app_commands.command(name="interpolate", description="Walk from one prompt (and seed) to another")
+    @app_commands.describe(prompt="The first prompt", to="The second prompt", seed="The first seed",
+                           seed_b="The second seed", frames="Frames (2-32)")  # fmt: skip
+    async def interpolate(
+        interaction: discord.Interaction, prompt: str, to: str, seed: int | None = None,
+        seed_b: int | None = None, frames: int | None = None,
+    ) -> None:  # fmt: skip
+        await h.run_command(interaction, Kind.INTERPOLATE,
+                            dict(prompt=f"{prompt} | {to}", seed=seed, seed_b=seed_b, frames=frames))  # fmt: skip
+
+    return [imagine, depth, diversity, interpolate]
 
 
 def _queue_commands(h: Handlers) -> Sequence[app_commands.Command[Any, Any, Any]]:
