@@ -42,11 +42,13 @@ if [ -n "$extras" ]; then
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-"$python" -m pip install -q --no-cache-dir --upgrade pip
+"$python" -m pip install -q --upgrade pip
 # shellcheck disable=SC2086 # $editable is empty or -e
-"$python" -m pip install -q --no-cache-dir $editable "$target"
+"$python" -m pip install -q $editable "$target"
 
-# The install is only done when the package imports and the CLI answers.
+# The install is only done when the installed package imports and its CLI answers (run from /
+# so the source tree beside this script is not what gets imported).
+cd /
 "$python" -m gouache --version
 if [ "$require_cuda" = 1 ]; then
   "$python" -c 'import sys, torch; c = torch.version.cuda; print(f"torch {torch.__version__}, CUDA build {c}"); sys.exit(0 if c else "torch is a CPU-only build: the image needs the CUDA wheel pinned in pyproject.toml")'
