@@ -159,6 +159,7 @@ def resolve_web_token(settings: Settings) -> WebToken | None:
         return WebToken(stored, "stored", path)
     value = secrets.token_urlsafe(32)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: two processes starting at once cannot both write a different token.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
