@@ -244,3 +244,38 @@ def test_scale_out_bot_without_worker_child_and_a_separate_worker(tmp_path: Path
         if worker is not None:
             assert worker.stop() == 0, worker.text()
         assert bot.stop() == 0, bot.text()
+
+
+def test_slack_http_mode_url_verification_passes_the_web_token_wall(tmp_path: Path) -> None:
+    """In a container the playground needs a token, but Slack signs its requests instead: the
+    URL verification Slack sends when you set the Request URL must reach the Slack adapter."""
+    import hashlib
+    import hmac
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    secret = "8f742231b10e8888abcd99yyyzzz85a5"
+    env = container_env(tmp_path / "data", port, GOUACHE_WORKER__SPAWN="false",
+                        GOUACHE_SLACK__BOT_TOKEN="xoxb-test-not-real",
+                        GOUACHE_SLACK__SIGNING_SECRET=secret,
+                        GOUACHE_SLACK__API_BASE="http://127.0.0.1:9/api/")  # fmt: skip
+    bot = Process(["gouache", "run"], env, tmp_path / "bot.log", cwd=tmp_path)
+    try:
+        bot.wait_for_log(r"Slack: enabled")
+        bot.wait_for_log(r"\bready\b")
+        body = json.dumps({"type": "url_verification", "token": "x", "challenge": "c4ll3ng3"}).encode()
+        stamp = str(int(time.time()))
+        signature = "v0=" + hmac.new(secret.encode(), b"v0:" + stamp.encode() + b":" + body,
+                                     hashlib.sha256).hexdigest()  # fmt: skip
+        request = urllib.request.Request(base + "/slack/events", data=body, method="POST", headers={
+            "Content-Type": "application/json", "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": signature})  # fmt: skip
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+            assert json.loads(response.read()) == {"challenge": "c4ll3ng3"}
+        # Unsigned, it is still refused (by the adapter's signature check, not let through).
+        status, answer = call(base, "POST", "/slack/events", None, {"type": "url_verification", "challenge": "x"})
+        assert status in (400, 401) and "c4ll3ng3" not in str(answer) and "token is required" not in str(answer)
+        assert call(base, "GET", "/api/jobs")[0] == 401  # and the playground still wants its token
+    finally:
+        assert bot.stop() == 0, bot.text()
