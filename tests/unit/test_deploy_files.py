@@ -52,7 +52,7 @@ def test_dockerfile_lints_clean_with_hadolint() -> None:
 
 
 def test_hadolint_fails_a_bad_dockerfile(tmp_path: Path) -> None:
-    """The lint is real: the old Dockerfile's shell-form HEALTHCHECK-free CMD fails it."""
+    """The lint is real: a shell-form CMD and an unpinned pip install fail it."""
     bad = tmp_path / "Dockerfile"
     bad.write_text("FROM python:3.11-slim\nRUN pip install gouache\nCMD gouache run\n")
     done = subprocess.run([_tool("hadolint"), "--config", str(REPO / ".hadolint.yaml"), str(bad)],
