@@ -387,7 +387,8 @@ def test_metric_names_in_the_guide_and_rules_exist() -> None:
     for needed in ("gouache:queue_depth", "gouache:queue_wait_seconds:p95_5m",
                    "gouache:batch_occupancy:ratio_5m"):  # fmt: skip
         assert needed in records
-    default_batch = Settings().batching.max_batch_images
+    batching = Settings().batching  # the most images one claim takes (worker/loop.py)
+    default_batch = batching.max_rows // 2 if batching.mode == "step" else batching.max_batch_images
     for text in (exprs, GUIDE.read_text()):  # occupancy divides by the default batch size
         assert re.search(rf"/ {default_batch}\b", text)
 
