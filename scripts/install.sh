@@ -33,7 +33,7 @@ done
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ -n "$venv" ]; then
   test -x "$venv/bin/python" || python3 -m venv "$venv"
-  python="$venv/bin/python"
+  python="$(cd "$venv" && pwd)/bin/python"  # absolute: the check below runs from /
 fi
 
 target="$root"
