@@ -32,9 +32,6 @@ GUIDE = REPO / "docs" / "deploy.md"
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 
-# Named in the files before the code has them, each with the issue that adds it. A name here
-# is allowed to be missing from Settings; once it exists it is checked like any other.
-PENDING = {"slack.app_token": "issue 11: Slack Socket Mode"}
 NOT_SETTINGS = {"CONFIG"}  # GOUACHE_CONFIG names the TOML file (Settings.load)
 
 
@@ -264,7 +261,7 @@ def _env_to_path(name: str) -> list[str]:
 
 
 def _check(path: list[str]) -> bool:
-    return _field_path_exists(path) or ".".join(path) in PENDING
+    return _field_path_exists(path)
 
 
 def _named_variables() -> dict[str, set[str]]:
@@ -351,14 +348,6 @@ def test_dotted_setting_names_in_the_guide_exist() -> None:
     assert not bad, bad
 
 
-def test_pending_names_are_still_pending_or_used() -> None:
-    """A PENDING entry must still be named by the files (drop it when the code lands)."""
-    text = GUIDE.read_text() + COMPOSE.read_text()
-    for name in PENDING:
-        variable = ENV_PREFIX + "__".join(name.split(".")).upper()
-        assert variable in text or name in text
-
-
 # --- metrics, Slack, Discord -----------------------------------------------------------------
 def _metric_names() -> set[str]:
     registry = CollectorRegistry()
@@ -405,27 +394,29 @@ def test_prometheus_scrape_config_reaches_metrics_with_the_token() -> None:
     assert host in _compose()["services"] and int(port) == Settings().port
 
 
-def test_slack_manifests_match_the_adapter() -> None:
+def test_slack_http_manifest_is_the_socket_manifest_with_request_urls() -> None:
+    """tests/integration/test_slack_manifest.py holds slack-manifest.yaml to the adapter; the
+    HTTP variant must be that same app, pointed at the path the adapter serves."""
     from gouache.bot.adapters.slack import app as slack_app
     from gouache.web import app as web_app
 
     assert slack_app.SLACK_PATH in web_app._OPEN_PATHS  # signed by Slack, not by the web token
-    for name, socket_mode in (("slack-manifest.yaml", True), ("slack-manifest-http.yaml", False)):
-        manifest = yaml.safe_load((DEPLOY / name).read_text())
-        commands = manifest["features"]["slash_commands"]
-        assert sorted(c["command"] for c in commands) == sorted(slack_app._COMMANDS), name
-        settings = manifest["settings"]
-        assert settings["socket_mode_enabled"] is socket_mode
-        assert settings["interactivity"]["is_enabled"] is True  # buttons
-        assert "app_mention" in settings["event_subscriptions"]["bot_events"]
-        scopes = set(manifest["oauth_config"]["scopes"]["bot"])
-        assert {"commands", "chat:write", "files:write", "files:read", "app_mentions:read"} <= scopes
-        urls = [c.get("url") for c in commands] + [
-            settings["event_subscriptions"].get("request_url"), settings["interactivity"].get("request_url")]
-        if socket_mode:
-            assert urls == [None] * len(urls)
-        else:
-            assert all(u and u.startswith("https://") and u.endswith(slack_app.SLACK_PATH) for u in urls)
+    socket = yaml.safe_load((DEPLOY / "slack-manifest.yaml").read_text())
+    http = yaml.safe_load((DEPLOY / "slack-manifest-http.yaml").read_text())
+    assert socket["settings"]["socket_mode_enabled"] is True
+    assert http["settings"]["socket_mode_enabled"] is False
+    commands = http["features"]["slash_commands"]
+    assert [c["command"] for c in commands] == list(slack_app.COMMANDS)
+    settings = http["settings"]
+    urls = [c["url"] for c in commands] + [settings["event_subscriptions"]["request_url"],
+                                           settings["interactivity"]["request_url"]]  # fmt: skip
+    assert all(u.startswith("https://") and u.endswith(slack_app.SLACK_PATH) for u in urls)
+    # Apart from the URLs and the mode, the two apps are the same app.
+    for command in commands:
+        del command["url"]
+    del settings["event_subscriptions"]["request_url"], settings["interactivity"]["request_url"]
+    settings["socket_mode_enabled"] = True
+    assert http == socket
 
 
 def test_discord_commands_and_intents_in_the_guide_match_the_client() -> None:
