@@ -206,7 +206,9 @@ async def _truncate(url: str) -> None:
 
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("TRUNCATE jobs, artifacts, deliveries, rate_buckets, workers")
+        tables = [r["tablename"] for r in await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
+        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " CASCADE")
     finally:
         await conn.close()
 
