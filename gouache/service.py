@@ -72,8 +72,11 @@ _CHAT_PLATFORMS = (
 )  # fmt: skip
 
 
-async def run_service(settings: Settings) -> int:
-    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code."""
+async def run_service(settings: Settings, *, spawn_worker: bool = True) -> int:
+    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code.
+
+    ``spawn_worker=False`` (``--no-worker``) is the scale-out shape: the workers are
+    `gouache worker` processes elsewhere, sharing the database."""
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
     try:  # data paths, model cache, and a web token off loopback (generated once if none)
         settings = prepare_run(settings)
@@ -81,12 +84,13 @@ async def run_service(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return 2
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
+    spawn_worker = spawn_worker and settings.worker.spawn  # GOUACHE_WORKER__SPAWN=false: scale-out
     try:
         PromptFilter(settings.moderation)
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    return await serve(settings, spawn_worker=settings.worker.spawn)
+    return await serve(settings, spawn_worker=spawn_worker)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_worker: bool = True) -> int:
