@@ -419,18 +419,31 @@ def test_slack_http_manifest_is_the_socket_manifest_with_request_urls() -> None:
     assert http == socket
 
 
-def test_discord_commands_and_intents_in_the_guide_match_the_client() -> None:
-    source = (REPO / "gouache" / "bot" / "adapters" / "discord" / "client.py").read_text()
-    names = {
-        kw.value.value
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "command"
-        for kw in node.keywords
-        if kw.arg == "name" and isinstance(kw.value, ast.Constant)
-    }
-    assert {"imagine", "depth", "diversity"} <= names
+def test_discord_commands_invite_link_and_intents_in_the_guide_match_the_client() -> None:
+    import discord
+
+    from gouache.bot.adapters.discord.client import INVITE_SCOPES, invite_permissions
+
+    folder = REPO / "gouache" / "bot" / "adapters" / "discord"
+    source = "\n".join(p.read_text() for p in sorted(folder.glob("*.py")))
+    calls = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)]
+
+    def names(func: str) -> set[str]:
+        return {kw.value.value for node in calls
+                if getattr(node.func, "attr", "") == func or getattr(node.func, "id", "") == func
+                for kw in node.keywords if kw.arg == "name" and isinstance(kw.value, ast.Constant)}  # fmt: skip
+
+    groups = names("Group")
+    subcommands = names("command")
+    top_level = {n for n in subcommands if f'@app_commands.command(name="{n}"' in source}
+    grouped = {n for n in subcommands if f'@group.command(name="{n}"' in source}
+    assert {"imagine", "depth", "diversity"} <= top_level and groups
     guide = GUIDE.read_text()
-    for name in names:
+    for name in top_level:
         assert f"`/{name}`" in guide, name
+    for group in groups:
+        for name in grouped:
+            assert f"`/{group} {name}`" in guide, (group, name)
+    link = discord.utils.oauth_url("APPLICATION_ID", permissions=invite_permissions(), scopes=INVITE_SCOPES)
+    assert link in guide  # the same link the bot logs at start
     assert "discord.Intents(guilds=True)" in source and "`Guilds` intent" in guide
-    assert "scope=bot+applications.commands" in guide
