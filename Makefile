@@ -6,10 +6,9 @@ export HF_HUB_OFFLINE := 1
 
 .PHONY: run test lint bench demo-models services clean evaluate
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+# scripts/install.sh is also what the Dockerfile runs: CI proves the image's install steps.
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh --venv $(VENV) --editable --extras test
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -21,6 +20,8 @@ services:
 lint: $(STAMP)
 	$(PY) -m ruff check gouache tests benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 test: lint services
 	$(PY) -m pytest -q

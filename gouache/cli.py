@@ -1,4 +1,5 @@
-"""Command line: `gouache run | worker | migrate | generate | evaluate`. Parsing only; no logic here.
+"""Command line: `gouache run | worker | migrate | healthcheck | generate | evaluate`. Parsing
+only; no logic here.
 
 Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
 configuration reference for the things people change most.
@@ -44,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when /healthz on the configured port is OK")
+    _common(health)
+    health.add_argument("--host", help="the service's listen address (GOUACHE_HOST)")
+    health.add_argument("--port", type=int, help="the service's port (GOUACHE_PORT)")
 
     gen = sub.add_parser("generate", help="generate images locally, without the queue")
     _common(gen)
@@ -97,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gouache.worker.process import run_worker_process
 
             return run_worker_process(settings, worker_id=args.worker_id)
+        if args.command == "healthcheck":
+            from gouache.startup import healthcheck
+
+            return healthcheck(settings)
         if args.command == "migrate":
             from gouache.storage import migrate_database
 

@@ -120,6 +120,7 @@ class WorkerSettings(BaseModel):
     heartbeat_seconds: float = Field(10.0, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    spawn: bool = Field(True, description="`gouache run` starts a worker child (off: scale-out)")
     progress_interval_seconds: float = Field(1.0, ge=0)
     engine: str = Field(
         "gouache.generation.engine:Engine",
@@ -215,6 +216,8 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
             if os.environ.get(ENV_PREFIX + name.upper()):
                 continue  # an explicit value wins over its file
             value = Path(path).read_text(encoding="utf-8").strip()
+            if not value:
+                continue  # an empty secret file (a compose secret left blank) means unset
             node = found
             *parents, leaf = name.split("__")
             for part in parents:

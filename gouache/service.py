@@ -29,6 +29,7 @@ from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import ModeratedAdmission, PromptFilter
 from gouache.config import Settings
 from gouache.observability import Metrics, setup_logging
+from gouache.startup import StartupError, prepare_run
 from gouache.storage.base import Storage
 from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
@@ -71,21 +72,25 @@ _CHAT_PLATFORMS = (
 )  # fmt: skip
 
 
-async def run_service(settings: Settings) -> int:
-    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code."""
+async def run_service(settings: Settings, *, spawn_worker: bool = True) -> int:
+    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code.
+
+    ``spawn_worker=False`` (``--no-worker``) is the scale-out shape: the workers are
+    `gouache worker` processes elsewhere, sharing the database."""
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
-    if not settings.is_loopback and settings.web.token is None:
-        log.error(
-            "refusing to listen on %s without a token: set GOUACHE_WEB__TOKEN, or bind to "
-            "127.0.0.1 (the default)", settings.host,
-        )
+    try:  # data paths, model cache, and a web token off loopback (generated once if none)
+        settings = prepare_run(settings)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
         return 2
+    setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
+    spawn_worker = spawn_worker and settings.worker.spawn  # GOUACHE_WORKER__SPAWN=false: scale-out
     try:
         PromptFilter(settings.moderation)
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    return await serve(settings)
+    return await serve(settings, spawn_worker=spawn_worker)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_worker: bool = True) -> int:
