@@ -18,7 +18,7 @@ services:
 	bash scripts/test-services.sh
 
 lint: $(STAMP)
-	$(PY) -m ruff check gouache tests benchmarks
+	$(PY) -m ruff check gouache tests benchmarks tools
 	$(PY) -m mypy
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
