@@ -61,6 +61,7 @@ class StepStats:
     started: list[str] = field(default_factory=list)  # items whose first lane started
     decoded: int = 0  # lanes decoded after the UNet call
     frame_seconds: float = 0.0
+    image_steps: dict[str, int] = field(default_factory=dict)  # per user: lanes stepped
 
 
 @dataclass
@@ -243,6 +244,7 @@ class RunningBatch:
         for lane in list(lanes):
             if lane.item.item_id in failed:
                 continue
+            self.stats.image_steps[lane.user] = self.stats.image_steps.get(lane.user, 0) + 1
             if lane.advance(predictions[id(lane)]):
                 frames.append(lane)
             if lane.finished:
