@@ -77,6 +77,7 @@ class Profile:
     light_users: int = 10
     light_outstanding: int = 4  # light users stay backlogged, so shares are contended
     row_budget: int = 64  # step-level rows (32 CFG lanes); request-level: half as many images
+    uniform_guidance: float = 2.0  # the demo model's default (benchmarks/results/demo_quality)
 
 
 FULL = Profile(32, 6.0, 16, 6.0, 20, (4, 20, 30, 50))
@@ -176,7 +177,8 @@ def make_request(rng: random.Random, workload: str, profile: Profile, user: str,
     prompt = rng.choice(PROMPTS)
     if workload == "uniform":
         steps = profile.uniform_steps
-        req = Req(rid, user, steps, "ddim", 2.0, seed=rng.randrange(1 << 30), prompt=prompt)
+        req = Req(rid, user, steps, "ddim", profile.uniform_guidance,
+                  seed=rng.randrange(1 << 30), prompt=prompt)  # fmt: skip
     else:
         req = Req(rid, user, rng.choice(profile.mixed_steps), rng.choice(SAMPLERS),
                   rng.choice((2.0, 3.0, 5.0)), depth=rng.random() < 0.2, gif=rng.random() < 0.25,
@@ -457,7 +459,8 @@ def measure_alone(reqs: list[Req], ctx: dict[str, Any], alone: dict[tuple, float
 
 def offline_batch(ctx: dict[str, Any], steps: int, n: int = 32) -> float:
     """Images/s of one Engine.generate call over ``n`` uniform items (the batch-32 ceiling)."""
-    reqs = [Req(f"o{i}", "o", steps, "ddim", 2.0, seed=i) for i in range(n)]
+    guidance = ctx["profile"].uniform_guidance
+    reqs = [Req(f"o{i}", "o", steps, "ddim", guidance, seed=i) for i in range(n)]
     start = time.perf_counter()
     Engine(ctx["registry"]).generate(key_for(reqs[0]), [item_for(r) for r in reqs])
     return n / (time.perf_counter() - start)
@@ -480,20 +483,31 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads (1: 2 threads thrash on a loaded 2-core machine)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--gpu", action="store_true", help="CUDA, SD1.5 architecture (prepared)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16/bf16 peak")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.gpu:
         return gpu_main(args)
     profile = QUICK if args.quick else FULL
+    report = benchmark(profile, "quick" if args.quick else "full", args.threads)
+    write(report, args.out)
+    print(f"wrote {args.out} in {report['seconds']}s", flush=True)
+    return 0
+
+
+def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = None,
+              extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every scenario of both workloads, contenders in rotating order; the report dict."""
     started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    ctx = load_context()
+    ctx = load_context(specs)
     ctx["profile"] = profile
     report: dict[str, Any] = {
-        "mode": "quick" if args.quick else "full",
-        "machine": {**machine(args.threads), "load_average_at_start": load_at_start},
+        "mode": mode,
+        "machine": {**machine(threads), "load_average_at_start": load_at_start},
         "model": f"{MODEL} at {SIZE}x{SIZE}",
         "profile": profile.__dict__,
+        **(extra or {}),
         "offline_batch32_images_per_s": round(
             offline_batch(ctx, profile.uniform_steps, profile.row_budget // 2), 3),
         "workloads": {},
@@ -524,9 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{workload}: done at {time.perf_counter() - started:.0f}s", flush=True)
     report["targets"] = targets(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
-    write(report, args.out)
-    print(f"wrote {args.out} in {report['seconds']}s", flush=True)
-    return 0
+    return report
 
 
 # -- context, targets, output ----------------------------------------------------------------
@@ -659,12 +671,77 @@ def write(report: dict[str, Any], out: Path) -> None:
     latency_png(report, out / f"throughput{suffix}.png")
 
 
+# -- GPU: the real SD1.5 architecture, random weights (prepared; CUDA only) -----------------
+
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+                 attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)  # fmt: skip
+SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                sample_size=512, scaling_factor=0.18215)  # fmt: skip
+SD15_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                   num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
+                   hidden_act="quick_gelu", projection_dim=768)  # fmt: skip
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      steps_offset=1, clip_sample=False, set_alpha_to_one=False)  # fmt: skip
+SD15_UNET_GFLOP = 803.0  # per forward row at 64x64 latents (the issue's figure)
+GPU = Profile(32, 20.0, 32, 20.0, 30, (4, 20, 30, 50), row_budget=64, uniform_guidance=7.5)
+
+
+def build_sd15(root: Path) -> dict[str, Any]:
+    """SD1.5-shaped pipeline + depth ControlNet with random weights, saved like a checkpoint."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,  # fmt: skip
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from gouache.config import ModelSpec
+    from gouache.generation.tiny import make_tokenizer
+
+    make_tokenizer(root / "tokenizer")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**SD15_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_CLIP_L)),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"), unet=unet,
+        scheduler=DDIMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(root / "pipeline", safe_serialization=True)
+    ControlNetModel.from_unet(unet).save_pretrained(root / "controlnet", safe_serialization=True)
+    return {"sd15-random": ModelSpec(path=str(root / "pipeline"),
+                                     depth_controlnet=str(root / "controlnet"))}  # fmt: skip
+
+
 def gpu_main(args: argparse.Namespace) -> int:
-    """Prepared for a CUDA machine; never run without one, and never with invented numbers."""
+    """SD1.5 architecture, 512x512, 30 steps, CFG 7.5. Never run here: no numbers without CUDA."""
+    global MODEL, SIZE
     if not torch.cuda.is_available():
         print("--gpu needs a CUDA device; nothing was measured.", file=sys.stderr)
         return 2
-    raise SystemExit("--gpu: the SD1.5-architecture section is prepared in RUNNING_NOTES.md, not built yet")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as raw:
+        specs = build_sd15(Path(raw))
+        MODEL, SIZE = "sd15-random", 512
+        extra = {"flops": {"unet_gflop_per_row": SD15_UNET_GFLOP, "peak_tflops": args.peak_tflops}}
+        report = benchmark(GPU, "gpu", args.threads, specs, extra)
+    for data in report["workloads"].values():
+        for per in data["scenarios"].values():
+            for contender in CONTENDERS:
+                rate = per[contender]["row_steps_per_s"] or 0.0
+                per[contender]["mfu"] = round(rate * SD15_UNET_GFLOP / (args.peak_tflops * 1e3), 4)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput-gpu.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "throughput-gpu.md").write_text(markdown(report))
+    latency_png(report, out / "throughput-gpu.png")
+    return 0
 
 
 if __name__ == "__main__":
