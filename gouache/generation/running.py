@@ -185,7 +185,7 @@ class RunningBatch:
     def progress(self) -> dict[str, tuple[int, int]]:
         """Per item: (sampler steps done by its slowest image, steps)."""
         done: dict[str, int] = {}
-        for lane in self._running + self._finished:
+        for lane in [*self._waiting, *self._running, *self._finished]:
             item_id = lane.item.item_id
             done[item_id] = min(done.get(item_id, lane.steps_done), lane.steps_done)
         return {
@@ -321,7 +321,12 @@ class RunningBatch:
             images = self._postprocess(_decode(self.model, latents, tiled=False))
         except torch.OutOfMemoryError:
             _free_device_memory()
-            images = self._postprocess(_decode(self.model, latents, tiled=True))
+            try:  # as the engine: a tiled VAE, then the items of this chunk fail alone
+                images = self._postprocess(_decode(self.model, latents, tiled=True))
+            except torch.OutOfMemoryError:
+                _free_device_memory()
+                failed = dict.fromkeys(lane.item.item_id for lane in chunk)
+                return [self._fail(i) for i in failed if i in self._items]
         self.stats.decoded += len(chunk)
         retired = []
         for lane, image in zip(chunk, images, strict=True):
