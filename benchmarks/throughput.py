@@ -31,7 +31,7 @@ import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,13 @@ class Profile:
     light_outstanding: int = 4  # light users stay backlogged, so shares are contended
     row_budget: int = 64  # step-level rows (32 CFG lanes); request-level: half as many images
     uniform_guidance: float = 2.0  # the demo model's default (benchmarks/results/demo_quality)
+    # > 0: the closed and heavy horizons are this many offline batch-32 times as measured here,
+    # so those scenarios do the same work on a fast, slow or loaded machine.
+    horizon_batches: float = 0.0
 
 
-FULL = Profile(32, 6.0, 16, 6.0, 20, (4, 20, 30, 50))
-QUICK = Profile(6, 1.5, 5, 1.5, 4, (2, 4, 6, 8), light_users=3, row_budget=12)
+FULL = Profile(32, 6.0, 16, 6.0, 20, (4, 20, 30, 50), horizon_batches=2.0)
+QUICK = Profile(6, 1.5, 5, 1.5, 4, (2, 4, 6, 8), light_users=3, row_budget=12, horizon_batches=3.0)
 
 
 @dataclass
@@ -484,32 +487,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--gpu", action="store_true", help="CUDA, SD1.5 architecture (prepared)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16/bf16 peak")
+    parser.add_argument("--only", default="", help="comma-separated scenarios (partial rerun)")
+    parser.add_argument("--horizon-batches", type=float, default=None,
+                        help="closed/heavy horizon in offline batch-32 times")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.gpu:
         return gpu_main(args)
     profile = QUICK if args.quick else FULL
-    report = benchmark(profile, "quick" if args.quick else "full", args.threads)
-    write(report, args.out)
+    if args.horizon_batches is not None:
+        profile = replace(profile, horizon_batches=args.horizon_batches)
+    only = set(filter(None, args.only.split(",")))
+    report = benchmark(profile, "quick" if args.quick else "full", args.threads, only=only)
+    write(report, args.out, "-".join(sorted(only)))
     print(f"wrote {args.out} in {report['seconds']}s", flush=True)
     return 0
 
 
 def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = None,
-              extra: dict | None = None) -> dict[str, Any]:  # fmt: skip
+              extra: dict | None = None, only: set[str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Every scenario of both workloads, contenders in rotating order; the report dict."""
     started = time.perf_counter()
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     ctx = load_context(specs)
     ctx["profile"] = profile
+    offline = offline_batch(ctx, profile.uniform_steps, profile.row_budget // 2)
+    if profile.horizon_batches > 0:
+        horizon = round(profile.horizon_batches * (profile.row_budget // 2) / offline, 2)
+        profile = replace(profile, closed_seconds=horizon, heavy_seconds=horizon)
+        ctx["profile"] = profile
     report: dict[str, Any] = {
         "mode": mode,
         "machine": {**machine(threads), "load_average_at_start": load_at_start},
         "model": f"{MODEL} at {SIZE}x{SIZE}",
         "profile": profile.__dict__,
         **(extra or {}),
-        "offline_batch32_images_per_s": round(
-            offline_batch(ctx, profile.uniform_steps, profile.row_budget // 2), 3),
+        "offline_batch32_images_per_s": round(offline, 3),
         "workloads": {},
     }
     alone: dict[tuple, float] = {}
@@ -522,6 +535,8 @@ def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = No
             if index >= len(built):
                 break
             name = built[index].name
+            if only and name not in only:
+                continue
             order = CONTENDERS[rotation % 3:] + CONTENDERS[: rotation % 3]
             rotation += 1
             results[name] = {}
@@ -663,9 +678,9 @@ def latency_png(report: dict[str, Any], path: Path) -> None:
     image.save(path)
 
 
-def write(report: dict[str, Any], out: Path) -> None:
+def write(report: dict[str, Any], out: Path, tag: str = "") -> None:
     out.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if report["mode"] == "quick" else ""
+    suffix = ("-quick" if report["mode"] == "quick" else "") + (f"-{tag}" if tag else "")
     (out / f"throughput{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
     (out / f"throughput{suffix}.md").write_text(markdown(report))
     latency_png(report, out / f"throughput{suffix}.png")
