@@ -553,6 +553,7 @@ def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = No
         print(f"{workload}: done at {time.perf_counter() - started:.0f}s", flush=True)
     report["targets"] = targets(report)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
 
 
@@ -591,8 +592,7 @@ def machine(threads: int) -> dict[str, Any]:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": threads, "gpu": gpu,
-            "torch": torch.__version__, "python": platform.python_version(),
-            "load_average_at_end": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
+            "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
 
 
 def targets(report: dict[str, Any]) -> dict[str, Any]:
