@@ -19,11 +19,19 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from gouache.errors import InvalidRequest
 from gouache.generation.batch import BatchItem, LaneSpec
-from gouache.generation.conditioning import Conditioning, annealed
+from gouache.generation.conditioning import (
+    Conditioning,
+    annealed,
+    encode_sd,
+    encode_sdxl,
+    guidance_embedding,
+    prepare_control,
+)
 from gouache.generation.models import LoadedModel
 
-__all__ = ["Lane", "Rows", "assemble", "new_lane"]
+__all__ = ["Lane", "Rows", "assemble", "check_spec", "encode_item", "new_lane"]
 
 _CADS_SEED = 0x5EED_CAD5  # the same stream Engine uses, so --diversify images match
 
@@ -80,6 +88,36 @@ class Lane:
                 bool(every) and self.steps_done < self.spec.steps and self.steps_done % every == 0
             )
         return False
+
+
+def check_spec(model: LoadedModel, name: str, item: BatchItem, spec: LaneSpec) -> None:
+    """The user's errors an item can carry, raised before any work (as Engine's key checks)."""
+    if spec.pipeline not in ("txt2img", "depth"):
+        raise InvalidRequest(f"Unknown pipeline {spec.pipeline!r}: use txt2img or depth.")
+    if spec.steps < 1:
+        raise InvalidRequest(f"Steps ({spec.steps}) must be at least 1.")
+    if spec.pipeline == "depth" and model.controlnet is None:
+        raise InvalidRequest(f"Model {name!r} has no depth ControlNet configured.")
+    if spec.pipeline == "depth" and item.control_image is None:
+        raise InvalidRequest("A depth image is required for /depth.")
+
+
+def encode_item(
+    model: LoadedModel, item: BatchItem, spec: LaneSpec, cfg: bool, width: int, height: int
+) -> Conditioning:
+    """The item's conditioning row (shared by its images), as Engine encodes a batch."""
+    if model.family == "sdxl":
+        cond = encode_sdxl(model, [item], cfg, height, width)
+    else:
+        cond = encode_sd(model, [item], cfg)
+    if spec.pipeline == "depth":
+        cond.control_image = prepare_control(model, [item], height, width)
+    if model.unet.config.time_cond_proj_dim is not None:  # LCM: the guidance as an embedding
+        w = torch.tensor([spec.guidance - 1])
+        cond.timestep_cond = guidance_embedding(w, model.unet.config.time_cond_proj_dim).to(
+            device=model.device, dtype=cond.prompt_embeds.dtype
+        )
+    return cond
 
 
 def new_lane(

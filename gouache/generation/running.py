@@ -28,12 +28,6 @@ import torch
 
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
-from gouache.generation.conditioning import (
-    encode_sd,
-    encode_sdxl,
-    guidance_embedding,
-    prepare_control,
-)
 from gouache.generation.engine import (
     _STICKY_MARKERS,
     Engine,
@@ -44,7 +38,7 @@ from gouache.generation.engine import (
     _free_device_memory,
 )
 from gouache.generation.fairness import DeficitRoundRobin
-from gouache.generation.lanes import Lane, assemble, new_lane
+from gouache.generation.lanes import Lane, assemble, check_spec, encode_item, new_lane
 from gouache.generation.models import ModelRegistry
 from gouache.generation.samplers import timed_scheduler
 
@@ -61,6 +55,7 @@ class StepStats:
     started: list[str] = field(default_factory=list)  # items whose first lane started
     decoded: int = 0  # lanes decoded after the UNet call
     frame_seconds: float = 0.0
+    image_steps: dict[str, int] = field(default_factory=dict)  # per user: lanes stepped
 
 
 @dataclass
@@ -137,18 +132,11 @@ class RunningBatch:
         if item.item_id in self._items:
             raise ValueError(f"item {item.item_id!r} is already in the running batch")
         model = self.model
-        if spec.pipeline not in ("txt2img", "depth"):
-            raise InvalidRequest(f"Unknown pipeline {spec.pipeline!r}: use txt2img or depth.")
-        if spec.steps < 1:
-            raise InvalidRequest(f"Steps ({spec.steps}) must be at least 1.")
-        if spec.pipeline == "depth" and model.controlnet is None:
-            raise InvalidRequest(f"Model {self.shape.model!r} has no depth ControlNet configured.")
-        if spec.pipeline == "depth" and item.control_image is None:
-            raise InvalidRequest("A depth image is required for /depth.")
+        check_spec(model, self.shape.model, item, spec)
         template = self._template(spec)  # an unknown sampler raises here
         cfg = self._cfg(spec)
         with torch.inference_mode():
-            cond = self._encode(item, spec, cfg)
+            cond = encode_item(model, item, spec, cfg, self.shape.width, self.shape.height)
         user = user if user is not None else item.item_id
         shape = (
             1,
@@ -197,7 +185,7 @@ class RunningBatch:
     def progress(self) -> dict[str, tuple[int, int]]:
         """Per item: (sampler steps done by its slowest image, steps)."""
         done: dict[str, int] = {}
-        for lane in self._running + self._finished:
+        for lane in [*self._waiting, *self._running, *self._finished]:
             item_id = lane.item.item_id
             done[item_id] = min(done.get(item_id, lane.steps_done), lane.steps_done)
         return {
@@ -243,6 +231,7 @@ class RunningBatch:
         for lane in list(lanes):
             if lane.item.item_id in failed:
                 continue
+            self.stats.image_steps[lane.user] = self.stats.image_steps.get(lane.user, 0) + 1
             if lane.advance(predictions[id(lane)]):
                 frames.append(lane)
             if lane.finished:
@@ -332,7 +321,12 @@ class RunningBatch:
             images = self._postprocess(_decode(self.model, latents, tiled=False))
         except torch.OutOfMemoryError:
             _free_device_memory()
-            images = self._postprocess(_decode(self.model, latents, tiled=True))
+            try:  # as the engine: a tiled VAE, then the items of this chunk fail alone
+                images = self._postprocess(_decode(self.model, latents, tiled=True))
+            except torch.OutOfMemoryError:
+                _free_device_memory()
+                failed = dict.fromkeys(lane.item.item_id for lane in chunk)
+                return [self._fail(i) for i in failed if i in self._items]
         self.stats.decoded += len(chunk)
         retired = []
         for lane, image in zip(chunk, images, strict=True):
@@ -409,21 +403,6 @@ class RunningBatch:
                 spec.sampler, self.model.scheduler_config, spec.steps, self.model.device
             )
         return self._templates[key]
-
-    def _encode(self, item: BatchItem, spec: LaneSpec, cfg: bool) -> Any:
-        model, (width, height) = self.model, (self.shape.width, self.shape.height)
-        if model.family == "sdxl":
-            cond = encode_sdxl(model, [item], cfg, height, width)
-        else:
-            cond = encode_sd(model, [item], cfg)
-        if spec.pipeline == "depth":
-            cond.control_image = prepare_control(model, [item], height, width)
-        if model.unet.config.time_cond_proj_dim is not None:
-            w = torch.tensor([spec.guidance - 1])
-            cond.timestep_cond = guidance_embedding(w, model.unet.config.time_cond_proj_dim).to(
-                device=model.device, dtype=cond.prompt_embeds.dtype
-            )
-        return cond
 
     def _check_fault(self, stage: str, lanes: Sequence[Lane]) -> None:
         if self._fault is not None:

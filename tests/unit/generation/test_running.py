@@ -248,3 +248,35 @@ def test_progress_and_pil_output(registry):
     assert batch.progress() == {"x": (1, 3)}  # heun: two UNet calls per step after the first
     (result,) = batch.run()
     assert [im.size for im in result.images] == [(64, 64), (64, 64)]
+
+
+def test_guidance_distilled_unet_lanes_add_no_unconditional_rows(
+    tiny_model_dir, tmp_path, float_engine_cls, float_running_cls
+):
+    """An LCM-style UNet takes the guidance as an embedding: one row per lane, whatever scale."""
+    import shutil
+
+    from diffusers import UNet2DConditionModel
+
+    from gouache.config import ModelSpec
+    from gouache.generation.models import ModelRegistry
+
+    target = tmp_path / "lcm"
+    shutil.copytree(tiny_model_dir / "pipeline", target)
+    config = dict(UNet2DConditionModel.load_config(target / "unet"))
+    config["time_cond_proj_dim"] = 32
+    torch.manual_seed(3)
+    UNet2DConditionModel.from_config(config).save_pretrained(target / "unet")
+    registry = ModelRegistry({"lcm": ModelSpec(path=str(target))}, cache_dir=tmp_path, device="cpu")
+    shape = ShapeKey("lcm", 64, 64)
+    jobs = [
+        (BatchItem("a", "a red cat", seed=1), LaneSpec(4, "lcm", 8.0)),
+        (BatchItem("b", "a blue dog", seed=2, count=2), LaneSpec(2, "lcm", 3.0)),
+    ]
+    batch = float_running_cls(registry, shape)
+    for job in jobs:
+        batch.admit(*job)
+    batch.step()
+    assert batch.stats.rows == 3  # no unconditional rows
+    results = {r.item_id: r for r in batch.run()}
+    assert_equal_to_alone(results, jobs, float_engine_cls(registry), shape)

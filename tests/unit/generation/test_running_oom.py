@@ -87,3 +87,20 @@ def test_rows_go_round_robin_by_user_when_the_budget_is_full(registry, float_run
         if not len(batch):
             break
     assert retired["light1"] == retired["light2"] == 3 < retired["heavy"]
+
+
+def test_decode_that_never_fits_fails_those_items_only(registry, float_running_cls, monkeypatch):
+    import gouache.generation.running as running
+
+    real = running._decode
+
+    def decode(model, latents, tiled):
+        if len(latents) == 2:  # b's two images decode together and never fit
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, latents, tiled)
+
+    monkeypatch.setattr(running, "_decode", decode)
+    batch = float_running_cls(registry, SD, decode_chunk=2)
+    results = _run(batch)
+    assert isinstance(results["b"].error, ResourceExhausted)
+    assert results["a"].ok and results["c"].ok

@@ -1,0 +1,763 @@
+"""Throughput benchmark: sequential diffusers vs request-level vs step-level batching.
+
+    .venv/bin/python benchmarks/throughput.py           # full CPU run (builtin:demo), < 10 min
+    .venv/bin/python benchmarks/throughput.py --quick   # CI: < 60 s on 2 cores
+    .venv/bin/python benchmarks/throughput.py --gpu     # prepared, CUDA only (see gpu_models)
+
+Contenders, run in one process on the same model, in rotating order per scenario:
+(a) ``sequential``: plain diffusers ``StableDiffusionPipeline`` (ControlNet pipeline for depth)
+    one request at a time, FIFO, what A1111/ComfyUI bots do; (b) ``request``: ``Engine.generate``
+    on batches of one ``BatchKey`` (<= 32 images, fair order by user as the queue claims), a
+    newcomer waits for the batch in flight (``batching.mode = "request"``); (c) ``step``:
+    ``RunningBatch`` (row budget 64 = 32 CFG lanes), newcomers join at the next step.
+
+Arrivals are simulated in-process on a clock that runs with the wall clock while work runs and
+jumps over idle time to the next arrival, so every contender sees the same arrival times.
+Wait = submission to the request's first UNet call; slowdown = latency over the same request
+generated alone by ``Engine.generate``; Jain's index is over users' image-steps received;
+GIF tax = share of the run spent decoding denoising frames. No figure here is invented: the
+JSON holds what this run measured, and the machine it ran on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+# benchmarks/queue.py shadows the stdlib ``queue`` (torch imports it): drop this folder from
+# the import path, then add the repository root.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from gouache.config import builtin_demo_spec  # noqa: E402
+from gouache.generation.batch import BatchItem, BatchKey, ShapeKey  # noqa: E402
+from gouache.generation.engine import Engine  # noqa: E402
+from gouache.generation.fairness import jain_index  # noqa: E402
+from gouache.generation.models import ModelRegistry  # noqa: E402
+from gouache.generation.running import RunningBatch  # noqa: E402
+from gouache.generation.samplers import make_scheduler  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODEL = "builtin:demo"
+SIZE = 32
+CONTENDERS = ("sequential", "request", "step")
+# dpmpp-2m-karras is left out of the mix: plain diffusers (contender a) crashes on it on this
+# model's schedule (IndexError, see samplers.timed_scheduler); gouache's engines run it.
+SAMPLERS = ("ddim", "euler-a", "dpmpp-2m", "unipc")
+PROMPTS = ("a large red circle in the center on a plain blue background",
+           "a small green star left of a large yellow square on a striped red background",
+           "a small blue triangle in the top left on a plain white background")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Profile:
+    users: int  # the burst's and the closed loop's users
+    closed_seconds: float  # closed loop: every user resubmits at once, for this long
+    poisson_requests: int
+    heavy_seconds: float  # one heavy user (4 images) beside light ones, for this long
+    uniform_steps: int
+    mixed_steps: tuple[int, ...]
+    light_users: int = 10
+    light_outstanding: int = 4  # light users stay backlogged, so shares are contended
+    row_budget: int = 64  # step-level rows (32 CFG lanes); request-level: half as many images
+    uniform_guidance: float = 2.0  # the demo model's default (benchmarks/results/demo_quality)
+    # > 0: the closed and heavy horizons are this many offline batch-32 times as measured here,
+    # so those scenarios do the same work on a fast, slow or loaded machine.
+    horizon_batches: float = 0.0
+
+
+FULL = Profile(32, 6.0, 16, 6.0, 20, (4, 20, 30, 50), horizon_batches=2.0)
+QUICK = Profile(6, 1.5, 5, 1.5, 4, (2, 4, 6, 8), light_users=3, row_budget=12, horizon_batches=3.0)
+
+
+@dataclass
+class Req:
+    rid: str
+    user: str
+    steps: int
+    sampler: str
+    guidance: float
+    depth: bool = False
+    gif: bool = False
+    count: int = 1
+    seed: int = 0
+    prompt: str = PROMPTS[0]
+    arrival: float = 0.0
+    first_step: float | None = None
+    done: float | None = None
+
+    @property
+    def signature(self) -> tuple:
+        return (self.steps, self.guidance > 1, self.depth, self.gif, self.count)
+
+
+class Clock:
+    """Wall time while work runs; ``skip_to`` jumps over idle time to the next arrival."""
+
+    def __init__(self) -> None:
+        self.offset = -time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter() + self.offset
+
+    def skip_to(self, t: float) -> None:
+        self.offset += max(0.0, t - self.now())
+
+
+@dataclass
+class Meter:
+    """UNet calls and rows (a forward pre-hook), image-steps per user, frame-decode time."""
+
+    clock: Clock
+    unet: list[tuple[float, int]] = field(default_factory=list)  # (time, rows) per call
+    frame_seconds: float = 0.0
+    image_steps: list[tuple[float, str, int]] = field(default_factory=list)
+
+    def hook(self, module: torch.nn.Module) -> Any:
+        def pre(_module: Any, args: tuple, kwargs: dict) -> None:
+            sample = args[0] if args else kwargs["sample"]
+            self.unet.append((self.clock.now(), int(sample.shape[0])))
+
+        return module.register_forward_pre_hook(pre, with_kwargs=True)
+
+
+class Scenario:
+    """Timed arrivals plus closed-loop users who resubmit when their request completes."""
+
+    def __init__(self, name: str, first: list[Req], make_next: Callable[[Req], Req | None],
+                 horizon: float | None = None) -> None:  # fmt: skip
+        self.name, self.horizon = name, horizon
+        self._heap = [(r.arrival, n, r) for n, r in enumerate(first)]
+        heapq.heapify(self._heap)
+        self._next, self._n = make_next, len(first)
+        self.all: list[Req] = list(first)
+
+    def due(self, now: float) -> list[Req]:
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            out.append(heapq.heappop(self._heap)[2])
+        return out
+
+    def next_time(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    def completed(self, req: Req, now: float) -> None:
+        req.done = now
+        follow = self._next(req)
+        if follow is not None and (self.horizon is None or now < self.horizon):
+            follow.arrival = now
+            self._n += 1
+            heapq.heappush(self._heap, (now, self._n, follow))
+            self.all.append(follow)
+
+    def over(self, now: float) -> bool:
+        return self.horizon is not None and now >= self.horizon
+
+
+# -- workloads and arrivals ------------------------------------------------------------------
+
+
+def make_request(rng: random.Random, workload: str, profile: Profile, user: str, n: int,
+                 heavy: bool = False) -> Req:  # fmt: skip
+    rid = f"{user}-{n}"
+    prompt = rng.choice(PROMPTS)
+    if workload == "uniform":
+        steps = profile.uniform_steps
+        req = Req(rid, user, steps, "ddim", profile.uniform_guidance,
+                  seed=rng.randrange(1 << 30), prompt=prompt)  # fmt: skip
+    else:
+        req = Req(rid, user, rng.choice(profile.mixed_steps), rng.choice(SAMPLERS),
+                  rng.choice((2.0, 3.0, 5.0)), depth=rng.random() < 0.2, gif=rng.random() < 0.25,
+                  seed=rng.randrange(1 << 30), prompt=prompt)  # fmt: skip
+        if rng.random() < 0.2:
+            req.guidance = 1.0  # no CFG row
+    if heavy:
+        req.count = 4
+        req.steps = max(profile.mixed_steps) if workload == "mixed" else profile.uniform_steps
+    return req
+
+
+def scenarios(workload: str, profile: Profile, capacity: float | None) -> list[Scenario]:
+    """The arrival patterns; Poisson rates need the measured capacity (images/s)."""
+    out = []
+
+    def rng(name: str) -> random.Random:
+        return random.Random(f"{workload}/{name}")
+
+    r = rng("burst")
+    out.append(Scenario("burst", [make_request(r, workload, profile, f"u{u}", 0)
+                                  for u in range(profile.users)], lambda req: None))  # fmt: skip
+    counts: dict[str, int] = defaultdict(int)
+
+    def again(req: Req) -> Req:
+        # Seeded by (user, n): every contender gets the same follow-ups, whatever the order.
+        counts[req.user] += 1
+        n = counts[req.user]
+        return make_request(rng(f"closed/{req.user}/{n}"), workload, profile, req.user, n)
+
+    r2 = rng("closed")
+    first = [make_request(r2, workload, profile, f"u{u}", 0) for u in range(profile.users)]
+    out.append(Scenario("closed", first, again, horizon=profile.closed_seconds))
+    if capacity:
+        for load in (0.5, 0.8, 0.95):
+            r3, t, reqs = rng(f"poisson{load}"), 0.0, []
+            for n in range(profile.poisson_requests):
+                t += r3.expovariate(load * capacity)
+                req = make_request(r3, workload, profile, f"u{r3.randrange(profile.users)}", n)
+                req.arrival = t
+                reqs.append(req)
+            out.append(Scenario(f"poisson{int(load * 100)}", reqs, lambda req: None))
+    r4, seq = rng("heavy"), defaultdict(int)  # type: ignore[var-annotated]
+
+    def heavy_again(req: Req) -> Req:
+        seq[req.user] += 1
+        n = seq[req.user]
+        r = rng(f"heavy/{req.user}/{n}")
+        return make_request(r, workload, profile, req.user, n, req.user == "heavy")
+
+    first = [make_request(r4, workload, profile, "heavy", 0, heavy=True),
+             make_request(r4, workload, profile, "heavy", 100, heavy=True)]  # two outstanding
+    first += [make_request(r4, workload, profile, f"light{u}", 100 * k)
+              for u in range(profile.light_users) for k in range(profile.light_outstanding)]  # fmt: skip
+    out.append(Scenario("heavy", first, heavy_again, horizon=profile.heavy_seconds))
+    return out
+
+
+# -- contenders ------------------------------------------------------------------------------
+
+
+def item_for(req: Req) -> BatchItem:
+    return BatchItem(req.rid, req.prompt, "", seed=req.seed, count=req.count,
+                     control_image=DEPTH if req.depth else None, frames_every=1 if req.gif else 0)  # fmt: skip
+
+
+def key_for(req: Req) -> BatchKey:
+    return BatchKey(MODEL, "depth" if req.depth else "txt2img", SIZE, SIZE, req.steps,
+                    req.sampler, req.guidance)  # fmt: skip
+
+
+class TimedFramesEngine(Engine):
+    meter: Meter | None = None
+
+    def _keep_frames(self, model: Any, lanes: Any, latents: Any, step: int) -> None:
+        start = time.perf_counter()
+        super()._keep_frames(model, lanes, latents, step)
+        if self.meter is not None:
+            self.meter.frame_seconds += time.perf_counter() - start
+
+
+def run_sequential(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> None:
+    from diffusers import StableDiffusionControlNetPipeline
+
+    pipe = ctx["pipe"]
+    depth_pipe = StableDiffusionControlNetPipeline(**pipe.components, controlnet=ctx["model"].controlnet)
+    depth_pipe.set_progress_bar_config(disable=True)
+    queue: deque[Req] = deque()
+    current: dict[str, Req] = {}
+    hooks = [meter.hook(pipe.unet), pipe.unet.register_forward_pre_hook(
+        lambda *_: _first_and_steps(current["r"], clock, meter))]  # fmt: skip
+    try:
+        while True:
+            queue.extend(sc.due(clock.now()))
+            if sc.over(clock.now()):
+                break
+            if not queue:
+                if sc.next_time() is None:
+                    break
+                clock.skip_to(sc.next_time())
+                continue
+            req = current["r"] = queue.popleft()
+            target = depth_pipe if req.depth else pipe
+            target.scheduler = make_scheduler(req.sampler, ctx["model"].scheduler_config)
+            kwargs: dict[str, Any] = {"image": DEPTH} if req.depth else {}
+
+            def frames(p: Any, i: int, t: Any, cb: dict, req: Req = req) -> dict:
+                if sc.over(clock.now()):
+                    p._interrupt = True
+                if req.gif and i < req.steps - 1:  # a frame per step, as GifSettings.every=1
+                    start = time.perf_counter()
+                    latents = cb["latents"] / p.vae.config.scaling_factor
+                    p.image_processor.postprocess(p.vae.decode(latents, return_dict=False)[0])
+                    meter.frame_seconds += time.perf_counter() - start
+                return cb
+
+            target(req.prompt, num_inference_steps=req.steps, guidance_scale=req.guidance,
+                   num_images_per_prompt=req.count, height=SIZE, width=SIZE,
+                   generator=torch.Generator().manual_seed(req.seed), callback_on_step_end=frames,
+                   **kwargs)  # fmt: skip
+            sc.completed(req, clock.now())
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def _first_and_steps(req: Req, clock: Clock, meter: Meter) -> None:
+    now = clock.now()
+    if req.first_step is None:
+        req.first_step = now
+    meter.image_steps.append((now, req.user, req.count))
+
+
+def run_request(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> None:
+    engine = TimedFramesEngine(ctx["registry"], fault=None)
+    engine.meter = meter
+    waiting: list[Req] = []
+    rounds: dict[str, int] = defaultdict(int)  # fair_round: one past the user's latest job
+    order: dict[str, tuple[int, float]] = {}
+    by_id: dict[str, Req] = {}
+    hook = meter.hook(ctx["model"].unet)
+
+    def fault(stage: str, ids: Any) -> None:
+        if stage != "unet":
+            return
+        now = clock.now()
+        for rid in dict.fromkeys(ids):
+            req = by_id[rid]
+            if req.first_step is None:
+                req.first_step = now
+            meter.image_steps.append((now, req.user, req.count))
+
+    engine._fault = fault
+    try:
+        while True:
+            for req in sc.due(clock.now()):
+                rounds[req.user] += 1
+                order[req.rid] = (rounds[req.user], req.arrival)
+                by_id[req.rid] = req
+                waiting.append(req)
+            if sc.over(clock.now()):
+                break
+            if not waiting:
+                if sc.next_time() is None:
+                    break
+                clock.skip_to(sc.next_time())
+                continue
+            waiting.sort(key=lambda r: order[r.rid])
+            key, batch, images = key_for(waiting[0]), [], 0
+            for req in waiting:
+                if key_for(req) == key and images + req.count <= ctx["profile"].row_budget // 2:
+                    batch.append(req)
+                    images += req.count
+            waiting = [r for r in waiting if r not in batch]
+            engine.generate(key, [item_for(r) for r in batch],
+                            should_stop=lambda _id: sc.over(clock.now()))  # fmt: skip
+            now = clock.now()
+            for req in batch:
+                if not sc.over(now):
+                    sc.completed(req, now)
+    finally:
+        hook.remove()
+
+
+def run_step(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> None:
+    budget = ctx["profile"].row_budget
+    batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=budget)
+    by_id: dict[str, Req] = {}
+    hook = meter.hook(ctx["model"].unet)
+    try:
+        while True:
+            for req in sc.due(clock.now()):
+                by_id[req.rid] = req
+                batch.admit(item_for(req), key_for(req).spec, user=req.user)
+            if sc.over(clock.now()):
+                break
+            if not len(batch):
+                if sc.next_time() is None:
+                    break
+                clock.skip_to(sc.next_time())
+                continue
+            start = clock.now()
+            retired = batch.step()
+            for rid in batch.stats.started:
+                by_id[rid].first_step = start
+            for user, n in batch.stats.image_steps.items():
+                meter.image_steps.append((start, user, n))
+            meter.frame_seconds += batch.stats.frame_seconds
+            now = clock.now()
+            for result in retired:
+                sc.completed(by_id[result.item_id], now)
+    finally:
+        hook.remove()
+
+
+RUNNERS = {"sequential": run_sequential, "request": run_request, "step": run_step}
+
+
+# -- figures ---------------------------------------------------------------------------------
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.percentile(values, q))
+
+
+def figures(sc: Scenario, meter: Meter, alone: dict[tuple, float], makespan: float) -> dict:
+    done = [r for r in sc.all if r.done is not None]
+    started = [r for r in sc.all if r.first_step is not None]
+    waits = [r.first_step - r.arrival for r in started]
+    latencies = [r.done - r.arrival for r in done]
+    slowdowns = [(r.done - r.arrival) / alone[r.signature] for r in done if r.signature in alone]
+    horizon = sc.horizon if sc.horizon is not None else float("inf")
+    calls = [rows for t, rows in meter.unet if t <= horizon]
+    per_user: dict[str, float] = defaultdict(float)
+    for user in {r.user for r in sc.all}:
+        per_user[user] = 0.0
+    for t, user, n in meter.image_steps:
+        if t <= horizon:
+            per_user[user] += n
+    images = sum(r.count for r in done)
+    return {
+        "requests": len(sc.all),
+        "completed": len(done),
+        "images": images,
+        "seconds": round(makespan, 3),
+        "images_per_s": round(images / makespan, 3) if makespan else None,
+        "row_steps_per_s": round(sum(calls) / makespan, 2) if makespan else None,
+        "unet_calls": len(calls),
+        "mean_rows_per_call": round(sum(calls) / len(calls), 2) if calls else None,
+        "wait_p50_s": _round(_pct(waits, 50)),
+        "wait_p95_s": _round(_pct(waits, 95)),
+        "latency_p50_s": _round(_pct(latencies, 50)),
+        "latency_p95_s": _round(_pct(latencies, 95)),
+        "slowdown_p95": _round(_pct(slowdowns, 95)),
+        "jain_image_steps": round(jain_index(list(per_user.values())), 4),
+        "gif_tax": round(meter.frame_seconds / makespan, 4) if makespan else None,
+        "latencies_s": [round(x, 3) for x in latencies],
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def measure_alone(reqs: list[Req], ctx: dict[str, Any], alone: dict[tuple, float]) -> None:
+    """Latency of each request signature generated alone by Engine.generate (best of one)."""
+    engine = Engine(ctx["registry"])
+    for req in reqs:
+        if req.signature in alone:
+            continue
+        probe = Req("alone", "alone", req.steps, "ddim", req.guidance, req.depth, req.gif, req.count)
+        start = time.perf_counter()
+        engine.generate(key_for(probe), [item_for(probe)])
+        alone[req.signature] = time.perf_counter() - start
+
+
+def offline_batch(ctx: dict[str, Any], steps: int, n: int = 32) -> float:
+    """Images/s of one Engine.generate call over ``n`` uniform items (the batch-32 ceiling)."""
+    guidance = ctx["profile"].uniform_guidance
+    reqs = [Req(f"o{i}", "o", steps, "ddim", guidance, seed=i) for i in range(n)]
+    start = time.perf_counter()
+    Engine(ctx["registry"]).generate(key_for(reqs[0]), [item_for(r) for r in reqs])
+    return n / (time.perf_counter() - start)
+
+
+def run_scenario(build: Callable[[], Scenario], contender: str, ctx: dict[str, Any],
+                 alone: dict[tuple, float]) -> dict:  # fmt: skip
+    sc, clock = build(), Clock()
+    meter = Meter(clock)
+    RUNNERS[contender](sc, clock, meter, ctx)
+    end = min(clock.now(), sc.horizon) if sc.horizon else clock.now()
+    measure_alone(sc.all, ctx, alone)
+    return figures(sc, meter, alone, end - min(r.arrival for r in sc.all))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="CI: a few users, few steps")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: 2 threads thrash on a loaded 2-core machine)")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--gpu", action="store_true", help="CUDA, SD1.5 architecture (prepared)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16/bf16 peak")
+    parser.add_argument("--only", default="", help="comma-separated scenarios (partial rerun)")
+    parser.add_argument("--horizon-batches", type=float, default=None,
+                        help="closed/heavy horizon in offline batch-32 times")  # fmt: skip
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.gpu:
+        return gpu_main(args)
+    profile = QUICK if args.quick else FULL
+    if args.horizon_batches is not None:
+        profile = replace(profile, horizon_batches=args.horizon_batches)
+    only = set(filter(None, args.only.split(",")))
+    report = benchmark(profile, "quick" if args.quick else "full", args.threads, only=only)
+    write(report, args.out, "-".join(sorted(only)))
+    print(f"wrote {args.out} in {report['seconds']}s", flush=True)
+    return 0
+
+
+def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = None,
+              extra: dict | None = None, only: set[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Every scenario of both workloads, contenders in rotating order; the report dict."""
+    started = time.perf_counter()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    ctx = load_context(specs)
+    ctx["profile"] = profile
+    offline = offline_batch(ctx, profile.uniform_steps, profile.row_budget // 2)
+    if profile.horizon_batches > 0:
+        horizon = round(profile.horizon_batches * (profile.row_budget // 2) / offline, 2)
+        profile = replace(profile, closed_seconds=horizon, heavy_seconds=horizon)
+        ctx["profile"] = profile
+    report: dict[str, Any] = {
+        "mode": mode,
+        "machine": {**machine(threads), "load_average_at_start": load_at_start},
+        "model": f"{MODEL} at {SIZE}x{SIZE}",
+        "profile": profile.__dict__,
+        **(extra or {}),
+        "offline_batch32_images_per_s": round(offline, 3),
+        "workloads": {},
+    }
+    alone: dict[tuple, float] = {}
+    rotation = 0
+    for workload in ("uniform", "mixed"):
+        results: dict[str, dict[str, Any]] = {}
+        capacity = None
+        for index in range(6):
+            built = scenarios(workload, profile, capacity)
+            if index >= len(built):
+                break
+            name = built[index].name
+            if only and name not in only:
+                continue
+            order = CONTENDERS[rotation % 3:] + CONTENDERS[: rotation % 3]
+            rotation += 1
+            results[name] = {}
+            for contender in order:
+                print(f"{workload}/{name}/{contender} at {time.perf_counter() - started:.0f}s",
+                      flush=True)  # fmt: skip
+                results[name][contender] = run_scenario(
+                    lambda w=workload, i=index, c=capacity: scenarios(w, profile, c)[i],
+                    contender, ctx, alone)  # fmt: skip
+            results[name]["order"] = list(order)
+            if name == "burst":  # capacity: step-level images/s with everyone waiting
+                capacity = results[name]["step"]["images_per_s"]
+        report["workloads"][workload] = {"capacity_images_per_s": capacity, "scenarios": results}
+        print(f"{workload}: done at {time.perf_counter() - started:.0f}s", flush=True)
+    report["targets"] = targets(report)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    return report
+
+
+# -- context, targets, output ----------------------------------------------------------------
+
+DEPTH = Image.new("RGB", (SIZE, SIZE))
+
+
+def load_context(specs: dict[str, Any] | None = None, cache: Path | None = None) -> dict[str, Any]:
+    """The registry's model (engines) and a plain diffusers pipeline on the same weights."""
+    from diffusers import StableDiffusionPipeline
+
+    global DEPTH
+    gradient = np.tile(np.linspace(0, 255, SIZE, dtype=np.uint8), (SIZE, 1))
+    DEPTH = Image.fromarray(np.stack([gradient] * 3, axis=-1))
+    cache = cache or Path(os.environ.get("GOUACHE_BENCH_CACHE", "/tmp/gouache-bench-cache"))
+    registry = ModelRegistry(specs or {MODEL: builtin_demo_spec()}, cache_dir=cache)
+    model = registry.get(MODEL)
+    path = registry._pipeline_path(model.spec)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        path, safety_checker=None, requires_safety_checker=False, local_files_only=True,
+        dtype=model.dtype,
+    ).to(model.device)  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return {"registry": registry, "model": model, "pipe": pipe}
+
+
+def machine(threads: int) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": threads, "gpu": gpu,
+            "torch": torch.__version__, "python": platform.python_version()}  # fmt: skip
+
+
+def targets(report: dict[str, Any]) -> dict[str, Any]:
+    """The issue's CPU targets, as measured (None where a figure is missing)."""
+    uni = report["workloads"]["uniform"]["scenarios"]
+    mixed = report["workloads"]["mixed"]["scenarios"]
+    offline = report["offline_batch32_images_per_s"]
+
+    def get(d: dict, *path: str) -> Any:
+        for p in path:
+            d = d.get(p) if isinstance(d, dict) else None
+        return d
+
+    step_closed = get(uni, "closed", "step", "images_per_s")
+    seq_closed = get(uni, "closed", "sequential", "images_per_s")
+    rows_u, rows_m = get(uni, "closed", "step", "row_steps_per_s"), get(mixed, "closed", "step", "row_steps_per_s")
+    req_u, req_m = get(uni, "closed", "request", "row_steps_per_s"), get(mixed, "closed", "request", "row_steps_per_s")
+    ratio = lambda a, b: round(a / b, 3) if a and b else None  # noqa: E731
+    return {
+        "closed_uniform_step_over_offline_batch32": ratio(step_closed, offline),
+        "closed_uniform_step_over_sequential": ratio(step_closed, seq_closed),
+        "closed_mixed_over_uniform_row_steps_step": ratio(rows_m, rows_u),
+        "closed_mixed_over_uniform_row_steps_request": ratio(req_m, req_u),
+        "poisson80_wait_p95_s": {c: get(uni, "poisson80", c, "wait_p95_s") for c in CONTENDERS},
+        "step_time_s_uniform_closed": ratio(get(uni, "closed", "step", "seconds"),
+                                            get(uni, "closed", "step", "unet_calls")),
+        "heavy_jain": {w: {c: get(report["workloads"][w]["scenarios"], "heavy", c, "jain_image_steps")
+                           for c in CONTENDERS} for w in ("uniform", "mixed")},
+    }  # fmt: skip
+
+
+COLUMNS = ("images_per_s", "row_steps_per_s", "mean_rows_per_call", "wait_p50_s", "wait_p95_s",
+           "slowdown_p95", "jain_image_steps", "gif_tax")  # fmt: skip
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    lines = [f"# Throughput ({report['mode']}): {report['model']}", "",
+             f"Machine: {m['cpu']}, {m['cpus']} CPUs, torch {m['torch']} with {m['torch_threads']} "
+             f"threads, GPU: {m['gpu'] or 'none'}. Offline Engine batch of 32: "
+             f"{report['offline_batch32_images_per_s']} images/s. Run took {report['seconds']} s.", ""]  # fmt: skip
+    for workload, data in report["workloads"].items():
+        lines += [f"## {workload} (capacity for Poisson: {data['capacity_images_per_s']} images/s)", "",
+                  "| scenario | contender | " + " | ".join(COLUMNS) + " |",
+                  "|---|---|" + "---|" * len(COLUMNS)]  # fmt: skip
+        for name, per in data["scenarios"].items():
+            for contender in CONTENDERS:
+                row = per[contender]
+                cells = ["" if row[c] is None else str(row[c]) for c in COLUMNS]
+                lines.append(f"| {name} | {contender} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## Targets (as measured)", "", "```json", json.dumps(report["targets"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def latency_png(report: dict[str, Any], path: Path) -> None:
+    """Latency strips per contender for every scenario (Pillow: matplotlib is not installed)."""
+    colours = {"sequential": (200, 80, 60), "request": (60, 110, 200), "step": (40, 160, 90)}
+    panels = [(w, s) for w, d in report["workloads"].items() for s in d["scenarios"]]
+    width, panel_h, left = 900, 90, 170
+    image = Image.new("RGB", (width, 30 + panel_h * len(panels)), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((10, 8), "latency (s) per request: dots; p50 | and p95 || per contender", fill="black")
+    for n, (workload, name) in enumerate(panels):
+        top = 30 + n * panel_h
+        per = report["workloads"][workload]["scenarios"][name]
+        top_value = max([max(per[c]["latencies_s"], default=0) for c in CONTENDERS] + [1e-6])
+        scale = (width - left - 20) / top_value
+        draw.text((10, top + 4), f"{workload}/{name}", fill="black")
+        draw.text((width - 120, top + 4), f"max {top_value:.1f}s", fill="gray")
+        for k, contender in enumerate(CONTENDERS):
+            y = top + 22 + k * 20
+            draw.text((10, y - 5), contender, fill=colours[contender])
+            draw.line((left, y, width - 20, y), fill=(230, 230, 230))
+            values = per[contender]["latencies_s"]
+            for v in values:
+                x = left + v * scale
+                draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colours[contender])
+            for q, h in ((50, 6), (95, 9)):
+                if values:
+                    x = left + float(np.percentile(values, q)) * scale
+                    draw.line((x, y - h, x, y + h), fill="black", width=2)
+    image.save(path)
+
+
+def write(report: dict[str, Any], out: Path, tag: str = "") -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = ("-quick" if report["mode"] == "quick" else "") + (f"-{tag}" if tag else "")
+    (out / f"throughput{suffix}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"throughput{suffix}.md").write_text(markdown(report))
+    latency_png(report, out / f"throughput{suffix}.png")
+
+
+# -- GPU: the real SD1.5 architecture, random weights (prepared; CUDA only) -----------------
+
+SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                 block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=768,
+                 attention_head_dim=8, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)  # fmt: skip
+SD15_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                sample_size=512, scaling_factor=0.18215)  # fmt: skip
+SD15_CLIP_L = dict(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                   num_hidden_layers=12, max_position_embeddings=77, vocab_size=49408,
+                   hidden_act="quick_gelu", projection_dim=768)  # fmt: skip
+SD15_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      steps_offset=1, clip_sample=False, set_alpha_to_one=False)  # fmt: skip
+SD15_UNET_GFLOP = 803.0  # per forward row at 64x64 latents (the issue's figure)
+GPU = Profile(32, 20.0, 32, 20.0, 30, (4, 20, 30, 50), row_budget=64, uniform_guidance=7.5)
+
+
+def build_sd15(root: Path) -> dict[str, Any]:
+    """SD1.5-shaped pipeline + depth ControlNet with random weights, saved like a checkpoint."""
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,  # fmt: skip
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from gouache.config import ModelSpec
+    from gouache.generation.tiny import make_tokenizer
+
+    make_tokenizer(root / "tokenizer")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL(**SD15_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_CLIP_L)),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"), unet=unet,
+        scheduler=DDIMScheduler(**SD15_SCHEDULER), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(root / "pipeline", safe_serialization=True)
+    ControlNetModel.from_unet(unet).save_pretrained(root / "controlnet", safe_serialization=True)
+    return {"sd15-random": ModelSpec(path=str(root / "pipeline"),
+                                     depth_controlnet=str(root / "controlnet"))}  # fmt: skip
+
+
+def gpu_main(args: argparse.Namespace) -> int:
+    """SD1.5 architecture, 512x512, 30 steps, CFG 7.5. Never run here: no numbers without CUDA."""
+    global MODEL, SIZE
+    if not torch.cuda.is_available():
+        print("--gpu needs a CUDA device; nothing was measured.", file=sys.stderr)
+        return 2
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as raw:
+        specs = build_sd15(Path(raw))
+        MODEL, SIZE = "sd15-random", 512
+        extra = {"flops": {"unet_gflop_per_row": SD15_UNET_GFLOP, "peak_tflops": args.peak_tflops}}
+        report = benchmark(GPU, "gpu", args.threads, specs, extra)
+    for data in report["workloads"].values():
+        for per in data["scenarios"].values():
+            for contender in CONTENDERS:
+                rate = per[contender]["row_steps_per_s"] or 0.0
+                per[contender]["mfu"] = round(rate * SD15_UNET_GFLOP / (args.peak_tflops * 1e3), 4)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "throughput-gpu.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "throughput-gpu.md").write_text(markdown(report))
+    latency_png(report, out / "throughput-gpu.png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
