@@ -60,8 +60,11 @@ _CHAT_PLATFORMS = (
 )  # fmt: skip
 
 
-async def run_service(settings: Settings) -> int:
-    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code."""
+async def run_service(settings: Settings, *, spawn_worker: bool = True) -> int:
+    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code.
+
+    ``spawn_worker=False`` (``--no-worker``) is the scale-out shape: the workers are
+    `gouache worker` processes elsewhere, sharing the database."""
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
     if not settings.is_loopback and settings.web.token is None:
         log.error(
@@ -74,7 +77,7 @@ async def run_service(settings: Settings) -> int:
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    return await serve(settings)
+    return await serve(settings, spawn_worker=spawn_worker)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_worker: bool = True) -> int:
