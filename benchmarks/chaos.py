@@ -83,6 +83,7 @@ PG_ADMINS = [f"postgresql://{u}@{PG_HOST}/{d}" for u in ("postgres", "root") for
 SLACK_PATH = "/slack/events"
 ACK_TARGET_S = 3.0
 RECOVERY_TARGET_S = 10.0
+PROGRESS_EVERY = float(os.environ.get("GOUACHE_CHAOS_PROGRESS", "0") or 0)  # seconds; 0: quiet
 TAG = re.compile(r"tag-[a-z]\d{5}")
 
 
@@ -119,9 +120,9 @@ FULL = Config(
     deadline_seconds=1500,
 )  # fmt: skip
 CI = Config(
-    name="ci", inner_engine="tests.support.engines:TimedEngine", users=20, stream_jobs=25,
-    stream_rate=4.0, worker_kills=6, pg_terminations=2, pg_restart=False, service_restarts=1,
-    deadline_seconds=80, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
+    name="ci", inner_engine="tests.support.engines:TimedEngine", users=16, stream_jobs=16,
+    stream_rate=4.0, worker_kills=5, pg_terminations=2, pg_restart=False, service_restarts=1,
+    deadline_seconds=85, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
     batch_window_ms=100, kill_wait=(0.1, 0.8),
 )  # fmt: skip
 CONFIGS = {"full": FULL, "ci": CI}
@@ -235,6 +236,12 @@ class Db:
 
     async def dump(self) -> dict[str, list[dict[str, Any]]]:
         raise NotImplementedError
+
+    async def counts(self) -> dict[str, int]:
+        data = await self.dump()
+        found = Counter(j["status"] for j in data["jobs"])
+        found["delivered"] = len(data["deliveries"])
+        return dict(found)
 
     async def close(self) -> None:
         pass
@@ -1045,9 +1052,11 @@ async def _drive(run: Run) -> dict[str, Any]:
         terminate = [span * (i + 0.5) / max(1, c.pg_terminations) + 1 for i in range(c.pg_terminations)]
         faults.append(pg_faults(run, terminate, span * 0.45 + 1 if c.pg_restart else None))
     fault_tasks = [asyncio.create_task(f) for f in faults]
+    if PROGRESS_EVERY:
+        fault_tasks.append(asyncio.create_task(_report_progress(run, PROGRESS_EVERY)))
     try:
         await load(run, planner)
-        await asyncio.gather(*fault_tasks, *run.recoveries)
+        await asyncio.gather(*fault_tasks[: len(faults)], *run.recoveries)
         await _until(lambda: len(run.kills) >= c.worker_kills or any(s.done() for s in slots),
                      c.deadline_seconds)  # fmt: skip
         for slot in slots:
@@ -1065,6 +1074,17 @@ async def _drive(run: Run) -> dict[str, Any]:
         await asyncio.gather(*slots, *fault_tasks, *run.recoveries, return_exceptions=True)
         if run.service is not None:
             await run.service.stop()
+
+
+async def _report_progress(run: Run, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        with contextlib.suppress(Exception):
+            counts = await run.db.counts()
+            acked = sum(s.acked_at is not None for s in run.submissions)
+            print(f"[chaos {run.backend} {run.now():6.1f}s] submitted {len(run.submissions)} acked {acked} "
+                  f"kills {len(run.kills)} poison-exits {run.poison_exits} jobs {counts}",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 async def _until(predicate: Callable[[], bool], timeout: float) -> None:
