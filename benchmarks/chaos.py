@@ -120,9 +120,9 @@ FULL = Config(
     deadline_seconds=1500,
 )  # fmt: skip
 CI = Config(
-    name="ci", inner_engine="tests.support.engines:TimedEngine", users=16, stream_jobs=16,
-    stream_rate=4.0, worker_kills=5, pg_terminations=2, pg_restart=False, service_restarts=1,
-    deadline_seconds=85, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
+    name="ci", inner_engine="tests.support.engines:TimedEngine", users=16, stream_jobs=20,
+    stream_rate=1.5, worker_kills=4, pg_terminations=2, pg_restart=False, service_restarts=1,
+    deadline_seconds=170, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
     batch_window_ms=100, kill_wait=(0.1, 0.8),
 )  # fmt: skip
 CONFIGS = {"full": FULL, "ci": CI}
@@ -231,6 +231,10 @@ class Db:
     async def queued(self) -> int:
         raise NotImplementedError
 
+    async def queued_attempts(self) -> int:
+        """The most attempts among queued jobs (poison aside): what a claim may pick up."""
+        raise NotImplementedError
+
     async def finished_after(self, epoch: float) -> int:
         raise NotImplementedError
 
@@ -272,6 +276,11 @@ class SqliteDb(Db):
 
     async def queued(self) -> int:
         return int((await self._run("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0][0])
+
+    async def queued_attempts(self) -> int:
+        rows = await self._run("SELECT max(attempts) FROM jobs WHERE status = 'queued' "
+                               "AND params NOT LIKE ?", f"%{POISON}%")  # fmt: skip
+        return int(rows[0][0] or 0)
 
     async def finished_after(self, epoch: float) -> int:
         rows = await self._run("SELECT count(*) FROM jobs WHERE finished_at > ?", epoch)
@@ -322,6 +331,11 @@ class PostgresDb(Db):
 
     async def queued(self) -> int:
         return int((await self._q("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0][0])
+
+    async def queued_attempts(self) -> int:
+        rows = await self._q("SELECT max(attempts) FROM jobs WHERE status = 'queued' "
+                             "AND params::text NOT LIKE $1", f"%{POISON}%")  # fmt: skip
+        return int(rows[0][0] or 0)
 
     async def finished_after(self, epoch: float) -> int:
         rows = await self._q("SELECT count(*) FROM jobs WHERE finished_at > to_timestamp($1)", epoch)
@@ -474,6 +488,7 @@ class Run:
     service_restarts: list[dict[str, float]] = field(default_factory=list)
     recoveries: list[asyncio.Task[None]] = field(default_factory=list)
     load_done: bool = False
+    ready_workers: int = 0
     stop_faults: bool = False
     t0: float = 0.0
     logs: list[Path] = field(default_factory=list)
@@ -551,8 +566,10 @@ class Run:
 async def _phase(run: Run, worker_id: str) -> tuple[str, int, int]:
     """What the worker is doing, as far as the database shows: (phase, jobs held, max attempts)."""
     held = await run.db.running_for(worker_id)
-    if not held:
-        return ("claiming" if await run.db.queued() else "idle"), 0, 0
+    if not held:  # what it may claim next counts: it could be holding it by the time we kill
+        if not await run.db.queued():
+            return "idle", 0, 0
+        return "claiming", 0, await run.db.queued_attempts()
     attempts = max((a for _, _, a, prompt in held if POISON not in prompt), default=0)
     progress = min(p for _, p, _, _ in held)
     if progress >= 0.999:
@@ -593,6 +610,8 @@ async def worker_slot(run: Run, slot: int) -> None:
                 run.poison_exits += 1
                 continue
             raise
+        if generation == 1:
+            run.ready_workers += 1
         while proc.alive:
             if run.stop_faults or (len(run.kills) >= c.worker_kills and run.load_done):
                 await _park(run, proc)
@@ -831,7 +850,7 @@ async def load(run: Run, planner: Planner) -> None:
 
         for sub in planner.burst():  # all at once
             launch(sub)
-        poison_at = max(1, c.stream_jobs // 12)
+        poison_at = max(1, c.stream_jobs // 20)
         k = 0
         while k < c.stream_jobs or (len(run.kills) < c.worker_kills and k < 3 * c.stream_jobs):
             await asyncio.sleep(rng.expovariate(c.stream_rate))
@@ -1041,16 +1060,18 @@ async def run_backend(config: Config, backend: str, workdir: Path | None = None)
 async def _drive(run: Run) -> dict[str, Any]:
     c = run.config
     run.t0 = time.monotonic()
-    await run.start_service()
     slots = [asyncio.create_task(worker_slot(run, i)) for i in range(c.workers)]
+    await run.start_service()
+    await _until(lambda: run.ready_workers >= c.workers or any(s.done() for s in slots), 180)
     planner = Planner(c, run.rng)
     span = c.stream_jobs / c.stream_rate  # how long the stream lasts
+    begin = run.now()  # the faults' clock starts with the load
     faults: list[Awaitable[None]] = []
-    restarts = [span * (i + 1) / (c.service_restarts + 1) + 2 for i in range(c.service_restarts)]
+    restarts = [begin + span * (i + 1) / (c.service_restarts + 1) for i in range(c.service_restarts)]
     faults.append(service_faults(run, restarts))
     if run.backend == "postgres":
-        terminate = [span * (i + 0.5) / max(1, c.pg_terminations) + 1 for i in range(c.pg_terminations)]
-        faults.append(pg_faults(run, terminate, span * 0.45 + 1 if c.pg_restart else None))
+        terminate = [begin + span * (i + 0.5) / max(1, c.pg_terminations) for i in range(c.pg_terminations)]
+        faults.append(pg_faults(run, terminate, begin + span * 0.45 if c.pg_restart else None))
     fault_tasks = [asyncio.create_task(f) for f in faults]
     if PROGRESS_EVERY:
         fault_tasks.append(asyncio.create_task(_report_progress(run, PROGRESS_EVERY)))
