@@ -83,6 +83,7 @@ PG_ADMINS = [f"postgresql://{u}@{PG_HOST}/{d}" for u in ("postgres", "root") for
 SLACK_PATH = "/slack/events"
 ACK_TARGET_S = 3.0
 RECOVERY_TARGET_S = 10.0
+QUIET_BEFORE_RESTART = 25.0  # seconds without worker kills before the server restart
 PROGRESS_EVERY = float(os.environ.get("GOUACHE_CHAOS_PROGRESS", "0") or 0)  # seconds; 0: quiet
 TAG = re.compile(r"tag-[a-z]\d{5}")
 
@@ -115,8 +116,8 @@ class Config:
 
 
 FULL = Config(
-    name="full", inner_engine="gouache.generation.engine:Engine", users=100, stream_jobs=420,
-    stream_rate=1.0, worker_kills=52, pg_terminations=8, pg_restart=True, service_restarts=2,
+    name="full", inner_engine="gouache.generation.engine:Engine", users=100, stream_jobs=400,
+    stream_rate=0.8, worker_kills=52, pg_terminations=8, pg_restart=True, service_restarts=2,
     deadline_seconds=1500,
 )  # fmt: skip
 CI = Config(
@@ -489,6 +490,7 @@ class Run:
     recoveries: list[asyncio.Task[None]] = field(default_factory=list)
     load_done: bool = False
     ready_workers: int = 0
+    pause_kills: bool = False  # around the PostgreSQL restart, so recovery is measured alone
     stop_faults: bool = False
     t0: float = 0.0
     logs: list[Path] = field(default_factory=list)
@@ -582,7 +584,7 @@ async def _aim(run: Run, proc: Proc, worker_id: str, aimed: str, patience: float
     c = run.config
     safe_attempts = max(1, c.max_attempts - 3)  # a job on its last tries is not killed again
     deadline = time.monotonic() + patience
-    while proc.alive and not run.stop_faults:
+    while proc.alive and not run.stop_faults and not run.pause_kills:
         phase, held, attempts = await _phase(run, worker_id)
         late = time.monotonic() > deadline
         if attempts <= safe_attempts and (phase == aimed or (late and phase != "idle")):
@@ -617,6 +619,8 @@ async def worker_slot(run: Run, slot: int) -> None:
                 await _park(run, proc)
                 return
             await asyncio.sleep(rng.uniform(*c.kill_wait))
+            while run.pause_kills and proc.alive and not run.stop_faults:
+                await asyncio.sleep(0.2)
             aimed = rng.choice(phases)
             target = await _aim(run, proc, name, aimed, patience=6.0)
             if target is None or not proc.alive:
@@ -663,8 +667,12 @@ async def pg_faults(run: Run, terminate_at: list[float], restart_at: float | Non
     events = sorted([(t, "terminate") for t in terminate_at]
                     + ([(restart_at, "restart")] if restart_at is not None else []))  # fmt: skip
     for moment, kind in events:
-        while run.now() < moment and not run.stop_faults:
+        while run.now() < moment - (QUIET_BEFORE_RESTART if kind == "restart" else 0) and not run.stop_faults:
             await asyncio.sleep(0.05)
+        if kind == "restart":  # no worker kills from here until recovery is measured
+            run.pause_kills = True
+            while run.now() < moment and not run.stop_faults:
+                await asyncio.sleep(0.05)
         if run.stop_faults:
             return
         if kind == "terminate":
@@ -697,6 +705,7 @@ async def _measure_recovery(run: Run, record: dict[str, float | None], began: fl
     record["first_job_finished_seconds"] = None if done is None else round(done, 2)
     both = [v for v in (ack, done) if v is not None]
     record["recovery_seconds"] = round(max(both), 2) if len(both) == 2 else None
+    run.pause_kills = False
 
 
 # --- clients ------------------------------------------------------------------------------------
@@ -852,7 +861,7 @@ async def load(run: Run, planner: Planner) -> None:
             launch(sub)
         poison_at = max(1, c.stream_jobs // 20)
         k = 0
-        while k < c.stream_jobs or (len(run.kills) < c.worker_kills and k < 3 * c.stream_jobs):
+        while k < c.stream_jobs or (len(run.kills) < c.worker_kills and k < 2 * c.stream_jobs):
             await asyncio.sleep(rng.expovariate(c.stream_rate))
             if k == poison_at:
                 poison = Submission(99_999, "web", "web-chaos-poison",
