@@ -83,7 +83,7 @@ PG_ADMINS = [f"postgresql://{u}@{PG_HOST}/{d}" for u in ("postgres", "root") for
 SLACK_PATH = "/slack/events"
 ACK_TARGET_S = 3.0
 RECOVERY_TARGET_S = 10.0
-QUIET_BEFORE_RESTART = 25.0  # seconds without worker kills before the server restart
+QUIET_BEFORE_RESTART = 45.0  # no worker kills before the server restart (a start takes ~25 s here)
 PROGRESS_EVERY = float(os.environ.get("GOUACHE_CHAOS_PROGRESS", "0") or 0)  # seconds; 0: quiet
 TAG = re.compile(r"tag-[a-z]\d{5}")
 
@@ -664,17 +664,17 @@ async def service_faults(run: Run, at: list[float]) -> None:
 
 async def pg_faults(run: Run, terminate_at: list[float], restart_at: float | None) -> None:
     assert isinstance(run.db, PostgresDb)
-    events = sorted([(t, "terminate") for t in terminate_at]
-                    + ([(restart_at, "restart")] if restart_at is not None else []))  # fmt: skip
-    for moment, kind in events:
-        while run.now() < moment - (QUIET_BEFORE_RESTART if kind == "restart" else 0) and not run.stop_faults:
+    events = [(t, "terminate") for t in terminate_at]
+    if restart_at is not None:  # no worker kills from QUIET_BEFORE_RESTART until recovery is measured
+        events += [(restart_at - QUIET_BEFORE_RESTART, "quiet"), (restart_at, "restart")]
+    for moment, kind in sorted(events):
+        while run.now() < moment and not run.stop_faults:
             await asyncio.sleep(0.05)
-        if kind == "restart":  # no worker kills from here until recovery is measured
-            run.pause_kills = True
-            while run.now() < moment and not run.stop_faults:
-                await asyncio.sleep(0.05)
         if run.stop_faults:
             return
+        if kind == "quiet":
+            run.pause_kills = True
+            continue
         if kind == "terminate":
             run.pg_terminated.append(await run.db.terminate_backends())
             continue
