@@ -664,31 +664,53 @@ async def service_faults(run: Run, at: list[float]) -> None:
 
 async def pg_faults(run: Run, terminate_at: list[float], restart_at: float | None) -> None:
     assert isinstance(run.db, PostgresDb)
-    events = [(t, "terminate") for t in terminate_at]
-    if restart_at is not None:  # no worker kills from QUIET_BEFORE_RESTART until recovery is measured
-        events += [(restart_at - QUIET_BEFORE_RESTART, "quiet"), (restart_at, "restart")]
-    for moment, kind in sorted(events):
+    tasks = [asyncio.create_task(_pg_terminations(run, terminate_at))]
+    if restart_at is not None:
+        tasks.append(asyncio.create_task(_pg_restart(run, restart_at)))
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _pg_terminations(run: Run, terminate_at: list[float]) -> None:
+    assert isinstance(run.db, PostgresDb)
+    for moment in terminate_at:
         while run.now() < moment and not run.stop_faults:
             await asyncio.sleep(0.05)
         if run.stop_faults:
             return
-        if kind == "quiet":
-            run.pause_kills = True
-            continue
-        if kind == "terminate":
-            run.pg_terminated.append(await run.db.terminate_backends())
-            continue
-        cluster = _pg_cluster()
-        if cluster is None:
-            run.pg_restarts.append({"at": round(run.now(), 2), "error": -1})
-            continue
-        began = run.now()
-        await asyncio.to_thread(subprocess.run, ["pg_ctlcluster", "-m", "fast", *cluster, "restart"],
-                                timeout=120, capture_output=True)  # fmt: skip
-        up, wall_up = run.now(), time.time()
-        record: dict[str, float | None] = {"at": round(began, 2), "server_down_seconds": round(up - began, 2)}
-        run.pg_restarts.append(record)
-        run.recoveries.append(asyncio.create_task(_measure_recovery(run, record, began, wall_up)))
+        run.pg_terminated.append(await run.db.terminate_backends())
+
+
+async def _pg_restart(run: Run, restart_at: float) -> None:
+    """No worker kills from QUIET_BEFORE_RESTART until recovery is measured, and the poison job
+    done crashing workers (that, at the restart, would time a worker's start, not recovery)."""
+    while run.now() < restart_at - QUIET_BEFORE_RESTART and not run.stop_faults:
+        await asyncio.sleep(0.05)
+    run.pause_kills = True
+    poison_done_at = None
+    while not run.stop_faults and run.now() < restart_at + 240:
+        if poison_done_at is None and run.poison_exits >= run.config.max_attempts:
+            poison_done_at = run.now()
+        if run.now() >= restart_at and poison_done_at is not None and run.now() >= poison_done_at + 35:
+            break
+        await asyncio.sleep(0.05)
+    if run.stop_faults:
+        return
+    cluster = _pg_cluster()
+    if cluster is None:
+        run.pg_restarts.append({"at": round(run.now(), 2), "error": -1})
+        run.pause_kills = False
+        return
+    began = run.now()
+    await asyncio.to_thread(subprocess.run, ["pg_ctlcluster", "-m", "fast", *cluster, "restart"],
+                            timeout=120, capture_output=True)  # fmt: skip
+    up, wall_up = run.now(), time.time()
+    record: dict[str, float | None] = {"at": round(began, 2), "server_down_seconds": round(up - began, 2)}
+    run.pg_restarts.append(record)
+    await _measure_recovery(run, record, began, wall_up)
 
 
 async def _measure_recovery(run: Run, record: dict[str, float | None], began: float, wall_up: float) -> None:
