@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(run)
     run.add_argument("--host", help="listen address (GOUACHE_HOST, default 127.0.0.1)")
     run.add_argument("--port", type=int, help="listen port (GOUACHE_PORT, default 8080)")
+    run.add_argument("--no-worker", action="store_true",
+                     help="scale-out: start no worker child; run `gouache worker` processes "
+                     "against the same database")  # fmt: skip
 
     worker = sub.add_parser("worker", help="a GPU worker that claims batches from the queue")
     _common(worker)
@@ -98,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             from gouache.service import run_service
 
-            return asyncio.run(run_service(settings))
+            return asyncio.run(run_service(settings, spawn_worker=not args.no_worker))
         if args.command == "worker":
             from gouache.worker.process import run_worker_process
 

@@ -29,8 +29,10 @@ _TOKEN_PATTERNS = (
     # Slack response_url / webhook URLs, also JSON-escaped (\/) and form-encoded (%2F)
     re.compile(r"(hooks\.slack\.com(?:/|\\/|%2[fF])(?:commands|actions|services|app)(?:/|\\/|%2[fF]))"
                r"[^\s\"'<>&]+"),
+    re.compile(r"(https://hooks\.slack\.com/)[^\s\"'<>,]+"),  # Slack response_url
 )
 MASK = "***"
+_CHATTY_LIBRARIES = ("discord", "slack_sdk", "aiosqlite")
 
 
 class RedactingFilter(logging.Filter):
@@ -84,8 +86,12 @@ def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), json_line
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # discord.py's DEBUG logs carry interaction tokens in URLs; keep it at INFO at most.
-    logging.getLogger("discord").setLevel(max(logging.INFO, root.level))
+    # Libraries whose DEBUG lines carry secrets stay at INFO at most: discord.py prints URLs
+    # with interaction tokens, slack_sdk prints webhook URLs (a command's response_url) and
+    # request bodies, aiosqlite prints every statement with its parameters (a job's row holds
+    # its reply token: that response_url, or a Discord interaction token).
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
 
 
 # Generation on a GPU queue takes seconds to minutes: buckets reach 30 minutes instead of the

@@ -8,6 +8,7 @@ under the file's write lock; other processes on the same file wait up to ``busy_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -110,16 +111,24 @@ class SqliteStorage(SqlStorage):
     async def _transaction(self, body: Callable[[Conn], Awaitable[T]], write: bool) -> T:
         async with self._lock:
             conn = _SqliteConn(self._db, self._queries, time.time())
-            await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
+                await self._db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 result = await body(conn)
+                await self._db.execute("COMMIT")
             except BaseException:
-                await self._db.execute("ROLLBACK")
+                # Failed or cancelled anywhere, even while BEGIN or COMMIT was running on
+                # aiosqlite's thread (it runs to the end there): end the transaction, or the
+                # connection stays in it for good, holding the file's write lock.
+                await asyncio.shield(self._end_transaction())
                 raise
-            await self._db.execute("COMMIT")
         if conn.notified:
             self._wakeup.fire()
         return result
+
+    async def _end_transaction(self) -> None:
+        """Roll back whatever is open; queued behind the cancelled statements, so after them."""
+        with contextlib.suppress(sqlite3.Error):  # "no transaction is active": nothing to undo
+            await self._db.execute("ROLLBACK")
 
     # --- Migratable ------------------------------------------------------------------------
     async def applied_versions(self) -> set[int]:

@@ -48,11 +48,14 @@ class AppDeps:
     web_adapter: WebAdapter
     health: _Health
     metrics: _MetricsSource
-    extra_routes: Sequence[web.RouteDef] = field(default=())  # e.g. Slack's events endpoint
+    # Chat platforms' callbacks (Slack's events endpoint): they check the platform's own
+    # signature, and the platform cannot send our web token, so the token check skips them.
+    extra_routes: Sequence[web.RouteDef] = field(default=())
     accepting: Callable[[], bool] = lambda: True  # False once shutdown has begun
 
 
 DEPS = web.AppKey("gouache.deps", AppDeps)
+SIGNED_PATHS = web.AppKey("gouache.signed_paths", frozenset)
 
 
 def make_app(deps: AppDeps) -> web.Application:
@@ -62,6 +65,7 @@ def make_app(deps: AppDeps) -> web.Application:
         client_max_size=settings.limits.max_upload_bytes + 256 * 1024,
     )
     app[DEPS] = deps
+    app[SIGNED_PATHS] = frozenset(route.path for route in deps.extra_routes if isinstance(route, web.RouteDef))
     static = resources.files("gouache.web").joinpath("static")
     app.add_routes(
         [
@@ -94,8 +98,9 @@ async def _auth_middleware(request: web.Request, handler: Handler) -> web.Stream
                 {"error": "gouache is restarting; try again in a minute."}, status=503
             )
     expected = _token(deps)
-    # Signed artifact links check their own signature (``bot/links.py``).
-    if expected is None or request.path in _OPEN_PATHS or request.path.startswith(FILES_PREFIX):
+    # Signed artifact links (``bot/links.py``) and chat callbacks check their own signatures.
+    if (expected is None or request.path in _OPEN_PATHS or request.path.startswith(FILES_PREFIX)
+            or request.path in request.app[SIGNED_PATHS]):
         return await handler(request)
     query_token = request.query.get("token", "")
     if request.path == "/" and query_token and secrets.compare_digest(query_token, expected):

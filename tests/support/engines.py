@@ -4,7 +4,8 @@
 ``GOUACHE_TEST_BATCH_B``), reports every step, honours cancellation, and draws a flat colour
 derived from the seed so results can be told apart. Prompts carry the faults a test asks for:
 ``kill-the-worker`` SIGKILLs this process mid-batch, ``sticky-cuda`` raises the engine's
-``FatalDeviceError``. Every batch is appended as one JSON line to ``GOUACHE_TEST_BATCH_LOG``
+``FatalDeviceError``. ``PoisonableEngine`` wraps another engine and exits the process on
+a poison prompt, every time. Every batch is appended as one JSON line to ``GOUACHE_TEST_BATCH_LOG``
 when set, so a test can see what ran together.
 """
 
@@ -142,3 +143,56 @@ class TimedRunningBatch:
             else:
                 self._items[item_id] = (item, spec, done)
         return out
+
+
+POISON = "chaos-poison-pill"
+EXIT_POISONED = 86
+
+
+class PoisonableEngine:
+    """Another engine (``GOUACHE_TEST_INNER_ENGINE``, default the real one) plus one poison.
+
+    A batch holding a prompt with ``POISON`` ends this process with ``os._exit`` before any
+    work, on every attempt: the job that kills its worker each time (``benchmarks/chaos.py``).
+    Everything else is the inner engine's own: ``generate`` is the only method looked at, the
+    rest is delegated, so the wrapper follows the engine's interface as it changes.
+    """
+
+    def __init__(self, registry: Any = None) -> None:
+        import importlib
+
+        spec = os.environ.get("GOUACHE_TEST_INNER_ENGINE", "gouache.generation.engine:Engine")
+        module, _, name = spec.partition(":")
+        self._inner = getattr(importlib.import_module(module), name)(registry)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def warm_up(self, model: str) -> None:
+        self._inner.warm_up(model)
+
+    def generate(self, key: BatchKey, items: Sequence[BatchItem], *args: Any, **kwargs: Any) -> Any:
+        if any(POISON in item.prompt for item in items):
+            os._exit(EXIT_POISONED)
+        return self._inner.generate(key, items, *args, **kwargs)
+
+    def running_batch(self, shape: ShapeKey, **kwargs: Any) -> Any:
+        return _PoisonableBatch(self._inner.running_batch(shape, **kwargs))
+
+
+class _PoisonableBatch:
+    """The inner engine's running batch; admitting the poison ends the process (step mode)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+    def admit(self, item: BatchItem, *args: Any, **kwargs: Any) -> None:
+        if POISON in item.prompt:
+            os._exit(EXIT_POISONED)
+        self._inner.admit(item, *args, **kwargs)
