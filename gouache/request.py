@@ -26,12 +26,19 @@ __all__ = [
     "Origin",
     "Request",
     "GUIDANCE_DECIMALS",
+    "ENLARGE_METHODS",
+    "DEFAULT_ENLARGE",
     "image_seed",
 ]
 
 # Guidance is kept to this many decimal places (finer values are rounded, with a note), so
 # the value a job runs with is the value it shows and equal values share a batch.
 GUIDANCE_DECIMALS = 2
+
+# /diversity --enlarge METHOD (gouache/generation/enlarge.py); the bare flag and the Diversify
+# button use the default, the method benchmarks/diversity.py measured best.
+ENLARGE_METHODS = ("cads", "variants", "interval")
+DEFAULT_ENLARGE = "variants"
 
 
 class Kind(StrEnum):
@@ -114,6 +121,9 @@ class Request:
     negative_prompt: str = ""
     gif: bool = False
     diversify: bool = False  # /diversity: deliberately enlarge diversity
+    # /diversity --enlarge METHOD: a baseline and the set enlarged by METHOD (cads, variants,
+    # interval) on the same seeds, reported before -> after; "" for none.
+    enlarge: str = ""
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
@@ -134,7 +144,7 @@ class Request:
         7.0000001 never share a call), joined by ``|``.
         """
         parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
-                 repr(float(self.guidance)), int(self.diversify))  # fmt: skip
+                 repr(float(self.guidance)), int(self.diversify), self.enlarge)  # fmt: skip
         return "|".join(str(part) for part in parts)
 
     def image_seed(self, index: int) -> int:

@@ -20,7 +20,16 @@ from typing import Any
 from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
-from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, Kind, Origin, Request
+from gouache.request import (
+    COMMAND_NAMES,
+    DEFAULT_ENLARGE,
+    ENLARGE_METHODS,
+    GUIDANCE_DECIMALS,
+    KINDS,
+    Kind,
+    Origin,
+    Request,
+)
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
 
@@ -30,14 +39,14 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "ar": "aspect_ratio", "size": "size", "seed": "seed", "steps": "steps",
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
-    "diversify": "diversify",
+    "diversify": "diversify", "enlarge": "enlarge",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-                "--model", "--gif", "--diversify")  # fmt: skip
+                "--model", "--gif", "--diversify", "--enlarge")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -49,7 +58,7 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment"})  # fmt: skip
+                          "enlarge", "attachment"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count"})  # fmt: skip
 
@@ -107,6 +116,12 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
         seen.add(key)
         values = [] if inline is None else [inline] if inline else []
         i += 1
+        if key == "enlarge":  # an optional method name
+            if inline is None and i < len(words) and words[i].lower() in ENLARGE_METHODS:
+                inline = words[i]
+                i += 1
+            options[key] = _parse_enlarge(flag, inline or DEFAULT_ENLARGE)
+            continue
         if key in {"gif", "diversify"}:
             if inline is not None:
                 raise InvalidRequest(messages.bad_value(flag, "given without a value", inline))
@@ -135,6 +150,15 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options[key] = _parse_float(flag, value)
     else:
         options[key] = value
+
+
+def _parse_enlarge(name: str, value: Any) -> str:
+    method = str(value).strip().lower()
+    if method in {"", "true", "yes", "on", "1"}:
+        return DEFAULT_ENLARGE
+    if method not in ENLARGE_METHODS:
+        raise InvalidRequest(messages.bad_value(name, f"one of {', '.join(ENLARGE_METHODS)}", str(value)))
+    return method
 
 
 def _parse_int(name: str, value: Any) -> int:
@@ -214,6 +238,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _parse_ratio(key, value)
     if key in {"gif", "diversify"}:
         return _parse_bool(key, value)
+    if key == "enlarge":
+        return "" if value is False else _parse_enlarge(key, value)
     return str(value)
 
 
@@ -249,6 +275,8 @@ def build_request(
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
+    if opts.get("enlarge") and not KINDS[command.kind].scored:
+        raise InvalidRequest(messages.only_with("--enlarge", "/diversity"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
@@ -257,7 +285,8 @@ def build_request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
-        diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
+        diversify=bool(opts.get("diversify", False)), enlarge=str(opts.get("enlarge") or ""),
+        attachment=opts.get("attachment"),
         notes=tuple(notes),
     )  # fmt: skip
 
@@ -409,4 +438,6 @@ def format_command(request: Request) -> str:
         parts.append("--gif")
     if request.diversify:
         parts.append("--diversify")
+    if request.enlarge:
+        parts.append(f"--enlarge {request.enlarge}")
     return " ".join(parts)

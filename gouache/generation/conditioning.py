@@ -25,6 +25,7 @@ __all__ = [
     "prepare_control",
     "guidance_embedding",
     "annealed",
+    "guidance_scales",
 ]
 
 
@@ -200,3 +201,17 @@ def annealed(
         return psi * rescaled + (1 - psi) * mixed
 
     return replace(cond, prompt_embeds=noised(cond.prompt_embeds), pooled=noised(cond.pooled))
+
+
+def guidance_scales(items: Sequence[BatchItem], guidance: float, noise_level: float) -> torch.Tensor:
+    """Per-row CFG scale ``[rows, 1, 1, 1]`` at ``noise_level`` (1 = noise, 0 = clean): the
+    batch's ``guidance``, or 1 (conditional prediction only) for rows whose item's
+    ``guidance_interval`` excludes this step (limited-interval guidance)."""
+    scales = [
+        guidance
+        if item.guidance_interval is None
+        or item.guidance_interval[0] < noise_level <= item.guidance_interval[1]
+        else 1.0
+        for item in items
+    ]
+    return torch.tensor(scales, dtype=torch.float32).view(-1, 1, 1, 1)

@@ -262,5 +262,13 @@ class DiversityScorer:
             )
         return self._encoders[model]
 
+    def known_for(self, model: str) -> Any:
+        """Whether the model's tokenizer knows a phrase (for prompt variants); None: all known."""
+        if self._registry is None:
+            return None
+        from gouache.generation.enlarge import known_by
+
+        return known_by(self._registry.get(model).tokenizers[0])
+
     def report(self, model: str, prompt: str, images: Sequence[Image.Image]) -> DiversityReport:
         return diversity_report(prompt, images, encoders=self.encoders_for(model))

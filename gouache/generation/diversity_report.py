@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gouache.generation.diversity import NEAR_DUPLICATE, DiversityReport
+from gouache.generation.diversity import NEAR_DUPLICATE, DiversityReport, DiversityScorer
 from gouache.generation.diversity_metrics import cluster_order
 
-__all__ = ["report_text", "verdict", "composite", "composite_png"]
+__all__ = ["report_text", "verdict", "composite", "composite_png", "scored"]
 
 
 def _ratio(report: DiversityReport) -> float:
@@ -178,3 +179,25 @@ def composite_png(images: Sequence[Image.Image], report: DiversityReport, *, tex
     buffer = io.BytesIO()
     composite(images, report, text=text).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def scored(
+    scorer: DiversityScorer,
+    model: str,
+    prompt: str,
+    images: Sequence[Image.Image],
+    baseline: Sequence[Image.Image] | None = None,
+    method: str = "",
+) -> tuple[dict[str, Any], bytes]:
+    """The report (JSON-ready, ``summary`` = the text block) and its composite PNG; with a
+    ``baseline`` (same seeds, not enlarged) every figure reads before -> after."""
+    report = scorer.report(model, prompt, images)
+    data = report.to_dict()
+    text = report_text(report)
+    if baseline is not None:
+        before = scorer.report(model, prompt, baseline)
+        text = report_text(report, before, method)
+        data["baseline"] = {k: v for k, v in before.to_dict().items() if k != "summary"}
+        data["enlarge"] = method
+        data["summary"] = text
+    return data, composite_png(images, report, text=text)

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gouache import messages
 from gouache.config import Settings
@@ -25,7 +25,11 @@ from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
-from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
+from gouache.request import Request
+from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
+
+if TYPE_CHECKING:
+    from gouache.generation.enlarge import Enlarged
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
@@ -142,14 +146,19 @@ class Worker:
         running = _Running([job.id for job in ready])
         keeper = asyncio.create_task(self._keep_alive(running))
         started = time.monotonic()
+        enlarged: dict[str, Enlarged] = {}
         try:
-            results = await asyncio.to_thread(
-                self.engine.generate,
-                batch_key_for(ready[0].request),
-                items,
-                running.on_step,
-                running.should_stop,
-            )
+            if ready[0].request.enlarge:  # one method per batch: it is part of the batch key
+                enlarged = await asyncio.to_thread(self._enlarged, ready[0].request, items, running)
+                results = [enlarged[item.item_id].enlarged for item in items]
+            else:
+                results = await asyncio.to_thread(
+                    self.engine.generate,
+                    batch_key_for(ready[0].request),
+                    items,
+                    running.on_step,
+                    running.should_stop,
+                )
         except Exception as exc:
             if _is_device_lost(exc):
                 raise DeviceLost(str(exc)) from exc
@@ -168,32 +177,51 @@ class Worker:
         )
         by_id = {r.item_id: r for r in results}
         for job in ready:
-            await self._finish(job, by_id[job.id])
+            await self._finish(job, by_id[job.id], enlarged.get(job.id))
 
-    async def _finish(self, job: Job, result: ItemResult) -> None:
+    def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
+        """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
+        from gouache.generation.enlarge import generate_enlarged
+
+        def generate(key: BatchKey, batch: Sequence[BatchItem]) -> list[ItemResult]:
+            return self.engine.generate(key, batch, running.on_step, running.should_stop)
+
+        encoders = self.scorer.encoders_for(request.model)
+        return generate_enlarged(generate, batch_key_for(request), items, request.enlarge,
+                                 clip=encoders.clip, known=self.scorer.known_for(request.model))  # fmt: skip
+
+    async def _finish(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
         try:
-            await self._record(job, result)
+            await self._record(job, result, enlarged)
         except LeaseLost:
             # Our lease expired and another worker owns the job now: its result wins.
             log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
-    async def _record(self, job: Job, result: ItemResult) -> None:
+    async def _record(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, enlarged)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
-    def _artifacts(self, job: Job, result: ItemResult) -> list[Artifact]:
-        request, report = job.request, None
+    def _artifacts(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> list[Artifact]:
+        request, report, picture, made = job.request, None, None, None
         if request.spec.scored and len(result.images) > 1:
-            report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+            from gouache.generation.diversity_report import scored
+
+            baseline = enlarged.baseline.images if enlarged is not None and enlarged.baseline.ok else None
+            report, picture = scored(self.scorer, request.model, request.prompt, result.images,
+                                     baseline, request.enlarge)  # fmt: skip
+            if enlarged is not None:
+                made = Made(enlarged.prompts, enlarged.seeds)
+        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, picture, made)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
+            if flagged:  # the composite shows every image
+                names += [a.name for a in artifacts if a.kind is ArtifactKind.COMPOSITE]
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
 
