@@ -31,7 +31,7 @@ __all__ = [
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 CANCEL = "cancel"  # a button only chat adapters show (queued jobs); not a follow-up Request
 _ACTIONS = ("reroll", "gif", "diversify", CANCEL)
-_SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
+_SHOWN = (ArtifactKind.COMPOSITE, ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # posting order
 
 
 @dataclass(frozen=True)

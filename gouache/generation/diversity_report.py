@@ -48,7 +48,7 @@ def _fmt(value: float | None, before: float | None, digits: int = 2) -> str:
         return "n/a"
     if before is None:
         return f"{value:.{digits}f}"
-    change = f" ({(value - before) / before:+.0%})" if before else ""
+    change = f" ({(value - before) / before:+.0%})".replace("-0%", "+0%") if before else ""
     return f"{before:.{digits}f} -> {value:.{digits}f}{change}"
 
 

@@ -7,7 +7,7 @@
   as asked for the rest (``BatchItem.guidance_interval``).
 - ``variants``: prompt variants: keep the subject, vary attribute, composition and style words;
   over-generate ``OVERSAMPLE`` x N candidates, drop those that fail a fidelity gate (CLIP score
-  against the *original* prompt no lower than the baseline's lowest), and keep the N with the
+  against the *original* prompt at least the baseline's lowest minus ``GATE_MARGIN``), keep the N with the
   highest joint (content x colour) Vendi score, chosen greedily.
 
 ``generate_enlarged`` takes any ``generate(key, items)`` function (the engine's), so the worker,
@@ -20,6 +20,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -33,6 +34,7 @@ __all__ = [
     "METHODS",
     "INTERVAL",
     "OVERSAMPLE",
+    "GATE_MARGIN",
     "Enlarged",
     "prompt_variants",
     "select_diverse",
@@ -43,6 +45,7 @@ __all__ = [
 METHODS = ENLARGE_METHODS
 INTERVAL = (0.0, 0.7)  # guidance only where the noise level (1 = noise, 0 = clean) is in (lo, hi]
 OVERSAMPLE = 2
+GATE_MARGIN = 5.0  # a candidate may score this many CLIP points under the baseline's lowest
 
 Generate = Callable[[BatchKey, Sequence[BatchItem]], list[ItemResult]]
 
@@ -133,6 +136,12 @@ class Enlarged:
     seeds: tuple[int, ...]  # per enlarged image
 
 
+def _lowest_score(clip: ClipEmbedder | None, prompt: str, result: ItemResult) -> float:
+    if clip is None or not result.ok or not result.images:
+        return float("-inf")
+    return float(clip.scores(prompt, result.images).min())
+
+
 def _variants(
     generate: Generate,
     key: BatchKey,
@@ -141,6 +150,9 @@ def _variants(
     clip: ClipEmbedder | None,
     known: Callable[[str], bool] | None,
 ) -> dict[str, Enlarged]:
+    baseline_scores = {
+        item.item_id: _lowest_score(clip, item.prompt, baselines[item.item_id]) for item in items
+    }
     plans: dict[str, tuple[list[str], list[int]]] = {}
     candidates: list[BatchItem] = []
     for item in items:
@@ -166,8 +178,9 @@ def _variants(
         if clip is not None:
             text, embeds = clip.embed(item.prompt, images)
             scores = cosine_kernel(np.vstack([text[None], embeds]))[0, 1:]
-            floor = scores[: item.count].min()  # the baseline's own lowest (same seeds)
-            allowed = [k for k in range(len(images)) if scores[k] >= floor - 1e-6]
+            scores = scores * 100
+            floor = baseline_scores[item.item_id] - GATE_MARGIN
+            allowed = [k for k in range(len(images)) if scores[k] >= floor]
             first = int(np.argmax(scores))
         chosen = select_diverse(_joint_kernel(images, embeds), item.count, allowed, first)
         if len(chosen) < item.count:  # too few passed the gate: fill with the best of the rest
@@ -207,15 +220,18 @@ def generate_enlarged(
     return out
 
 
-def known_by(tokenizer: object) -> Callable[[str], bool]:
-    """Whether ``tokenizer`` knows every word of a phrase (no unknown token): a prompt variant
-    in words the model never saw would only add noise."""
+def known_by(tokenizer: Any) -> Callable[[str], bool]:
+    """Whether ``tokenizer`` knows every word of a phrase: no unknown token, and, for a small
+    closed vocabulary (the demo model's: one token per word), each word one whole token. A
+    variant in words the model never saw would only add noise."""
     unk = getattr(tokenizer, "unk_token_id", None)
+    closed = len(tokenizer) < 10_000
 
     def known(phrase: str) -> bool:
-        if unk is None:
-            return True
-        ids = tokenizer(phrase, add_special_tokens=False).input_ids  # type: ignore[operator]
-        return unk not in ids
+        for word in phrase.split():
+            ids = tokenizer(word, add_special_tokens=False).input_ids
+            if unk in ids or (closed and len(ids) != 1):
+                return False
+        return True
 
     return known

@@ -23,9 +23,9 @@ from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
+from gouache.request import Request
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
-from gouache.request import Request
 from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
 
 if TYPE_CHECKING:
