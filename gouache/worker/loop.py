@@ -176,8 +176,15 @@ class Worker:
             len(ready), sum(j.images for j in ready), time.monotonic() - started,
         )
         by_id = {r.item_id: r for r in results}
-        for job in ready:
-            await self._finish(job, by_id[job.id], enlarged.get(job.id))
+        # Scoring a /diversity set and storing the artifacts take a while too: keep the leases.
+        keeper = asyncio.create_task(self._keep_alive(running))
+        try:
+            for job in ready:
+                await self._finish(job, by_id[job.id], enlarged.get(job.id))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
     def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
         """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
