@@ -14,6 +14,15 @@ from gouache.cli import main
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # shared machines: tiny models run fine on one core
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)  # 8 images (and 8 or 16 more to enlarge) on a busy 2-core CPU
 @pytest.mark.parametrize(
     ("model", "prompt", "enlarge"),
     [("builtin:tiny", "a lighthouse", "variants"),

@@ -9,7 +9,13 @@ import pytest
 from PIL import Image
 
 from gouache.generation.diversity import DiversityScorer, diversity_report
-from gouache.generation.diversity_report import composite, composite_png, report_text, scored, verdict
+from gouache.generation.diversity_report import (
+    composite,
+    composite_png,
+    report_text,
+    scored,
+    verdict,
+)
 
 
 def _solid(rgb: tuple[int, int, int]) -> Image.Image:
