@@ -11,6 +11,12 @@ from gouache.bot.commands import build_request, parse_text
 from gouache.config import Settings
 from gouache.request import Origin
 from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
@@ -53,21 +59,36 @@ def generate_to_dir(
     inputs = []
     if upload is not None:
         inputs.append(Artifact("local", upload.name, ArtifactKind.INPUT, "application/octet-stream", upload.read_bytes()))
-    item = item_for("local", request, inputs, settings.limits, settings.gif)
-    on_step, close = _progress_bar(request.steps)
+    engine = Engine(registry)
+    on_step, close = _progress_bar(request.steps * request.cells * (-(-request.frames // 16) or 1))
     try:
-        [result] = Engine(registry).generate(batch_key_for(request), [item], on_step=on_step)
+        if is_experiment(request):
+            result, artifacts = experiment_job(engine, "local", request, inputs, settings.limits,
+                                               settings.gif, on_step)  # fmt: skip
+        else:
+            item = item_for("local", request, inputs, settings.limits, settings.gif)
+            [result] = engine.generate(batch_key_for(request), [item], on_step=on_step)
+            artifacts = []
     finally:
         close()
     if result.error is not None:
         raise result.error
+    if not is_experiment(request):
+        artifacts = artifacts_for("local", request, result, settings.gif)
+    if request.process:
+        artifacts += process_artifacts("local", request, result, loaded_model(engine, request.model),
+                                       settings.gif)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for artifact in artifacts_for("local", request, result, settings.gif):
+    for artifact in artifacts:
         # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif": the file name says which
-        # seed reproduces it.
+        # seed reproduces it. A sweep's cells share a seed: "cell-3.png" beside "grid.png".
         ext = artifact.name.rsplit(".", 1)[-1]
-        if artifact.index is None:
+        if request.sweep and artifact.index is not None:
+            path = out / f"cell-{artifact.index}.{ext}"
+        elif request.frames and artifact.index is not None:  # the endpoints
+            path = out / f"frame-{artifact.index}.{ext}"
+        elif artifact.index is None:
             path = out / artifact.name
         else:
             suffix = "" if artifact.kind is ArtifactKind.IMAGE else f"-{_SUFFIXES[artifact.kind]}"

@@ -19,7 +19,8 @@ from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
-__all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters", "Made"]
+__all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters", "sweep_artifacts",
+           "frames_every", "Made"]
 
 
 def batch_key_for(request: Request) -> BatchKey:
@@ -57,8 +58,14 @@ def item_for(
         seed=request.seed,
         count=request.count,
         control_image=control,
-        frames_every=gif.every if request.gif else 0,
+        frames_every=frames_every(request, gif),
     )
+
+
+def frames_every(request: Request, gif: GifSettings) -> int:
+    if request.process:  # the process strip labels about 8 denoising frames by their timestep
+        return max(1, request.steps // 8)
+    return gif.every if request.gif else 0
 
 
 def image_parameters(request: Request, index: int, made: Made | None = None) -> str:
@@ -97,7 +104,7 @@ def artifacts_for(
         data = encode_png(image, image_parameters(request, index, made))
         out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data, index))
     for index, frames in enumerate(result.frames):
-        if not frames:
+        if not frames or (request.process and not request.gif):  # --process has its own GIF
             continue
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
         out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data, index))
@@ -107,3 +114,25 @@ def artifacts_for(
     if composite is not None:
         out.append(Artifact(job_id, "report.png", ArtifactKind.COMPOSITE, "image/png", composite))
     return out
+
+
+def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
+    """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
+    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
+    from gouache.generation.images import encode_png, png_parameters
+    from gouache.worker.sweeps import sweep_grid
+
+    out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
+                    encode_png(sweep_grid(request, result.images), sweep_description(request)))]  # fmt: skip
+    for cell, image in zip(cells, result.images, strict=True):
+        data = encode_png(image, png_parameters(cell.request))
+        out.append(Artifact(job_id, f"image-{cell.index}.png", ArtifactKind.IMAGE, "image/png", data, cell.index))
+    return out
+
+
+def sweep_description(request: Request) -> str:
+    """The grid's ``parameters`` text: the base parameters and the axes."""
+    from gouache.generation.images import png_parameters
+
+    axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
+    return f"{png_parameters(request)}\nSweep: {axes}"
