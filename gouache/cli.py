@@ -1,5 +1,5 @@
-"""Command line: `gouache run | worker | migrate | healthcheck | generate | evaluate`. Parsing
-only; no logic here.
+"""Command line: `gouache run | worker | migrate | healthcheck | generate | evaluate |
+diversity`. Parsing only; no logic here.
 
 Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
 configuration reference for the things people change most.
@@ -17,6 +17,7 @@ from typing import Any
 from gouache import __version__
 from gouache.config import Settings
 from gouache.errors import UserError
+from gouache.request import ENLARGE_METHODS
 
 __all__ = ["main", "build_parser"]
 
@@ -60,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
     gen.add_argument("--gif", action="store_true", help="also write the denoising GIF")
     gen.add_argument("--file", type=Path, help="depth map or photo for /depth")
+
+    div = sub.add_parser("diversity", help="a scored /diversity set, locally: report, images, composite")
+    _common(div)
+    div.add_argument("prompt", metavar="PROMPT", help='e.g. "a lighthouse"')
+    div.add_argument("--n", type=int, default=8, help="images in the set (default 8)")
+    div.add_argument("--enlarge", choices=ENLARGE_METHODS, default="",
+                     help="also run the set enlarged by this method on the same seeds")  # fmt: skip
+    div.add_argument("--seed", type=int, help="seed of image 1 (image i uses seed + i - 1)")
+    div.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
 
     # Offline code (the demo world and judge) lives in tools/, which the runtime never imports:
     # this runs `python -m tools.evaluate` from a source checkout in a child process.
@@ -114,6 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gouache.storage import migrate_database
 
             asyncio.run(migrate_database(settings.resolved_database_url))
+            return 0
+        if args.command == "diversity":
+            from gouache.diversity_cli import diversity_to_dir
+
+            run = diversity_to_dir(settings, args.prompt, args.out, count=args.n,
+                                   enlarge=args.enlarge, seed=args.seed)  # fmt: skip
+            print(run.text)
+            print(f"wrote {len(run.written)} files to {args.out}")
             return 0
         from gouache.generate import generate_to_dir
 

@@ -59,6 +59,12 @@ class ModelSpec(BaseModel):
         None, description="controlnet-aux annotator folder (midas:PATH) or transformers model id"
     )
     clip_model: str | None = Field(None, description="CLIPModel for diversity and CLIP score")
+    image_encoder: str | None = Field(
+        None, description="CLIP or DINOv2 folder for content diversity (default: clip_model)"
+    )
+    style_encoder: str | None = Field(
+        None, description="CLIP or DINOv2 folder whose Gram features measure style diversity"
+    )
     preview_decoder: str | None = Field(None, description="AutoencoderTiny for cheap GIF frames")
 
 

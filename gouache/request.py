@@ -26,6 +26,8 @@ __all__ = [
     "Origin",
     "Request",
     "GUIDANCE_DECIMALS",
+    "ENLARGE_METHODS",
+    "DEFAULT_ENLARGE",
     "STRENGTH_RANGE",
     "VARIATION_COUNT",
     "image_seed",
@@ -50,6 +52,11 @@ SWEEP_MAX_CELLS = 16
 # `/interpolate A | B [--seed A,B] [--frames 16]`: frames charged as images.
 INTERPOLATE_FRAMES = 16
 INTERPOLATE_MAX_FRAMES = 32
+
+# /diversity --enlarge METHOD (gouache/generation/enlarge.py); the bare flag and the Diversify
+# button use the default, the method benchmarks/diversity.py measured best.
+ENLARGE_METHODS = ("cads", "variants", "interval")
+DEFAULT_ENLARGE = "variants"
 
 
 class Kind(StrEnum):
@@ -141,6 +148,9 @@ class Request:
     negative_prompt: str = ""
     gif: bool = False
     diversify: bool = False  # /diversity: deliberately enlarge diversity
+    # /diversity --enlarge METHOD: a baseline and the set enlarged by METHOD (cads, variants,
+    # interval) on the same seeds, reported before -> after; "" for none.
+    enlarge: str = ""
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
     strength: float = 1.0  # /depth: conditioning scale, STRENGTH_RANGE
@@ -178,7 +188,7 @@ class Request:
         """
         parts: list[object] = [self.model, self.pipeline, self.width, self.height, self.steps,
                                self.sampler, repr(float(self.guidance)), int(self.diversify),
-                               repr(float(self.strength))]  # fmt: skip
+                               repr(float(self.strength)), self.enlarge]  # fmt: skip
         if self.sweep:  # a sweep's cells are batched by the worker, never with other jobs
             parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
         if self.process:
@@ -189,8 +199,9 @@ class Request:
 
     @property
     def is_experiment(self) -> bool:
-        """Sweeps, interpolations and --process run through the worker's request-level path."""
-        return bool(self.sweep or self.process or self.frames)
+        """Sweeps, interpolations, --process and /diversity --enlarge (a baseline and an
+        enlarged set, paired) run through the worker's request-level path."""
+        return bool(self.sweep or self.process or self.frames or self.enlarge)
 
     @property
     def shape_key(self) -> str:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gouache.config import Settings
-from gouache.request import VARIATION_COUNT, FollowUp, Kind, Origin, Request
+from gouache.request import DEFAULT_ENLARGE, VARIATION_COUNT, FollowUp, Kind, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -153,9 +153,11 @@ def follow_up(
         return replace(base, gif=True)
     if request.kind is Kind.DEPTH:  # diversify a depth job: same control image, more variety
         return replace(base, diversify=True, seed=seed, gif=False, sweep=())
+    # Paired like /diversity --enlarge: the baseline keeps the source's seed (its image 1 is the
+    # image the button was under) and the enlarged set runs on the same seeds.
     count = max(request.count, diversity_count)
-    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count,
-                   sweep=(), process=False)  # fmt: skip
+    return replace(base, kind=Kind.DIVERSITY, diversify=False, enlarge=DEFAULT_ENLARGE,
+                   seed=request.seed, gif=False, count=count, sweep=(), process=False)  # fmt: skip
 
 
 def input_artifacts(artifacts: Sequence[Artifact]) -> list[Artifact]:

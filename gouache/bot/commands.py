@@ -22,6 +22,8 @@ from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
 from gouache.request import (
     COMMAND_NAMES,
+    DEFAULT_ENLARGE,
+    ENLARGE_METHODS,
     GUIDANCE_DECIMALS,
     INTERPOLATE_FRAMES,
     INTERPOLATE_MAX_FRAMES,
@@ -43,7 +45,7 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
     "diversify": "diversify", "strength": "strength", "sweep": "sweep", "process": "process",
-    "frames": "frames",
+    "frames": "frames", "enlarge": "enlarge",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
@@ -52,7 +54,7 @@ _FORMS: Mapping[str, str] = MappingProxyType({
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
                 "--model", "--gif", "--diversify", "--strength", "--sweep", "--process",
-                "--frames")  # fmt: skip
+                "--frames", "--enlarge")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -64,7 +66,7 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment", "strength", "sweep", "process", "frames", "seed_b"})  # fmt: skip
+                          "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count"})  # fmt: skip
 
@@ -122,6 +124,12 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
         seen.add(key)
         values = [] if inline is None else [inline] if inline else []
         i += 1
+        if key == "enlarge":  # an optional method name
+            if inline is None and i < len(words) and words[i].lower() in ENLARGE_METHODS:
+                inline = words[i]
+                i += 1
+            options[key] = _parse_enlarge(flag, inline or DEFAULT_ENLARGE)
+            continue
         if key in {"gif", "diversify", "process"}:
             if inline is not None:
                 raise InvalidRequest(messages.bad_value(flag, "given without a value", inline))
@@ -155,6 +163,15 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options.setdefault(key, []).append(_parse_sweep_axis(flag, value))
     else:
         options[key] = value
+
+
+def _parse_enlarge(name: str, value: Any) -> str:
+    method = str(value).strip().lower()
+    if method in {"", "true", "yes", "on", "1"}:
+        return DEFAULT_ENLARGE
+    if method not in ENLARGE_METHODS:
+        raise InvalidRequest(messages.bad_value(name, f"one of {', '.join(ENLARGE_METHODS)}", str(value)))
+    return method
 
 
 _SWEEP_NAMES = MappingProxyType({"cfg": "cfg", "guidance": "cfg", "steps": "steps",
@@ -255,6 +272,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _parse_ratio(key, value)
     if key in {"gif", "diversify", "process"}:
         return _parse_bool(key, value)
+    if key == "enlarge":
+        return "" if value is False else _parse_enlarge(key, value)
     if key == "sweep":
         return _coerce_sweep(value)
     return str(value)
@@ -292,6 +311,8 @@ def build_request(
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
+    if opts.get("enlarge") and not KINDS[command.kind].scored:
+        raise InvalidRequest(messages.only_with("--enlarge", "/diversity"))
     strength = _strength(command.kind, opts.get("strength"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
@@ -302,7 +323,7 @@ def build_request(
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
         diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
-        strength=strength, notes=tuple(notes), process=bool(opts.get("process", False)),
+        enlarge=str(opts.get("enlarge") or ""), strength=strength, notes=tuple(notes), process=bool(opts.get("process", False)),
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
@@ -557,6 +578,8 @@ def format_command(request: Request) -> str:
         parts.append("--gif")
     if request.diversify:
         parts.append("--diversify")
+    if request.enlarge:
+        parts.append(f"--enlarge {request.enlarge}")
     if request.strength != 1.0:
         parts.append(f"--strength {_number(request.strength)}")
     if request.process:

@@ -81,6 +81,13 @@ class BatchItem:
 
     ``control_image`` is required for the "depth" pipeline. ``frames_every=k`` keeps a decoded
     frame every ``k`` steps (0: no frames); the last frame is the final image.
+
+    ``guidance_interval=(lo, hi)`` limits classifier-free guidance to the steps whose noise
+    level ``t / num_train_timesteps`` (1 = pure noise, 0 = clean) lies in ``(lo, hi]``; outside
+    it the item's rows use the conditional prediction alone (guidance scale 1). ``None`` guides
+    every step. Limited-interval guidance (Kynkäänniemi et al. 2024): no guidance in the
+    high-noise steps raises diversity (``/diversity --enlarge interval``). Any engine loop,
+    the step-level one included, must honour it per lane: ``conditioning.guidance_scales``.
     """
 
     item_id: str
@@ -90,6 +97,7 @@ class BatchItem:
     count: int = 1
     control_image: Image | None = field(default=None, compare=False)
     frames_every: int = 0
+    guidance_interval: tuple[float, float] | None = None
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)
@@ -99,6 +107,10 @@ class BatchItem:
             raise ValueError(f"count must be at least 1, not {self.count}")
         if self.frames_every < 0:
             raise ValueError(f"frames_every must be 0 or more, not {self.frames_every}")
+        if self.guidance_interval is not None:
+            lo, hi = self.guidance_interval
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"guidance_interval must satisfy 0 <= lo < hi <= 1, not {self.guidance_interval}")
 
 
 @dataclass

@@ -25,6 +25,9 @@ __all__ = [
     "prepare_control",
     "guidance_embedding",
     "annealed",
+    "guidance_scales",
+    "CADS_TAU1",
+    "CADS_TAU2",
 ]
 
 
@@ -161,13 +164,17 @@ def guidance_embedding(w: torch.Tensor, embedding_dim: int) -> torch.Tensor:
     return emb
 
 
+CADS_TAU1 = 0.7  # clean condition from here down to t = 0
+CADS_TAU2 = 1.0  # pure noise only at t = 1
+
+
 def annealed(
     cond: Conditioning,
     noise_level: float,
     generators: Sequence[torch.Generator],
     *,
-    tau1: float = 0.6,
-    tau2: float = 0.9,
+    tau1: float = CADS_TAU1,
+    tau2: float = CADS_TAU2,
     scale: float = 0.25,
     psi: float = 1.0,
 ) -> Conditioning:
@@ -180,6 +187,14 @@ def annealed(
     per-sample mean and std and mixed with psi. Built from the clean ``cond`` at every step (a
     callback that noised the previous step's output would compound the noise), with one
     generator per row so a seed reproduces its image. Only the positive condition is noised.
+
+    The schedule keeps the final steps clean: every step with ``t <= tau1`` (here 0.7, the last
+    70% of a DDIM run) sees the clean condition, and the ramp reaches pure noise only at
+    ``t = 1``. The paper's defaults (0.6, 0.9) fully replace the prompt for the first steps and
+    hand back a clean condition only once two thirds of the noise variance is gone on a cosine
+    schedule; on the demo model that left visible pixel noise (Laplacian energy +18% over the
+    baseline on the same seeds; with these defaults about +2%,
+    ``tests/unit/generation/test_cads.py::test_cads_leaves_the_final_images_clean``).
     """
     gamma = min(1.0, max(0.0, (tau2 - noise_level) / (tau2 - tau1)))
     if gamma >= 1.0:
@@ -200,3 +215,17 @@ def annealed(
         return psi * rescaled + (1 - psi) * mixed
 
     return replace(cond, prompt_embeds=noised(cond.prompt_embeds), pooled=noised(cond.pooled))
+
+
+def guidance_scales(items: Sequence[BatchItem], guidance: float, noise_level: float) -> torch.Tensor:
+    """Per-row CFG scale ``[rows, 1, 1, 1]`` at ``noise_level`` (1 = noise, 0 = clean): the
+    batch's ``guidance``, or 1 (conditional prediction only) for rows whose item's
+    ``guidance_interval`` excludes this step (limited-interval guidance)."""
+    scales = [
+        guidance
+        if item.guidance_interval is None
+        or item.guidance_interval[0] < noise_level <= item.guidance_interval[1]
+        else 1.0
+        for item in items
+    ]
+    return torch.tensor(scales, dtype=torch.float32).view(-1, 1, 1, 1)

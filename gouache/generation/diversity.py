@@ -1,22 +1,33 @@
 """How different the images of one prompt are from each other, and how well they follow it.
 
-Two kernels feed the Vendi score (Friedman & Dieng, 2023): a *semantic* one, cosine similarity
-of CLIP image embeddings, and a *style* one, the Bhattacharyya coefficient of colour histograms
-(positive semi-definite with a unit diagonal, and needing no weights). Vendi is the exponential
-of the entropy of the kernel's eigenvalues: 1 when all images are alike, ``n`` when all differ.
-It grows with ``n``, so the report also gives it per image. The CLIP score (cosine of image and
-prompt embeddings, x100) says whether the variety stayed on the prompt.
+Content (semantic) diversity is the Vendi score of cosine similarities of image embeddings
+from the model's configured image encoder (``ModelSpec.image_encoder``: a CLIP or DINOv2
+folder; else its ``clip_model``). Style diversity is always measured on square-root colour
+histograms (weight-free), and also on Gram features of a configured ``style_encoder``.
+Fidelity is the CLIP score (cosine of image and prompt embeddings, x100) where a CLIP model is
+configured. The figures themselves live in ``diversity_metrics``; the text and picture a person
+reads in ``diversity_report``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from gouache.generation.diversity_metrics import (
+    KernelFigures,
+    colour_histograms,
+    cosine_kernel,
+    gram_features,
+    histogram_roots,
+    kernel_figures,
+    near_duplicates,
+    vendi,
+)
 from gouache.generation.pretrained import LazyPretrained
 
 __all__ = [
@@ -24,47 +35,24 @@ __all__ = [
     "colour_histograms",
     "style_kernel",
     "ClipEmbedder",
+    "ImageEncoder",
+    "StyleEncoder",
+    "Encoders",
     "DiversityReport",
     "diversity_report",
     "DiversityScorer",
+    "NEAR_DUPLICATE",
 ]
 
+NEAR_DUPLICATE = 0.95  # pairs at least this similar in content *and* colour are near-duplicates
 
-def vendi_score(kernel: np.ndarray, q: float = 1.0) -> float:
-    """Vendi score of order ``q`` of a similarity matrix with a unit diagonal (``eigvalsh``)."""
-    n = kernel.shape[0]
-    if n == 0:
-        return 0.0
-    lam = np.clip(np.linalg.eigvalsh((kernel + kernel.T) / (2 * n)), 0.0, None)
-    lam = lam[lam > 1e-12]
-    lam = lam / lam.sum()
-    if q == 1.0:
-        return float(np.exp(-(lam * np.log(lam)).sum()))
-    if np.isinf(q):
-        return float(1.0 / lam.max())
-    return float(np.exp(np.log((lam**q).sum()) / (1.0 - q)))
-
-
-def colour_histograms(images: Sequence[Image.Image], bins: int = 8) -> np.ndarray:
-    """Normalised ``bins**3`` RGB histograms, one row per image."""
-    rows = []
-    for image in images:
-        pixels = np.asarray(image.convert("RGB"), dtype=np.int64) * bins // 256
-        index = (pixels[..., 0] * bins + pixels[..., 1]) * bins + pixels[..., 2]
-        counts = np.bincount(index.ravel(), minlength=bins**3).astype(np.float64)
-        rows.append(counts / counts.sum())
-    return np.stack(rows)
+vendi_score = vendi  # the name older callers use
 
 
 def style_kernel(histograms: np.ndarray) -> np.ndarray:
     """Bhattacharyya coefficients: K_ij = sum_b sqrt(h_i(b) h_j(b)); K_ii = 1."""
     roots = np.sqrt(histograms)
     return roots @ roots.T
-
-
-def _cosine_kernel(embeddings: np.ndarray) -> np.ndarray:
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
-    return unit @ unit.T
 
 
 class ClipEmbedder:
@@ -77,83 +65,210 @@ class ClipEmbedder:
 
     def embed(self, prompt: str, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(text embedding [d], image embeddings [n, d]) in CLIP's joint space."""
+        text, embeds = self.embed_prompts([prompt], images)
+        return text[0], embeds
+
+    def embed_prompts(
+        self, prompts: Sequence[str], images: Sequence[Image.Image]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(text embeddings [p, d], image embeddings [n, d])."""
         import torch
 
         model, processor = self._pretrained.get()
         inputs = processor(
-            text=[prompt], images=list(images), return_tensors="pt", padding="max_length",
+            text=list(prompts), images=list(images), return_tensors="pt", padding="max_length",
             truncation=True,
         )  # fmt: skip
         with torch.inference_mode():
             out = model(**{k: v.to(self.device) for k, v in inputs.items()})
-        return out.text_embeds[0].float().cpu().numpy(), out.image_embeds.float().cpu().numpy()
+        return out.text_embeds.float().cpu().numpy(), out.image_embeds.float().cpu().numpy()
+
+    def scores(self, prompt: str, images: Sequence[Image.Image]) -> np.ndarray:
+        """CLIP score of each image against ``prompt`` (cosine x 100)."""
+        text, embeds = self.embed(prompt, images)
+        return cosine_kernel(np.vstack([text[None], embeds]))[0, 1:] * 100
+
+
+def _vision_tokens(path: str, device: str, images: Sequence[Image.Image], layer: str) -> Any:
+    """Hidden states of a CLIP or DINOv2-style vision tower (AutoModel + AutoImageProcessor)."""
+    import torch
+    import transformers
+
+    key = (path, device)
+    if key not in _VISION_CACHE:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        cls = transformers.CLIPModel if config.model_type == "clip" else transformers.AutoModel
+        model = cls.from_pretrained(path, local_files_only=True).to(device).eval()
+        processor = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+        _VISION_CACHE[key] = (model, processor)
+    model, processor = _VISION_CACHE[key]
+    pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device)
+    with torch.inference_mode():
+        if isinstance(model, transformers.CLIPModel):
+            if layer == "pooled":
+                return model.get_image_features(pixel_values=pixels)
+            return model.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        return out.pooler_output if layer == "pooled" else out.hidden_states
+
+
+_VISION_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+class ImageEncoder:
+    """Semantic image embeddings: CLIP's image features or DINOv2's pooled CLS token."""
+
+    def __init__(self, path: str, *, device: str = "cpu") -> None:
+        self.path, self.device = path, device
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = _vision_tokens(self.path, self.device, images, "pooled")
+        return np.asarray(out.float().cpu().numpy())
+
+
+class StyleEncoder:
+    """Style features: the Gram matrix of a middle layer's patch tokens of a vision tower."""
+
+    def __init__(self, path: str, *, device: str = "cpu") -> None:
+        self.path, self.device = path, device
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        hidden = _vision_tokens(self.path, self.device, images, "hidden")
+        tokens = hidden[len(hidden) // 2][:, 1:].float().cpu().numpy()  # drop CLS
+        return gram_features(tokens)
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """The embedding models configured for one generative model (any may be absent)."""
+
+    clip: ClipEmbedder | None = None
+    image: ImageEncoder | None = None  # semantic; CLIP's image tower when None
+    style: StyleEncoder | None = None
 
 
 @dataclass(frozen=True)
 class DiversityReport:
+    """Every figure of one set; ``kernels`` (not serialised) feed the composite picture."""
+
     images: int
-    style_vendi: float
-    semantic_vendi: float | None  # None when the model has no CLIP configured
-    clip_scores: tuple[float, ...]  # per image, cosine x 100; empty without CLIP
-    summary: str
+    style: KernelFigures  # colour histograms, always
+    semantic: KernelFigures | None = None
+    style_encoder: KernelFigures | None = None
+    clip_scores: tuple[float, ...] = ()  # per image, cosine x 100; empty without CLIP
+    near_duplicates: tuple[tuple[int, int], ...] = ()
+    prompt: str = ""
+    kernels: dict[str, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def style_vendi(self) -> float:
+        return self.style.vendi
+
+    @property
+    def semantic_vendi(self) -> float | None:
+        return None if self.semantic is None else self.semantic.vendi
 
     @property
     def style_vendi_per_image(self) -> float:
-        return self.style_vendi / self.images
+        return self.style.vendi_per_image
+
+    @property
+    def fidelity(self) -> float | None:
+        return float(np.mean(self.clip_scores)) if self.clip_scores else None
+
+    @property
+    def summary(self) -> str:
+        from gouache.generation.diversity_report import report_text
+
+        return report_text(self)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["style_vendi_per_image"] = round(self.style_vendi_per_image, 4)
-        if self.semantic_vendi is not None:
-            data["semantic_vendi_per_image"] = round(self.semantic_vendi / self.images, 4)
-        data["clip_scores"] = list(self.clip_scores)
+        data: dict[str, Any] = {
+            "images": self.images,
+            "prompt": self.prompt,
+            "style_vendi": round(self.style.vendi, 4),
+            "style_vendi_per_image": round(self.style.vendi_per_image, 4),
+            "style": self.style.to_dict(),
+            "semantic_vendi": None,
+            "clip_scores": list(self.clip_scores),
+            "fidelity": None if self.fidelity is None else round(self.fidelity, 2),
+            "near_duplicates": [list(pair) for pair in self.near_duplicates],
+            "near_duplicate_similarity": NEAR_DUPLICATE,
+            "summary": self.summary,
+        }
+        if self.semantic is not None:
+            data["semantic_vendi"] = round(self.semantic.vendi, 4)
+            data["semantic_vendi_per_image"] = round(self.semantic.vendi_per_image, 4)
+            data["semantic"] = self.semantic.to_dict()
+        if self.style_encoder is not None:
+            data["style_encoder"] = self.style_encoder.to_dict()
         return data
 
 
 def diversity_report(
-    prompt: str, images: Sequence[Image.Image], clip: ClipEmbedder | None = None
+    prompt: str,
+    images: Sequence[Image.Image],
+    clip: ClipEmbedder | None = None,
+    *,
+    encoders: Encoders | None = None,
+    near: float = NEAR_DUPLICATE,
 ) -> DiversityReport:
     """Score a set of images of one prompt; needs at least two images."""
     if len(images) < 2:
         raise ValueError("a diversity report needs at least two images")
-    style = vendi_score(style_kernel(colour_histograms(images)))
-    semantic, scores = None, ()
-    if clip is not None:
-        text, embeds = clip.embed(prompt, images)
-        semantic = vendi_score(_cosine_kernel(embeds))
-        unit = embeds / np.linalg.norm(embeds, axis=1, keepdims=True).clip(1e-12)
-        scores = tuple(round(float(v) * 100, 2) for v in unit @ (text / max(np.linalg.norm(text), 1e-12)))
-    n = len(images)
-    parts = [f"style diversity {style:.2f} of {n} (Vendi on colour histograms)"]
-    if semantic is not None:
-        parts.append(f"semantic diversity {semantic:.2f} of {n} (Vendi on CLIP embeddings)")
-        parts.append(f"mean CLIP score {np.mean(scores):.1f}")
+    enc = encoders or Encoders(clip=clip)
+    kernels = {"style": cosine_kernel(histogram_roots(images))}
+    scores: tuple[float, ...] = ()
+    if enc.clip is not None:
+        text, embeds = enc.clip.embed(prompt, images)
+        scores = tuple(round(float(v), 2) for v in cosine_kernel(np.vstack([text[None], embeds]))[0, 1:] * 100)
+        kernels["semantic"] = cosine_kernel(embeds)
+    if enc.image is not None:
+        kernels["semantic"] = cosine_kernel(enc.image.embed(images))
+    if enc.style is not None:
+        kernels["style_encoder"] = cosine_kernel(enc.style.embed(images))
+    # A near-duplicate looks the same in content and in colour.
+    joint = np.minimum(kernels["style"], kernels.get("semantic", kernels["style"]))
     return DiversityReport(
-        images=n,
-        style_vendi=round(style, 4),
-        semantic_vendi=None if semantic is None else round(semantic, 4),
+        images=len(images),
+        style=kernel_figures(kernels["style"]),
+        semantic=kernel_figures(kernels["semantic"]) if "semantic" in kernels else None,
+        style_encoder=kernel_figures(kernels["style_encoder"]) if "style_encoder" in kernels else None,
         clip_scores=scores,
-        summary="; ".join(parts),
+        near_duplicates=tuple((i, j) for i, j, _ in near_duplicates(joint, near)),
+        prompt=prompt,
+        kernels=kernels,
     )
 
 
 class DiversityScorer:
-    """Reports for /diversity jobs, with each model's configured CLIP (loaded once)."""
+    """Reports for /diversity jobs, with each model's configured encoders (loaded once)."""
 
     def __init__(self, registry: Any = None, *, device: str = "cpu") -> None:
-        self._registry = registry  # a ModelRegistry; None scores style only
+        self._registry = registry  # a ModelRegistry; None scores colour only
         self._device = device
-        self._embedders: dict[str, ClipEmbedder] = {}
+        self._encoders: dict[str, Encoders] = {}
 
-    def _clip_for(self, model: str) -> ClipEmbedder | None:
+    def encoders_for(self, model: str) -> Encoders:
+        if self._registry is None:
+            return Encoders()
+        if model not in self._encoders:
+            loaded = self._registry.get(model)
+            clip, image, style = (getattr(loaded, f"{k}_path", None) for k in ("clip", "image_encoder", "style_encoder"))
+            self._encoders[model] = Encoders(
+                clip=ClipEmbedder(clip, device=self._device) if clip else None,
+                image=ImageEncoder(image, device=self._device) if image else None,
+                style=StyleEncoder(style, device=self._device) if style else None,
+            )
+        return self._encoders[model]
+
+    def known_for(self, model: str) -> Any:
+        """Whether the model's tokenizer knows a phrase (for prompt variants); None: all known."""
         if self._registry is None:
             return None
-        path = self._registry.get(model).clip_path
-        if path is None:
-            return None
-        if path not in self._embedders:
-            self._embedders[path] = ClipEmbedder(path, device=self._device)
-        return self._embedders[path]
+        from gouache.generation.enlarge import known_by
+
+        return known_by(self._registry.get(model).tokenizers[0])
 
     def report(self, model: str, prompt: str, images: Sequence[Image.Image]) -> DiversityReport:
-        return diversity_report(prompt, images, self._clip_for(model))
+        return diversity_report(prompt, images, encoders=self.encoders_for(model))

@@ -30,6 +30,7 @@ from gouache.generation.conditioning import (
     encode_sd,
     encode_sdxl,
     guidance_embedding,
+    guidance_scales,
     prepare_control,
 )
 from gouache.generation.models import LoadedModel, ModelRegistry
@@ -295,7 +296,9 @@ class Engine:
             # 8.5 Perform guidance.
             if do_cfg:
                 noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
-                noise_pred = noise_pred_uncond + key.guidance * (
+                level = float(t) / template.config.num_train_timesteps  # guidance_interval
+                scales = guidance_scales([lane.item for lane in lanes], key.guidance, level)
+                noise_pred = noise_pred_uncond + scales.to(noise_pred) * (
                     noise_pred_text - noise_pred_uncond
                 )
 

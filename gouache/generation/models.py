@@ -50,6 +50,8 @@ class LoadedModel:
     controlnet: torch.nn.Module | None = None
     preview_decoder: torch.nn.Module | None = None
     clip_path: str | None = None
+    image_encoder_path: str | None = None  # semantic embeddings for /diversity
+    style_encoder_path: str | None = None  # Gram style features for /diversity
     label: str = field(default="")
 
     @property
@@ -177,6 +179,8 @@ class ModelRegistry:
             controlnet=controlnet,
             preview_decoder=preview,
             clip_path=self._helper_path(spec.clip_model, "clip") if spec.clip_model else None,
+            image_encoder_path=self._helper_path(spec.image_encoder, "clip") if spec.image_encoder else None,
+            style_encoder_path=self._helper_path(spec.style_encoder, "clip") if spec.style_encoder else None,
             label=spec.label,
         )
 

@@ -31,6 +31,7 @@ class ArtifactKind(StrEnum):
     GIF = "gif"
     DEPTH = "depth"
     REPORT = "report"
+    COMPOSITE = "composite"  # the /diversity report as one picture (grid + heatmaps + text)
     INPUT = "input"  # an upload that came with the request (depth map, photo)
     MODERATION = "moderation"  # the worker's safety verdicts; never shown to users
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gouache.config import GifSettings, Limits
@@ -19,7 +20,7 @@ from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 __all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters", "sweep_artifacts",
-           "frames_every"]
+           "frames_every", "Made"]
 
 
 def batch_key_for(request: Request) -> BatchKey:
@@ -67,11 +68,21 @@ def frames_every(request: Request, gif: GifSettings) -> int:
     return gif.every if request.gif else 0
 
 
-def image_parameters(request: Request, index: int) -> str:
-    """A1111-style ``parameters`` text: the seed is the one this very image used."""
+def image_parameters(request: Request, index: int, made: Made | None = None) -> str:
+    """A1111-style ``parameters`` text: the seed (and prompt) this very image used."""
     from gouache.generation.images import png_parameters
 
+    if made is not None and index < len(made.seeds):
+        return png_parameters(replace(request, prompt=made.prompts[index]), seed=made.seeds[index])
     return png_parameters(request, seed=request.image_seed(index))
+
+
+@dataclass(frozen=True)
+class Made:
+    """How each image of an enlarged /diversity set was made (prompt variants change both)."""
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
 
 
 def artifacts_for(
@@ -80,14 +91,17 @@ def artifacts_for(
     result: ItemResult,
     gif: GifSettings,
     report: Mapping[str, Any] | None = None,
+    composite: bytes | None = None,
+    made: Made | None = None,
 ) -> list[Artifact]:
-    """PNG per image (with its parameters), a GIF per image when frames were kept, a report."""
+    """PNG per image (with its parameters), a GIF per image when frames were kept, a report
+    (JSON, its ``summary`` the text block) and the report's composite picture."""
     from gouache.generation.gif import encode_gif
     from gouache.generation.images import encode_png
 
     out: list[Artifact] = []
     for index, image in enumerate(result.images):
-        data = encode_png(image, image_parameters(request, index))
+        data = encode_png(image, image_parameters(request, index, made))
         out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data, index))
     for index, frames in enumerate(result.frames):
         if not frames or (request.process and not request.gif):  # --process has its own GIF
@@ -97,6 +111,8 @@ def artifacts_for(
     if report is not None:
         data = json.dumps(report, indent=2, sort_keys=True).encode()
         out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))
+    if composite is not None:
+        out.append(Artifact(job_id, "report.png", ArtifactKind.COMPOSITE, "image/png", composite))
     return out
 
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gouache import messages
 from gouache.config import Settings
@@ -23,6 +23,7 @@ from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.safety import SafetyClassifier
+from gouache.request import Request
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
 from gouache.worker.experiments import (
@@ -31,8 +32,11 @@ from gouache.worker.experiments import (
     loaded_model,
     process_artifacts,
 )
-from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
+from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
 from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
+
+if TYPE_CHECKING:
+    from gouache.generation.enlarge import Enlarged
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
@@ -184,14 +188,19 @@ class Worker:
         running = _Running([job.id for job in ready])
         keeper = asyncio.create_task(self._keep_alive(running))
         started = time.monotonic()
+        enlarged: dict[str, Enlarged] = {}
         try:
-            results = await asyncio.to_thread(
-                self.engine.generate,
-                batch_key_for(ready[0].request),
-                items,
-                running.on_step,
-                running.should_stop,
-            )
+            if ready[0].request.enlarge:  # one method per batch: it is part of the batch key
+                enlarged = await asyncio.to_thread(self._enlarged, ready[0].request, items, running)
+                results = [enlarged[item.item_id].enlarged for item in items]
+            else:
+                results = await asyncio.to_thread(
+                    self.engine.generate,
+                    batch_key_for(ready[0].request),
+                    items,
+                    running.on_step,
+                    running.should_stop,
+                )
         except Exception as exc:
             if _is_device_lost(exc):
                 raise DeviceLost(str(exc)) from exc
@@ -209,42 +218,67 @@ class Worker:
             len(ready), sum(j.images for j in ready), time.monotonic() - started,
         )
         by_id = {r.item_id: r for r in results}
-        for job in ready:
-            await self._finish(job, by_id[job.id])
-
-    async def _finish(self, job: Job, result: ItemResult) -> None:
+        # Scoring a /diversity set and storing the artifacts take a while too: keep the leases.
+        keeper = asyncio.create_task(self._keep_alive(running))
         try:
-            await self._record(job, result)
+            for job in ready:
+                await self._finish(job, by_id[job.id], enlarged.get(job.id))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
+        """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
+        from gouache.generation.enlarge import generate_enlarged
+
+        def generate(key: BatchKey, batch: Sequence[BatchItem]) -> list[ItemResult]:
+            return self.engine.generate(key, batch, running.on_step, running.should_stop)
+
+        encoders = self.scorer.encoders_for(request.model)
+        return generate_enlarged(generate, batch_key_for(request), items, request.enlarge,
+                                 clip=encoders.clip, known=self.scorer.known_for(request.model))  # fmt: skip
+
+    async def _finish(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
+        try:
+            await self._record(job, result, enlarged)
         except LeaseLost:
             # Our lease expired and another worker owns the job now: its result wins.
             log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
-    async def _record(self, job: Job, result: ItemResult) -> None:
+    async def _record(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, None, enlarged)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
     def _artifacts(
-        self, job: Job, result: ItemResult, made: Sequence[Artifact] | None = None
-    ) -> list[Artifact]:
-        request, report = job.request, None
+        self, job: Job, result: ItemResult, made: Sequence[Artifact] | None = None,
+        enlarged: Enlarged | None = None,
+    ) -> list[Artifact]:  # fmt: skip
+        request, report, picture, how = job.request, None, None, None
         if request.spec.scored and len(result.images) > 1:
-            report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
+            from gouache.generation.diversity_report import scored
+
+            baseline = enlarged.baseline.images if enlarged is not None and enlarged.baseline.ok else None
+            report, picture = scored(self.scorer, request.model, request.prompt, result.images,
+                                     baseline, request.enlarge)  # fmt: skip
+            if enlarged is not None:
+                how = Made(enlarged.prompts, enlarged.seeds)
         if made is not None:  # a sweep's grid and cells, an interpolation's GIF and strip
             artifacts = list(made)
         else:
-            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, picture, how)
         if request.process:
             model = loaded_model(self.engine, request.model)
             artifacts += process_artifacts(job.id, request, result, model, self.settings.gif)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
-            if flagged:  # a grid or process strip shows the flagged image too
+            if flagged:  # a grid, process strip or report composite shows the flagged image too
                 names += [a.name for a in artifacts if a.index is None and a.kind is not ArtifactKind.REPORT]
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts

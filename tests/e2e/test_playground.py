@@ -53,3 +53,29 @@ def test_a_bad_command_shows_the_users_error(service_url: str, browser) -> None:
         assert "steps must be between" in error.inner_text()
     finally:
         page.close()
+
+
+def test_diversity_shows_the_composite_and_the_numbers_without_a_click(service_url: str, browser) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(service_url)
+        page.fill("#command", "/diversity a large red circle in the center --n 3 --steps 4 --enlarge interval")
+        page.press("#command", "Enter")
+        card = page.locator(".msg.job").first
+        composite = card.locator("img[data-kind=composite]")
+        composite.wait_for(timeout=GENERATION_TIMEOUT_MS)
+        page.wait_for_function(
+            "() => { const img = document.querySelector('.msg.job img[data-kind=composite]');"
+            " return img && img.complete && img.naturalWidth > 300; }"
+        )
+        assert composite.is_visible() and card.locator("details").count() == 0
+        content = card.locator(".report dd[data-figure=content]")
+        content.wait_for()
+        assert content.is_visible() and "→" in content.inner_text() and "of 3" in content.inner_text()
+        assert card.locator(".report dd[data-figure=style]").is_visible()
+        text = card.locator(".report pre")
+        page.wait_for_function("() => document.querySelector('.msg.job .report pre').textContent.includes('verdict:')")
+        assert text.is_visible() and "distinct of 3" in text.inner_text()
+        assert card.locator("img[data-kind=image]").count() == 3
+    finally:
+        page.close()

@@ -206,7 +206,12 @@ async def test_worker_rides_out_a_postgres_connection_drop(storage, storage_url,
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])  # the queue part is covered on both above
-async def test_diversity_job_through_the_real_engine_gets_a_report(storage, backend, tmp_path):
+@pytest.mark.parametrize("enlarge", ["", "interval"])
+async def test_diversity_job_through_the_real_engine_gets_a_report(storage, backend, tmp_path, enlarge):
+    import io
+
+    from PIL import Image
+
     from gouache.generation.diversity import DiversityScorer
     from gouache.generation.engine import Engine
     from gouache.generation.models import ModelRegistry
@@ -214,7 +219,8 @@ async def test_diversity_job_through_the_real_engine_gets_a_report(storage, back
 
     settings = _settings(tmp_path, storage.url)
     registry = ModelRegistry(settings.models, cache_dir=tmp_path / "models", device="cpu")
-    job, _ = await storage.enqueue(make_request(kind=Kind.DIVERSITY, count=3, steps=3, diversify=True))
+    job, _ = await storage.enqueue(make_request(kind=Kind.DIVERSITY, count=3, steps=3, diversify=not enlarge,
+                                                enlarge=enlarge))
     stop = asyncio.Event()
     worker = Worker(storage, Engine(registry), settings, "w1", DiversityScorer(registry))
     task = asyncio.create_task(worker.run(stop))
@@ -223,12 +229,17 @@ async def test_diversity_job_through_the_real_engine_gets_a_report(storage, back
     await task
     assert done.status is JobStatus.SUCCEEDED, done.error
     arts = {a.name: a for a in await storage.artifacts(job.id)}
-    assert {"image-0.png", "image-1.png", "image-2.png", "report.json"} <= set(arts)
+    assert {"image-0.png", "image-1.png", "image-2.png", "report.json", "report.png"} <= set(arts)
     report = json.loads(arts["report.json"].data)
-    assert report["images"] == 3
-    assert 1.0 <= report["style_vendi"] <= 3.0 and 1.0 <= report["semantic_vendi"] <= 3.0
-    assert len(report["clip_scores"]) == 3
+    assert report["images"] == 3 and len(report["clip_scores"]) == 3
+    # The stored figures are the figures of the stored images (not just within 1..n).
+    images = [Image.open(io.BytesIO(arts[f"image-{i}.png"].data)).convert("RGB") for i in range(3)]
+    again = DiversityScorer(registry).report(job.request.model, job.request.prompt, images)
+    assert report["semantic_vendi"] == pytest.approx(again.semantic_vendi, abs=1e-3)
+    assert report["style_vendi"] == pytest.approx(again.style_vendi, abs=1e-3)
     assert arts["report.json"].kind is ArtifactKind.REPORT
+    assert arts["report.png"].kind is ArtifactKind.COMPOSITE and arts["report.png"].data[:4] == b"\x89PNG"
+    assert ("baseline" in report) == bool(enlarge) and ("->" in report["summary"]) == bool(enlarge)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

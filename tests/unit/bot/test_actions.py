@@ -8,7 +8,7 @@ from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Action
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, NotAllowed
-from gouache.request import Kind, Origin
+from gouache.request import DEFAULT_ENLARGE, Kind, Origin
 from gouache.storage import JobStatus, open_storage
 from gouache.storage.jobs import Artifact, ArtifactKind
 from tests.support.factories import make_request
@@ -48,7 +48,8 @@ async def test_diversify_turns_an_imagine_into_a_diversity_batch(storage) -> Non
     actions = ButtonActions(storage, Limits(diversity_count=5))
     job, _ = await storage.enqueue(make_request(count=1))
     request, inputs = await actions.follow_up(job.id, Action.DIVERSIFY, Origin("web", "p", "ann"))
-    assert request.kind is Kind.DIVERSITY and request.diversify and request.count == 5
+    assert request.kind is Kind.DIVERSITY and request.enlarge == DEFAULT_ENLARGE and request.count == 5
+    assert request.seed == job.request.seed  # paired: the baseline's first image is the source
     assert inputs == []
 
 

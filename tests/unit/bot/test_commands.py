@@ -118,7 +118,7 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
     [
         ("fox --foo 1", messages.unknown_option("--foo", [
             "--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-            "--model", "--gif", "--diversify", "--strength", "--sweep", "--process", "--frames"])),
+            "--model", "--gif", "--diversify", "--strength", "--sweep", "--process", "--frames", "--enlarge"])),
         ("fox --seed", "--seed needs a value, like --seed 7."),
         ("fox --steps --seed 3", "--steps needs a value, like --steps 30."),
         ("fox --no --seed 3", "--no needs a value, like --no blurry, text."),
@@ -409,6 +409,31 @@ def test_format_command_round_trips(cfg: Settings, case: tuple[Kind, dict]) -> N
     again = build_request(parse_text(format_command(request)), ORIGIN, cfg)
     assert again == request
     assert again.notes == ()  # formatted text needs no further normalisation
+
+
+@pytest.mark.parametrize(
+    ("text", "method"),
+    [("/diversity owl --enlarge cads", "cads"), ("/diversity owl --enlarge variants", "variants"),
+     ("/diversity owl --enlarge=interval", "interval"), ("/diversity owl --enlarge", "variants"),
+     ("/diversity owl --enlarge --n 3", "variants"), ("/diversity owl", "")],
+)  # fmt: skip
+def test_enlarge_takes_an_optional_method(text: str, method: str, cfg: Settings) -> None:
+    request = build(text, cfg)
+    assert request.enlarge == method and request.prompt == "owl"
+    again = build(format_command(request), cfg)
+    assert again.enlarge == method and again.batch_key == request.batch_key
+
+
+def test_enlarge_is_checked_and_part_of_the_batch_key(cfg: Settings) -> None:
+    with pytest.raises(InvalidRequest, match="--enlarge must be one of cads, variants, interval"):
+        build("/diversity owl --enlarge=magic", cfg)
+    with pytest.raises(InvalidRequest, match="--enlarge only works with /diversity"):
+        build("owl --enlarge cads", cfg)
+    plain, cads = build("/diversity owl --seed 1", cfg), build("/diversity owl --seed 1 --enlarge cads", cfg)
+    assert plain.batch_key != cads.batch_key
+    typed = build_request(from_options(Kind.DIVERSITY, {"prompt": "owl", "enlarge": "interval"}),
+                          Origin("web", "r", "u"), cfg)  # fmt: skip
+    assert typed.enlarge == "interval"
 
 
 def test_strength_is_for_depth_and_between_0_and_2() -> None:

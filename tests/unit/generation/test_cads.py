@@ -24,13 +24,13 @@ def _gens(rows: int = 2, seed: int = 5) -> list[torch.Generator]:
 
 def test_late_steps_keep_the_clean_condition() -> None:
     cond = _cond()
-    for level in (0.0, 0.3, 0.6):
+    for level in (0.0, 0.3, 0.6, 0.7):
         assert annealed(cond, level, _gens()) is cond
 
 
 def test_early_steps_replace_the_prompt_but_keep_its_statistics() -> None:
     cond = _cond()
-    out = annealed(cond, 0.95, _gens())  # gamma = 0: pure (rescaled) noise
+    out = annealed(cond, 1.0, _gens())  # gamma = 0: pure (rescaled) noise
     y, y2 = cond.prompt_embeds, out.prompt_embeds
     assert not torch.allclose(y, y2)
     dims = (1, 2)
@@ -49,7 +49,7 @@ def test_the_ramp_mixes_more_prompt_as_noise_falls() -> None:
         out = annealed(cond, level, _gens()).prompt_embeds[0].flatten()
         return float(torch.corrcoef(torch.stack([y, out]))[0, 1])
 
-    assert corr(0.85) < corr(0.75) < corr(0.65) < 1.0
+    assert corr(0.95) < corr(0.85) < corr(0.75) < 1.0
 
 
 def test_same_generators_same_noise_and_rows_are_independent() -> None:
@@ -79,8 +79,47 @@ def test_engine_diversify_is_reproducible_batchable_and_changes_the_images(regis
         assert np.abs(first[item.item_id] - plain[item.item_id]).max() > 1e-3
 
 
-@pytest.mark.parametrize("level", [0.61, 0.75, 0.89])
+@pytest.mark.parametrize("level", [0.71, 0.85, 0.99])
 def test_gamma_between_the_thresholds_is_a_partial_mix(level: float) -> None:
     cond = _cond()
     out = annealed(cond, level, _gens())
     assert not torch.allclose(out.prompt_embeds, cond.prompt_embeds)
+
+
+def _laplacian_energy(images) -> float:
+    a = np.stack([np.asarray(i, dtype=np.float32) for i in images]) / 255
+    lap = 4 * a[:, 1:-1, 1:-1] - a[:, :-2, 1:-1] - a[:, 2:, 1:-1] - a[:, 1:-1, :-2] - a[:, 1:-1, 2:]
+    return float((lap**2).mean())
+
+
+def test_cads_leaves_the_final_images_clean(tmp_path, monkeypatch) -> None:
+    """High-frequency (Laplacian) energy of CADS images on the demo model, against the baseline
+    on the same seeds: the fixed schedule stays within 10%; the paper's (0.6, 0.9) did not."""
+    import functools
+
+    import gouache.generation.engine as engine_module
+    from gouache.config import builtin_demo_spec
+    from gouache.generation.diversity import colour_histograms, style_kernel, vendi_score
+    from gouache.generation.engine import Engine
+    from gouache.generation.models import ModelRegistry
+
+    registry = ModelRegistry({"builtin:demo": builtin_demo_spec()}, cache_dir=tmp_path, device="cpu")
+    prompts = ["a large red circle in the center on a plain blue background",
+               "a small green star at the left on a striped yellow background"]  # fmt: skip
+    items = [BatchItem(str(i), p, seed=1, count=8) for i, p in enumerate(prompts)]
+
+    def run(diversify: bool) -> list:
+        key = BatchKey("builtin:demo", "txt2img", 32, 32, 20, "ddim", 2.0, diversify=diversify)
+        return [r.images for r in Engine(registry).generate(key, items)]
+
+    def ratio(images: list, base: list) -> float:
+        return float(np.mean([_laplacian_energy(a) / _laplacian_energy(b) for a, b in zip(images, base, strict=True)]))
+
+    baseline, fixed = run(False), run(True)
+    monkeypatch.setattr(engine_module, "annealed", functools.partial(annealed, tau1=0.6, tau2=0.9))
+    paper = run(True)
+    assert ratio(fixed, baseline) < 1.10 < ratio(paper, baseline)
+    for images, base in zip(fixed, baseline, strict=True):  # and it still spreads the colours
+        assert vendi_score(style_kernel(colour_histograms(images))) > 1.2 * vendi_score(
+            style_kernel(colour_histograms(base))
+        )

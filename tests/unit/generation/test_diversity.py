@@ -1,4 +1,5 @@
-"""Diversity scores: Vendi against its published anchors, the colour kernel, CLIP reports."""
+"""Diversity figures from their definitions: closed forms, and sets whose diversity is known
+because we built them (copies of one render vs renders of different demo-world scenes)."""
 
 from __future__ import annotations
 
@@ -8,51 +9,119 @@ from PIL import Image
 
 from gouache.generation.diversity import (
     ClipEmbedder,
+    Encoders,
+    StyleEncoder,
     colour_histograms,
     diversity_report,
     style_kernel,
-    vendi_score,
 )
+from gouache.generation.diversity_metrics import (
+    cluster_order,
+    cosine_kernel,
+    histogram_roots,
+    kernel_figures,
+    near_duplicates,
+    vendi,
+    vendi_infinity,
+)
+
+DEMO_CLIP = "gouache/models/demo/clip"
+
+
+def _equicorrelated(n: int, s: float) -> np.ndarray:
+    kernel = np.full((n, n), s)
+    np.fill_diagonal(kernel, 1.0)
+    return kernel
+
+
+@pytest.mark.parametrize("n", [2, 5, 8])
+def test_identical_items_count_once_and_orthogonal_items_all_count(n: int) -> None:
+    same, apart = np.ones((n, n)), np.eye(n)
+    assert vendi(same) == pytest.approx(1.0) and vendi_infinity(same) == pytest.approx(1.0)
+    assert vendi(apart) == pytest.approx(n) and vendi_infinity(apart) == pytest.approx(n)
+    assert kernel_figures(same).mean_distance == pytest.approx(0.0)
+    assert kernel_figures(apart).mean_distance == pytest.approx(1.0)
+    assert kernel_figures(apart).vendi_per_image == pytest.approx(1.0)
+    # From embeddings: n copies of one vector vs the n unit axes.
+    assert vendi(cosine_kernel(np.tile([[3.0, 4.0, 0.0]], (n, 1)))) == pytest.approx(1.0)
+    assert vendi(cosine_kernel(np.eye(n) * 7)) == pytest.approx(n)
+
+
+@pytest.mark.parametrize("n", [3, 8, 20])
+@pytest.mark.parametrize("s", [0.2, 0.5, 0.7, 0.8])
+def test_equicorrelated_kernel_matches_its_closed_form(n: int, s: float) -> None:
+    # Eigenvalues of K/n: (1 + (n-1)s)/n once, (1-s)/n (n-1 times).
+    big, small = (1 + (n - 1) * s) / n, (1 - s) / n
+    entropy = -(big * np.log(big) + (n - 1) * small * np.log(small))
+    kernel = _equicorrelated(n, s)
+    assert vendi(kernel) == pytest.approx(np.exp(entropy), rel=1e-9)
+    assert vendi_infinity(kernel) == pytest.approx(1 / big, rel=1e-9)
+    assert kernel_figures(kernel).mean_distance == pytest.approx(1 - s)
 
 
 @pytest.mark.parametrize(("similarity", "expected"), [(0.8, 2.24), (0.7, 2.96), (0.5, 4.65)])
-def test_vendi_of_equicorrelated_kernels_matches_the_reference(similarity: float, expected: float) -> None:
-    kernel = np.full((8, 8), similarity)
-    np.fill_diagonal(kernel, 1.0)
-    assert vendi_score(kernel) == pytest.approx(expected, abs=0.01)
+def test_vendi_matches_the_published_anchors(similarity: float, expected: float) -> None:
+    assert vendi(_equicorrelated(8, similarity)) == pytest.approx(expected, abs=0.01)
 
 
-def test_vendi_bounds_and_orders() -> None:
-    assert vendi_score(np.ones((5, 5))) == pytest.approx(1.0)
-    assert vendi_score(np.eye(5)) == pytest.approx(5.0)
-    kernel = np.full((6, 6), 0.5)
-    np.fill_diagonal(kernel, 1.0)
-    # VS_q decreases with q: VS_1 >= VS_2 >= VS_inf
-    assert vendi_score(kernel, 1.0) >= vendi_score(kernel, 2.0) >= vendi_score(kernel, float("inf"))
+def test_two_clusters_count_as_two_and_cluster_order_keeps_them_together() -> None:
+    # Blocks {0, 2, 4} and {1, 3, 5} of identical items, orthogonal between blocks.
+    labels = np.array([0, 1, 0, 1, 0, 1])
+    kernel = (labels[:, None] == labels[None, :]).astype(float)
+    assert vendi(kernel) == pytest.approx(2.0) and vendi_infinity(kernel) == pytest.approx(2.0)
+    order = cluster_order(1 - kernel)
+    assert sorted(order) == list(range(6))
+    assert {labels[i] for i in order[:3]} == {labels[order[0]]}  # one block, then the other
+    pairs = near_duplicates(kernel, 0.95)
+    assert {(i, j) for i, j, _ in pairs} == {(0, 2), (0, 4), (2, 4), (1, 3), (1, 5), (3, 5)}
+    assert near_duplicates(_equicorrelated(4, 0.9), 0.95) == []
 
 
-def test_style_kernel_is_psd_with_unit_diagonal_and_tells_colours_apart() -> None:
+def test_colour_kernel_is_bhattacharyya_psd_with_unit_diagonal() -> None:
     red, red2 = Image.new("RGB", (16, 16), (250, 0, 0)), Image.new("RGB", (16, 16), (240, 5, 5))
     blue = Image.new("RGB", (16, 16), (0, 0, 250))
-    kernel = style_kernel(colour_histograms([red, red2, blue]))
-    assert np.allclose(np.diag(kernel), 1.0)
-    assert np.linalg.eigvalsh(kernel).min() > -1e-9
+    half = Image.fromarray(np.concatenate([np.asarray(red)[:8], np.asarray(blue)[8:]]))
+    kernel = cosine_kernel(histogram_roots([red, red2, blue, half]))
+    assert np.allclose(kernel, style_kernel(colour_histograms([red, red2, blue, half])))
+    assert np.allclose(np.diag(kernel), 1.0) and np.linalg.eigvalsh(kernel).min() > -1e-9
     assert kernel[0, 1] == pytest.approx(1.0) and kernel[0, 2] == pytest.approx(0.0)
-    same = diversity_report("red", [red, red2])
-    varied = diversity_report("colours", [red, blue])
-    assert same.style_vendi == pytest.approx(1.0) and varied.style_vendi == pytest.approx(2.0)
-    assert same.semantic_vendi is None and same.clip_scores == ()
+    assert kernel[0, 3] == pytest.approx(np.sqrt(0.5))  # sum_b sqrt(1 * 0.5)
+    assert diversity_report("red", [red, red2]).style_vendi == pytest.approx(1.0)
+    assert diversity_report("colours", [red, blue]).style_vendi == pytest.approx(2.0)
 
 
-def test_report_with_a_clip_model(tiny_model_dir) -> None:
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(3)]
-    clip = ClipEmbedder(str(tiny_model_dir / "clip"))
-    report = diversity_report("a red fox", images, clip)
-    assert report.semantic_vendi is not None and 1.0 <= report.semantic_vendi <= 3.0
-    assert len(report.clip_scores) == 3 and all(-100 <= s <= 100 for s in report.clip_scores)
-    assert "semantic diversity" in report.summary
+def _renders(seeds: list[int]) -> list[Image.Image]:
+    from tools.demo.world import render, sample_scene
+
+    return [Image.fromarray(render(sample_scene(s, "any", n_shapes=1), 32).image) for s in seeds]
+
+
+def test_sets_of_known_diversity_come_out_in_order() -> None:
+    """8 copies < 4 scenes twice each < 8 different scenes, for content and style alike."""
+    copies = _renders([3] * 8)
+    pairs = _renders([3, 4, 5, 6] * 2)
+    different = _renders(list(range(3, 11)))
+    clip = ClipEmbedder(DEMO_CLIP)
+    reports = [diversity_report("a shape", images, clip) for images in (copies, pairs, different)]
+    for figure in ("semantic_vendi", "style_vendi"):
+        values = [getattr(r, figure) for r in reports]
+        assert values[0] == pytest.approx(1.0, abs=1e-3), figure
+        assert values[0] < values[1] < values[2], (figure, values)
+    assert reports[1].semantic is not None and reports[1].semantic.vendi <= 4.0 + 1e-6
+    assert len(reports[0].near_duplicates) == 28  # every pair of 8 copies
+    assert {(0, 4), (1, 5), (2, 6), (3, 7)} <= set(reports[1].near_duplicates)
+    assert reports[2].near_duplicates == ()
+
+
+def test_report_fields_and_serialisation() -> None:
+    images = _renders([1, 2, 3])
+    clip = ClipEmbedder(DEMO_CLIP)
+    report = diversity_report("a red circle", images, encoders=Encoders(clip=clip, style=StyleEncoder(DEMO_CLIP)))
+    assert len(report.clip_scores) == 3 and report.fidelity == pytest.approx(np.mean(report.clip_scores))
+    assert report.style_encoder is not None and report.semantic is not None
     data = report.to_dict()
-    assert data["images"] == 3 and data["style_vendi_per_image"] == pytest.approx(report.style_vendi / 3, abs=1e-3)
+    assert data["images"] == 3 and data["semantic"]["vendi"] == pytest.approx(report.semantic.vendi, abs=1e-4)
+    assert set(data["semantic"]) == {"vendi", "vendi_per_image", "vendi_infinity", "mean_distance"}
+    assert "distinct of 3" in data["summary"] and "verdict:" in data["summary"]
     with pytest.raises(ValueError, match="at least two"):
         diversity_report("one", images[:1])

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens die at 15 minutes: keep a margin
 PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (error 30046 otherwise)
-_SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
+_SHOWN = (ArtifactKind.COMPOSITE, ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
 _POSTED = "discord_posted"  # delivery state: message index -> ref of what is already posted
 
 

@@ -54,7 +54,7 @@ COMMANDS = tuple(f"/{kind.value}" for kind in KINDS)  # what the manifest must l
 _LEADING_MENTIONS = re.compile(r"^(?:\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
 _FILE_HOSTS = {"files.slack.com"}
 _SEEN = 10_000  # ids remembered for retries: hours of traffic for one bot
-_SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)
+_SHOWN = (ArtifactKind.COMPOSITE, ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)
 
 
 def _unescape(text: str) -> str:

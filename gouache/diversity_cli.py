@@ -1,0 +1,93 @@
+"""`gouache diversity`: a /diversity set straight through the engine, its report on the terminal.
+
+Writes the images (``seed-<n>.png``; with ``--enlarge`` the baseline goes to ``baseline/``),
+``report.png`` (grid + heatmaps + text) and ``report.json``, and prints the text block. Models
+load through ``worker/loading.py`` like the worker's, so the figures are the worker's figures.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from gouache.bot.commands import build_request, parse_text
+from gouache.config import Settings
+from gouache.request import Origin
+from gouache.storage.jobs import ArtifactKind
+from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
+
+__all__ = ["DiversityRun", "diversity_to_dir"]
+
+
+@dataclass(frozen=True)
+class DiversityRun:
+    text: str  # the report's text block
+    written: list[Path]
+    report: dict
+
+
+def diversity_to_dir(
+    settings: Settings,
+    prompt: str,
+    out: Path,
+    *,
+    count: int = 8,
+    enlarge: str = "",
+    seed: int | None = None,
+) -> DiversityRun:
+    """Generate ``count`` images of ``prompt`` (baseline and enlarged with ``enlarge``), score
+    them and write everything into ``out``."""
+    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.diversity_report import scored
+    from gouache.generation.engine import Engine
+    from gouache.generation.enlarge import generate_enlarged
+    from gouache.observability import quiet_model_libraries
+    from gouache.worker.loading import build_registry
+
+    quiet_model_libraries()
+    limits = settings.limits.model_copy(update={"max_images": max(settings.limits.max_images, count)})
+    settings = settings.model_copy(update={"limits": limits})
+    text = f"/diversity {prompt} --n {count}"
+    if enlarge:
+        text += f" --enlarge {enlarge}"
+    if seed is not None:
+        text += f" --seed {seed}"
+    origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
+    registry = build_registry(settings)
+    request = build_request(parse_text(text), origin, settings, prompt_overflow=registry.prompt_overflow)
+    item = item_for("local", request, [], settings.limits, settings.gif)
+    engine, scorer = Engine(registry), DiversityScorer(registry, device=str(registry.device))
+    baseline, made = None, None
+    if request.enlarge:
+        enc = scorer.encoders_for(request.model)
+        runs = generate_enlarged(engine.generate, batch_key_for(request), [item], request.enlarge,
+                                 clip=enc.clip, known=scorer.known_for(request.model))  # fmt: skip
+        baseline, result = runs["local"].baseline, runs["local"].enlarged
+        made = Made(runs["local"].prompts, runs["local"].seeds)
+    else:
+        [result] = engine.generate(batch_key_for(request), [item])
+    for failed in (result, baseline):
+        if failed is not None and failed.error is not None:
+            raise failed.error
+    report, picture = scored(scorer, request.model, request.prompt, result.images,
+                             None if baseline is None else baseline.images, request.enlarge)  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for artifact in artifacts_for("local", request, result, settings.gif, report, picture, made):
+        if artifact.kind is ArtifactKind.IMAGE and artifact.index is not None:
+            seeds = made.seeds if made is not None else None
+            path = out / f"seed-{seeds[artifact.index] if seeds else request.image_seed(artifact.index)}.png"
+        else:
+            path = out / artifact.name
+        path.write_bytes(artifact.data)
+        written.append(path)
+    if baseline is not None:
+        (out / "baseline").mkdir(exist_ok=True)
+        for index, image in enumerate(baseline.images):
+            path = out / "baseline" / f"seed-{request.image_seed(index)}.png"
+            image.save(path)
+            written.append(path)
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    return DiversityRun(text=str(report["summary"]), written=written, report=report)
