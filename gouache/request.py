@@ -114,8 +114,13 @@ class Request:
     negative_prompt: str = ""
     gif: bool = False
     diversify: bool = False  # /diversity: deliberately enlarge diversity
+    strength: float = 1.0  # /depth: ControlNet conditioning scale, 0..2
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
+    # /depth: is the upload a depth map or a photo? "auto" decides from its pixels.
+    depth_input: str = "auto"
+    # /depth without --ar/--size: the output's aspect follows the upload's (bot/uploads.attach).
+    size_from_upload: bool = False
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
 
     @property
@@ -134,7 +139,7 @@ class Request:
         7.0000001 never share a call), joined by ``|``.
         """
         parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
-                 repr(float(self.guidance)), int(self.diversify))  # fmt: skip
+                 repr(float(self.guidance)), int(self.diversify), repr(float(self.strength)))  # fmt: skip
         return "|".join(str(part) for part in parts)
 
     def image_seed(self, index: int) -> int:

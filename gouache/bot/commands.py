@@ -22,7 +22,7 @@ from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
 from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, Kind, Origin, Request
 
-__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
+__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command", "size_for_upload"]
 
 SEED_MAX = 2**32 - 1
 # Flag spelling -> option key. Phones turn "--" into an em or en dash, so both are accepted.
@@ -30,14 +30,15 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "ar": "aspect_ratio", "size": "size", "seed": "seed", "steps": "steps",
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
-    "diversify": "diversify",
+    "diversify": "diversify", "strength": "strength", "input": "depth_input",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
+    "strength": "0.8", "depth_input": "photo",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-                "--model", "--gif", "--diversify")  # fmt: skip
+                "--model", "--gif", "--diversify", "--strength", "--input")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -49,9 +50,13 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment"})  # fmt: skip
+                          "attachment", "strength", "depth_input"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
-                                    "ar": "aspect_ratio", "n": "count"})  # fmt: skip
+                                    "ar": "aspect_ratio", "n": "count",
+                                    "input": "depth_input"})  # fmt: skip
+STRENGTH_MAX = 2.0
+STRENGTH_DECIMALS = 2
+_DEPTH_INPUTS = ("auto", "depth", "photo")
 
 
 @dataclass(frozen=True)
@@ -131,10 +136,19 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options[key] = _parse_ratio(flag, value)
     elif key in {"seed", "steps", "count"}:
         options[key] = _parse_int(flag, value)
-    elif key == "guidance":
+    elif key in {"guidance", "strength"}:
         options[key] = _parse_float(flag, value)
+    elif key == "depth_input":
+        options[key] = _parse_depth_input(flag, value)
     else:
         options[key] = value
+
+
+def _parse_depth_input(name: str, value: Any) -> str:
+    word = str(value).strip().lower()
+    if word not in _DEPTH_INPUTS:
+        raise InvalidRequest(messages.bad_value(name, "depth or photo", str(value)))
+    return word
 
 
 def _parse_int(name: str, value: Any) -> int:
@@ -208,8 +222,10 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
 def _coerce(key: str, value: Any) -> Any:
     if key in {"seed", "steps", "count", "width", "height"}:
         return _parse_int(key, value)
-    if key == "guidance":
+    if key in {"guidance", "strength"}:
         return _parse_float(key, value)
+    if key == "depth_input":
+        return _parse_depth_input("input", value)
     if key == "aspect_ratio":
         return _parse_ratio(key, value)
     if key in {"gif", "diversify"}:
@@ -249,16 +265,25 @@ def build_request(
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
+    takes_upload = KINDS[command.kind].upload != "none"
+    for key, flag in (("strength", "--strength"), ("depth_input", "--input")):
+        if key in opts and not takes_upload:
+            raise InvalidRequest(messages.only_with(flag, "/depth"))
+    strength = round(float(_in_range("strength", opts.get("strength", 1.0), 0, STRENGTH_MAX)),
+                     STRENGTH_DECIMALS)  # fmt: skip
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
+    # /depth without --ar/--size: bot/uploads.attach gives the output the upload's aspect.
+    size_from_upload = takes_upload and not {"aspect_ratio", "width", "height"} & set(opts)
     _check_overflow(prompt_overflow, model, prompt, negative)
     return Request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
         diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
-        notes=tuple(notes),
+        strength=strength, depth_input=str(opts.get("depth_input", "auto")),
+        size_from_upload=size_from_upload, notes=tuple(notes),
     )  # fmt: skip
 
 
@@ -363,7 +388,24 @@ def _size_from_ratio(
     shown = f"{ratio[0]}:{ratio[1]}"
     if r > widest or 1 / r > widest:
         raise InvalidRequest(messages.aspect_ratio_out_of_range(shown, max(1, int(widest))))
-    area = min(spec.default_width * spec.default_height, limits.max_pixels)
+    width, height = _size_for_area(r, spec.default_width * spec.default_height, limits)
+    exact = width * ratio[1] == height * ratio[0]
+    return width, height, [] if exact else [messages.aspect_ratio_result(shown, width, height)]
+
+
+def size_for_upload(width: int, height: int, area: int, limits: Limits) -> tuple[int, int]:
+    """The output size for a /depth upload of ``width`` x ``height`` when no --ar/--size was
+    given: ``area`` pixels (the request's default size) at the upload's aspect, snapped to
+    multiples of 8; an aspect beyond the limits is clamped to the widest allowed."""
+    low, high = _snap_up(limits.min_side), limits.max_side // 8 * 8
+    widest = min(high / low, limits.max_pixels / (low * low))
+    r = min(max(width / height, 1 / widest), widest)
+    return _size_for_area(r, area, limits)
+
+
+def _size_for_area(r: float, area: int, limits: Limits) -> tuple[int, int]:
+    low, high = _snap_up(limits.min_side), limits.max_side // 8 * 8
+    area = min(area, limits.max_pixels)
     w, h = math.sqrt(area * r), math.sqrt(area / r)
     grow = max(1.0, low / min(w, h))
     shrink = min(1.0, high / (max(w, h) * grow))
@@ -376,8 +418,7 @@ def _size_from_ratio(
             height -= 8
         else:
             break
-    exact = width * ratio[1] == height * ratio[0]
-    return width, height, [] if exact else [messages.aspect_ratio_result(shown, width, height)]
+    return width, height
 
 
 def _snap_up(value: int) -> int:
@@ -405,6 +446,10 @@ def format_command(request: Request) -> str:
         f"--n {request.count}",
         f"--model {request.model}",
     ]
+    if request.spec.upload != "none":
+        parts.append(f"--strength {_number(request.strength)}")
+        if request.depth_input != "auto":
+            parts.append(f"--input {request.depth_input}")
     if request.gif:
         parts.append("--gif")
     if request.diversify:

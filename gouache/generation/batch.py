@@ -52,6 +52,7 @@ class BatchItem:
     count: int = 1
     control_image: Image | None = field(default=None, compare=False)
     frames_every: int = 0
+    control_scale: float = 1.0  # ControlNet conditioning scale for this item's rows (--strength)
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

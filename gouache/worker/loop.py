@@ -15,17 +15,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gouache import messages
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.generation.diversity import DiversityScorer
+from gouache.generation.estimators import EstimatorRegistry
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
+from gouache.worker.loading import build_estimators
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
@@ -79,6 +84,7 @@ class Worker:
         worker_id: str,
         scorer: DiversityScorer | None = None,
         safety: SafetyClassifier | None = None,
+        estimators: EstimatorRegistry | None = None,
     ) -> None:
         self.storage = storage
         self.engine = engine
@@ -87,6 +93,8 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id
         self.batches = 0
+        # /depth photos: the models' depth estimators, loaded here beside the GPU on first use.
+        self.estimators = estimators or build_estimators(settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg, batching = self.settings.worker, self.settings.batching
@@ -133,7 +141,10 @@ class Worker:
             try:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
-                items.append(item_for(job.id, job.request, inputs, self.settings.limits, self.settings.gif))
+                items.append(await asyncio.to_thread(  # decoding and depth estimation
+                    item_for, job.id, job.request, inputs, self.settings.limits,
+                    self.settings.gif, self.estimators.get,
+                ))  # fmt: skip
                 ready.append(job)
             except UserError as exc:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
@@ -167,30 +178,31 @@ class Worker:
             len(ready), sum(j.images for j in ready), time.monotonic() - started,
         )
         by_id = {r.item_id: r for r in results}
+        controls = {item.item_id: item.control_image for item in items}
         for job in ready:
-            await self._finish(job, by_id[job.id])
+            await self._finish(job, by_id[job.id], controls.get(job.id))
 
-    async def _finish(self, job: Job, result: ItemResult) -> None:
+    async def _finish(self, job: Job, result: ItemResult, control: Image | None = None) -> None:
         try:
-            await self._record(job, result)
+            await self._record(job, result, control)
         except LeaseLost:
             # Our lease expired and another worker owns the job now: its result wins.
             log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
-    async def _record(self, job: Job, result: ItemResult) -> None:
+    async def _record(self, job: Job, result: ItemResult, control: Image | None = None) -> None:
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, control)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
-    def _artifacts(self, job: Job, result: ItemResult) -> list[Artifact]:
+    def _artifacts(self, job: Job, result: ItemResult, control: Image | None = None) -> list[Artifact]:
         request, report = job.request, None
         if request.spec.scored and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report)
+        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, depth=control)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
