@@ -294,8 +294,7 @@ def _read_npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], bool, np.dtyp
             return npy_format.read_array_header_1_0(stream, max_header_size=_NPY_MAX_HEADER)
         if version == (2, 0):
             return npy_format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
-    except (ValueError, SyntaxError, TypeError, KeyError, EOFError, OverflowError,
-            RecursionError, MemoryError) as exc:  # fmt: skip
+    except Exception as exc:  # numpy's header parser raises many kinds (tokenize errors too)
         raise BadUpload("The .npy file's header is damaged.") from exc
     raise BadUpload(f"Unsupported .npy format version {version[0]}.{version[1]}.")
 
@@ -327,7 +326,7 @@ def read_upload(
     header = inspect_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
     if header.format == "NPY":
         if input_mode == "photo":
-            raise BadUpload(f"“{_shown(filename)}” is a .npy array, which is a depth map, not a photo.")
+            raise BadUpload("That file is a .npy array, which is a depth map, not a photo.")
         raw = _load_npy(data, max_bytes=max_bytes, max_pixels=max_pixels)
         return _map_upload(header, raw.astype(np.float64), "a .npy array", scale=None)
     image = decode_image(
