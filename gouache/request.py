@@ -120,7 +120,7 @@ class Request:
     # /depth: is the upload a depth map or a photo? "auto" decides from its pixels.
     depth_input: str = "auto"
     # /depth without --ar/--size: the output's aspect follows the upload's (bot/uploads.attach).
-    size_from_upload: bool = False
+    size_from_upload: bool = field(default=False, compare=False)
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
 
     @property

@@ -446,10 +446,10 @@ def format_command(request: Request) -> str:
         f"--n {request.count}",
         f"--model {request.model}",
     ]
-    if request.spec.upload != "none":
+    if request.strength != 1.0:
         parts.append(f"--strength {_number(request.strength)}")
-        if request.depth_input != "auto":
-            parts.append(f"--input {request.depth_input}")
+    if request.depth_input != "auto":
+        parts.append(f"--input {request.depth_input}")
     if request.gif:
         parts.append("--gif")
     if request.diversify:

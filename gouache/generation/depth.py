@@ -28,7 +28,7 @@ so whatever the worker would refuse before estimating is refused before a rate t
 **Normalising a map**: PNGs scale by bit depth, ``.npy`` min-max to [0, 1] (non-finite values
 count as far). A map whose histogram is a single level is refused (nothing to follow). A map
 that *looks inverted* (far = bright, like metric depth) is flipped and a note says so
-(``looks_inverted``: the top band is brighter than the bottom band by more than 0.15 and
+(``looks_inverted``, maps of at least 8x8: the top band is brighter than the bottom band by more than 0.15 and
 brighter than the mean; or the border is brighter than the centre by more than 0.25).
 
 **Shape**: the map is never stretched. ``fit_depth`` scales it to fit inside the output size
@@ -417,6 +417,8 @@ def looks_inverted(depth: np.ndarray) -> bool:
     brighter than its bottom band, or whose border is clearly brighter than its centre, is
     taken to be inverted."""
     h, w = depth.shape
+    if h < 8 or w < 8:  # too small to tell a scene's layout: never flipped
+        return False
     band_h, band_w = max(1, h // 10), max(1, w // 10)
     top, bottom = float(depth[:band_h].mean()), float(depth[-band_h:].mean())
     if top - bottom > 0.15 and top > float(depth.mean()):
