@@ -11,6 +11,7 @@ from gouache.request import Kind
 from gouache.storage.jobs import ArtifactKind
 from tests.support.factories import make_request
 
+
 def _png() -> bytes:
     import io
 

@@ -15,7 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec, builtin_demo_spec, builtin_tiny_spec
+from gouache.config import (
+    BUILTIN_DEMO,
+    BUILTIN_TINY,
+    ModelSpec,
+    builtin_demo_spec,
+    builtin_tiny_spec,
+)
 from gouache.generation.estimators import (
     AnnotatorEstimator,
     DemoEstimator,
