@@ -127,7 +127,7 @@ async def test_non_numeric_timestamp_is_a_client_error(app: App, timestamp: str)
 
 
 async def test_mention_with_a_file_queues_a_depth_job_once(app: App) -> None:
-    file = app.fake.add_file(png("gray"))
+    file = app.fake.add_file(png("red"))  # a photo: a flat grey map is refused at admission
     sent = await app.slack.mention("<@UBOT> depth a hill &amp; a lake", files=[file])
     assert sent["status"] == 200
     await app.fake.wait_for(lambda f: f.find("chat.postEphemeral"))
@@ -136,7 +136,7 @@ async def test_mention_with_a_file_queues_a_depth_job_once(app: App) -> None:
     [job] = await app.jobs()
     assert job.request.kind.value == "depth" and job.request.prompt == "a hill & a lake"
     [upload] = await app.storage.artifacts(job.id)
-    assert upload.kind is ArtifactKind.INPUT and upload.data == png("gray")
+    assert upload.kind is ArtifactKind.INPUT and upload.data == png("red")
     [ephemeral] = app.fake.find("chat.postEphemeral")  # the retry was not answered twice
     assert ephemeral.args["user"] == "U0001" and ephemeral.args["text"].startswith("Queued")
 
