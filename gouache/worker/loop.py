@@ -148,6 +148,9 @@ class Worker:
                 ready.append(job)
             except UserError as exc:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
+            except Exception:  # a bug reading one job's input must not stall its batch-mates
+                log.exception("preparing job %s failed", job.id)
+                await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
         if not ready:
             return
         running = _Running([job.id for job in ready])
