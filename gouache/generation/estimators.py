@@ -21,6 +21,7 @@ once per spec; the bot process never loads one.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ __all__ = [
     "load_estimator",
 ]
 
+log = logging.getLogger(__name__)
 Backend = Literal["annotator", "transformers", "demo"]
 _ANNOTATORS = ("midas", "zoe", "leres")
 _METRIC_MODEL_TYPES = frozenset({"zoedepth"})  # transformers models whose output is far = large
@@ -247,7 +249,16 @@ class EstimatorRegistry:
                     ("cuda" if torch.cuda.is_available() else "cpu")
                     if self._device_name == "auto" else self._device_name
                 )  # fmt: skip
-                self._loaded[wanted] = load_estimator(
-                    wanted, device=device, offline=self._offline, cache_dir=self._cache_dir
-                )
+                try:
+                    self._loaded[wanted] = load_estimator(
+                        wanted, device=device, offline=self._offline, cache_dir=self._cache_dir
+                    )
+                except NotFound:
+                    raise
+                except Exception as exc:  # missing or broken weights: say which, not a trace
+                    log.exception("cannot load depth estimator %s", wanted.label)
+                    raise NotFound(
+                        f"The depth estimator of {model} ({wanted.label}) cannot be loaded; "
+                        "attach a depth map instead, or ask an admin to fix the model."
+                    ) from exc
             return self._loaded[wanted]

@@ -120,3 +120,14 @@ def test_the_registry_loads_per_model_once_and_builtins_resolve(tmp_path: Path) 
     tiny = registry.get("tiny")
     assert isinstance(tiny, TransformersEstimator)
     assert (tmp_path / "builtin-tiny-depth" / "config.json").is_file()
+
+
+def test_a_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    from gouache.errors import NotFound
+
+    registry = EstimatorRegistry(
+        {"m": ModelSpec(path="/x", depth_estimator=f"midas:{tmp_path / 'nothing'}")},
+        cache_dir=tmp_path, device="cpu",
+    )  # fmt: skip
+    with pytest.raises(NotFound, match=r"The depth estimator of m \(midas:.*\) cannot be loaded"):
+        registry.get("m")
