@@ -1,22 +1,45 @@
-# gouache on one GPU box: the same install steps CI runs (pip install of the project), nothing
-# more. Mount your models at /models and point a TOML config at them (see README).
-FROM python:3.11-slim
+# syntax=docker/dockerfile:1
+# gouache in one container: `gouache run` (bot, web playground, supervised GPU worker) by default,
+# `gouache worker` for scale-out. docs/deploy.md is the guide; compose.yaml runs both layouts.
+#
+# CUDA-capable without a CUDA base image: the torch wheel pinned in pyproject.toml is a CUDA
+# build that bundles its CUDA runtime, so the host needs only the NVIDIA driver and the NVIDIA
+# Container Toolkit. At start the worker logs whether CUDA is usable and on which device.
+FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    HF_HUB_OFFLINE=1 \
-    GOUACHE_DATA_DIR=/data \
-    GOUACHE_HOST=0.0.0.0 \
-    GOUACHE_PORT=8080
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/gouache \
+    PATH=/opt/gouache/bin:$PATH
 
-WORKDIR /app
+# The same install script `make` and CI run (scripts/install.sh), plus a check that the torch
+# it installed is the CUDA build.
+WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY scripts/install.sh scripts/install.sh
 COPY gouache ./gouache
-# torch==2.14.1 (a CUDA build) and torchvision==0.29.1 are pinned together in pyproject.toml.
-RUN pip install --no-cache-dir . && useradd --create-home gouache && mkdir -p /data && chown gouache /data
-USER gouache
+RUN bash scripts/install.sh --venv /opt/gouache --require-cuda-build \
+ && groupadd --gid 10001 gouache \
+ && useradd --uid 10001 --gid 10001 --home-dir /home/gouache --create-home gouache \
+ && mkdir -p /data \
+ && chown 10001:10001 /data
+
+# One volume holds everything that lasts: the SQLite database and artifacts, the generated web
+# token (/data/web-token) and the Hugging Face model cache (HF_HOME). Bound to 0.0.0.0, the web
+# playground requires a token: GOUACHE_WEB__TOKEN_FILE, or one generated at first start.
+ENV GOUACHE_DATA_DIR=/data \
+    GOUACHE_HOST=0.0.0.0 \
+    GOUACHE_PORT=8080 \
+    HF_HOME=/data/huggingface \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+USER 10001:10001
+WORKDIR /data
 VOLUME ["/data"]
 EXPOSE 8080
-# Not on loopback: the web playground then requires GOUACHE_WEB__TOKEN (or _FILE).
-HEALTHCHECK --interval=30s --timeout=5s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz').status != 200)"
+
+# Follows GOUACHE_PORT (and a TOML file's port): `gouache healthcheck` reads the same settings.
+# Healthy means the database answers and a worker has heartbeated; loading a model takes time.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=300s --retries=3 CMD ["gouache", "healthcheck"]
 CMD ["gouache", "run"]

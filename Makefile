@@ -4,12 +4,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 export HF_HUB_OFFLINE := 1
 
-.PHONY: run test lint bench demo-models services clean
+.PHONY: run test lint bench demo-models services clean evaluate
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+# scripts/install.sh is also what the Dockerfile runs: CI proves the image's install steps.
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh --venv $(VENV) --editable --extras test
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -19,8 +18,10 @@ services:
 	bash scripts/test-services.sh
 
 lint: $(STAMP)
-	$(PY) -m ruff check gouache tests benchmarks
+	$(PY) -m ruff check gouache tests benchmarks tools
 	$(PY) -m mypy
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
 test: lint services
 	$(PY) -m pytest -q
@@ -28,6 +29,14 @@ test: lint services
 bench: $(STAMP) services
 	$(PY) benchmarks/queue.py
 	$(PY) benchmarks/demo_quality.py
+
+# Sampler evaluation on builtin:demo (FID/KID on the demo CLIP, judge accuracy); a full run is
+# long on a CPU: the committed figures in benchmarks/results/samplers.* used N=32.
+SAMPLERS ?= ddim,pndm,euler,dpmpp-2m,ddpm
+STEPS    ?= 10,25,50
+N        ?= 200
+evaluate: $(STAMP)
+	$(PY) -m tools.evaluate --samplers $(SAMPLERS) --steps $(STEPS) --n $(N)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

@@ -1,4 +1,5 @@
-"""Command line: `gouache run | worker | migrate | generate`. Parsing only; no logic here.
+"""Command line: `gouache run | worker | migrate | healthcheck | generate | evaluate`. Parsing
+only; no logic here.
 
 Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
 configuration reference for the things people change most.
@@ -45,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
 
+    health = sub.add_parser("healthcheck", help="exit 0 when /healthz on the configured port is OK")
+    _common(health)
+    health.add_argument("--host", help="the service's listen address (GOUACHE_HOST)")
+    health.add_argument("--port", type=int, help="the service's port (GOUACHE_PORT)")
+
     gen = sub.add_parser("generate", help="generate images locally, without the queue")
     _common(gen)
     gen.add_argument("command_text", metavar="PROMPT", help='e.g. "a red fox --ar 3:2 --seed 7 --n 2"')
@@ -54,7 +60,25 @@ def build_parser() -> argparse.ArgumentParser:
                      help="generate with /depth from this depth map (PNG, .npy) or photo (JPEG, "
                           "WEBP, PNG); also writes the depth map used")  # fmt: skip
     gen.add_argument("--file", type=Path, help="depth map or photo for a prompt starting with /depth")
+
+    # Offline code (the demo world and judge) lives in tools/, which the runtime never imports:
+    # this runs `python -m tools.evaluate` from a source checkout in a child process.
+    ev = sub.add_parser("evaluate", add_help=False,
+                        help="sampler evaluation on builtin:demo: FID, KID, judge accuracy (a source checkout)")  # fmt: skip
+    ev.add_argument("evaluate_args", nargs=argparse.REMAINDER, help="see gouache evaluate --help")
     return parser
+
+
+def _evaluate(args: Sequence[str]) -> int:
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "tools" / "evaluate.py").is_file():
+        print("gouache: evaluate needs a source checkout (tools/evaluate.py); run it from one", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    return subprocess.call([sys.executable, "-m", "tools.evaluate", *args], cwd=root, env=env)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -64,6 +88,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["evaluate"]:  # every other argument belongs to tools/evaluate.py
+        return _evaluate(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
@@ -79,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gouache.worker.process import run_worker_process
 
             return run_worker_process(settings, worker_id=args.worker_id)
+        if args.command == "healthcheck":
+            from gouache.startup import healthcheck
+
+            return healthcheck(settings)
         if args.command == "migrate":
             from gouache.storage import migrate_database
 

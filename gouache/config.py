@@ -84,9 +84,18 @@ class Limits(BaseModel):
 
 
 class Batching(BaseModel):
-    """How the worker groups compatible jobs into one pipeline call."""
+    """How the worker groups compatible jobs into shared UNet calls.
 
-    max_batch_images: int = Field(8, ge=1)
+    ``step`` (the default): a running batch of one model and latent size that jobs join and
+    leave between steps, whatever their steps, sampler or guidance, up to ``max_rows`` UNet rows
+    (a CFG image takes two). ``request``: a batch of jobs with equal settings runs to its end
+    (what request-level batchers do; kept for comparison).
+    """
+
+    mode: Literal["step", "request"] = "step"
+    max_rows: int = Field(16, ge=1, description="UNet rows per step in step mode")
+    decode_chunk: int = Field(2, ge=1, description="finished images decoded between two steps")
+    max_batch_images: int = Field(8, ge=1, description="images per batch in request mode")
     batch_window_ms: int = Field(200, ge=0)
 
 
@@ -96,11 +105,17 @@ class Admission(BaseModel):
     rate_per_minute: float = Field(6.0, gt=0)
     burst: int = Field(5, ge=1)
     max_pending_per_user: int = Field(8, ge=1)
+    max_pending_per_guild: int = Field(
+        64, ge=1, description="queued + running jobs per Discord guild or Slack workspace"
+    )
     max_queue: int = Field(500, ge=1)
     allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
     allowed_workspaces: list[str] = Field(default_factory=list)
     allowed_channels: list[str] = Field(default_factory=list)
-    admin_users: list[str] = Field(default_factory=list)
+    admin_users: list[str] = Field(default_factory=list, description="no limits; admin commands")
+    admin_roles: list[str] = Field(
+        default_factory=list, description="Discord role ids whose members may use admin commands"
+    )
 
 
 class WorkerSettings(BaseModel):
@@ -111,6 +126,7 @@ class WorkerSettings(BaseModel):
     heartbeat_seconds: float = Field(10.0, gt=0)
     poll_seconds: float = Field(1.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    spawn: bool = Field(True, description="`gouache run` starts a worker child (off: scale-out)")
     progress_interval_seconds: float = Field(1.0, ge=0)
     engine: str = Field(
         "gouache.generation.engine:Engine",
@@ -135,9 +151,36 @@ class DiscordSettings(BaseModel):
 
 
 class SlackSettings(BaseModel):
-    bot_token: SecretStr | None = None
-    signing_secret: SecretStr | None = None
+    """Socket Mode when ``app_token`` is set (no public URL needed), else signed HTTP."""
+
+    bot_token: SecretStr | None = Field(None, description="xoxb-...: OAuth & Permissions")
+    signing_secret: SecretStr | None = Field(
+        None, description="HTTP mode: Basic Information > Signing Secret"
+    )
+    app_token: SecretStr | None = Field(
+        None, description="xapp-... app-level token with connections:write: Socket Mode"
+    )
     api_base: str | None = Field(None, description="override for tests (a local fake)")
+    updates_per_minute: int = Field(
+        50, ge=1, description="chat.update budget per workspace, shared by all progress messages"
+    )
+    progress_seconds: float = Field(3.0, ge=0, description="least time between edits of one message")
+
+    @field_validator("app_token")
+    @classmethod
+    def _app_level(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("slack.app_token must be an app-level token (xapp-...)")
+        return value
+
+    @property
+    def mode(self) -> Literal["socket", "http"] | None:
+        """Which way Slack reaches us, or None when Slack is not configured."""
+        if self.bot_token is None:
+            return None
+        if self.app_token is not None:
+            return "socket"
+        return "http" if self.signing_secret is not None else None
 
 
 class WebSettings(BaseModel):
@@ -179,6 +222,8 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
             if os.environ.get(ENV_PREFIX + name.upper()):
                 continue  # an explicit value wins over its file
             value = Path(path).read_text(encoding="utf-8").strip()
+            if not value:
+                continue  # an empty secret file (a compose secret left blank) means unset
             node = found
             *parents, leaf = name.split("__")
             for part in parents:
@@ -269,7 +314,8 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redaction filter."""
-        found = [self.discord.token, self.slack.bot_token, self.slack.signing_secret, self.web.token]
+        found = [self.discord.token, self.slack.bot_token, self.slack.signing_secret,
+                 self.slack.app_token, self.web.token]  # fmt: skip
         values = [s.get_secret_value() for s in found if s is not None]
         if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
             values.append(self.database_url.split("@")[0].rsplit(":", 1)[1])

@@ -13,6 +13,7 @@ __all__ = [
     "InvalidRequest",
     "RateLimited",
     "QueueFull",
+    "QueuePaused",
     "NotAllowed",
     "NotFound",
     "TooLarge",
@@ -50,6 +51,10 @@ class RateLimited(UserError):
 
 class QueueFull(UserError):
     """The user's own pending cap or the global queue cap is reached."""
+
+
+class QueuePaused(QueueFull):
+    """An admin paused the queue: nothing new is accepted until they resume it."""
 
 
 class NotAllowed(UserError):

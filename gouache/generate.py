@@ -15,6 +15,12 @@ from gouache.config import Settings
 from gouache.errors import InvalidRequest
 from gouache.request import KINDS, Origin
 from gouache.storage.jobs import ArtifactKind
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
@@ -81,21 +87,39 @@ def generate_to_dir(
     for note in request.notes:
         print(f"note: {note}", file=sys.stderr)
     estimators = build_estimators(settings)
-    item = item_for("local", request, inputs, settings.limits, settings.gif, estimators.get)
-    on_step, close = _progress_bar(request.steps)
+    engine = Engine(registry)
+    on_step, close = _progress_bar(request.steps * request.cells * (-(-request.frames // 16) or 1))
+    control = None
     try:
-        [result] = Engine(registry).generate(batch_key_for(request), [item], on_step=on_step)
+        if is_experiment(request):
+            result, artifacts = experiment_job(engine, "local", request, inputs, settings.limits,
+                                               settings.gif, on_step)  # fmt: skip
+        else:
+            item = item_for("local", request, inputs, settings.limits, settings.gif, estimators.get)
+            control = item.control_image
+            [result] = engine.generate(batch_key_for(request), [item], on_step=on_step)
+            artifacts = []
     finally:
         close()
     if result.error is not None:
         raise result.error
+    if not is_experiment(request):
+        artifacts = artifacts_for("local", request, result, settings.gif, depth=control)
+    if request.process:
+        artifacts += process_artifacts("local", request, result, loaded_model(engine, request.model),
+                                       settings.gif)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for artifact in artifacts_for("local", request, result, settings.gif, depth=item.control_image):
+    for artifact in artifacts:
         # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif", the depth map it used
-        # -> "seed-8-depth.png": the file name says which seed reproduces it.
+        # -> "seed-8-depth.png": the file name says which seed reproduces it. A sweep's cells
+        # share a seed: "cell-3.png" beside "grid.png".
         ext = artifact.name.rsplit(".", 1)[-1]
-        if artifact.index is None:
+        if request.sweep and artifact.index is not None:
+            path = out / f"cell-{artifact.index}.{ext}"
+        elif request.frames and artifact.index is not None:  # the endpoints
+            path = out / f"frame-{artifact.index}.{ext}"
+        elif artifact.index is None:
             path = out / artifact.name
         else:
             suffix = "" if artifact.kind is ArtifactKind.IMAGE else f"-{_SUFFIXES[artifact.kind]}"

@@ -19,6 +19,7 @@ __all__ = [
     "rate_limited",
     "queue_full",
     "user_queue_full",
+    "guild_queue_full",
     "not_allowed",
     "failed",
     "dead",
@@ -44,6 +45,21 @@ __all__ = [
     "size_too_large",
     "snapped",
     "aspect_ratio_result",
+    "queue_paused",
+    "paused",
+    "resumed",
+    "already_paused",
+    "not_paused",
+    "admin_only",
+    "limits_reset",
+    "usage_report",
+    "your_queue",
+    "nothing_queued",
+    "nothing_to_cancel",
+    "error_in_dm",
+    "reencoded_to_fit",
+    "too_large_links",
+    "too_large_here",
 ]
 
 
@@ -96,6 +112,13 @@ def queue_full() -> str:
     return "The queue is full right now. Please try again in a few minutes."
 
 
+def guild_queue_full(limit: int) -> str:
+    return (
+        f"This server already has {limit} requests waiting or running (its limit). "
+        "Try again when some have finished."
+    )
+
+
 def user_queue_full(pending: int, limit: int) -> str:
     return (
         f"You already have {pending} requests waiting (the limit is {limit}). "
@@ -133,6 +156,80 @@ def cancelled() -> str:
 def internal_error(reference: str) -> str:
     """The apology for a bug: a short job reference so an admin can find the log line."""
     return f"Sorry, something went wrong on our side (ref {reference[:8]}). It has been logged."
+
+
+# Queue views and admin commands ---------------------------------------------------------------
+
+
+def queue_paused() -> str:
+    return ("gouache is paused by an admin: new requests aren't accepted right now. "
+            "Requests already running will finish.")  # fmt: skip
+
+
+def paused() -> str:
+    return "Paused: new requests are refused until someone runs resume; running work finishes."
+
+
+def resumed() -> str:
+    return "Resumed: new requests are accepted again."
+
+
+def already_paused() -> str:
+    return "gouache is already paused."
+
+
+def not_paused() -> str:
+    return "gouache isn't paused."
+
+
+def admin_only() -> str:
+    return "Only gouache admins can do that (configured admin users or roles)."
+
+
+def limits_reset(user: str, removed: bool) -> str:
+    return f"Rate limit reset for {user}." if removed else f"{user} had no rate limit to reset."
+
+
+def usage_report(hours: int, rows: Iterable[tuple[str, int, int]]) -> str:
+    """``rows``: (who, jobs, image-steps), already sorted and named."""
+    lines = [f"- {who}: {jobs} job(s), {steps} image-steps" for who, jobs, steps in rows]
+    if not lines:
+        return f"No jobs in the last {hours} h."
+    return f"Usage over the last {hours} h:\n" + "\n".join(lines)
+
+
+def your_queue(entries: Iterable[tuple[int, str, float | None]]) -> str:
+    """``entries``: (position, prompt, eta seconds); position 0 means running."""
+    lines = []
+    for position, prompt, eta in entries:
+        place = "running" if position < 1 else f"#{position} in line"
+        when = f", about {duration(eta)}" if eta is not None else ""
+        lines.append(f"- {place}{when}: “{prompt}”")
+    return "Your requests:\n" + "\n".join(lines)
+
+
+def nothing_queued() -> str:
+    return "You have nothing queued or running."
+
+
+def nothing_to_cancel() -> str:
+    return "You have nothing queued or running to cancel."
+
+
+def error_in_dm(message: str) -> str:
+    return f"About your gouache request: {message}"
+
+
+def reencoded_to_fit() -> str:
+    return "Files were re-encoded to fit the upload limit."
+
+
+def too_large_links(links: Iterable[str]) -> str:
+    return "Too large to upload here:\n" + "\n".join(links)
+
+
+def too_large_here(count: int) -> str:
+    return f"{count} file(s) were too large to upload here."
 
 
 # Command validation --------------------------------------------------------------------------
@@ -252,3 +349,18 @@ def depth_padded(width: int, height: int, out_width: int, out_height: int) -> st
         f"The depth map ({width}x{height}) has another shape than the output "
         f"({out_width}x{out_height}): it was scaled to fit and its edges extended, not stretched."
     )
+
+
+# Sweeps (`--sweep NAME=v1,v2`) -----------------------------------------------------------------
+
+
+def sweep_form() -> str:
+    return "NAME=v1,v2,... like cfg=3,7,12 (NAME: cfg, steps, sampler, seed, ar, size, strength, prompt)"
+
+
+def sweep_refused(reason: str) -> str:
+    return f"This sweep cannot run: {reason}."
+
+
+def interpolate_form() -> str:
+    return "/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]"

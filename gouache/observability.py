@@ -26,6 +26,9 @@ _TOKEN_PATTERNS = (
     re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.-]{20,}"),  # interaction tokens
     re.compile(r"(?i)(authorization:\s*(?:bot|bearer)\s+)\S+"),
     re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+(@)"),  # passwords in database URLs
+    # Slack response_url / webhook URLs, also JSON-escaped (\/) and form-encoded (%2F)
+    re.compile(r"(hooks\.slack\.com(?:/|\\/|%2[fF])(?:commands|actions|services|app)(?:/|\\/|%2[fF]))"
+               r"[^\s\"'<>&]+"),
 )
 MASK = "***"
 

@@ -26,18 +26,37 @@ __all__ = [
     "Origin",
     "Request",
     "GUIDANCE_DECIMALS",
+    "STRENGTH_RANGE",
+    "VARIATION_COUNT",
     "image_seed",
+    "SWEEP_AXES",
+    "SWEEP_MAX_AXES",
+    "SWEEP_MAX_CELLS",
+    "INTERPOLATE_FRAMES",
+    "INTERPOLATE_MAX_FRAMES",
 ]
 
 # Guidance is kept to this many decimal places (finer values are rounded, with a note), so
 # the value a job runs with is the value it shows and equal values share a batch.
 GUIDANCE_DECIMALS = 2
+STRENGTH_RANGE = (0.0, 2.0)  # /depth: how strongly the depth map steers (ControlNet scale)
+VARIATION_COUNT = 4  # images a Variations press asks for (capped by limits.max_images)
+
+# `--sweep NAME=v1,v2,...`: the axes a sweep may vary (``ar`` is stored as the sizes it gives),
+# at most two of them and this many cells in all; every cell is charged as an image.
+SWEEP_AXES = ("cfg", "steps", "sampler", "seed", "size", "strength", "prompt")
+SWEEP_MAX_AXES = 2
+SWEEP_MAX_CELLS = 16
+# `/interpolate A | B [--seed A,B] [--frames 16]`: frames charged as images.
+INTERPOLATE_FRAMES = 16
+INTERPOLATE_MAX_FRAMES = 32
 
 
 class Kind(StrEnum):
     IMAGINE = "imagine"
     DEPTH = "depth"
     DIVERSITY = "diversity"
+    INTERPOLATE = "interpolate"
 
 
 class FollowUp(StrEnum):
@@ -46,6 +65,7 @@ class FollowUp(StrEnum):
     REROLL = "reroll"  # same request, new seed
     GIF = "gif"  # same request and seed, with the denoising GIF
     DIVERSIFY = "diversify"  # same prompt as a /diversity batch
+    VARIATIONS = "variations"  # four images on the seeds around this one
 
 
 @dataclass(frozen=True)
@@ -57,7 +77,9 @@ class KindSpec:
     summary: str  # one line for help texts and the list of commands
     min_images: int = 1
     default_images: Literal["one", "diversity_count"] = "one"
-    buttons: tuple[FollowUp, ...] = (FollowUp.REROLL, FollowUp.GIF, FollowUp.DIVERSIFY)
+    buttons: tuple[FollowUp, ...] = (
+        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.GIF, FollowUp.DIVERSIFY
+    )  # fmt: skip
     scored: bool = False  # the worker writes a diversity report for it
 
 
@@ -68,6 +90,10 @@ KINDS: dict[Kind, KindSpec] = {
         "txt2img", "none", "several images scored for semantic and style diversity",
         min_images=2, default_images="diversity_count",
         buttons=(FollowUp.REROLL, FollowUp.GIF), scored=True,
+    ),
+    Kind.INTERPOLATE: KindSpec(
+        "txt2img", "none", "walk from one prompt (and seed) to another: a looping GIF and a strip",
+        buttons=(FollowUp.REROLL,),
     ),
 }  # fmt: skip
 COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
@@ -88,6 +114,7 @@ class Origin:
     channel: str = ""
     guild: str = ""  # Discord guild or Slack workspace ("" for DMs, web, CLI)
     reply_token: str = ""  # e.g. Discord interaction token / Slack response_url; never logged
+    upload_limit: int = 0  # bytes one message may upload, as the platform said (0: unknown)
 
     def __repr__(self) -> str:  # keep reply tokens out of logs
         return (
@@ -114,14 +141,28 @@ class Request:
     negative_prompt: str = ""
     gif: bool = False
     diversify: bool = False  # /diversity: deliberately enlarge diversity
-    strength: float = 1.0  # /depth: ControlNet conditioning scale, 0..2
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
     # /depth: is the upload a depth map or a photo? "auto" decides from its pixels.
     depth_input: str = "auto"
     # /depth without --ar/--size: the output's aspect follows the upload's (bot/uploads.attach).
     size_from_upload: bool = field(default=False, compare=False)
+    strength: float = 1.0  # /depth: conditioning scale, STRENGTH_RANGE
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
+    # `--sweep`: ((axis, (value, ...)), ...) in canonical form (see SWEEP_AXES); every
+    # combination is one cell with the same seed, posted as one labelled grid plus the cells.
+    sweep: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # `--process`: the final image noised step by step by the scheduler, then denoised.
+    process: bool = False
+    # /interpolate: ``prompt`` and ``seed`` are the first endpoint, these the second.
+    prompt_b: str = ""
+    seed_b: int | None = None
+    frames: int = 0
+
+    def __post_init__(self) -> None:
+        low, high = STRENGTH_RANGE
+        if not low <= self.strength <= high:
+            raise ValueError(f"strength {self.strength!r} is outside {low}..{high}")
 
     @property
     def spec(self) -> KindSpec:
@@ -135,12 +176,49 @@ class Request:
     def batch_key(self) -> str:
         """Jobs with equal keys can share one engine call (seeds and prompts may differ).
 
-        The one encoding of that rule: every field exactly (``repr`` of the float, so 7.0 and
-        7.0000001 never share a call), joined by ``|``.
+        The one encoding of that rule: every field exactly (``repr`` of the floats, so 7.0 and
+        7.0000001 never share a call; strength too, a ControlNet scale is per call), joined
+        by ``|``.
         """
-        parts = (self.model, self.pipeline, self.width, self.height, self.steps, self.sampler,
-                 repr(float(self.guidance)), int(self.diversify), repr(float(self.strength)))  # fmt: skip
+        parts: list[object] = [self.model, self.pipeline, self.width, self.height, self.steps,
+                               self.sampler, repr(float(self.guidance)), int(self.diversify),
+                               repr(float(self.strength))]  # fmt: skip
+        if self.sweep:  # a sweep's cells are batched by the worker, never with other jobs
+            parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
+        if self.process:
+            parts.append("process")
+        if self.frames:  # an interpolation runs alone
+            parts.append(f"frames={self.frames}")
         return "|".join(str(part) for part in parts)
+
+    @property
+    def is_experiment(self) -> bool:
+        """Sweeps, interpolations and --process run through the worker's request-level path."""
+        return bool(self.sweep or self.process or self.frames)
+
+    @property
+    def shape_key(self) -> str:
+        """Jobs with equal shape keys can share a step-level batch: one model, one latent size.
+
+        Steps, sampler, guidance and ControlNet or not are per lane, so they are not in it.
+        Experiments are keyed by their whole batch key: they never join a running batch.
+        """
+        if self.is_experiment:
+            return "experiment|" + self.batch_key
+        return f"{self.model}|{self.width}x{self.height}"
+
+    @property
+    def cells(self) -> int:
+        """Sweep cells (1 without a sweep): every combination of the axes' values."""
+        total = 1
+        for _, values in self.sweep:
+            total *= len(values)
+        return total
+
+    @property
+    def images(self) -> int:
+        """Images this request makes, what admission, fairness and ETAs charge."""
+        return self.count * self.cells * max(1, self.frames)
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)
@@ -163,6 +241,7 @@ class Request:
         data["kind"] = Kind(data["kind"])
         data["origin"] = Origin(**data["origin"])
         data["notes"] = tuple(data.get("notes", ()))
+        data["sweep"] = tuple((str(axis), tuple(values)) for axis, values in data.get("sweep", ()))
         return cls(**data)
 
     @classmethod

@@ -29,6 +29,7 @@ from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import ModeratedAdmission, PromptFilter
 from gouache.config import Settings
 from gouache.observability import Metrics, setup_logging
+from gouache.startup import StartupError, prepare_run
 from gouache.storage.base import Storage
 from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
@@ -49,32 +50,47 @@ class _ChatPlatform:
     module: str
     configured: Callable[[Settings], bool]
     needs: str
+    describe: Callable[[Settings], str] = lambda s: ""  # how it connects, and why
+
+
+def _slack_mode(settings: Settings) -> str:
+    """The startup line that says which way Slack reaches this process, and why."""
+    if settings.slack.mode == "socket":
+        return (" in Socket Mode (GOUACHE_SLACK__APP_TOKEN is set: the bot dials out, no public "
+                "URL or signing secret needed)")  # fmt: skip
+    return (" in HTTP mode at POST /slack/events (no GOUACHE_SLACK__APP_TOKEN; requests are "
+            "checked with the signing secret, so Slack needs a public URL to reach)")  # fmt: skip
 
 
 _CHAT_PLATFORMS = (
     _ChatPlatform("Discord", "gouache.bot.adapters.discord.client",
                   lambda s: s.discord.token is not None, "GOUACHE_DISCORD__TOKEN"),
     _ChatPlatform("Slack", "gouache.bot.adapters.slack.app",
-                  lambda s: s.slack.bot_token is not None and s.slack.signing_secret is not None,
-                  "GOUACHE_SLACK__BOT_TOKEN and GOUACHE_SLACK__SIGNING_SECRET"),
+                  lambda s: s.slack.mode is not None,
+                  "GOUACHE_SLACK__BOT_TOKEN and GOUACHE_SLACK__APP_TOKEN (Socket Mode) or "
+                  "GOUACHE_SLACK__SIGNING_SECRET (HTTP)", _slack_mode),
 )  # fmt: skip
 
 
-async def run_service(settings: Settings) -> int:
-    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code."""
+async def run_service(settings: Settings, *, spawn_worker: bool = True) -> int:
+    """Entry point of `gouache run` (the CLI runs it with ``asyncio.run``); the exit code.
+
+    ``spawn_worker=False`` (``--no-worker``) is the scale-out shape: the workers are
+    `gouache worker` processes elsewhere, sharing the database."""
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
-    if not settings.is_loopback and settings.web.token is None:
-        log.error(
-            "refusing to listen on %s without a token: set GOUACHE_WEB__TOKEN, or bind to "
-            "127.0.0.1 (the default)", settings.host,
-        )
+    try:  # data paths, model cache, and a web token off loopback (generated once if none)
+        settings = prepare_run(settings)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
         return 2
+    setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
+    spawn_worker = spawn_worker and settings.worker.spawn  # GOUACHE_WORKER__SPAWN=false: scale-out
     try:
         PromptFilter(settings.moderation)
     except ValueError as exc:
         log.error("bad configuration: %s", exc)
         return 2
-    return await serve(settings)
+    return await serve(settings, spawn_worker=spawn_worker)
 
 
 async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_worker: bool = True) -> int:
@@ -179,7 +195,7 @@ async def _open_chat_adapter(platform: _ChatPlatform, deps: AdapterDeps, stack: 
         log.error("%s: configured, but %s is not available (%s)", platform.name, platform.module, exc)
         return None
     adapter: Adapter = await module.open_adapter(deps, stack)
-    log.info("%s: enabled", platform.name)
+    log.info("%s: enabled%s", platform.name, platform.describe(deps.settings))
     return adapter
 
 

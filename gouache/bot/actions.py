@@ -47,6 +47,8 @@ class ButtonActions:
             origin,
             seed=secrets.randbelow(SEED_MAX + 1),
             diversity_count=self._limits.diversity_count,
+            max_images=self._limits.max_images,
+            seed_max=SEED_MAX,
         )
         inputs: list[Artifact] = []
         if request.attachment:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gouache.config import Settings
-from gouache.request import FollowUp, Kind, Origin, Request
+from gouache.request import VARIATION_COUNT, FollowUp, Kind, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -117,7 +117,8 @@ class Adapter(Protocol):
         """aiohttp routes the web server mounts for this platform (Slack's events endpoint)."""
 
 
-_LABELS = {Action.REROLL: "Reroll", Action.GIF: "Make GIF", Action.DIVERSIFY: "Diversify"}
+_LABELS = {Action.REROLL: "Reroll", Action.VARIATIONS: "Variations", Action.GIF: "Make GIF",
+           Action.DIVERSIFY: "Diversify"}  # fmt: skip
 
 
 def buttons_for(job: Job) -> tuple[Button, ...]:
@@ -127,23 +128,34 @@ def buttons_for(job: Job) -> tuple[Button, ...]:
 
 
 def follow_up(
-    request: Request, action: Action, origin: Origin, *, seed: int, diversity_count: int
-) -> Request:
+    request: Request, action: Action, origin: Origin, *, seed: int, diversity_count: int,
+    max_images: int = VARIATION_COUNT, seed_max: int = 2**32 - 1,
+) -> Request:  # fmt: skip
     """The request a button press stands for; ``origin`` is the presser, not the author.
 
     The source request was validated when it was admitted, and each action changes only
     fields that need no new validation. Depth jobs keep their attachment name; the caller
-    copies the input artifact to the new job.
+    copies the input artifact to the new job. Variations are ``VARIATION_COUNT`` images (at
+    most ``max_images``) on the seeds right after this job's own, so none repeats an image
+    already shown and any one of them can be made alone again.
     """
     base = replace(request, origin=origin, notes=())
     if action is Action.REROLL:
         return replace(base, seed=seed)
+    if action is Action.VARIATIONS:
+        count = max(1, min(VARIATION_COUNT, max_images))
+        first = request.seed + request.count
+        if first + count - 1 > seed_max:  # at the top of the range: the seeds just below
+            first = max(0, request.seed - count)
+        kind = Kind.IMAGINE if request.kind is Kind.DIVERSITY else request.kind
+        return replace(base, kind=kind, seed=first, count=count, gif=False, diversify=False)
     if action is Action.GIF:
         return replace(base, gif=True)
     if request.kind is Kind.DEPTH:  # diversify a depth job: same control image, more variety
-        return replace(base, diversify=True, seed=seed, gif=False)
+        return replace(base, diversify=True, seed=seed, gif=False, sweep=())
     count = max(request.count, diversity_count)
-    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count)
+    return replace(base, kind=Kind.DIVERSITY, diversify=True, seed=seed, gif=False, count=count,
+                   sweep=(), process=False)  # fmt: skip
 
 
 def input_artifacts(artifacts: Sequence[Artifact]) -> list[Artifact]:

@@ -1,6 +1,7 @@
 """Admission: who may use the bot, how fast, how much may wait; then the job is enqueued.
 
-Order: allowlists -> per-user token bucket -> per-user pending cap -> global queue cap ->
+Order: allowlists -> an admin's pause (``PAUSED_FLAG``, shared through the database) ->
+per-user token bucket -> per-user pending cap -> global queue cap ->
 enqueue. The bucket and the caps are checked inside the enqueue transaction (``Quota``), so
 several bot processes share them, a refusal takes no token, and a re-delivered platform event
 (same request id) returns the existing job without taking a second token.
@@ -15,12 +16,14 @@ from typing import Protocol
 from gouache import messages
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings
-from gouache.errors import NotAllowed, QueueFull, RateLimited
+from gouache.errors import NotAllowed, QueueFull, QueuePaused, RateLimited
 from gouache.request import Request
 from gouache.storage.base import Quota, QuotaRefused, Storage
 from gouache.storage.jobs import Artifact, Job
 
-__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE"]
+__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE", "PAUSED_FLAG"]
+
+PAUSED_FLAG = "paused"  # bot_flags row set by ``/gouache pause``: nothing new is admitted
 
 DEFAULT_SECONDS_PER_IMAGE = 5.0  # before any batch has finished: a modest GPU, SD1.5, 30 steps
 _CHAT_PLATFORMS = frozenset({"discord", "slack"})
@@ -63,11 +66,14 @@ class Admission:
     @property
     def quota(self) -> Quota:
         p = self._policy
-        return Quota(p.rate_per_minute / 60.0, p.burst, p.max_pending_per_user, p.max_queue)
+        return Quota(p.rate_per_minute / 60.0, p.burst, p.max_pending_per_user, p.max_queue,
+                     p.max_pending_per_guild)  # fmt: skip
 
     async def admit(self, request: Request, inputs: Sequence[Artifact] = ()) -> Admitted:
         """Enqueue ``request`` or raise ``NotAllowed``, ``RateLimited`` or ``QueueFull``."""
         self.check_allowed(request)
+        if await self._storage.get_flag(PAUSED_FLAG) is not None:
+            raise QueuePaused(messages.queue_paused())
         quota = self.quota
         if request.origin.user in self._policy.admin_users:
             quota = Quota(1e6, 1_000_000, 1_000_000, quota.max_queue)  # admins: only the global cap
@@ -97,6 +103,8 @@ class Admission:
             return RateLimited(f"{messages.rate_limited(refused.retry_after)} ({limit})", refused.retry_after)
         if refused.limit == "user_pending":
             return QueueFull(messages.user_queue_full(p.max_pending_per_user, p.max_pending_per_user))
+        if refused.limit == "guild_pending":
+            return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
         return QueueFull(f"{messages.queue_full()} (it holds at most {p.max_queue} requests)")
 
     async def _place(self, job: Job) -> tuple[int, float | None]:

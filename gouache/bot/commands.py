@@ -13,14 +13,26 @@ import random
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
-from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, Kind, Origin, Request
+from gouache.request import (
+    COMMAND_NAMES,
+    GUIDANCE_DECIMALS,
+    INTERPOLATE_FRAMES,
+    INTERPOLATE_MAX_FRAMES,
+    KINDS,
+    STRENGTH_RANGE,
+    SWEEP_MAX_AXES,
+    SWEEP_MAX_CELLS,
+    Kind,
+    Origin,
+    Request,
+)  # fmt: skip
 
 __all__ = ["Command", "parse_text", "from_options", "build_request", "format_command", "size_for_upload"]
 
@@ -30,15 +42,17 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "ar": "aspect_ratio", "size": "size", "seed": "seed", "steps": "steps",
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
-    "diversify": "diversify", "strength": "strength", "input": "depth_input",
+    "diversify": "diversify", "strength": "strength", "sweep": "sweep", "process": "process",
+    "frames": "frames", "input": "depth_input",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
-    "strength": "0.8", "depth_input": "photo",
+    "strength": "0.8", "sweep": "cfg=3,7,12", "frames": "16", "depth_input": "photo",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-                "--model", "--gif", "--diversify", "--strength", "--input")  # fmt: skip
+                "--model", "--gif", "--diversify", "--strength", "--sweep", "--process",
+                "--frames", "--input")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -50,12 +64,11 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment", "strength", "depth_input"})  # fmt: skip
+                          "attachment", "strength", "sweep", "process", "frames", "seed_b",
+                          "depth_input"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count",
                                     "input": "depth_input"})  # fmt: skip
-STRENGTH_MAX = 2.0
-STRENGTH_DECIMALS = 2
 _DEPTH_INPUTS = ("auto", "depth", "photo")
 
 
@@ -107,12 +120,12 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
         key = _FLAGS.get(name)
         if key is None:
             raise InvalidRequest(messages.unknown_option(words[i], _SHOWN_FLAGS))
-        if key in seen:
+        if key in seen and key != "sweep":  # --sweep is given once per axis
             raise InvalidRequest(messages.duplicate_option(flag))
         seen.add(key)
         values = [] if inline is None else [inline] if inline else []
         i += 1
-        if key in {"gif", "diversify"}:
+        if key in {"gif", "diversify", "process"}:
             if inline is not None:
                 raise InvalidRequest(messages.bad_value(flag, "given without a value", inline))
             options[key] = True
@@ -134,12 +147,17 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options["width"], options["height"] = _parse_size(flag, value)
     elif key == "aspect_ratio":
         options[key] = _parse_ratio(flag, value)
-    elif key in {"seed", "steps", "count"}:
+    elif key == "seed" and "," in value:  # /interpolate --seed A,B
+        first, _, second = value.partition(",")
+        options["seed"], options["seed_b"] = _parse_int(flag, first), _parse_int(flag, second)
+    elif key in {"seed", "steps", "count", "frames"}:
         options[key] = _parse_int(flag, value)
     elif key in {"guidance", "strength"}:
         options[key] = _parse_float(flag, value)
     elif key == "depth_input":
         options[key] = _parse_depth_input(flag, value)
+    elif key == "sweep":
+        options.setdefault(key, []).append(_parse_sweep_axis(flag, value))
     else:
         options[key] = value
 
@@ -149,6 +167,27 @@ def _parse_depth_input(name: str, value: Any) -> str:
     if word not in _DEPTH_INPUTS:
         raise InvalidRequest(messages.bad_value(name, "depth or photo", str(value)))
     return word
+
+
+_SWEEP_NAMES = MappingProxyType({"cfg": "cfg", "guidance": "cfg", "steps": "steps",
+                                 "sampler": "sampler", "seed": "seed", "ar": "ar",
+                                 "size": "size", "strength": "strength", "prompt": "prompt"})  # fmt: skip
+
+
+def _parse_sweep_axis(flag: str, value: str) -> tuple[str, list[str]]:
+    """``cfg=3,7,12`` -> ("cfg", ["3", "7", "12"]); names as in ``_SWEEP_NAMES``."""
+    name, equals, listed = value.strip().partition("=")
+    values = [part.strip() for part in listed.split(",")]
+    axis = _SWEEP_NAMES.get(name.strip().lower())
+    if not equals or axis is None or not all(values):
+        raise InvalidRequest(messages.bad_value(flag, messages.sweep_form(), value))
+    return axis, values
+
+
+def _coerce_sweep(value: Any) -> list[tuple[str, list[str]]]:
+    """Typed options: "cfg=3,7 steps=10,20", or a list of such strings."""
+    texts = value.split() if isinstance(value, str) else [str(v) for v in value]
+    return [_parse_sweep_axis("sweep", text) for text in texts]
 
 
 def _parse_int(name: str, value: Any) -> int:
@@ -220,7 +259,7 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
 
 
 def _coerce(key: str, value: Any) -> Any:
-    if key in {"seed", "steps", "count", "width", "height"}:
+    if key in {"seed", "steps", "count", "width", "height", "frames", "seed_b"}:
         return _parse_int(key, value)
     if key in {"guidance", "strength"}:
         return _parse_float(key, value)
@@ -228,8 +267,10 @@ def _coerce(key: str, value: Any) -> Any:
         return _parse_depth_input("input", value)
     if key == "aspect_ratio":
         return _parse_ratio(key, value)
-    if key in {"gif", "diversify"}:
+    if key in {"gif", "diversify", "process"}:
         return _parse_bool(key, value)
+    if key == "sweep":
+        return _coerce_sweep(value)
     return str(value)
 
 
@@ -265,32 +306,133 @@ def build_request(
         seed = (rng or random.SystemRandom()).randint(0, SEED_MAX)
     if opts.get("diversify") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
+    if "depth_input" in opts and KINDS[command.kind].upload == "none":
+        raise InvalidRequest(messages.only_with("--input", "/depth"))
     takes_upload = KINDS[command.kind].upload != "none"
-    for key, flag in (("strength", "--strength"), ("depth_input", "--input")):
-        if key in opts and not takes_upload:
-            raise InvalidRequest(messages.only_with(flag, "/depth"))
-    strength = round(float(_in_range("strength", opts.get("strength", 1.0), 0, STRENGTH_MAX)),
-                     STRENGTH_DECIMALS)  # fmt: skip
+    strength = _strength(command.kind, opts.get("strength"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
     # /depth without --ar/--size: bot/uploads.attach gives the output the upload's aspect.
     size_from_upload = takes_upload and not {"aspect_ratio", "width", "height"} & set(opts)
     _check_overflow(prompt_overflow, model, prompt, negative)
-    return Request(
+    request = Request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
         diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
         strength=strength, depth_input=str(opts.get("depth_input", "auto")),
-        size_from_upload=size_from_upload, notes=tuple(notes),
+        size_from_upload=size_from_upload, notes=tuple(notes), process=bool(opts.get("process", False)),
     )  # fmt: skip
+    if opts.get("sweep"):
+        request = _with_sweep(command, request, settings, prompt_overflow)
+    if command.kind is Kind.INTERPOLATE:
+        request = _interpolation(command, request, limits, prompt_overflow)
+    elif "frames" in opts or "seed_b" in opts:
+        raise InvalidRequest(messages.only_with("--frames and --seed A,B", "/interpolate"))
+    return request
+
+
+def _interpolation(
+    command: Command,
+    base: Request,
+    limits: Limits,
+    prompt_overflow: Callable[[str, str], str | None] | None,
+) -> Request:
+    """``A | B``: two endpoints (prompts and/or seeds) and the frames between them."""
+    first, bar, second = base.prompt.partition("|")
+    first, second = first.strip(), second.strip()
+    if not bar or not first or not second or "|" in second:
+        raise InvalidRequest(messages.bad_value("/interpolate", messages.interpolate_form(), base.prompt))
+    if base.sweep or base.gif or base.process or base.count != 1:
+        raise InvalidRequest(messages.only_with("--sweep, --gif, --process and --n", "/imagine"))
+    opts = command.options
+    seed_b = _in_range("seed", opts["seed_b"], 0, SEED_MAX) if "seed_b" in opts else base.seed
+    frames = _in_range("frames", opts.get("frames", INTERPOLATE_FRAMES), 2, INTERPOLATE_MAX_FRAMES)
+    _check_overflow(prompt_overflow, base.model, second, "")
+    return replace(base, prompt=first, prompt_b=second, seed_b=seed_b, frames=frames)
+
+
+def _with_sweep(
+    command: Command,
+    base: Request,
+    settings: Settings,
+    prompt_overflow: Callable[[str, str], str | None] | None,
+) -> Request:
+    """Validate every axis value as a cell of its own and store the canonical values.
+
+    Each value is checked by building the cell's request through ``build_request`` (limits,
+    snapping, rounding), so a sweep is exactly the requests its cells would be on their own.
+    """
+    axes: list[tuple[str, list[str]]] = list(command.options["sweep"])
+    names = [name for name, _ in axes]
+    if KINDS[command.kind].scored:
+        raise InvalidRequest(messages.only_with("--sweep", "/imagine or /depth"))
+    if len(axes) > SWEEP_MAX_AXES:
+        raise InvalidRequest(messages.sweep_refused(f"at most {SWEEP_MAX_AXES} axes (got {len(axes)})"))
+    if len(set(names)) < len(names) or {"ar", "size"} <= set(names):
+        raise InvalidRequest(messages.sweep_refused("each parameter can be one axis only"))
+    cells = math.prod(len(values) for _, values in axes)
+    if cells > SWEEP_MAX_CELLS:
+        raise InvalidRequest(messages.sweep_refused(f"{cells} cells, at most {SWEEP_MAX_CELLS}"))
+    if base.count != 1:
+        raise InvalidRequest(messages.sweep_refused("a sweep makes one image per cell; leave out --n"))
+    if base.gif or base.process:
+        raise InvalidRequest(messages.sweep_refused("--gif and --process are for single images"))
+    if "prompt" in names and "{}" not in base.prompt:
+        raise InvalidRequest(messages.sweep_refused("a prompt axis fills a {} in the prompt"))
+    fixed = {k: v for k, v in command.options.items() if k != "sweep"}
+    fixed["seed"] = base.seed  # every cell uses the same seed unless seed is an axis
+    notes = list(base.notes)
+    stored: list[tuple[str, tuple[str, ...]]] = []
+    for name, values in axes:
+        canonical = []
+        for value in values:
+            opts, prompt = dict(fixed), command.prompt
+            if name == "prompt":
+                prompt = prompt.replace("{}", value)
+            elif name == "ar":
+                opts.pop("width", None), opts.pop("height", None)
+                _store(opts, "aspect_ratio", "--sweep ar", value)
+            elif name == "size":
+                opts.pop("aspect_ratio", None)
+                _store(opts, "size", "--sweep size", value)
+            else:
+                key = {"cfg": "guidance"}.get(name, name)
+                opts[key] = _coerce(key, value) if key in _OPTION_KEYS else value
+            cell = build_request(Command(command.kind, prompt, opts), base.origin, settings,
+                                 prompt_overflow=prompt_overflow)  # fmt: skip
+            canonical.append(_cell_value(name, value, cell))
+            notes += [note for note in cell.notes if note not in notes]
+        stored.append(("size" if name == "ar" else name, tuple(canonical)))
+    return replace(base, sweep=tuple(stored), notes=tuple(notes))
+
+
+def _cell_value(name: str, given: str, cell: Request) -> str:
+    if name == "cfg":
+        return _number(cell.guidance)
+    if name in {"ar", "size"}:
+        return f"{cell.width}x{cell.height}"
+    if name == "prompt":
+        return given
+    if not hasattr(cell, name):  # e.g. strength, before /depth --strength exists
+        raise InvalidRequest(messages.sweep_refused(f"{name} is not a parameter of this command"))
+    return _number(value) if isinstance(value := getattr(cell, name), float) else str(value)
 
 
 def _in_range(name: str, value: Any, low: float, high: float) -> Any:
     if not low <= value <= high:
         raise InvalidRequest(messages.out_of_range(name, low, high, value))
     return value
+
+
+def _strength(kind: Kind, value: float | None) -> float:
+    """``--strength``: only where a control image steers (``/depth``), within ``STRENGTH_RANGE``."""
+    if value is None:
+        return 1.0
+    if KINDS[kind].pipeline != "depth":
+        raise InvalidRequest(messages.only_with("--strength", "/depth"))
+    return float(_in_range("strength", value, *STRENGTH_RANGE))
 
 
 def _count(kind: Kind, value: int | None, limits: Limits) -> int:
@@ -434,7 +576,8 @@ def _number(value: float) -> str:
 
 def format_command(request: Request) -> str:
     """The text that ``parse_text`` + ``build_request`` turn back into ``request``."""
-    parts = [f"/{request.kind.value}", request.prompt]
+    prompt = f"{request.prompt} | {request.prompt_b}" if request.frames else request.prompt
+    parts = [f"/{request.kind.value}", prompt]
     if request.negative_prompt:
         parts += ["--no", request.negative_prompt]
     parts += [
@@ -442,16 +585,22 @@ def format_command(request: Request) -> str:
         f"--steps {request.steps}",
         f"--cfg {_number(request.guidance)}",
         f"--sampler {request.sampler}",
-        f"--seed {request.seed}",
+        f"--seed {request.seed}" + (f",{request.seed_b}" if request.frames else ""),
         f"--n {request.count}",
         f"--model {request.model}",
     ]
-    if request.strength != 1.0:
-        parts.append(f"--strength {_number(request.strength)}")
     if request.depth_input != "auto":
         parts.append(f"--input {request.depth_input}")
     if request.gif:
         parts.append("--gif")
     if request.diversify:
         parts.append("--diversify")
+    if request.strength != 1.0:
+        parts.append(f"--strength {_number(request.strength)}")
+    if request.process:
+        parts.append("--process")
+    if request.frames:
+        parts.append(f"--frames {request.frames}")
+    for axis, values in request.sweep:
+        parts.append(f"--sweep {axis}={','.join(values)}")
     return " ".join(parts)

@@ -17,7 +17,15 @@ from gouache.request import image_seed
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["BatchKey", "BatchItem", "ItemResult", "Pipeline", "split_in_halves"]
+__all__ = [
+    "BatchKey",
+    "BatchItem",
+    "ItemResult",
+    "LaneSpec",
+    "Pipeline",
+    "ShapeKey",
+    "split_in_halves",
+]
 
 Pipeline = Literal["txt2img", "depth"]
 _T = TypeVar("_T")
@@ -34,6 +42,36 @@ class BatchKey:
     steps: int
     sampler: str
     guidance: float
+    diversify: bool = False
+
+    @property
+    def shape(self) -> ShapeKey:
+        """What a step-level running batch still needs to share: model and latent size."""
+        return ShapeKey(self.model, self.width, self.height)
+
+    @property
+    def spec(self) -> LaneSpec:
+        """The per-lane settings a step-level running batch takes per item."""
+        return LaneSpec(self.steps, self.sampler, self.guidance, self.pipeline, self.diversify)
+
+
+@dataclass(frozen=True)
+class ShapeKey:
+    """What must be equal for lanes to share one UNet call in a ``RunningBatch``."""
+
+    model: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class LaneSpec:
+    """How one item is sampled in a running batch: these differ freely between lanes."""
+
+    steps: int
+    sampler: str
+    guidance: float
+    pipeline: Pipeline = "txt2img"
     diversify: bool = False
 
 

@@ -24,7 +24,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest, ResourceExhausted
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey, split_in_halves
 from gouache.generation.conditioning import (
     annealed,
     encode_sd,
@@ -33,7 +33,7 @@ from gouache.generation.conditioning import (
     prepare_control,
 )
 from gouache.generation.models import LoadedModel, ModelRegistry
-from gouache.generation.samplers import make_scheduler
+from gouache.generation.samplers import make_scheduler, timed_scheduler
 
 __all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
 
@@ -72,6 +72,13 @@ class Engine:
     def warm_up(self, model: str) -> None:
         """Load ``model`` now rather than on the first batch."""
         self._registry.get(model)
+
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> Any:
+        """A step-level ``RunningBatch`` on this engine's models (``generation/running.py``)."""
+        from gouache.generation.running import RunningBatch
+
+        return RunningBatch(self._registry, shape, row_budget=row_budget,
+                            decode_chunk=decode_chunk, fault=self._fault)  # fmt: skip
 
     def generate(
         self,
@@ -165,7 +172,7 @@ class Engine:
         # 1. Define call parameters: one lane per image, image i of an item uses seed + i.
         #    (CFG is off for guidance <= 1 and for guidance-distilled UNets, as in diffusers.)
         do_cfg = key.guidance > 1 and unet.config.time_cond_proj_dim is None
-        template = make_scheduler(key.sampler, model.scheduler_config)
+        template = timed_scheduler(key.sampler, model.scheduler_config, key.steps, device)
 
         # 2. Encode input prompts (per item, then repeated per image like num_images_per_prompt).
         counts = torch.tensor([item.count for item in items])
@@ -178,10 +185,8 @@ class Engine:
             cond.control_image = prepare_control(model, items, key.height, key.width)
         cond = cond.take(torch.arange(len(items)).repeat_interleave(counts))
 
-        # 4. Prepare timesteps (retrieve_timesteps); SDXL also pins the begin index.
-        template.set_timesteps(key.steps, device=device)
-        if model.family == "sdxl" and hasattr(template, "set_begin_index"):
-            template.set_begin_index(0)
+        # 4. Prepare timesteps (retrieve_timesteps), done in timed_scheduler with the begin index
+        #    pinned to 0, as SDXL does, so repeated Karras timesteps step by index.
         timesteps = template.timesteps
         step_params = set(inspect.signature(template.step).parameters)
 

@@ -17,7 +17,7 @@ from gouache.errors import InvalidRequest
 if TYPE_CHECKING:
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-__all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry"]
+__all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry", "timed_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +67,21 @@ def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
     entry = sampler_entry(name)
     scheduler_class = getattr(diffusers, entry.scheduler)
     return scheduler_class.from_config(dict(base_config), **entry.overrides)
+
+
+def timed_scheduler(
+    name: str, base_config: Mapping[str, Any], steps: int, device: Any = None
+) -> SchedulerMixin:
+    """A fresh scheduler for ``name`` with its timesteps set, stepped by index from 0.
+
+    diffusers' k-diffusion-style schedulers find their step index by looking the first
+    timestep up in their own schedule, and take the *second* match when it repeats. Karras
+    sigmas on a squaredcos schedule (the demo model) repeat the first timestep, so the lookup
+    starts one step late and runs off the end (IndexError). Pinning the begin index to 0 is what
+    diffusers' SDXL and img2img pipelines do; on schedules without repeats it is the same index.
+    """
+    scheduler = make_scheduler(name, base_config)
+    scheduler.set_timesteps(steps, device=device)
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    return scheduler

@@ -20,9 +20,12 @@ from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 __all__ = [
+    "ClaimKey",
     "Storage",
     "Quota",
     "QueueStats",
+    "Flag",
+    "Usage",
     "StorageError",
     "StorageUnavailable",
     "LeaseLost",
@@ -35,6 +38,11 @@ __all__ = [
 ]
 
 
+# Which key a claim groups jobs by: request-level batches share every setting but prompts and
+# seeds; step-level batches share only model and latent size (``Request.shape_key``).
+ClaimKey = Literal["batch_key", "shape_key"]
+
+
 @dataclass(frozen=True)
 class Quota:
     """Admission limits checked in the enqueue transaction, so bot processes share them."""
@@ -43,6 +51,7 @@ class Quota:
     burst: int
     max_pending_per_user: int
     max_queue: int
+    max_pending_per_guild: int = 1_000_000  # per Discord guild / Slack workspace
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,27 @@ class QueueStats:
     seconds_per_image: float | None  # recent batches; None before the first finished batch
     active_workers: int  # workers seen in the last two minutes
     last_worker_seen: datetime | None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A setting every bot process shares (``bot_flags``), e.g. an admin's pause."""
+
+    name: str
+    value: str
+    updated_by: str
+    updated_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Jobs and image-steps (images x steps) one user asked for in one guild or workspace."""
+
+    platform: str
+    guild: str
+    user: str
+    jobs: int
+    image_steps: int
 
 
 class StorageError(GouacheError):
@@ -69,10 +99,11 @@ class LeaseLost(StorageError):
 
 
 class QuotaRefused(GouacheError):
-    """Enqueue refused by a ``Quota``; ``limit`` is "rate", "user_pending" or "queue"."""
+    """Enqueue refused by a ``Quota``: "rate", "user_pending", "guild_pending" or "queue"."""
 
     def __init__(
-        self, limit: Literal["rate", "user_pending", "queue"], maximum: float, retry_after: float = 0.0
+        self, limit: Literal["rate", "user_pending", "guild_pending", "queue"], maximum: float,
+        retry_after: float = 0.0,
     ) -> None:
         super().__init__(f"quota {limit} reached (max {maximum:g})")
         self.limit = limit
@@ -109,13 +140,22 @@ class Storage(Protocol):
 
     # --- consuming (the worker) ------------------------------------------------------------
     async def claim_batch(
-        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
-    ) -> list[Job]:
-        """Claim up to max_images images of jobs sharing one batch key, fair across users.
+        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
+        *, by: ClaimKey = "batch_key",
+    ) -> list[Job]:  # fmt: skip
+        """Claim up to max_images images of jobs sharing one key, fair across users.
 
-        Waits at most ``window_seconds`` (counted from the head job's arrival) for a fuller
-        batch; never waits when the batch is full; returns [] at once when nothing is queued.
+        ``by="batch_key"`` (request-level batching: everything equal but prompts and seeds) or
+        ``"shape_key"`` (step-level: same model and latent size). Waits at most
+        ``window_seconds`` (counted from the head job's arrival) for a fuller batch; never waits
+        when the batch is full; returns [] at once when nothing is queued.
         """
+
+    async def claim_joiners(
+        self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
+    ) -> list[Job]:
+        """Claim queued jobs of ``shape_key`` that fit ``max_images``, fair order, no waiting:
+        the newcomers a running step-level batch takes between two steps."""
 
     async def heartbeat(
         self, worker_id: str, job_ids: Sequence[str], lease_seconds: float
@@ -161,12 +201,34 @@ class Storage(Protocol):
 
     async def stats(self, user: str | None = None) -> QueueStats: ...
 
+    # --- shared flags and admin ----------------------------------------------------------
+    async def get_flag(self, name: str) -> Flag | None:
+        """The flag's row, or None when it is off."""
+
+    async def set_flag(self, name: str, value: str | None, updated_by: str = "") -> bool:
+        """Set (``value``) or clear (None) a flag; False when clearing one that was not set."""
+
+    async def reset_rate_limit(self, user: str) -> bool:
+        """Forget the user's token bucket (full burst again); False when they had none."""
+
+    async def usage(self, seconds: float) -> list[Usage]:
+        """Per (platform, guild, user): jobs created in the last ``seconds``, busiest first."""
+
     # --- delivery --------------------------------------------------------------------------
     async def undelivered(self, platforms: Sequence[str], limit: int = 50) -> list[Job]:
         """Finished jobs (any terminal state) from these platforms with no delivery receipt."""
 
     async def mark_delivered(self, job_id: str, ref: str = "") -> bool:
         """Record delivery once; False when it was already delivered."""
+
+    async def delivery_state(self, job_id: str) -> dict[str, Any]:
+        """What an adapter stored for this job with ``set_delivery_state``; {} when nothing."""
+
+    async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        """Replace the job's adapter state (a JSON object: message ids, fallbacks taken).
+
+        Kept in the database so a restarted bot edits the messages it already posted.
+        """
 
 
 def dead_reason(attempts: int) -> str:

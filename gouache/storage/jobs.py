@@ -57,7 +57,7 @@ class Job:
 
     @property
     def images(self) -> int:
-        return self.request.count
+        return self.request.images
 
     @property
     def is_terminal(self) -> bool:

@@ -9,6 +9,7 @@ PostgreSQL cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
@@ -17,10 +18,13 @@ from uuid import uuid4
 
 from gouache.request import Request
 from gouache.storage.base import (
+    ClaimKey,
+    Flag,
     LeaseLost,
     QueueStats,
     Quota,
     QuotaRefused,
+    Usage,
     artifact_from_row,
     dead_reason,
     job_from_row,
@@ -124,11 +128,12 @@ class SqlStorage:
             if existing is not None:
                 return job_from_row(existing), existing["id"] == new_id
             if quota is not None:
-                await _take_quota(conn, origin.user, quota)
+                await _take_quota(conn, origin.user, origin.guild, quota)
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
-                batch_key=request.batch_key, images=request.count, **key,
+                batch_key=request.batch_key, shape_key=request.shape_key, images=request.images,
+                **key,
             )  # fmt: skip
             if row is None:
                 raise _Duplicate
@@ -156,26 +161,42 @@ class SqlStorage:
 
     # --- consuming -------------------------------------------------------------------------
     async def claim_batch(
-        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0
-    ) -> list[Job]:
+        self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
+        *, by: ClaimKey = "batch_key",
+    ) -> list[Job]:  # fmt: skip
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
-        claim = partial(self._claim, worker_id, max_images, lease_seconds)
+        claim = partial(self._claim, worker_id, max_images, lease_seconds, by)
         return await claim_with_window(
-            self._peek, claim, self.wait_for_event, max_images, window_seconds, self.poll_seconds
+            partial(self._peek, by), claim, self.wait_for_event, max_images, window_seconds,
+            self.poll_seconds,
+        )  # fmt: skip
+
+    async def claim_joiners(
+        self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
+    ) -> list[Job]:
+        if max_images < 1:
+            return []
+        return await self._claim(
+            worker_id, max_images, lease_seconds, "shape_key", shape_key, fresh_only=True
         )
 
-    async def _peek(self) -> Head | None:
-        row = await self._one("head")
+    async def _peek(self, by: ClaimKey = "batch_key") -> Head | None:
+        row = await self._one("head" if by == "batch_key" else "head_by_shape")
         if row is None or row["batch_key"] is None:
             return None
         return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
 
     async def _claim(
-        self, worker_id: str, max_images: int, lease_seconds: float, batch_key: str
-    ) -> list[Job]:
+        self, worker_id: str, max_images: int, lease_seconds: float, by: ClaimKey, batch_key: str,
+        *, fresh_only: bool = False,
+    ) -> list[Job]:  # fmt: skip
+        """``fresh_only``: joiners of a running batch; a job that crashed a worker never joins."""
+        query = "claim_candidates" if by == "batch_key" else "claim_candidates_by_shape"
+
         async def body(conn: Conn) -> list[Job]:
-            rows = await conn.fetch("claim_candidates", batch_key=batch_key, limit=max_images + 32)
+            rows = await conn.fetch(query, batch_key=batch_key, limit=max_images + 32)
+            rows = [r for r in rows if r["attempts"] == 0] if fresh_only else rows
             ids = select_batch([(r["id"], r["images"], r["attempts"]) for r in rows], max_images)
             if not ids:
                 return []
@@ -318,6 +339,36 @@ class SqlStorage:
 
         return await self._run(body, write=False)
 
+    # --- shared flags and admin ----------------------------------------------------------
+    async def get_flag(self, name: str) -> Flag | None:
+        row = await self._one("get_flag", name=name)
+        if row is None:
+            return None
+        return Flag(name, row["value"], row["updated_by"], to_datetime(row["updated_at"]))
+
+    async def set_flag(self, name: str, value: str | None, updated_by: str = "") -> bool:
+        async def body(conn: Conn) -> bool:
+            if value is None:
+                return await conn.fetchrow("clear_flag", name=name) is not None
+            await conn.execute("set_flag", name=name, value=value, updated_by=updated_by)
+            return True
+
+        return await self._run(body)
+
+    async def reset_rate_limit(self, user: str) -> bool:
+        async def body(conn: Conn) -> bool:
+            return await conn.fetchrow("reset_bucket", user_id=user) is not None
+
+        return await self._run(body)
+
+    async def usage(self, seconds: float) -> list[Usage]:
+        async def body(conn: Conn) -> list[Usage]:
+            rows = await conn.fetch("usage", seconds=float(seconds))
+            return [Usage(r["platform"], r["guild"], r["user_id"], int(r["jobs"]),
+                          int(r["image_steps"])) for r in rows]  # fmt: skip
+
+        return await self._run(body, write=False)
+
     # --- delivery --------------------------------------------------------------------------
     async def undelivered(self, platforms: Sequence[str], limit: int = 50) -> list[Job]:
         async def body(conn: Conn) -> list[Job]:
@@ -332,6 +383,20 @@ class SqlStorage:
             return await conn.fetchrow("mark_delivered", job_id=job_id, ref=ref) is not None
 
         return await self._run(body)
+
+    async def delivery_state(self, job_id: str) -> dict[str, Any]:
+        row = await self._one("get_delivery_state", job_id=job_id)
+        state = json.loads(row["state"]) if row is not None else {}
+        return state if isinstance(state, dict) else {}
+
+    async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
+        text = json.dumps(dict(state), sort_keys=True)
+
+        async def body(conn: Conn) -> None:
+            await _get(conn, job_id)
+            await conn.execute("set_delivery_state", job_id=job_id, state=text)
+
+        await self._run(body)
 
 
 async def _get(conn: Conn, job_id: str) -> Job:
@@ -364,8 +429,9 @@ async def _upsert_artifact(conn: Conn, job_id: str, artifact: Artifact) -> None:
     )  # fmt: skip
 
 
-async def _take_quota(conn: Conn, user: str, quota: Quota) -> None:
-    """Token bucket, then the user's pending cap, then the global cap (refusals roll back)."""
+async def _take_quota(conn: Conn, user: str, guild: str, quota: Quota) -> None:
+    """Token bucket, then the user's and the guild's pending caps, then the global cap
+    (refusals roll back)."""
     await conn.execute("lock_user", user_id=user)
     await conn.execute("ensure_bucket", user_id=user, tokens=float(quota.burst))
     bucket = await conn.fetchrow("read_bucket", user_id=user)
@@ -374,10 +440,12 @@ async def _take_quota(conn: Conn, user: str, quota: Quota) -> None:
     if tokens < 1.0:
         wait = seconds_until_token(tokens, quota.rate_per_second)
         raise QuotaRefused("rate", quota.rate_per_second * 60, retry_after=wait)
-    counts = await conn.fetchrow("pending_counts", user_id=user)
+    counts = await conn.fetchrow("pending_counts", user_id=user, guild=guild)
     assert counts is not None
     if int(counts["user_pending"]) >= quota.max_pending_per_user:
         raise QuotaRefused("user_pending", quota.max_pending_per_user)
+    if int(counts["guild_pending"]) >= quota.max_pending_per_guild:
+        raise QuotaRefused("guild_pending", quota.max_pending_per_guild)
     if int(counts["queued"]) >= quota.max_queue:
         raise QuotaRefused("queue", quota.max_queue)
     await conn.execute("write_bucket", user_id=user, tokens=tokens - 1.0)

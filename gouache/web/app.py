@@ -25,7 +25,7 @@ __all__ = ["AppDeps", "DEPS", "make_app", "USER_COOKIE", "TOKEN_COOKIE"]
 USER_COOKIE = "gouache_user"
 TOKEN_COOKIE = "gouache_token"
 _USER_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
-_OPEN_PATHS = frozenset({"/healthz"})
+_OPEN_PATHS = frozenset({"/healthz", "/slack/events"})  # Slack signs its own (adapter checks)
 _CSP = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'"

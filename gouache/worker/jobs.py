@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from gouache.generation.depth import DepthEstimatorLike
 
 __all__ = ["batch_key_for", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
-           "EstimatorLookup"]  # fmt: skip
+           "EstimatorLookup", "sweep_artifacts", "frames_every"]  # fmt: skip
 
 # The model's depth estimator, or None (EstimatorRegistry.get); loaded only if a photo needs it.
 EstimatorLookup = Callable[[str], "DepthEstimatorLike | None"]
@@ -74,7 +74,7 @@ def item_for(
         seed=request.seed,
         count=request.count,
         control_image=control,
-        frames_every=gif.every if request.gif else 0,
+        frames_every=frames_every(request, gif),
         control_scale=request.strength,
     )
 
@@ -110,6 +110,12 @@ def prepare_depth(
     return fit_depth(depth, request.width, request.height), notes
 
 
+def frames_every(request: Request, gif: GifSettings) -> int:
+    if request.process:  # the process strip labels about 8 denoising frames by their timestep
+        return max(1, request.steps // 8)
+    return gif.every if request.gif else 0
+
+
 def image_parameters(request: Request, index: int) -> str:
     """A1111-style ``parameters`` text: the seed is the one this very image used."""
     from gouache.generation.images import png_parameters
@@ -135,7 +141,7 @@ def artifacts_for(
         data = encode_png(image, image_parameters(request, index))
         out.append(Artifact(job_id, f"image-{index}.png", ArtifactKind.IMAGE, "image/png", data, index))
     for index, frames in enumerate(result.frames):
-        if not frames:
+        if not frames or (request.process and not request.gif):  # --process has its own GIF
             continue
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
         out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data, index))
@@ -147,3 +153,25 @@ def artifacts_for(
         data = json.dumps(report, indent=2, sort_keys=True).encode()
         out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))
     return out
+
+
+def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
+    """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
+    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
+    from gouache.generation.images import encode_png, png_parameters
+    from gouache.worker.sweeps import sweep_grid
+
+    out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
+                    encode_png(sweep_grid(request, result.images), sweep_description(request)))]  # fmt: skip
+    for cell, image in zip(cells, result.images, strict=True):
+        data = encode_png(image, png_parameters(cell.request))
+        out.append(Artifact(job_id, f"image-{cell.index}.png", ArtifactKind.IMAGE, "image/png", data, cell.index))
+    return out
+
+
+def sweep_description(request: Request) -> str:
+    """The grid's ``parameters`` text: the base parameters and the axes."""
+    from gouache.generation.images import png_parameters
+
+    axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
+    return f"{png_parameters(request)}\nSweep: {axes}"

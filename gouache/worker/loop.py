@@ -20,14 +20,21 @@ from typing import TYPE_CHECKING, Protocol
 from gouache import messages
 from gouache.config import Settings
 from gouache.errors import UserError
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.diversity import DiversityScorer
 from gouache.generation.estimators import EstimatorRegistry
 from gouache.generation.safety import SafetyClassifier
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
+from gouache.worker.experiments import (
+    experiment_job,
+    is_experiment,
+    loaded_model,
+    process_artifacts,
+)
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 from gouache.worker.loading import build_estimators
+from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -48,6 +55,8 @@ class EngineLike(Protocol):
         on_step: Callable[[int, int], None] | None = None,
         should_stop: Callable[[str], bool] | None = None,
     ) -> list[ItemResult]: ...
+
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatchLike: ...
 
 
 class DeviceLost(Exception):
@@ -98,6 +107,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg, batching = self.settings.worker, self.settings.batching
+        stepped = batching.mode == "step"
         sweeper = asyncio.create_task(self._sweep(stop))
         try:
             while not stop.is_set():
@@ -105,12 +115,16 @@ class Worker:
                     await self.storage.worker_seen(self.worker_id)
                     jobs = await self.storage.claim_batch(
                         self.worker_id,
-                        batching.max_batch_images,
+                        batching.max_rows // 2 if stepped else batching.max_batch_images,
                         cfg.lease_seconds,
                         batching.batch_window_ms / 1000,
+                        by="shape_key" if stepped else "batch_key",
                     )
                     if jobs:
-                        await self.process(jobs)
+                        # Experiments (sweeps, interpolations, --process) have shape keys of
+                        # their own and run through the request-level path.
+                        through_steps = stepped and not jobs[0].request.is_experiment
+                        await (self.step_through(jobs, stop) if through_steps else self.process(jobs))
                         continue
                 except StorageError as exc:
                     # The database is away (restart, failover): leases protect the jobs, so
@@ -133,11 +147,40 @@ class Worker:
                 log.exception("sweeper failed; retrying")
             await asyncio.sleep(interval)
 
+    async def step_through(self, jobs: Sequence[Job], stop: asyncio.Event) -> None:
+        """Step-level mode: a running batch opened for ``jobs`` that newcomers join."""
+        batching = self.settings.batching
+        try:
+            batch = await asyncio.to_thread(
+                self.engine.running_batch, shape_of(jobs[0].request),
+                row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
+            )  # fmt: skip
+        except UserError as exc:  # e.g. an unknown model: every job of the claim fails alike
+            for job in jobs:
+                await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        run = SteppedRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop,
+                         self.estimators.get)  # fmt: skip
+        started = time.monotonic()
+        try:
+            await run.run(jobs)
+        except Exception as exc:
+            if _is_device_lost(exc):
+                raise DeviceLost(str(exc)) from exc
+            log.exception("running batch failed with jobs %s", sorted(run.jobs))
+            await run.fail_all(messages.internal_error)
+            return
+        self.batches += 1
+        log.info("running batch: %d jobs in %d steps, %.2fs", run.admitted, run.steps,
+                 time.monotonic() - started)  # fmt: skip
+
     async def process(self, jobs: Sequence[Job]) -> None:
-        """One pipeline call for the whole batch; each job ends on its own terms."""
+        """Request mode: one pipeline call for the whole batch; each job ends on its own terms."""
         items: list[BatchItem] = []
         ready: list[Job] = []
-        for job in jobs:
+        for job in [j for j in jobs if is_experiment(j.request)]:  # sweeps, interpolations
+            await self._experiment_job(job)
+        for job in [j for j in jobs if not is_experiment(j.request)]:
             try:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
@@ -198,19 +241,69 @@ class Worker:
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result, control)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, None, control)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
-    def _artifacts(self, job: Job, result: ItemResult, control: Image | None = None) -> list[Artifact]:
+    def _artifacts(
+        self, job: Job, result: ItemResult, made: Sequence[Artifact] | None = None,
+        control: Image | None = None,
+    ) -> list[Artifact]:
         request, report = job.request, None
         if request.spec.scored and len(result.images) > 1:
             report = self.scorer.report(request.model, request.prompt, result.images).to_dict()
-        artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, depth=control)
+        if made is not None:  # a sweep's grid and cells, an interpolation's GIF and strip
+            artifacts = list(made)
+        else:
+            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report,
+                                      depth=control)  # fmt: skip
+        if request.process:
+            model = loaded_model(self.engine, request.model)
+            artifacts += process_artifacts(job.id, request, result, model, self.settings.gif)
         if self.safety is not None:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
+            if flagged:  # a grid or process strip shows the flagged image too
+                names += [a.name for a in artifacts if a.index is None and a.kind is not ArtifactKind.REPORT]
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
+
+    async def _experiment_job(self, job: Job) -> None:
+        """A ``--sweep`` (cells sharing a batch key in one engine call) or an /interpolate job."""
+        try:
+            inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
+            inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
+        except UserError as exc:
+            await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        running = _Running([job.id])
+        keeper = asyncio.create_task(self._keep_alive(running))
+        try:
+            result, made = await asyncio.to_thread(
+                experiment_job, self.engine, job.id, job.request, inputs, self.settings.limits,
+                self.settings.gif, running.on_step, running.should_stop,
+            )  # fmt: skip
+        except UserError as exc:
+            await self.storage.fail(job.id, self.worker_id, exc.message)
+            return
+        except Exception as exc:
+            if _is_device_lost(exc):
+                raise DeviceLost(str(exc)) from exc
+            log.exception("engine failed on experiment %s", job.id)
+            await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
+            return
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        self.batches += 1
+        try:
+            if not result.ok:
+                await self._record(job, result)
+            else:
+                artifacts = await asyncio.to_thread(self._artifacts, job, result, made)
+                await self.storage.complete(job.id, self.worker_id, artifacts)
+        except LeaseLost:
+            log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
     async def _keep_alive(self, running: _Running) -> None:
         """Heartbeat leases, pick up cancellations, write progress at most once per interval."""

@@ -39,8 +39,13 @@ async def _serve(settings: Settings, worker_id: str) -> int:
 def run_worker_process(settings: Settings, worker_id: str | None = None) -> int:
     """Entry point of `gouache worker`: a process of its own, never the bot's event loop."""
     from gouache.observability import setup_logging
+    from gouache.startup import StartupError, prepare_worker
 
     setup_logging(settings.log_level, secrets=settings.secret_values(), json_lines=settings.log_json)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:  # data paths, model cache, and which device (says whether CUDA is usable)
+        prepare_worker(settings)
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     return asyncio.run(_serve(settings, worker_id))

@@ -21,7 +21,7 @@ from gouache.storage import Storage, open_storage
 PG_HOST = os.environ.get("GOUACHE_TEST_PG_HOST", "127.0.0.1:5432")
 PG_ADMIN_DATABASES = ("test", "postgres")
 PG_USERS = ("postgres", "root")
-TABLES = "jobs, artifacts, deliveries, rate_buckets, workers"
+TABLES = "jobs, artifacts, deliveries, rate_buckets, workers, bot_flags"
 FAST_POLL = 0.05
 
 OpenStorage = Callable[..., Awaitable[Storage]]

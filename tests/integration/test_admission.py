@@ -123,3 +123,16 @@ async def test_position_and_eta_from_recent_throughput(storage):
     assert (second.position, third.position) == (1, 2)
     assert 0.15 < second.eta_seconds < 1.0
     assert third.eta_seconds == pytest.approx(4 * second.eta_seconds, rel=0.01)
+
+
+async def test_per_guild_pending_cap_beside_the_per_user_one(storage):
+    """Ten people in one guild cannot fill the queue for every other guild."""
+    admission = _admission(storage, max_pending_per_guild=3, max_pending_per_user=5)
+    for user in ("ann", "bob", "cid"):
+        await admission.admit(make_request(user=user, platform="discord", guild="g1"))
+    with pytest.raises(QueueFull) as refused:
+        await admission.admit(make_request(user="dan", platform="discord", guild="g1"))
+    assert "This server already has 3 requests" in refused.value.message
+    await admission.admit(make_request(user="dan", platform="discord", guild="g2"))
+    for _ in range(4):  # DMs and the web have no guild: only the per-user cap applies
+        await admission.admit(make_request(user="eve", platform="web", guild=""))

@@ -126,3 +126,31 @@ async def test_empty_queue_returns_at_once(storage):
     start = time.monotonic()
     assert await storage.claim_batch("w", 4, LEASE, window_seconds=5.0) == []
     assert time.monotonic() - start < 0.5
+
+
+async def test_step_level_claims_group_by_shape_not_settings(storage):
+    """``by="shape_key"``: different steps, samplers and guidance share a claim; sizes do not."""
+    mixed = [make_request(user=f"u{i}", steps=s, sampler=k, guidance=g)
+             for i, (s, k, g) in enumerate([(4, "ddim", 5.0), (20, "euler", 7.5), (30, "pndm", 1.0)])]  # fmt: skip
+    other_size = make_request(user="w", width=96, height=64)
+    for request in [*mixed, other_size]:
+        await storage.enqueue(request)
+    assert len({r.batch_key for r in mixed}) == 3 and len({r.shape_key for r in mixed}) == 1
+    first = await storage.claim_batch("w", 8, LEASE, by="shape_key")
+    assert sorted(j.user for j in first) == ["u0", "u1", "u2"]
+    [second] = await storage.claim_batch("w", 8, LEASE, by="shape_key")
+    assert second.request.shape_key == other_size.shape_key
+
+
+async def test_joiners_are_claimed_by_shape_in_fair_order_within_the_budget(storage):
+    for user in ("a", "a", "b", "c"):
+        await storage.enqueue(make_request(user=user, steps=7))
+    await storage.enqueue(make_request(user="d", width=96))
+    shape = make_request().shape_key
+    joined = await storage.claim_joiners("w", shape, 3, LEASE)
+    assert [j.user for j in joined] == ["a", "b", "c"]  # a's second job waits its round
+    assert all(j.status is JobStatus.RUNNING for j in joined)
+    assert await storage.claim_joiners("w", shape, 0, LEASE) == []
+    [last] = await storage.claim_joiners("w", shape, 8, LEASE)
+    assert last.user == "a"
+    assert await storage.claim_joiners("w", shape, 8, LEASE) == []

@@ -3,54 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from gouache.bot.adapter import Progress
-from gouache.bot.adapters.discord.client import DiscordAdapter
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
-from gouache.config import Admission as AdmissionSettings
-from gouache.config import DiscordSettings, Settings
-from gouache.storage import Artifact, ArtifactKind, Job, Storage, open_storage
-from tests.fakes.fake_discord import FakeDiscord
+from gouache.storage import ArtifactKind, open_storage
+from tests.fakes.fake_discord import FakeDiscord, OptionRejected
 from tests.support.adapters import adapter_deps
-
-NO_MENTIONS = {"parse": []}
-
-
-def png(color: str = "red", size: int = 16) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (size, size), color).save(out, "PNG")
-    return out.getvalue()
-
-
-@dataclass
-class Bot:
-    client: DiscordAdapter
-    storage: Storage
-    settings: Settings
-    fake: FakeDiscord
-
-    async def jobs(self) -> list[Job]:
-        return await self.storage.list_jobs(limit=100)
-
-    async def finish(self, job: Job, *, gif: bool = False) -> None:
-        """Play the worker: claim the job and complete it with one image (and a GIF)."""
-        claimed = await self.storage.claim_batch("worker-1", 8, 60.0)
-        assert [j.id for j in claimed] == [job.id]
-        artifacts = [Artifact(job.id, "image-0.png", ArtifactKind.IMAGE, "image/png", png())]
-        if gif:
-            artifacts.append(
-                Artifact(job.id, "denoise-0.gif", ArtifactKind.GIF, "image/gif", b"GIF89a" * 50)
-            )
-        await self.storage.complete(job.id, "worker-1", artifacts)
+from tests.support.discord_bot import (
+    NO_MENTIONS,
+    Bot,
+    gif,
+    make_settings,
+    original_edits,
+    png,
+    running_bot,
+    start_client,
+    wait_edits,
+)
 
 
 @pytest.fixture
@@ -59,53 +34,10 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         yield server
 
 
-def make_settings(tmp_path: Path, fake: FakeDiscord) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        discord=DiscordSettings(
-            token="fake-token", application_id=fake.application_id, api_base=fake.api_base
-        ),
-        admission=AdmissionSettings(rate_per_minute=600, burst=50),
-    )
-
-
-async def start_client(settings: Settings, storage: Storage) -> tuple[DiscordAdapter, asyncio.Task]:
-    client = DiscordAdapter(
-        adapter_deps(
-            settings, storage,
-            artifact_url=lambda job_id, name: f"https://gouache.test/files/{job_id}/{name}?sig=s",
-        ),
-        guild_ready_timeout=0.01,
-    )  # fmt: skip
-    task = asyncio.create_task(client.start())
-    ready = asyncio.create_task(client.wait_until_ready())
-    await asyncio.wait([task, ready], timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():  # start-up failed: show why instead of timing out
-        ready.cancel()
-        await task
-    assert ready.done(), "the client never became ready"
-    return client, task
-
-
 @pytest.fixture
 async def bot(fake: FakeDiscord, tmp_path: Path) -> AsyncIterator[Bot]:
-    settings = make_settings(tmp_path, fake)
-    async with open_storage(f"sqlite:///{tmp_path / 'queue.db'}") as storage:
-        client, task = await start_client(settings, storage)
-        try:
-            yield Bot(client, storage, settings, fake)
-        finally:
-            await client.close()
-            await asyncio.wait_for(task, 10)
-
-
-def original_edits(fake: FakeDiscord, token: str) -> list:
-    return fake.find("PATCH", f"/webhooks/{fake.application_id}/{token}/messages/@original")
-
-
-async def wait_edits(fake: FakeDiscord, token: str, count: int = 1) -> list:
-    await fake.wait_for(lambda f: len(original_edits(f, token)) >= count)
-    return original_edits(fake, token)
+    async with running_bot(fake, tmp_path) as running:
+        yield running
 
 
 async def test_commands_are_registered_once_with_typed_options(
@@ -120,13 +52,28 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "diversity"}
+    assert set(commands) == {"imagine", "depth", "diversity", "interpolate", "queue", "cancel", "gouache"}
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
+    assert imagine["prompt"]["max_length"] == settings.limits.max_prompt_chars
     assert imagine["steps"]["type"] == 4 and imagine["guidance"]["type"] == 10
+    assert (imagine["steps"]["min_value"], imagine["steps"]["max_value"]) == (1, 60)
+    assert (imagine["guidance"]["min_value"], imagine["guidance"]["max_value"]) == (0, 30.0)
+    assert (imagine["count"]["min_value"], imagine["count"]["max_value"]) == (1, 16)
+    assert (imagine["width"]["min_value"], imagine["width"]["max_value"]) == (32, 2048)
     assert {"16:9", "1:1"} <= {c["value"] for c in imagine["aspect_ratio"]["choices"]}
-    assert "euler-a" in {c["value"] for c in imagine["sampler"]["choices"]}
-    assert {o["name"]: o["type"] for o in commands["depth"]["options"]}["image"] == 11
+    assert imagine["sampler"]["autocomplete"] is True and "choices" not in imagine["sampler"]
+    assert imagine["model"]["autocomplete"] is True and "choices" not in imagine["model"]
+    depth = {o["name"]: o for o in commands["depth"]["options"]}
+    assert depth["image"]["type"] == 11 and depth["image"]["required"] is True
+    assert set(imagine) < set(depth)  # /depth: every /imagine option, plus strength
+    assert (depth["strength"]["min_value"], depth["strength"]["max_value"]) == (0.0, 2.0)
+    diversity = {o["name"]: o for o in commands["diversity"]["options"]}
+    assert (diversity["count"]["min_value"], diversity["count"]["max_value"]) == (2, 16)
+    admin = {o["name"]: o for o in commands["gouache"]["options"]}
+    assert set(admin) == {"pause", "resume", "reset-limits", "usage"}
+    assert admin["reset-limits"]["options"][0]["type"] == 6  # a user
+    assert str(commands["gouache"]["default_member_permissions"]) == "32"  # a hint only
 
 
 async def test_slash_command_becomes_one_job_even_when_redelivered(
@@ -157,9 +104,13 @@ async def test_slash_command_becomes_one_job_even_when_redelivered(
 
 
 async def test_bad_option_gets_a_specific_ephemeral_error(bot: Bot) -> None:
-    payload = await bot.fake.slash_command("imagine", {"prompt": "a cube", "steps": 500})
+    with pytest.raises(OptionRejected, match="outside 1..60"):  # Discord's own UI stops this
+        await bot.fake.slash_command("imagine", {"prompt": "a cube", "steps": 500})
+    payload = await bot.fake.slash_command(
+        "imagine", {"prompt": "a cube", "width": 2048, "height": 2048}
+    )
     edits = await wait_edits(bot.fake, payload["token"])
-    assert edits[0].content == "steps must be between 1 and 60 (got 500)."
+    assert edits[0].content.startswith("Size 2048x2048 is too large")
     assert edits[0].allowed_mentions == NO_MENTIONS
     assert bot.fake.find("POST", "/callback")[0].json["data"] == {"flags": 64}
     assert await bot.jobs() == []
@@ -176,9 +127,9 @@ async def test_delivery_posts_files_with_mentions_disabled(bot: Bot) -> None:
     [post] = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
     assert post.allowed_mentions == NO_MENTIONS
     assert [name for name, _ in post.files] == ["image-0.png", "denoise-0.gif"]
-    assert "a cube @everyone" in post.content and f"seed {job.request.seed}" in post.content
+    assert "a cube @\u200beveryone" in post.content and f"seed {job.request.seed}" in post.content
     ids = [c["custom_id"] for row in post.json["components"] for c in row["components"]]
-    assert ids == [f"gouache:{a}:{job.id}" for a in ("reroll", "gif", "diversify")]
+    assert ids == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")]
 
 
 async def test_upload_too_large_degrades_to_fewer_files(bot: Bot) -> None:
@@ -186,12 +137,11 @@ async def test_upload_too_large_degrades_to_fewer_files(bot: Bot) -> None:
     payload = await fake.slash_command("imagine", {"prompt": "a cube", "gif": True})
     await wait_edits(fake, payload["token"])
     [job] = await bot.jobs()
-    await bot.finish(job, gif=True)
+    await bot.finish(job, gifs=[gif()])
     fake.fail_next("POST", f"/webhooks/{fake.application_id}/", 413)
     assert await Delivery(bot.storage, {"discord": bot.client}).deliver_pending() == 1
     posts = fake.find("POST", f"/webhooks/{fake.application_id}/{payload['token']}")
-    assert [name for name, _ in posts[-1].files] == ["image-0.png"]
-    assert f"https://gouache.test/files/{job.id}/denoise-0.gif?sig=s" in posts[-1].content
+    assert [name for name, _ in posts[-1].files] == ["image-0.webp", "denoise-0.gif"]
 
 
 async def test_rate_limited_post_is_retried(bot: Bot) -> None:
@@ -338,7 +288,7 @@ async def test_gouache_service_runs_both_chat_adapters(fake: FakeDiscord, tmp_pa
             payload = await fake.slash_command("imagine", {"prompt": "a cube"})
             assert (await wait_edits(fake, payload["token"]))[0].content.startswith("Queued")
             sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", "s3cret", slack)
-            assert (await sender.command("/imagine", "a sphere"))["status"] == "200"
+            assert (await sender.command("/imagine", "a sphere"))["status"] == 200
             await slack.wait_for(lambda f: f.find("response"))
             assert slack.find("response")[0].args["text"].startswith("Queued: #2")
         finally:

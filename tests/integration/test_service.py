@@ -148,14 +148,15 @@ def test_run_serves_reports_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path)
     assert not _alive(worker_pid)
 
 
-def test_refuses_to_listen_off_loopback_without_a_token(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gouache", "run", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "GOUACHE_WEB__TOKEN" in result.stderr
+def test_off_loopback_without_a_token_generates_one_instead_of_exiting(tmp_path: Path) -> None:
+    # It used to exit 2, which restart-looped the container (tests/integration/test_container_start.py).
+    service = Service(tmp_path / "data", tmp_path / "run.log", GOUACHE_HOST="0.0.0.0")
+    try:
+        service.wait_for_log(r"web playground: http://0\.0\.0\.0:\d+/ \(token required\)")
+        token = (tmp_path / "data" / "web-token").read_text().strip()
+        assert service.text().count(f"  token: {token}") == 1
+    finally:
+        assert service.stop() == 0, service.text()
 
 
 def test_a_job_running_when_the_service_is_killed_is_delivered_once_after_restart(

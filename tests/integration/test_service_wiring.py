@@ -108,7 +108,7 @@ async def running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         stop = asyncio.Event()
         service = asyncio.create_task(serve(settings, stop=stop, spawn_worker=False))
         try:
-            await asyncio.wait_for(discord.identified.wait(), 30)
+            await asyncio.wait_for(discord.identified.wait(), 90)
             async with open_storage(settings.resolved_database_url) as storage:
                 sender = SlackSender(f"http://127.0.0.1:{port}/slack/events", SECRET, slack)
                 yield Running(settings, discord, slack, sender, storage, f"http://127.0.0.1:{port}")

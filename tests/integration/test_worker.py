@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gouache.config import Settings
+from gouache.config import Batching, Settings
 from gouache.storage.jobs import ArtifactKind, JobStatus
 from gouache.worker.loop import EXIT_DEVICE_LOST, Worker
 from tests.support.engines import TimedEngine
@@ -255,3 +255,81 @@ async def test_safety_classifier_verdicts_are_recorded_and_applied(storage, back
     withheld = screen(artifacts, "withhold", can_hide=True)
     assert withheld.withheld == (4 if flag_everything else 0)
     assert sorted(a.name for a in withheld.artifacts) == ([] if flag_everything else everything)
+
+
+# --- step-level batching (the default): jobs join and leave a running batch ----------------
+
+
+async def test_a_short_job_joins_a_running_batch_and_leaves_before_the_long_one(storage, tmp_path, monkeypatch):
+    """The newcomer shares the long job's UNet calls from the next step on and is done first."""
+    log = tmp_path / "steps.jsonl"
+    monkeypatch.setenv("GOUACHE_TEST_BATCH_LOG", str(log))
+    monkeypatch.setenv("GOUACHE_TEST_BATCH_A", "2.0")  # 0.1 s a step
+    settings = _settings(tmp_path, storage.url)
+    long, _ = await storage.enqueue(make_request(user="ann", steps=40, sampler="ddim", guidance=7.5))
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(storage, TimedEngine(), settings, "w1").run(stop))
+
+    async def long_has_progress():
+        return (await storage.get_job(long.id)).progress > 0.1
+
+    await _wait_for(long_has_progress)
+    short, _ = await storage.enqueue(make_request(user="bob", steps=4, sampler="euler", guidance=1.0))
+    done = await _wait_for(lambda: _all_final(storage, [short.id]))
+    still = await storage.get_job(long.id)
+    stop.set()
+    await task
+    assert done[0].status is JobStatus.SUCCEEDED
+    assert still.status is JobStatus.RUNNING, "the short job waited for the long batch"
+    steps = [json.loads(line)["items"] for line in log.read_text().splitlines()]
+    shared = [s for s in steps if short.id in s]
+    assert len(shared) == 4 and all(long.id in s for s in shared)  # one call, both lanes
+    assert (await storage.get_job(long.id)).status is JobStatus.SUCCEEDED  # SIGTERM: it finished
+
+
+async def test_request_mode_is_kept_for_comparison(storage, tmp_path, monkeypatch):
+    log = tmp_path / "batches.jsonl"
+    monkeypatch.setenv("GOUACHE_TEST_BATCH_LOG", str(log))
+    settings = _settings(tmp_path, storage.url).model_copy(
+        update={"batching": Batching(mode="request", max_batch_images=8, batch_window_ms=100)})
+    a, _ = await storage.enqueue(make_request(user="ann", steps=4))
+    b, _ = await storage.enqueue(make_request(user="bob", steps=6))  # another key: another call
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(storage, TimedEngine(), settings, "w1").run(stop))
+    jobs = await _wait_for(lambda: _all_final(storage, [a.id, b.id]))
+    stop.set()
+    await task
+    assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
+    batches = [json.loads(line)["items"] for line in log.read_text().splitlines()]
+    assert sorted(map(tuple, batches)) == [(a.id,), (b.id,)]
+
+
+async def test_sigkill_with_jobs_that_joined_mid_batch_loses_and_duplicates_nothing(storage, tmp_path):
+    settings = _settings(tmp_path, storage.url)
+    first_ids = [(await storage.enqueue(make_request(user="ann", steps=30)))[0].id]
+    worker = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "6.0"}, "doomed")
+    joined = []
+    try:
+        await _wait_for(lambda: _running(storage, first_ids), timeout=60)
+        for user, steps in (("bob", 5), ("cid", 12)):  # different steps: they join the lanes
+            joined.append((await storage.enqueue(make_request(user=user, steps=steps)))[0].id)
+        await _wait_for(lambda: _running(storage, joined), timeout=60)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+    finally:
+        worker.kill()
+    ids = first_ids + joined
+    rescuer = _spawn_worker(settings, {"GOUACHE_TEST_BATCH_A": "0.2"}, "rescuer")
+    try:
+        jobs = await _wait_for(lambda: _all_final(storage, ids), timeout=60)
+    finally:
+        rescuer.terminate()
+        rescuer.wait(10)
+    assert all(j.status is JobStatus.SUCCEEDED and j.attempts == 2 for j in jobs), jobs
+    for job_id in ids:
+        assert [a.name for a in await storage.artifacts(job_id)] == ["image-0.png"]
+
+
+async def _running(storage, ids):
+    jobs = [await storage.get_job(i) for i in ids]
+    return all(job.status is JobStatus.RUNNING for job in jobs)

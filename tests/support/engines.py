@@ -19,7 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, LaneSpec, ShapeKey
+from gouache.generation.samplers import SAMPLERS
 
 
 class TimedEngine:
@@ -58,6 +59,9 @@ class TimedEngine:
                 on_step(step, key.steps)
         return [self._result(key, item, item.item_id in stopped) for item in items]
 
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> TimedRunningBatch:
+        return TimedRunningBatch(self, shape, row_budget)
+
     @staticmethod
     def _result(key: BatchKey, item: BatchItem, cancelled: bool) -> ItemResult:
         if cancelled:
@@ -69,3 +73,72 @@ class TimedEngine:
             images.append(Image.new("RGB", (key.width, key.height), colour))
         frames = [[img.copy() for _ in range(8)] for img in images] if item.frames_every else []
         return ItemResult(item.item_id, images=images, frames=frames)
+
+
+
+class TimedRunningBatch:
+    """A step-level running batch with the same faults and timing as ``TimedEngine``.
+
+    Each ``step`` sleeps ``(a + b * lanes) / 20`` seconds and advances every admitted item by
+    one step; items retire when their steps are done. ``GOUACHE_TEST_BATCH_LOG`` gets one line
+    per step listing the items that shared it.
+    """
+
+    def __init__(self, engine: TimedEngine, shape: ShapeKey, row_budget: int) -> None:
+        self._engine = engine
+        self._shape = shape
+        self.row_budget = row_budget
+        self._items: dict[str, tuple[BatchItem, LaneSpec, int]] = {}  # id -> (item, spec, done)
+        self._cancelled: set[str] = set()
+
+    @property
+    def free_rows(self) -> int:
+        used = sum(item.count * (2 if spec.guidance > 1 else 1) for item, spec, _ in self._items.values())
+        return max(0, self.row_budget - used)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def admit(self, item: BatchItem, spec: LaneSpec, user: str | None = None) -> None:
+        if spec.sampler not in SAMPLERS:
+            from gouache.errors import InvalidRequest
+
+            raise InvalidRequest(f"Unknown sampler {spec.sampler!r}.")
+        self._items[item.item_id] = (item, spec, 0)
+
+    def cancel(self, item_id: str) -> None:
+        if item_id in self._items:
+            self._cancelled.add(item_id)
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        return {i: (done, spec.steps) for i, (_, spec, done) in self._items.items()}
+
+    def step(self) -> list[ItemResult]:
+        out = [ItemResult(i, cancelled=True) for i in self._cancelled]
+        for item_id in self._cancelled:
+            self._items.pop(item_id, None)
+        self._cancelled.clear()
+        if not self._items:
+            return out
+        engine = self._engine
+        if engine.log_path:
+            with open(engine.log_path, "a") as fh:
+                fh.write(json.dumps({"pid": os.getpid(), "items": list(self._items)}) + "\n")
+        lanes = sum(item.count for item, _, _ in self._items.values())
+        time.sleep((engine.a + engine.b * lanes) / 20)
+        for item_id, (item, spec, done) in list(self._items.items()):
+            done += 1
+            if "kill-the-worker" in item.prompt and done * 2 >= spec.steps:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if "sticky-cuda" in item.prompt:
+                from gouache.generation.engine import FatalDeviceError
+
+                raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
+            if done >= spec.steps:
+                key = BatchKey(self._shape.model, spec.pipeline, self._shape.width,
+                               self._shape.height, spec.steps, spec.sampler, spec.guidance)  # fmt: skip
+                out.append(TimedEngine._result(key, item, cancelled=False))
+                del self._items[item_id]
+            else:
+                self._items[item_id] = (item, spec, done)
+        return out

@@ -21,7 +21,7 @@ ORIGIN = Origin(platform="web", request_id="r1", user="u1")
 
 def test_every_kind_has_one_row_and_a_command_name() -> None:
     assert set(KINDS) == set(Kind)
-    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity")
+    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity", "/interpolate")
 
 
 def test_near_equal_guidance_values_never_share_a_batch() -> None:
@@ -78,7 +78,7 @@ def test_uploads_and_buttons_follow_the_table() -> None:
     assert [b.action for b in buttons_for(job)] == list(KINDS[Kind.DIVERSITY].buttons)
     assert FollowUp.DIVERSIFY not in KINDS[Kind.DIVERSITY].buttons
     assert [b.action for b in buttons_for(_job(make_request(gif=True)))] == [
-        FollowUp.REROLL, FollowUp.DIVERSIFY]
+        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.DIVERSIFY]
 
 
 @pytest.mark.parametrize("text", ["/nosuchcommand x", "/upscale a fox", "/IMAGINEX fox"])

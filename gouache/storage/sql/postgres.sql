@@ -24,14 +24,15 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = now() WHERE user_id = :us
 
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued')::int AS queued,
-       count(*) FILTER (WHERE user_id = :user_id)::int AS user_pending
+       count(*) FILTER (WHERE user_id = :user_id)::int AS user_pending,
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '')::int AS guild_pending
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
 -- fair_round: the current round, or one past the user's latest unfinished job (batching.py).
-INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key,
+INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
                   images, fair_round)
-VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :images, GREATEST(
+VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :shape_key, :images, GREATEST(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
     COALESCE((SELECT max(fair_round) + 1 FROM jobs
@@ -64,6 +65,21 @@ SELECT h.batch_key, h.attempts,
         WHERE status = 'queued' AND batch_key = h.batch_key)::int AS images
 FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: head_by_shape
+SELECT h.shape_key AS batch_key, h.attempts,
+       extract(epoch FROM clock_timestamp() - h.created_at)::float8 AS age,
+       (SELECT sum(images) FROM jobs
+        WHERE status = 'queued' AND shape_key = h.shape_key)::int AS images
+FROM (SELECT shape_key, created_at, attempts FROM jobs WHERE status = 'queued'
+      ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: claim_candidates_by_shape
+SELECT id, images, attempts FROM jobs
+WHERE status = 'queued' AND shape_key = :batch_key
+ORDER BY fair_round, created_at, id
+LIMIT :limit
+FOR UPDATE SKIP LOCKED
 
 -- name: claim_candidates
 SELECT id, images, attempts FROM jobs
@@ -166,3 +182,33 @@ LIMIT :limit
 INSERT INTO deliveries (job_id, ref) VALUES (:job_id, :ref)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
+
+-- name: get_delivery_state
+SELECT state FROM delivery_state WHERE job_id = :job_id
+
+-- name: set_delivery_state
+INSERT INTO delivery_state (job_id, state) VALUES (:job_id, :state)
+ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+
+-- name: get_flag
+SELECT value, updated_by, updated_at FROM bot_flags WHERE name = :name
+
+-- name: set_flag
+INSERT INTO bot_flags (name, value, updated_by, updated_at)
+VALUES (:name, :value, :updated_by, clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at
+
+-- name: clear_flag
+DELETE FROM bot_flags WHERE name = :name RETURNING name
+
+-- name: reset_bucket
+DELETE FROM rate_buckets WHERE user_id = :user_id RETURNING user_id
+
+-- name: usage
+-- Jobs and image-steps (images x steps) per platform, guild and user since :seconds ago.
+SELECT platform, guild, user_id, count(*)::int AS jobs,
+       COALESCE(sum(images * (params->>'steps')::int), 0)::bigint AS image_steps
+FROM jobs WHERE created_at >= now() - make_interval(secs => :seconds)
+GROUP BY platform, guild, user_id
+ORDER BY image_steps DESC, jobs DESC, user_id

@@ -23,14 +23,15 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = :now WHERE user_id = :use
 
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
-       count(*) FILTER (WHERE user_id = :user_id) AS user_pending
+       count(*) FILTER (WHERE user_id = :user_id) AS user_pending,
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '') AS guild_pending
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
 -- fair_round: the current round, or one past the user's latest unfinished job (batching.py).
-INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key,
+INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
                   images, fair_round, created_at, updated_at)
-VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params, :batch_key,
+VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params, :batch_key, :shape_key,
         :images, max(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
@@ -66,6 +67,19 @@ SELECT h.batch_key, h.attempts, :now - h.created_at AS age,
         WHERE status = 'queued' AND batch_key = h.batch_key) AS images
 FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: head_by_shape
+SELECT h.shape_key AS batch_key, h.attempts, :now - h.created_at AS age,
+       (SELECT sum(images) FROM jobs
+        WHERE status = 'queued' AND shape_key = h.shape_key) AS images
+FROM (SELECT shape_key, created_at, attempts FROM jobs WHERE status = 'queued'
+      ORDER BY fair_round, created_at, id LIMIT 1) AS h
+
+-- name: claim_candidates_by_shape
+SELECT id, images, attempts FROM jobs
+WHERE status = 'queued' AND shape_key = :batch_key
+ORDER BY fair_round, created_at, id
+LIMIT :limit
 
 -- name: claim_candidates
 SELECT id, images, attempts FROM jobs
@@ -166,3 +180,33 @@ LIMIT :limit
 INSERT INTO deliveries (job_id, delivered_at, ref) VALUES (:job_id, :now, :ref)
 ON CONFLICT (job_id) DO NOTHING
 RETURNING job_id
+
+-- name: get_delivery_state
+SELECT state FROM delivery_state WHERE job_id = :job_id
+
+-- name: set_delivery_state
+INSERT INTO delivery_state (job_id, state, updated_at) VALUES (:job_id, :state, :now)
+ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+
+-- name: get_flag
+SELECT value, updated_by, updated_at FROM bot_flags WHERE name = :name
+
+-- name: set_flag
+INSERT INTO bot_flags (name, value, updated_by, updated_at)
+VALUES (:name, :value, :updated_by, :now)
+ON CONFLICT (name) DO UPDATE
+SET value = excluded.value, updated_by = excluded.updated_by, updated_at = excluded.updated_at
+
+-- name: clear_flag
+DELETE FROM bot_flags WHERE name = :name RETURNING name
+
+-- name: reset_bucket
+DELETE FROM rate_buckets WHERE user_id = :user_id RETURNING user_id
+
+-- name: usage
+-- Jobs and image-steps (images x steps) per platform, guild and user since :seconds ago.
+SELECT platform, guild, user_id, count(*) AS jobs,
+       COALESCE(sum(images * CAST(json_extract(params, '$.steps') AS INTEGER)), 0) AS image_steps
+FROM jobs WHERE created_at >= :now - :seconds
+GROUP BY platform, guild, user_id
+ORDER BY image_steps DESC, jobs DESC, user_id

@@ -50,3 +50,22 @@ async def test_diversify_turns_an_imagine_into_a_diversity_batch(storage) -> Non
     request, inputs = await actions.follow_up(job.id, Action.DIVERSIFY, Origin("web", "p", "ann"))
     assert request.kind is Kind.DIVERSITY and request.diversify and request.count == 5
     assert inputs == []
+
+
+def test_variations_take_the_seeds_after_this_job_within_limits() -> None:
+    from dataclasses import replace as _replace
+
+    from gouache.bot.adapter import Action, follow_up
+    from gouache.request import Kind, Origin, Request
+
+    source = Request(kind=Kind.DIVERSITY, prompt="p", origin=Origin("web", "1", "u"),
+                     model="m", width=64, height=64, steps=4, guidance=5.0, sampler="ddim",
+                     seed=10, count=3, diversify=True)  # fmt: skip
+    presser = Origin("web", "2", "v")
+    made = follow_up(source, Action.VARIATIONS, presser, seed=0, diversity_count=4)
+    assert (made.kind, made.seed, made.count, made.diversify) == (Kind.IMAGINE, 13, 4, False)
+    assert follow_up(source, Action.VARIATIONS, presser, seed=0, diversity_count=4,
+                     max_images=2).count == 2  # fmt: skip
+    top = _replace(source, seed=2**32 - 2, count=1)
+    near_top = follow_up(top, Action.VARIATIONS, presser, seed=0, diversity_count=4)
+    assert near_top.seed == 2**32 - 6 and near_top.seed + near_top.count - 1 <= 2**32 - 1

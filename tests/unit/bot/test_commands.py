@@ -118,7 +118,8 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
     [
         ("fox --foo 1", messages.unknown_option("--foo", [
             "--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
-            "--model", "--gif", "--diversify", "--strength", "--input"])),
+            "--model", "--gif", "--diversify", "--strength", "--sweep", "--process", "--frames",
+            "--input"])),
         ("fox --seed", "--seed needs a value, like --seed 7."),
         ("fox --steps --seed 3", "--steps needs a value, like --steps 30."),
         ("fox --no --seed 3", "--no needs a value, like --no blurry, text."),
@@ -409,3 +410,19 @@ def test_format_command_round_trips(cfg: Settings, case: tuple[Kind, dict]) -> N
     again = build_request(parse_text(format_command(request)), ORIGIN, cfg)
     assert again == request
     assert again.notes == ()  # formatted text needs no further normalisation
+
+
+def test_strength_is_for_depth_and_between_0_and_2() -> None:
+    from gouache.config import Settings
+    from gouache.request import Origin
+
+    settings = Settings()
+    origin = Origin("discord", "1", "u")
+    depth = build_request(parse_text("/depth a hill --strength 0.5"), origin, settings)
+    assert depth.strength == 0.5 and "--strength 0.5" in format_command(depth)
+    assert build_request(parse_text("/depth a hill"), origin, settings).strength == 1.0
+    assert depth.batch_key != build_request(parse_text("/depth a hill"), origin, settings).batch_key
+    with pytest.raises(InvalidRequest, match=r"strength must be between 0(\.0)? and 2"):
+        build_request(parse_text("/depth a hill --strength 2.5"), origin, settings)
+    with pytest.raises(InvalidRequest, match="--strength only works with /depth"):
+        build_request(parse_text("a fox --strength 0.5"), origin, settings)

@@ -76,3 +76,29 @@ def float_engine_cls():
             return list((image / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy())
 
     return FloatEngine
+
+
+def _floats(image):
+    return list((image / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy())
+
+
+@pytest.fixture
+def float_running_cls():
+    """A RunningBatch that hands back float [0, 1] HxWx3 arrays, like ``float_engine_cls``."""
+    from gouache.generation.running import RunningBatch
+
+    class FloatRunningBatch(RunningBatch):
+        def _postprocess(self, image):
+            return _floats(image)
+
+    return FloatRunningBatch
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tiny_cache_dir: Path):
+    """The shipped builtin:demo model (the default model) beside builtin:tiny."""
+    from gouache.config import builtin_demo_spec, builtin_tiny_spec
+    from gouache.generation.models import ModelRegistry
+
+    specs = {"builtin:demo": builtin_demo_spec(), "builtin:tiny": builtin_tiny_spec()}
+    return ModelRegistry(specs, cache_dir=tiny_cache_dir, device="cpu")

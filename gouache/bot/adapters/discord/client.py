@@ -1,10 +1,10 @@
 """Discord: slash commands and buttons in, ``Request``s out; finished jobs back as messages.
 
-The client *receives* its dependencies (settings, storage, admission) and does its async
-set-up in ``setup_hook``, like discord.py's ``examples/advanced_startup.py``. It translates
-and nothing else: the command language, limits and queueing live in ``commands``,
-``admission`` and ``storage``. Mentions are disabled on the client and on every send and edit,
-because an edit goes back to Discord's default mention rules.
+The client *receives* its dependencies (``AdapterDeps``) and does its async set-up in
+``setup_hook``, like discord.py's ``examples/advanced_startup.py``. It translates and nothing
+else: the command language, limits, queue views and admin rules live in ``bot/``; the slash
+command definitions in ``commands``, posting in ``outbox``. Mentions are disabled on the client
+and on every send and edit, because an edit goes back to Discord's default mention rules.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -27,25 +27,33 @@ from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Acknowledgement, Action, AdapterDeps, Progress, Result
-from gouache.bot.adapters.discord.outbox import (
-    NO_MENTIONS,
-    TOKEN_LIFETIME,
-    ActionButton,
-    DiscordOutbox,
-    RedactTokens,
-)
-from gouache.bot.captions import ASPECT_RATIOS, CANCEL
+from gouache.bot.adapters.discord.admin import run_admin
+from gouache.bot.adapters.discord.buttons import ActionButton, cancel_view
+from gouache.bot.adapters.discord.commands import Choices, build_commands, matching
+from gouache.bot.adapters.discord.http import install_redaction
+from gouache.bot.adapters.discord.outbox import TOKEN_LIFETIME, DiscordOutbox
+from gouache.bot.adapters.discord.text import NO_MENTIONS, clip, escape
+from gouache.bot.admin import AdminActions
+from gouache.bot.captions import CANCEL
+from gouache.bot.queue_view import QueueView
 from gouache.bot.uploads import attach, check_size
 from gouache.errors import InvalidRequest, UserError
 from gouache.request import Kind, Origin, Request
 from gouache.storage.jobs import Artifact, Job
 
-if TYPE_CHECKING:
-    pass
-
-__all__ = ["DiscordAdapter", "ActionButton", "TOKEN_LIFETIME", "open_adapter"]
+__all__ = ["DiscordAdapter", "TOKEN_LIFETIME", "INVITE_SCOPES", "invite_permissions", "open_adapter"]
 
 log = logging.getLogger(__name__)
+
+INVITE_SCOPES = ("bot", "applications.commands")
+
+
+def invite_permissions() -> discord.Permissions:
+    """What the bot needs in a channel: see it, post, attach images, link files, use threads."""
+    return discord.Permissions(
+        view_channel=True, send_messages=True, send_messages_in_threads=True,
+        embed_links=True, attach_files=True,
+    )  # fmt: skip
 
 
 class DiscordAdapter(discord.Client):
@@ -62,17 +70,16 @@ class DiscordAdapter(discord.Client):
         self._settings = settings
         self._storage = storage
         self._actions = ButtonActions(storage, settings.limits)
+        self._queue = QueueView(storage, self._actions)
+        self._admins = AdminActions(storage, settings)
         self._admission = deps.admission
         self._on_admitted = deps.on_admitted
         self._prompt_overflow = deps.prompt_overflow
         self.tree = app_commands.CommandTree(self)
         self.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         api_base = (settings.discord.api_base or "").rstrip("/") or None
-        self._outbox = DiscordOutbox(self, api_base, deps.artifact_url)
-        for name in ("discord.http", "discord.webhook.async_", "discord.gateway", "discord.client"):
-            logger = logging.getLogger(name)
-            if not any(isinstance(f, RedactTokens) for f in logger.filters):
-                logger.addFilter(RedactTokens())
+        self._outbox = DiscordOutbox(self, storage, api_base, deps.artifact_url)
+        install_redaction()
 
     def routes(self) -> list[Any]:
         """Discord is reached over its gateway: nothing for the web server to mount."""
@@ -90,55 +97,16 @@ class DiscordAdapter(discord.Client):
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(ActionButton)
-        self._add_commands()
-        await self._sync_commands()
-
-    # --- commands --------------------------------------------------------------------------
-    def _add_commands(self) -> None:
-        from gouache.generation.samplers import SAMPLERS  # diffusers: imported only at start-up
-
-        samplers = [app_commands.Choice(name=s, value=s) for s in list(SAMPLERS)[:25]]
-        ratios = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
-        models = list(self._settings.models)[:25]
-        run = self._run_command
-
-        @app_commands.command(name="imagine", description="Generate images from a prompt")
-        @app_commands.describe(prompt="What to draw", negative="What to avoid", count="Images")
-        @app_commands.choices(aspect_ratio=ratios, sampler=samplers,
-                              model=[app_commands.Choice(name=m, value=m) for m in models])  # fmt: skip
-        async def imagine(
-            interaction: discord.Interaction, prompt: str, negative: str | None = None,
-            seed: int | None = None, steps: int | None = None, guidance: float | None = None,
-            aspect_ratio: str | None = None, sampler: str | None = None,
-            count: int | None = None, model: str | None = None, gif: bool | None = None,
-        ) -> None:  # fmt: skip
-            await run(interaction, Kind.IMAGINE, dict(
-                prompt=prompt, negative=negative, seed=seed, steps=steps, guidance=guidance,
-                aspect_ratio=aspect_ratio, sampler=sampler, count=count, model=model, gif=gif,
-            ))  # fmt: skip
-
-        @app_commands.command(name="depth", description="Generate following a depth map or photo")
-        @app_commands.describe(image="A depth map (.png/.npy) or a photo")
-        async def depth(
-            interaction: discord.Interaction, prompt: str, image: discord.Attachment,
-            negative: str | None = None, seed: int | None = None,
-        ) -> None:  # fmt: skip
-            await run(interaction, Kind.DEPTH,
-                      dict(prompt=prompt, image=image, negative=negative, seed=seed))  # fmt: skip
-
-        @app_commands.command(name="diversity", description="A deliberately varied batch")
-        async def diversity(
-            interaction: discord.Interaction, prompt: str, count: int | None = None,
-            diversify: bool | None = None,
-        ) -> None:  # fmt: skip
-            await run(interaction, Kind.DIVERSITY,
-                      dict(prompt=prompt, count=count, diversify=diversify))  # fmt: skip
-
-        commands_: tuple[app_commands.Command[Any, Any, None], ...] = (imagine, depth, diversity)
-        for command in commands_:
+        for command in build_commands(self._settings, self):
             self.tree.add_command(command)
         for guild_id in self._settings.discord.guild_ids:
             self.tree.copy_global_to(guild=discord.Object(int(guild_id)))
+        await self._sync_commands()
+        if self.application_id:
+            url = discord.utils.oauth_url(
+                self.application_id, permissions=invite_permissions(), scopes=INVITE_SCOPES
+            )
+            log.info("invite gouache to a Discord server: %s", url)
 
     def _commands_digest(self) -> str:
         payload = [c.to_dict(self.tree) for c in self.tree.get_commands()]
@@ -161,7 +129,8 @@ class DiscordAdapter(discord.Client):
         stamp.write_text(digest)
         log.info("discord commands registered (%s)", ", ".join(guilds) or "global")
 
-    async def _run_command(
+    # --- commands (``commands.Handlers``) --------------------------------------------------
+    async def run_command(
         self, interaction: discord.Interaction, kind: Kind, given: dict[str, Any]
     ) -> None:
         options = {k: v for k, v in given.items() if v is not None}
@@ -182,6 +151,35 @@ class DiscordAdapter(discord.Client):
 
         await self._funnel(interaction, work)
 
+    async def show_queue(self, interaction: discord.Interaction) -> None:
+        async def work() -> None:
+            text, entries = await self._queue.render(str(interaction.user.id), escape)
+            view = cancel_view([(e.job.id, f"Cancel {e.label}") for e in entries])
+            await interaction.edit_original_response(
+                content=clip(text), view=view, allowed_mentions=NO_MENTIONS
+            )
+
+        await self._funnel(interaction, work)
+
+    async def cancel_job(self, interaction: discord.Interaction, job: str | None) -> None:
+        async def work() -> None:
+            await self._queue.cancel(str(interaction.user.id), job)
+            await self._reply(interaction, messages.cancelled())
+
+        await self._funnel(interaction, work)
+
+    async def pending_choices(self, interaction: discord.Interaction, current: str) -> Choices:
+        entries = await self._queue.entries(str(interaction.user.id))
+        return matching([(e.label, e.job.id) for e in entries], current)
+
+    async def admin(
+        self, interaction: discord.Interaction, action: str, target: discord.abc.User | None = None
+    ) -> None:
+        async def work() -> None:
+            await self._reply(interaction, await run_admin(self._admins, interaction, action, target))
+
+        await self._funnel(interaction, work)
+
     async def _admit(
         self, interaction: discord.Interaction, request: Request, inputs: Sequence[Artifact]
     ) -> None:
@@ -192,7 +190,7 @@ class DiscordAdapter(discord.Client):
         if not admitted.job.is_terminal:
             view.add_item(ActionButton(CANCEL, admitted.job.id, "Cancel"))
         await interaction.edit_original_response(
-            content=admitted.message + _notes(request.notes), view=view,
+            content=clip(admitted.message + _notes(request.notes)), view=view,
             allowed_mentions=NO_MENTIONS,
         )  # fmt: skip
 
@@ -220,6 +218,7 @@ class DiscordAdapter(discord.Client):
             channel=str(interaction.channel_id or ""),
             guild=str(interaction.guild_id or ""),
             reply_token=interaction.token,
+            upload_limit=int(interaction.filesize_limit or 0),
         )
 
     async def _funnel(
@@ -233,8 +232,8 @@ class DiscordAdapter(discord.Client):
             log.info("interaction %s was already acknowledged (%s)", interaction.id, exc.code)
         try:
             await work()
-        except UserError as exc:
-            await self._reply(interaction, exc.message)
+        except UserError as exc:  # it may echo what they typed (an unknown model's name)
+            await self._reply(interaction, escape(exc.message))
         except Exception:
             ref = uuid.uuid4().hex
             log.exception(
@@ -250,16 +249,16 @@ class DiscordAdapter(discord.Client):
         cause = getattr(error, "original", error)
         if isinstance(error, app_commands.TransformerError):
             cause = InvalidRequest(
-                f"Option value “{messages.shorten(str(error.value))}” is invalid."
+                f"Option value “{escape(messages.shorten(str(error.value)))}” is invalid."
             )
         await self._funnel(interaction, lambda: _raise(cause))
 
     @staticmethod
     async def _reply(interaction: discord.Interaction, text: str) -> None:
         """Replace the deferred (ephemeral) response: by then it has always been acknowledged."""
-        await interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        await interaction.edit_original_response(content=clip(text), allowed_mentions=NO_MENTIONS)
 
-    # --- the Adapter protocol: see discord_outbox_adapter ----------------------------------
+    # --- the Adapter protocol: see ``outbox`` ----------------------------------------------
     async def acknowledge(self, ack: Acknowledgement) -> None:
         await self._outbox.acknowledge(ack)
 
@@ -274,7 +273,7 @@ class DiscordAdapter(discord.Client):
 
 
 def _notes(notes: Sequence[str]) -> str:
-    return "".join(f"\n- {n}" for n in notes)
+    return "".join(f"\n- {escape(n)}" for n in notes)
 
 
 async def _raise(exc: BaseException) -> None:

@@ -1,9 +1,11 @@
-"""Discord, outgoing: acknowledgements, progress edits and results, plus the HTTP plumbing.
+"""Discord, outgoing: acknowledgements, progress edits, results and errors.
 
 Results go out as interaction followups while the interaction token lives (15 minutes, so
-``TOKEN_LIFETIME`` keeps a margin) and as channel messages with the bot token after that. A
-413 is answered by the next, smaller ``chat_render.delivery_plans`` attempt. Every send and
-edit passes ``AllowedMentions.none()``: edits fall back to Discord's default mention rules.
+``TOKEN_LIFETIME`` keeps a margin) and as channel messages with the bot token after that,
+packed by ``upload_plans`` (10 files and the upload limit per message; 413 -> re-encode -> links).
+Errors go to their owner only: an ephemeral followup while the token lives, else a DM; never a
+public message carrying their prompt. Every send and edit passes ``AllowedMentions.none()``:
+edits fall back to Discord's default mention rules.
 """
 
 from __future__ import annotations
@@ -11,115 +13,32 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import discord
-import yarl
-from discord.http import Route, handle_message_parameters
-from discord.webhook.async_ import AsyncWebhookAdapter, async_context
+from discord.http import handle_message_parameters
+from discord.webhook.async_ import async_context
 
 from gouache import messages
 from gouache.bot.adapter import Acknowledgement, Progress, Result
-from gouache.bot.captions import CANCEL, delivery_plans, error_text, progress_text, result_text
-from gouache.storage.jobs import Job
+from gouache.bot.adapters.discord.buttons import result_view
+from gouache.bot.adapters.discord.http import RoutedWebhooks, redirect
+from gouache.bot.adapters.discord.text import MAX_CONTENT, NO_MENTIONS, chunks, clip, escape
+from gouache.bot.adapters.discord.upload_plans import DEFAULT_LIMIT, STEPS, Upload, plan, reencode
+from gouache.bot.captions import progress_text, result_text
+from gouache.storage.base import Storage
+from gouache.storage.jobs import ArtifactKind, Job
 
-__all__ = [
-    "DiscordOutbox",
-    "ActionButton",
-    "TOKEN_LIFETIME",
-    "NO_MENTIONS",
-    "redirect",
-    "RedactTokens",
-]
+__all__ = ["DiscordOutbox", "TOKEN_LIFETIME", "PROGRESS_EVERY"]
 
 log = logging.getLogger(__name__)
 
 TOKEN_LIFETIME = 14 * 60.0  # Discord's interaction tokens die at 15 minutes: keep a margin
 PROGRESS_EVERY = 3.0  # seconds between progress edits of one message (error 30046 otherwise)
-NO_MENTIONS = discord.AllowedMentions.none()
-_TOKEN_IN_URL = re.compile(r"(/(?:webhooks|interactions)/\d+/)[^/?\s'\"]+")
-_TOKEN_IN_EVENT = re.compile(r"""(['"]token['"]:\s*['"])[^'"]+""")  # gateway DEBUG dumps
-
-
-class RedactTokens(logging.Filter):
-    """discord.py logs webhook URLs and raw events: an interaction token is a credential."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.args:
-            record.msg = record.getMessage()
-            record.args = ()
-        text = _TOKEN_IN_URL.sub(r"\1<token>", str(record.msg))
-        record.msg = _TOKEN_IN_EVENT.sub(r"\1<token>", text)
-        return True
-
-
-class RoutedWebhooks(AsyncWebhookAdapter):
-    """Interaction callbacks and followups go through this; it honours ``api_base``."""
-
-    def __init__(self, api_base: str) -> None:
-        super().__init__()
-        self._base = api_base
-
-    async def request(self, route: Route, *args: Any, **kwargs: Any) -> Any:
-        _rebase(route, self._base)
-        return await super().request(route, *args, **kwargs)
-
-
-def _rebase(route: Route, api_base: str) -> None:
-    if route.url.startswith(Route.BASE):
-        route.url = api_base + route.url[len(Route.BASE) :]
-
-
-def redirect(http: discord.http.HTTPClient, api_base: str) -> None:
-    """Send this client's REST calls and gateway to ``api_base`` (a local fake in tests).
-
-    Per instance, not by patching ``Route.BASE``: other clients in the process stay untouched.
-    The gateway URL comes from GET /gateway/bot, as Discord documents it.
-    """
-    real_request, real_ws_connect = http.request, http.ws_connect
-
-    async def request(route: Route, **kwargs: Any) -> Any:
-        _rebase(route, api_base)
-        return await real_request(route, **kwargs)
-
-    async def ws_connect(url: str, *, compress: int = 0) -> Any:
-        _, gateway, _ = await http.get_bot_gateway()
-        target = yarl.URL(gateway).with_query(yarl.URL(url).query)
-        return await real_ws_connect(str(target), compress=compress)
-
-    http.request = request  # type: ignore[method-assign]
-    http.ws_connect = ws_connect  # type: ignore[method-assign]
-
-
-class ActionButton(
-    discord.ui.DynamicItem[discord.ui.Button],
-    template=r"gouache:(?P<action>reroll|gif|diversify|cancel):(?P<job_id>[0-9a-fA-F-]{1,64})",
-):
-    """A persistent button: the job id lives in ``custom_id``, so it works after restarts."""
-
-    def __init__(self, action: str, job_id: str, label: str = "") -> None:
-        style = discord.ButtonStyle.danger if action == CANCEL else discord.ButtonStyle.secondary
-        super().__init__(
-            discord.ui.Button(
-                label=label or action.title(), style=style, custom_id=f"gouache:{action}:{job_id}"
-            )
-        )
-        self.action, self.job_id = action, job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: discord.ui.Item[Any], match: re.Match[str]
-    ) -> ActionButton:
-        label = item.label if isinstance(item, discord.ui.Button) else None
-        return cls(match["action"], match["job_id"], label or "")
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        on_button = getattr(interaction.client, "on_button", None)
-        if on_button is not None:  # the DiscordAdapter; other clients ignore our buttons
-            await on_button(interaction, self.action, self.job_id)
+_SHOWN = (ArtifactKind.IMAGE, ArtifactKind.DEPTH, ArtifactKind.GIF)  # in posting order
+_POSTED = "discord_posted"  # delivery state: message index -> ref of what is already posted
 
 
 class DiscordOutbox:
@@ -128,10 +47,12 @@ class DiscordOutbox:
     def __init__(
         self,
         client: discord.Client,
+        storage: Storage,
         api_base: str | None,
         artifact_url: Callable[[str, str], str | None],
     ) -> None:
         self._client = client
+        self._storage = storage
         self._artifact_url = artifact_url
         self._last_edit: dict[str, float] = {}
         self._webhooks = RoutedWebhooks(api_base) if api_base else None
@@ -150,8 +71,9 @@ class DiscordOutbox:
         finally:
             async_context.reset(token)
 
+    # --- the interaction token -------------------------------------------------------------
     @staticmethod
-    def _token_alive(job: Job) -> bool:
+    def token_alive(job: Job) -> bool:
         origin = job.request.origin
         if not origin.reply_token or not origin.request_id.isdigit():
             return False
@@ -167,7 +89,7 @@ class DiscordOutbox:
         return webhook
 
     async def _edit_original(self, job: Job, text: str) -> None:
-        params = handle_message_parameters(content=text, allowed_mentions=NO_MENTIONS)
+        params = handle_message_parameters(content=clip(text), allowed_mentions=NO_MENTIONS)
         with self.routed():
             await async_context.get().edit_original_interaction_response(
                 self._client.application_id or 0, job.request.origin.reply_token,
@@ -175,10 +97,19 @@ class DiscordOutbox:
                 proxy_auth=self._client.http.proxy_auth, payload=params.payload,
             )  # fmt: skip
 
+    def upload_limit(self, job: Job) -> int:
+        """Bytes per message: what the interaction said, or the guild's limit for channel posts."""
+        origin = job.request.origin
+        if self.token_alive(job) and origin.upload_limit > 0:
+            return origin.upload_limit
+        guild = self._client.get_guild(int(origin.guild)) if origin.guild.isdigit() else None
+        return guild.filesize_limit if guild is not None else DEFAULT_LIMIT
+
+    # --- acknowledgements and progress -----------------------------------------------------
     async def acknowledge(self, ack: Acknowledgement) -> None:
         position = ack.position or 0
         text = messages.queued(position, ack.eta_seconds) if position else messages.started()
-        if self._token_alive(ack.job):
+        if self.token_alive(ack.job):
             await self._edit_original(ack.job, text)
 
     async def show_progress(self, progress: Progress) -> None:
@@ -186,34 +117,96 @@ class DiscordOutbox:
         now = time.monotonic()
         if now - self._last_edit.get(job.id, -PROGRESS_EVERY) < PROGRESS_EVERY:
             return
-        if not self._token_alive(job):
+        if not self.token_alive(job):
             return
         self._last_edit[job.id] = now
         await self._edit_original(job, progress_text(progress.fraction))
 
+    # --- results ---------------------------------------------------------------------------
     async def deliver(self, result: Result) -> str:
+        """Caption and buttons with the first files; more messages when files do not fit one.
+
+        Each message posted is recorded in the job's delivery state, so a retry (or a restarted
+        bot) after a later message failed posts only what is missing.
+        """
         job = result.job
         self._last_edit.pop(job.id, None)
-        view = discord.ui.View(timeout=None)
-        for button in result.buttons:
-            view.add_item(ActionButton(button.action.value, button.job_id, button.label))
-        content = result_text(result)
+        limit = self.upload_limit(job)
+        shown = sorted((a for a in result.artifacts if a.kind in _SHOWN),
+                       key=lambda a: (_SHOWN.index(a.kind), a.index or 0, a.name))  # fmt: skip
+        batches, left = plan([Upload(a.name, a.name, a.data) for a in shown], limit)
+        state = await self._storage.delivery_state(job.id)
+        sent: dict[str, str] = dict(state.get(_POSTED, {}))  # message index -> ref
+
+        async def record(index: int, ref: str) -> None:
+            sent[str(index)] = ref
+            await self._storage.set_delivery_state(job.id, {**state, _POSTED: sent})
+
+        caption = result_text(result, escape)
+        total = max(1, len(batches))
+        for i in range(total):
+            if str(i) in sent:  # posted before a later message failed
+                continue
+            content = caption if i == 0 else f"({i + 1}/{total})"
+            view = result_view(result.buttons) if i == 0 and result.buttons else None
+            files = batches[i] if batches else []
+            ref, links = await self._post_fitting(job, content, files, view, result.hidden, limit)
+            await record(i, ref)
+            left += links
+        if left:
+            for j, text in enumerate(chunks(self._links_text(job, left)), start=total):
+                if str(j) not in sent:
+                    await record(j, await self._post(job, text, [], None))
+        refs = [sent[k] for k in sorted(sent, key=int)]
+        return refs[0] if len(refs) == 1 else f"{refs[0]} (+{len(refs) - 1})"
+
+    async def _post_fitting(
+        self, job: Job, content: str, files: Sequence[Upload], view: discord.ui.View | None,
+        hidden: frozenset[str], limit: int,
+    ) -> tuple[str, list[Upload]]:  # fmt: skip
+        """Post ``files``; after each 413 the next ``STEPS`` entry. Returns (ref, linked files)."""
         error: discord.HTTPException | None = None
-        for plan in delivery_plans(result, self._artifact_url):
-            files = [discord.File(_bytes_io(d), filename=n, spoiler=result.spoiler)
-                     for n, d in plan.files]  # fmt: skip
+        budget = limit // max(1, len(files))
+        for step, label in enumerate(STEPS):
+            pairs = [(u, reencode(u, step, budget)) for u in files]
+            attempt = [r for _, r in pairs if r is not None]
+            dropped = [u for u, r in pairs if r is None]
+            note = f"\n{messages.reencoded_to_fit()}" if 0 < step < len(STEPS) - 1 else ""
+            if dropped:  # their links go in this message when they fit, else in one of their own
+                links = f"\n{self._links_text(job, dropped)}"
+                if len(content + note + links) <= MAX_CONTENT:
+                    note, dropped = note + links, []
+            upload = [discord.File(io.BytesIO(u.data), filename=u.name, spoiler=u.source in hidden)
+                      for u in attempt]  # fmt: skip
             try:
-                return await self._post(job, content + plan.note, files, view)
+                return await self._post(job, clip(content + note), upload, view), dropped
             except discord.HTTPException as exc:
                 if exc.status != 413:
                     raise
-                log.warning("job %s: upload too large (%s); degrading", job.id, plan.label)
+                log.warning("job %s: upload too large at step %s; trying smaller", job.id, label)
                 error = exc
         assert error is not None
         raise error
 
+    def _links_text(self, job: Job, left: Sequence[Upload]) -> str:
+        links = [url for u in left if (url := self._artifact_url(job.id, u.source))]
+        if len(links) < len(left):  # no public address configured (web.public_url)
+            return messages.too_large_here(len(left))
+        return messages.too_large_links(links)
+
+    # --- errors: to their owner only -------------------------------------------------------
     async def report_error(self, job: Job, message: str) -> str:
-        return await self._post(job, error_text(job, message), [], None, ephemeral=True)
+        prompt = escape(messages.shorten(job.request.prompt, 60))
+        text = clip(f"{message} (“{prompt}”)")
+        if self.token_alive(job):
+            return await self._post(job, text, [], None, ephemeral=True)
+        try:  # the token is dead: a DM, never the channel (the prompt is theirs)
+            dm = await self._client.create_dm(discord.Object(int(job.request.origin.user)))
+            posted = await dm.send(clip(messages.error_in_dm(text)), allowed_mentions=NO_MENTIONS)
+        except (discord.HTTPException, ValueError) as exc:
+            log.warning("job %s: could not DM its owner about a failure (%s)", job.id, exc)
+            return "discord:undeliverable"
+        return f"discord:dm:{dm.id}:{posted.id}"
 
     async def _post(
         self, job: Job, content: str, files: Sequence[discord.File],
@@ -221,7 +214,7 @@ class DiscordOutbox:
     ) -> str:  # fmt: skip
         """A followup while the interaction token lives, then a channel message (bot token)."""
         extra: dict[str, Any] = {"view": view} if view is not None else {}
-        if self._token_alive(job):
+        if self.token_alive(job):
             with self.routed():
                 message = await self._webhook(job).send(
                     content, files=list(files), allowed_mentions=NO_MENTIONS, wait=True,
@@ -233,7 +226,3 @@ class DiscordOutbox:
             content, files=list(files), allowed_mentions=NO_MENTIONS, **extra
         )
         return f"discord:channel:{channel.id}:{posted.id}"
-
-
-def _bytes_io(data: bytes) -> io.BytesIO:
-    return io.BytesIO(data)

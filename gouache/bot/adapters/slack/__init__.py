@@ -1,1 +1,2 @@
-"""Slack: ``app`` (slack-bolt listeners, signed HTTP), ``blocks`` (escaping, Block Kit)."""
+"""Slack: ``app`` (listeners), ``http`` (signed requests), ``socket`` (Socket Mode), ``modal``
+(/depth), ``threads`` (posting), ``files`` (downloads), ``budget``, ``blocks``, ``replies``."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from gouache.bot.adapter import Button
-from gouache.bot.captions import action_id
+from gouache.bot.adapter import Button, Result
+from gouache.bot.captions import action_id, result_text
 
-__all__ = ["slack_escape", "slack_blocks"]
+__all__ = ["slack_escape", "slack_blocks", "slack_caption"]
 
 
 def slack_escape(text: str) -> str:
@@ -37,3 +37,20 @@ def slack_blocks(
             for action, job_id, label in triples
         ]})  # fmt: skip
     return blocks
+
+
+def slack_caption(result: Result) -> str:
+    """The comment on the uploaded files: how to reproduce them, and how long they took.
+
+    The shared ``result_text`` gives prompt, seed, steps, sampler, model, notes and reports;
+    Slack adds the size, guidance and timing that a thread reply has room for.
+    """
+    job, request = result.job, result.job.request
+    parts = [f"{request.width}×{request.height}", f"guidance {request.guidance:g}"]
+    if request.count > 1:
+        parts.append(f"{request.count} images")
+    if job.started_at is not None and job.finished_at is not None:
+        took = (job.finished_at - job.started_at).total_seconds()
+        waited = (job.started_at - job.created_at).total_seconds()
+        parts.append(f"took {took:.1f} s (queued {max(0.0, waited):.1f} s)")
+    return result_text(result, slack_escape) + "\n" + " · ".join(parts)

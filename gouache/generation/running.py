@@ -1,0 +1,451 @@
+"""Step-level (continuous) batching: lanes join and leave a running batch at step boundaries.
+
+``Engine.generate`` runs a fixed batch to its end, so a request that arrives one step late waits
+for the whole batch. A ``RunningBatch`` instead keeps a set of lanes (one per image) that share
+only a ``ShapeKey`` (model and latent size); every ``step()`` makes ONE UNet call over the rows
+of every running lane, whatever step, sampler, guidance, CFG or ControlNet each has, then
+decodes a few finished lanes (``decode_chunk``) and hands back every item whose images are all
+done. New items are ``admit``-ted at any time and start at the next step; who gets rows when the
+row budget is full is decided by deficit round robin per user charged in image-steps.
+
+Results equal each item generated alone by ``Engine.generate`` (tests/unit/generation/
+test_running.py: max abs difference <= 1e-4 on [0, 1] images).
+
+Out of memory in a step, the step is retried in halves of its lanes down to single lanes, and
+``row_budget`` shrinks to what fitted; lanes that fitted before go on, a lone lane that still
+does not fit fails its item alone with ``ResourceExhausted``. Sticky CUDA errors raise
+``FatalDeviceError`` as in the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gouache.errors import InvalidRequest, ResourceExhausted
+from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
+from gouache.generation.conditioning import (
+    encode_sd,
+    encode_sdxl,
+    guidance_embedding,
+    prepare_control,
+)
+from gouache.generation.engine import (
+    _STICKY_MARKERS,
+    Engine,
+    FatalDeviceError,
+    Fault,
+    ShouldStop,
+    _decode,
+    _free_device_memory,
+)
+from gouache.generation.fairness import DeficitRoundRobin
+from gouache.generation.lanes import Lane, assemble, new_lane
+from gouache.generation.models import ModelRegistry
+from gouache.generation.samplers import timed_scheduler
+
+__all__ = ["RunningBatch", "StepStats"]
+
+
+@dataclass
+class StepStats:
+    """What the last ``step()`` did (for progress, metrics and the throughput benchmark)."""
+
+    rows: int = 0  # UNet rows in the step (CFG lanes count twice)
+    lanes: int = 0
+    unet_calls: int = 0  # more than one only after an OOM split
+    started: list[str] = field(default_factory=list)  # items whose first lane started
+    decoded: int = 0  # lanes decoded after the UNet call
+    frame_seconds: float = 0.0
+
+
+@dataclass
+class _Item:
+    item: BatchItem
+    spec: LaneSpec
+    user: str
+    images: list[Any]
+    frames: list[list[Any]]
+    left: int  # lanes not yet decoded
+    started: bool = False
+
+
+class RunningBatch:
+    """A running batch of lanes for one ``ShapeKey``: ``admit`` -> ``step`` ... -> results."""
+
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        shape: ShapeKey,
+        *,
+        row_budget: int = 32,
+        decode_chunk: int = 2,
+        quantum: float = 20.0,
+        fault: Fault | None = None,
+    ) -> None:
+        if shape.width % 8 or shape.height % 8:
+            raise InvalidRequest(f"Size {shape.width}x{shape.height} must be multiples of 8.")
+        self.shape = shape
+        self.model = registry.get(shape.model)
+        self.row_budget = max(1, row_budget)
+        self.decode_chunk = max(1, decode_chunk)
+        self.stats = StepStats()
+        self._fault = fault
+        self._items: dict[str, _Item] = {}
+        self._waiting: DeficitRoundRobin[Lane] = DeficitRoundRobin(quantum)
+        self._running: list[Lane] = []
+        self._finished: list[Lane] = []  # denoised, waiting for their decode chunk
+        self._cancelled: set[str] = set()
+        self._templates: dict[tuple[str, int], Any] = {}
+        self._postprocessor = Engine(registry)  # shared post-processing (PIL by default)
+
+    # -- feeding ---------------------------------------------------------------------------
+
+    def rows_for(self, item: BatchItem, spec: LaneSpec) -> int:
+        """UNet rows ``item`` takes per step once all its lanes run."""
+        return item.count * (2 if self._cfg(spec) else 1)
+
+    @property
+    def rows(self) -> int:
+        """UNet rows of the running lanes (the next step's size before newcomers)."""
+        return sum(lane.rows for lane in self._running)
+
+    @property
+    def free_rows(self) -> int:
+        """Rows a newcomer could take at the next step (what the worker claims up to)."""
+        waiting = sum(lane.rows for lane in self._waiting)
+        return max(0, self.row_budget - self.rows - waiting)
+
+    @property
+    def item_ids(self) -> list[str]:
+        return list(self._items)
+
+    def __len__(self) -> int:
+        """Items admitted and not yet handed back."""
+        return len(self._items)
+
+    def admit(self, item: BatchItem, spec: LaneSpec, user: str | None = None) -> None:
+        """Add ``item``: its lanes start at the next ``step()`` that has rows for them.
+
+        A bad request (unknown sampler or pipeline, /depth without a map or ControlNet) raises
+        the user's error here, before any work, and leaves the batch as it was.
+        """
+        if item.item_id in self._items:
+            raise ValueError(f"item {item.item_id!r} is already in the running batch")
+        model = self.model
+        if spec.pipeline not in ("txt2img", "depth"):
+            raise InvalidRequest(f"Unknown pipeline {spec.pipeline!r}: use txt2img or depth.")
+        if spec.steps < 1:
+            raise InvalidRequest(f"Steps ({spec.steps}) must be at least 1.")
+        if spec.pipeline == "depth" and model.controlnet is None:
+            raise InvalidRequest(f"Model {self.shape.model!r} has no depth ControlNet configured.")
+        if spec.pipeline == "depth" and item.control_image is None:
+            raise InvalidRequest("A depth image is required for /depth.")
+        template = self._template(spec)  # an unknown sampler raises here
+        cfg = self._cfg(spec)
+        with torch.inference_mode():
+            cond = self._encode(item, spec, cfg)
+        user = user if user is not None else item.item_id
+        shape = (
+            1,
+            model.unet.config.in_channels,
+            self.shape.height // model.vae_scale_factor,
+            self.shape.width // model.vae_scale_factor,
+        )
+        self._items[item.item_id] = _Item(
+            item, spec, user, [None] * item.count, [[] for _ in range(item.count)], item.count
+        )
+        for index in range(item.count):
+            lane = new_lane(model, item, spec, index, user, cond, cfg, template, shape)
+            self._waiting.push(user, lane, cost=spec.steps)
+
+    def cancel(self, item_id: str) -> None:
+        """Drop ``item_id`` at the next step; it comes back from ``step()`` as cancelled."""
+        if item_id in self._items:
+            self._cancelled.add(item_id)
+
+    # -- running ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self, should_stop: ShouldStop | None = None) -> list[ItemResult]:
+        """One UNet call over every running lane, then a decode chunk; returns retired items.
+
+        Retired: items whose every image is decoded (``ok``), cancelled ones, and ones that
+        failed alone (out of memory even by themselves). Raises ``FatalDeviceError`` on a sticky
+        device error: the process must restart, as with the engine.
+        """
+        try:
+            return self._step(should_stop)
+        except RuntimeError as exc:
+            if any(marker in str(exc) for marker in _STICKY_MARKERS):
+                raise FatalDeviceError(
+                    f"sticky device error, the worker must restart: {exc}"
+                ) from exc
+            raise
+
+    def run(self, should_stop: ShouldStop | None = None) -> list[ItemResult]:
+        """Step until every admitted item is back (tests, benchmarks, request-style use)."""
+        out: list[ItemResult] = []
+        while self._items:
+            out += self.step(should_stop)
+        return out
+
+    def progress(self) -> dict[str, tuple[int, int]]:
+        """Per item: (sampler steps done by its slowest image, steps)."""
+        done: dict[str, int] = {}
+        for lane in self._running + self._finished:
+            item_id = lane.item.item_id
+            done[item_id] = min(done.get(item_id, lane.steps_done), lane.steps_done)
+        return {
+            item_id: (done.get(item_id, 0) if entry.started else 0, entry.spec.steps)
+            for item_id, entry in self._items.items()
+        }
+
+    def _step(self, should_stop: ShouldStop | None) -> list[ItemResult]:
+        self.stats = StepStats()
+        retired = self._drop_cancelled(should_stop)
+        self._fill()
+        if self._running:
+            failed = self._denoise(self._running)
+            retired += [self._fail(item_id) for item_id in failed]
+        chunks = 1 if self._running else max(1, -(-len(self._finished) // self.decode_chunk))
+        for _ in range(chunks):
+            retired += self._decode_chunk()
+        return retired
+
+    def _fill(self) -> None:
+        """Start waiting lanes in DRR order while their rows fit the budget (never none)."""
+        rows = self.rows
+        while (lane := self._waiting.peek()) is not None:
+            if self._running and rows + lane.rows > self.row_budget:
+                break
+            self._waiting.pop()
+            self._running.append(lane)
+            rows += lane.rows
+            entry = self._items[lane.item.item_id]
+            if not entry.started:
+                entry.started = True
+                self.stats.started.append(lane.item.item_id)
+
+    def _denoise(self, lanes: list[Lane]) -> list[str]:
+        """Noise predictions for ``lanes`` in chunks of at most ``row_budget`` rows, then one
+        scheduler step per lane; returns the items that do not fit even alone."""
+        predictions: dict[int, torch.Tensor] = {}
+        failed: list[str] = []
+        for chunk in _chunks(lanes, self.row_budget):
+            self._predict_splitting(chunk, predictions, failed)
+        self.stats.lanes = len(lanes)
+        frames = []
+        for lane in list(lanes):
+            if lane.item.item_id in failed:
+                continue
+            if lane.advance(predictions[id(lane)]):
+                frames.append(lane)
+            if lane.finished:
+                self._running.remove(lane)
+                self._finished.append(lane)
+        if frames:
+            self._keep_frames(frames)
+        return list(dict.fromkeys(failed))
+
+    def _predict_splitting(
+        self, lanes: list[Lane], out: dict[int, torch.Tensor], failed: list[str]
+    ) -> None:
+        try:
+            self._check_fault("unet", lanes)
+            out.update(self._predict(lanes))
+            return
+        except torch.OutOfMemoryError:
+            _free_device_memory()
+        rows = sum(lane.rows for lane in lanes)
+        if len(lanes) == 1:
+            failed.append(lanes[0].item.item_id)
+            return
+        self.row_budget = max(1, min(self.row_budget, rows // 2))
+        for half in split_in_halves(lanes):
+            self._predict_splitting(half, out, failed)
+
+    def _predict(self, lanes: list[Lane]) -> dict[int, torch.Tensor]:
+        """One ControlNet (its rows only) + UNet call; the guided noise prediction per lane.
+
+        Adapted from steps 8.2-8.5 of diffusers' StableDiffusionControlNetPipeline.__call__,
+        with a timestep per row and the guidance scale per lane.
+        """
+        model = self.model
+        rows = assemble(lanes, model.scheduler_config["num_train_timesteps"])
+        residuals: dict[str, Any] = {}
+        if rows.control_rows is not None:
+            picked = rows.control_rows
+            added = {k: v[picked] for k, v in rows.added.items()} if rows.added else None
+            down, mid = model.controlnet(
+                rows.sample[picked],
+                rows.timesteps[picked],
+                encoder_hidden_states=rows.embeds[picked],
+                controlnet_cond=rows.control,
+                conditioning_scale=1.0,
+                guess_mode=False,
+                added_cond_kwargs=added,
+                return_dict=False,
+            )
+            if rows.control_scale is not None:  # per-row conditioning scale (--strength)
+                scale = rows.control_scale.to(mid.dtype).view(-1, 1, 1, 1)
+                down, mid = [d * scale for d in down], mid * scale
+            if len(picked) < len(rows.sample):  # zero residuals for the plain rows
+                down = [_scatter(d, picked, len(rows.sample)) for d in down]
+                mid = _scatter(mid, picked, len(rows.sample))
+            residuals = {
+                "down_block_additional_residuals": down,
+                "mid_block_additional_residual": mid,
+            }
+        noise_pred = model.unet(
+            rows.sample,
+            rows.timesteps,
+            encoder_hidden_states=rows.embeds,
+            timestep_cond=rows.timestep_cond,
+            added_cond_kwargs=rows.added,
+            return_dict=False,
+            **residuals,
+        )[0]
+        self.stats.rows += len(rows.sample)
+        self.stats.unet_calls += 1
+        out = {}
+        for lane, pos, neg in zip(lanes, rows.positive, rows.negative, strict=True):
+            text = noise_pred[pos : pos + 1]
+            if neg is not None:
+                uncond = noise_pred[neg : neg + 1]
+                text = uncond + lane.spec.guidance * (text - uncond)
+            out[id(lane)] = text
+        return out
+
+    def _decode_chunk(self) -> list[ItemResult]:
+        """Decode up to ``decode_chunk`` finished lanes; hand back items now complete."""
+        chunk, self._finished = (
+            self._finished[: self.decode_chunk],
+            self._finished[self.decode_chunk :],
+        )
+        if not chunk:
+            return []
+        self._check_fault("decode", chunk)
+        latents = torch.cat([lane.latents for lane in chunk])
+        try:
+            images = self._postprocess(_decode(self.model, latents, tiled=False))
+        except torch.OutOfMemoryError:
+            _free_device_memory()
+            images = self._postprocess(_decode(self.model, latents, tiled=True))
+        self.stats.decoded += len(chunk)
+        retired = []
+        for lane, image in zip(chunk, images, strict=True):
+            entry = self._items.get(lane.item.item_id)
+            if entry is None:
+                continue
+            entry.images[lane.index] = image
+            if lane.item.frames_every:
+                entry.frames[lane.index] = [*lane.frames, image]
+            entry.left -= 1
+            if entry.left == 0:
+                del self._items[lane.item.item_id]
+                frames = entry.frames if lane.item.frames_every else []
+                retired.append(ItemResult(lane.item.item_id, images=entry.images, frames=frames))
+        return retired
+
+    def _keep_frames(self, lanes: list[Lane]) -> None:
+        """Decode a denoising frame for lanes that want one at this step (as Engine does)."""
+        start = time.perf_counter()
+        model = self.model
+        latents = torch.cat([lane.latents for lane in lanes])
+        decoder = model.preview_decoder
+        if decoder is not None:
+            decoded = decoder.decode(latents / decoder.config.scaling_factor, return_dict=False)[0]
+        else:
+            decoded = _decode(model, latents, tiled=False)
+        for lane, frame in zip(lanes, self._postprocess(decoded), strict=True):
+            lane.frames.append(frame)
+        self.stats.frame_seconds += time.perf_counter() - start
+
+    def _postprocess(self, image: torch.Tensor) -> list[Any]:
+        """Decoded [-1, 1] tensors to PIL images (tests override this to keep floats)."""
+        return self._postprocessor._postprocess(image, self.model)
+
+    # -- bookkeeping -----------------------------------------------------------------------
+
+    def _drop_cancelled(self, should_stop: ShouldStop | None) -> list[ItemResult]:
+        if should_stop is not None:
+            self._cancelled |= {item_id for item_id in self._items if should_stop(item_id)}
+        if not self._cancelled:
+            return []
+        gone, self._cancelled = self._cancelled, set()
+        self._drop(gone)
+        return [ItemResult(item_id, cancelled=True) for item_id in gone]
+
+    def _fail(self, item_id: str) -> ItemResult:
+        entry = self._items[item_id]
+        self._drop({item_id})
+        size = f"{self.shape.width}x{self.shape.height}"
+        return ItemResult(
+            item_id,
+            error=ResourceExhausted(
+                f"The GPU ran out of memory for this request ({entry.item.count} image(s) at "
+                f"{size}, {entry.spec.steps} steps) even on its own. Try fewer images or a "
+                "smaller size."
+            ),
+        )
+
+    def _drop(self, item_ids: set[str]) -> None:
+        self._waiting.remove(lambda lane: lane.item.item_id in item_ids)
+        self._running = [lane for lane in self._running if lane.item.item_id not in item_ids]
+        self._finished = [lane for lane in self._finished if lane.item.item_id not in item_ids]
+        for item_id in item_ids:
+            self._items.pop(item_id, None)
+
+    def _cfg(self, spec: LaneSpec) -> bool:
+        # As diffusers: CFG off for guidance <= 1 and for guidance-distilled (LCM) UNets.
+        return spec.guidance > 1 and self.model.unet.config.time_cond_proj_dim is None
+
+    def _template(self, spec: LaneSpec) -> Any:
+        key = (spec.sampler, spec.steps)
+        if key not in self._templates:
+            self._templates[key] = timed_scheduler(
+                spec.sampler, self.model.scheduler_config, spec.steps, self.model.device
+            )
+        return self._templates[key]
+
+    def _encode(self, item: BatchItem, spec: LaneSpec, cfg: bool) -> Any:
+        model, (width, height) = self.model, (self.shape.width, self.shape.height)
+        if model.family == "sdxl":
+            cond = encode_sdxl(model, [item], cfg, height, width)
+        else:
+            cond = encode_sd(model, [item], cfg)
+        if spec.pipeline == "depth":
+            cond.control_image = prepare_control(model, [item], height, width)
+        if model.unet.config.time_cond_proj_dim is not None:
+            w = torch.tensor([spec.guidance - 1])
+            cond.timestep_cond = guidance_embedding(w, model.unet.config.time_cond_proj_dim).to(
+                device=model.device, dtype=cond.prompt_embeds.dtype
+            )
+        return cond
+
+    def _check_fault(self, stage: str, lanes: Sequence[Lane]) -> None:
+        if self._fault is not None:
+            self._fault(stage, [lane.item.item_id for lane in lanes])
+
+
+def _chunks(lanes: list[Lane], budget: int) -> list[list[Lane]]:
+    """Consecutive groups of lanes with at most ``budget`` rows each (one lane at least)."""
+    out: list[list[Lane]] = [[]]
+    rows = 0
+    for lane in lanes:
+        if out[-1] and rows + lane.rows > budget:
+            out.append([])
+            rows = 0
+        out[-1].append(lane)
+        rows += lane.rows
+    return out
+
+
+def _scatter(values: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
+    full = values.new_zeros((total, *values.shape[1:]))
+    return full.index_copy(0, rows, values)

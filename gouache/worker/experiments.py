@@ -1,0 +1,155 @@
+"""The worker's side of the experiments: sweeps run as one job of many cells, and the
+``--process`` artifacts (forward-noised then denoised frames as a GIF and a labelled strip).
+
+Shared by the worker loop and ``gouache generate``, so both produce the same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from gouache.config import GifSettings, Limits
+from gouache.generation.batch import ItemResult
+from gouache.request import Request
+from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.worker.jobs import batch_key_for, frames_every, item_for, sweep_artifacts
+
+if TYPE_CHECKING:
+    from gouache.generation.models import LoadedModel
+
+__all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model", "process_artifacts",
+           "sweep_job"]
+
+
+def is_experiment(request: Request) -> bool:
+    """Jobs that run alone, as many engine rows of their own: sweeps and interpolations.
+
+    (``--process`` jobs take the ordinary request-level path; ``Request.is_experiment``, which
+    keeps all three out of step-level batches, includes them.)"""
+    return bool(request.sweep) or bool(request.frames)
+
+
+def experiment_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    if request.frames:
+        return interpolate_job(engine, job_id, request, gif, on_step, should_stop)
+    return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop)
+
+
+def interpolate_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    """/interpolate: every frame (the result's images), a looping GIF, a strip and the two
+    endpoints as ``image-0.png`` and ``image-<last>.png`` with their own parameters."""
+    from dataclasses import replace
+
+    from gouache.generation.experiments.grid import labelled_strip
+    from gouache.generation.experiments.interpolate import interpolate, weights
+    from gouache.generation.gif import encode_gif
+    from gouache.generation.images import encode_png, png_parameters
+
+    model = loaded_model(engine, request.model)
+    seed_b = request.seed if request.seed_b is None else request.seed_b
+    frames = interpolate(
+        model, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b),
+        request.frames, negative_prompt=request.negative_prompt, on_step=on_step,
+        should_stop=(lambda: should_stop(job_id)) if should_stop is not None else None,
+    )  # fmt: skip
+    result = ItemResult(job_id, images=list(frames))
+    if len(frames) < request.frames:
+        result.cancelled = True
+        return result, []
+    last = request.frames - 1
+    end_b = replace(request, prompt=request.prompt_b, seed=seed_b)
+    labels = [f"{w:.2f}" for w in weights(request.frames)]
+    title = f"{request.prompt} (seed {request.seed}) -> {request.prompt_b} (seed {seed_b})"
+    strip = labelled_strip(frames, labels, title=title[:160])
+    return result, [
+        Artifact(job_id, "interpolation.gif", ArtifactKind.GIF, "image/gif",
+                 encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)),
+        Artifact(job_id, "strip.png", ArtifactKind.IMAGE, "image/png", encode_png(strip)),
+        Artifact(job_id, "image-0.png", ArtifactKind.IMAGE, "image/png",
+                 encode_png(frames[0], png_parameters(request)), 0),
+        Artifact(job_id, f"image-{last}.png", ArtifactKind.IMAGE, "image/png",
+                 encode_png(frames[last], png_parameters(end_b)), last),
+    ]  # fmt: skip
+
+
+def loaded_model(engine: Any, name: str) -> LoadedModel:
+    """The engine's loaded model ``name`` (the engine keeps the worker's one registry)."""
+    registry = getattr(engine, "registry", None) or getattr(engine, "_registry", None)
+    if registry is None:
+        raise RuntimeError(f"{type(engine).__name__} has no model registry for --process")
+    model: LoadedModel = registry.get(name)
+    return model
+
+
+def sweep_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    """Every cell of ``request``'s sweep; the combined result and the grid plus cell artifacts.
+
+    The combined result holds the cells' images in cell order (safety verdicts index them); its
+    error is the first cell's error, and it is cancelled if any cell was.
+    """
+    from gouache.worker.sweeps import run_sweep
+
+    cells, results = run_sweep(
+        engine, job_id, request,
+        lambda item_id, cell: item_for(item_id, cell, inputs, limits, gif),
+        batch_key_for, on_step, should_stop,
+    )  # fmt: skip
+    combined = ItemResult(job_id)
+    for result in results:
+        combined.cancelled |= result.cancelled
+        if result.error is not None and combined.error is None:
+            combined.error = result.error
+        combined.images.extend(result.images)
+    if not combined.ok:
+        return combined, []
+    return combined, sweep_artifacts(job_id, request, cells, combined)
+
+
+def process_artifacts(
+    job_id: str, request: Request, result: ItemResult, model: LoadedModel, gif: GifSettings
+) -> list[Artifact]:
+    """``process.gif`` (image -> noise -> image) and ``process-strip.png`` (timestep under
+    each frame) for the first image."""
+    from gouache.generation.experiments.grid import labelled_strip
+    from gouache.generation.experiments.process import process_frames
+    from gouache.generation.gif import encode_gif
+    from gouache.generation.images import encode_png
+
+    if not result.images or not result.frames:
+        return []
+    story = process_frames(
+        model, result.images[0], result.frames[0], sampler=request.sampler, steps=request.steps,
+        every=frames_every(request, gif), seed=request.image_seed(0),
+    )  # fmt: skip
+    data = encode_gif(story.frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
+    strip = labelled_strip(story.frames, story.labels, title="forward (noising) then reverse (denoising)")
+    return [
+        Artifact(job_id, "process.gif", ArtifactKind.GIF, "image/gif", data),
+        Artifact(job_id, "process-strip.png", ArtifactKind.IMAGE, "image/png", encode_png(strip)),
+    ]

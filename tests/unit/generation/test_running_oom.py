@@ -1,0 +1,89 @@
+"""RunningBatch under memory pressure and device faults, and who gets rows when they are short."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gouache.errors import ResourceExhausted
+from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey
+from gouache.generation.engine import FatalDeviceError
+
+TOL = 1e-4
+SD = ShapeKey("builtin:tiny", 64, 64)
+JOBS = [
+    (BatchItem("a", "a red cat", "blurry", seed=1), LaneSpec(3, "euler-a", 5.0)),
+    (BatchItem("b", "a blue dog", seed=2, count=2), LaneSpec(4, "dpmpp-2m", 1.0)),
+    (BatchItem("c", "a green owl", seed=3), LaneSpec(2, "ddim", 7.0)),
+]
+
+
+def _run(batch):
+    for job in JOBS:
+        batch.admit(*job)
+    return {r.item_id: r for r in batch.run()}
+
+
+def test_oom_retries_the_step_in_smaller_chunks_and_shrinks_the_budget(registry, float_running_cls):
+    calls: list[list[str]] = []
+
+    def fault(stage: str, ids) -> None:
+        if stage == "unet":
+            calls.append(list(ids))
+            if len(ids) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    expected = _run(float_running_cls(registry, SD))
+    batch = float_running_cls(registry, SD, row_budget=32, fault=fault)
+    results = _run(batch)
+    assert all(r.ok for r in results.values())
+    for item_id, result in results.items():
+        assert np.abs(np.stack(result.images) - np.stack(expected[item_id].images)).max() <= TOL
+    # 4 lanes, 6 rows: refused, then halves; the budget is now what fitted (3 rows).
+    assert calls[:3] == [["a", "b", "b", "c"], ["a", "b"], ["b", "c"]]
+    assert batch.row_budget == 3
+    assert all(len(ids) <= 2 for ids in calls[3:])  # later steps go straight to small chunks
+
+
+def test_a_lane_that_never_fits_fails_alone(registry, float_running_cls):
+    def fault(stage: str, ids) -> None:
+        if stage == "unet" and "b" in ids:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    expected = _run(float_running_cls(registry, SD))
+    results = _run(float_running_cls(registry, SD, fault=fault))
+    assert isinstance(results["b"].error, ResourceExhausted) and results["b"].images == []
+    assert "out of memory" in results["b"].error.message
+    for item_id in ("a", "c"):
+        assert results[item_id].ok
+        assert np.abs(results[item_id].images[0] - expected[item_id].images[0]).max() <= TOL
+
+
+def test_sticky_device_error_is_fatal(registry, float_running_cls):
+    def fault(stage: str, ids) -> None:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    batch = float_running_cls(registry, SD, fault=fault)
+    batch.admit(*JOBS[0])
+    with pytest.raises(FatalDeviceError):
+        batch.step()
+
+
+def test_rows_go_round_robin_by_user_when_the_budget_is_full(registry, float_running_cls):
+    batch = float_running_cls(registry, SD, row_budget=3, quantum=3)
+    spec = LaneSpec(3, "ddim", 1.0)  # one row per lane, 3 image-steps per lane
+    batch.admit(BatchItem("heavy", "a", seed=1, count=4), spec, user="h")
+    batch.admit(BatchItem("light1", "b", seed=2), spec, user="l1")
+    batch.admit(BatchItem("light2", "c", seed=3), spec, user="l2")
+    assert batch.free_rows == 0
+    batch.step()
+    # FIFO would start three of heavy's lanes; DRR gives each user one lane's worth of work.
+    assert batch.stats.started == ["heavy", "light1", "light2"] and batch.stats.rows == 3
+    retired: dict[str, int] = {}
+    for k in range(2, 20):
+        for result in batch.step():
+            retired[result.item_id] = k
+        if not len(batch):
+            break
+    assert retired["light1"] == retired["light2"] == 3 < retired["heavy"]
