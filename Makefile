@@ -44,3 +44,4 @@ clean:
 # Retrains the shipped demo models from a seed (hours on a CPU; not part of CI).
 demo-models: $(STAMP)
 	$(PY) -m tools.demo.train --out gouache/models/demo --seed 0
+	$(PY) -m tools.demo.depth_training --out gouache/models/demo --seed 0

@@ -8,6 +8,10 @@ through ``StableDiffusionPipeline.from_pretrained`` and DDIM at the model's defa
   rendered scenes) -- and the judge's own accuracy on rendered held-out scenes, for scale;
 - depth adherence: /depth outputs whose judged object position and size are the depth map's,
   with the prompt and with an empty one, beside unconditioned outputs and the renders;
+- the demo depth estimator: on held-out renders, whether the estimated depth's layout (the
+  near region's position and overlap) matches the true map's, and whether /depth from the
+  *estimate* follows the scene's layout (the judge), beside /depth from the true map
+  (``--only depth-estimator`` measures just this and updates the results file in place);
 - Vendi of the 8 seeds per prompt, FID and KID against as many renders of the same prompts,
   and CLIP score, all on the demo CLIP's (L2-normalised) image features;
 - seconds per image (batch 1, default steps) on this machine.
@@ -43,10 +47,11 @@ from tools.demo.metrics import (
     layout_iou,
     vendi,
 )
-from tools.demo.world import Scene, depth_to_image, heldout_scenes, render
+from tools.demo.world import POSITIONS, Scene, depth_to_image, heldout_scenes, render
 
 ROOT = Path(__file__).resolve().parents[1]
-THRESHOLDS = {"colour": 0.90, "shape": 0.80, "background": 0.80, "depth_adherence": 0.80}
+THRESHOLDS = {"colour": 0.90, "shape": 0.80, "background": 0.80, "depth_adherence": 0.80,
+              "estimated_layout": 0.80, "depth_from_estimate": 0.80}
 
 
 def load_pipelines(models: Path):  # noqa: ANN201
@@ -168,6 +173,57 @@ def depth_adherence(judge, control, pipe, scenes: list[Scene], seeds: list[int])
     return result
 
 
+def _position(mask: np.ndarray) -> str | None:
+    """The world's position word nearest to a mask's centroid."""
+    if not mask.any():
+        return None
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.mean() + 0.5) / mask.shape[0], (xs.mean() + 0.5) / mask.shape[1]
+    return min(POSITIONS, key=lambda p: (POSITIONS[p][0] - cx) ** 2 + (POSITIONS[p][1] - cy) ** 2)
+
+
+def estimator_quality(models: Path, judge, control, scenes: list[Scene], seeds: list[int]) -> dict:  # noqa: ANN001
+    """The demo depth estimator on held-out renders (colour/shape pairs never trained on).
+
+    Layout match: the estimated near region (depth >= 0.5) has the true one's position word
+    (nearest to its centroid) and overlaps it with IoU >= 0.5. Then /depth is generated from
+    the estimate and from the true map, and the judge reads position and size.
+    """
+    from PIL import Image
+
+    from gouache.generation.estimators import DemoEstimator
+
+    estimator = DemoEstimator(str(models / "depth-estimator"), device=torch.device("cpu"))
+    rendered = [render(s) for s in scenes]
+    estimates = [estimator.estimate(Image.fromarray(r.image)) for r in rendered]
+    ious, matches = [], []
+    for scene, r, est in zip(scenes, rendered, estimates, strict=True):
+        a, b = est >= 0.5, r.depth >= 0.5
+        iou = float((a & b).sum() / max((a | b).sum(), 1))
+        ious.append(iou)
+        matches.append(iou >= 0.5 and _position(a) == scene.layout)
+    result: dict = {
+        "criterion": "estimated near region: same position word as the true map's and IoU >= 0.5",
+        "heldout_scenes": len(scenes),
+        "layout_match": float(np.mean(matches)),
+        "mean_foreground_iou": float(np.mean(ious)),
+        "mean_abs_error": float(np.mean([np.abs(e - r.depth).mean() for e, r in zip(estimates, rendered, strict=True)])),
+        "depth_from_estimate": None, "depth_from_true_map": None, "seeds_per_scene": len(seeds),
+    }  # fmt: skip
+    if control is not None:
+        prompts, n = [r.caption for r in rendered], len(seeds)
+        from_estimate = [depth_to_image(e) for e in estimates for _ in seeds]
+        from_truth = [depth_to_image(r.depth) for r in rendered for _ in seeds]
+        result["depth_from_estimate"] = follows_layout(
+            judge, generate(control, prompts, seeds, image=from_estimate), scenes, n)
+        result["depth_from_true_map"] = follows_layout(
+            judge, generate(control, prompts, seeds, image=from_truth), scenes, n)
+    training = models / "TRAINING.json"
+    if training.is_file():
+        result["training"] = json.loads(training.read_text()).get("depth_estimator")
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", type=Path, default=ROOT / "gouache/models/demo")
@@ -177,6 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--guidance", type=float, default=None, help="override the spec's default")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/demo_quality.json")
+    p.add_argument("--only", choices=["all", "depth-estimator"], default="all",
+                   help="depth-estimator: measure only the estimator, updating --out in place")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.guidance is not None:
@@ -185,6 +243,15 @@ def main(argv: list[str] | None = None) -> dict:
     pipe, control = load_pipelines(args.models)
     judge = load_judge(args.models / "judge")
     scenes = heldout_scenes(count_per_pair=args.per_pair)
+    depth_seeds = list(range(args.depth_seeds))
+    if args.only == "depth-estimator":
+        report = json.loads(args.out.read_text()) if args.out.is_file() else {}
+        report["depth_estimator"] = estimator_quality(args.models, judge, control, scenes, depth_seeds)
+        _estimator_passes(report)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["depth_estimator"], indent=2))
+        return report
     prompts = [render(s).caption for s in scenes]
     seeds = list(range(args.seeds))
     images = generate(pipe, prompts, seeds)
@@ -200,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
         "judge_accuracy_on_rendered_heldout": rendered_accuracy(judge),
         "depth_adherence": depth_adherence(judge, control, pipe, scenes, seeds[: args.depth_seeds]),
     }
+    report["depth_estimator"] = estimator_quality(args.models, judge, control, scenes, depth_seeds)
     img_f, txt_f = clip_features(args.models, np.concatenate([images, renders]), prompts)
     if img_f is not None:
         img_f = img_f / np.linalg.norm(img_f, axis=1, keepdims=True)  # cosine geometry, as CLIP
@@ -220,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict:
         "depth_adherence": adherence is not None and adherence >= THRESHOLDS["depth_adherence"],
         "under_2s_per_image": report["seconds_per_image"]["batch1_median"] < 2.0,
     }
+    _estimator_passes(report)
     training = args.models / "TRAINING.json"
     report["training"] = json.loads(training.read_text()) if training.is_file() else None
     report["thresholds"] = THRESHOLDS
@@ -231,6 +300,15 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("judged_accuracy", "depth_adherence", "passes")}, indent=2))
     return report
+
+
+def _estimator_passes(report: dict) -> None:
+    est = report["depth_estimator"]
+    passes = report.setdefault("passes", {})
+    passes["estimated_layout"] = est["layout_match"] >= THRESHOLDS["estimated_layout"]
+    follows = est["depth_from_estimate"]
+    passes["depth_from_estimate"] = follows is not None and follows >= THRESHOLDS["depth_from_estimate"]
+    report["thresholds"] = THRESHOLDS
 
 
 if __name__ == "__main__":

@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("command_text", metavar="PROMPT", help='e.g. "a red fox --ar 3:2 --seed 7 --n 2"')
     gen.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
     gen.add_argument("--gif", action="store_true", help="also write the denoising GIF")
-    gen.add_argument("--file", type=Path, help="depth map or photo for /depth")
+    gen.add_argument("--depth", type=Path, metavar="FILE",
+                     help="generate with /depth from this depth map (PNG, .npy) or photo (JPEG, "
+                          "WEBP, PNG); also writes the depth map used")  # fmt: skip
+    gen.add_argument("--file", type=Path, help="depth map or photo for a prompt starting with /depth")
 
     div = sub.add_parser("diversity", help="a scored /diversity set, locally: report, images, composite")
     _common(div)
@@ -136,13 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gouache.generate import generate_to_dir
 
         written = generate_to_dir(
-            settings, args.command_text, args.out, gif=args.gif, upload=args.file
-        )
+            settings, args.command_text, args.out, gif=args.gif, upload=args.file,
+            depth=args.depth,
+        )  # fmt: skip
         for path in written:
             print(path)
         return 0
     except UserError as exc:
         print(f"gouache: {exc.message}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"gouache: no such file: {exc.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -56,7 +56,13 @@ class ModelSpec(BaseModel):
     default_sampler: str = "euler-a"
     depth_controlnet: str | None = Field(None, description="ControlNetModel directory or hub id")
     depth_estimator: str | None = Field(
-        None, description="controlnet-aux annotator folder (midas:PATH) or transformers model id"
+        None,
+        description=(
+            "depth estimator for /depth photos (generation/estimators.py): midas:PATH, "
+            "zoe:PATH, leres:PATH (controlnet-aux annotators; a folder or a hub id such as "
+            "lllyasviel/Annotators), transformers:PATH or a bare transformers model id "
+            "(Depth Anything V2, DPT), or builtin:demo / builtin:tiny"
+        ),
     )
     clip_model: str | None = Field(None, description="CLIPModel for diversity and CLIP score")
     image_encoder: str | None = Field(
@@ -342,6 +348,7 @@ def builtin_tiny_spec() -> ModelSpec:
         default_height=64,
         default_sampler="ddim",
         depth_controlnet=BUILTIN_TINY,
+        depth_estimator=BUILTIN_TINY,
         clip_model=BUILTIN_TINY,
     )
 
@@ -358,5 +365,6 @@ def builtin_demo_spec() -> ModelSpec:
         default_height=32,
         default_sampler="ddim",
         depth_controlnet=BUILTIN_DEMO,
+        depth_estimator=BUILTIN_DEMO,
         clip_model=BUILTIN_DEMO,
     )

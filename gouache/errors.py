@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "TooLarge",
     "ResourceExhausted",
+    "BadUpload",
 ]
 
 
@@ -62,6 +63,11 @@ class NotAllowed(UserError):
 
 class NotFound(UserError):
     """A job, model or artifact the user named does not exist."""
+
+
+class BadUpload(InvalidRequest):
+    """An uploaded file that cannot be used as it is: damaged, of the wrong kind, or empty of
+    anything to follow (a flat depth map). The message names what is wrong and what to send."""
 
 
 class TooLarge(UserError):

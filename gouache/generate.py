@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+from gouache import messages
 from gouache.bot.commands import build_request, parse_text
+from gouache.bot.uploads import attach
 from gouache.config import Settings
-from gouache.request import Origin
-from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.errors import InvalidRequest
+from gouache.request import KINDS, Origin
+from gouache.storage.jobs import ArtifactKind
 from gouache.worker.experiments import (
     experiment_job,
     is_experiment,
@@ -40,33 +44,59 @@ def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], 
 
 
 def generate_to_dir(
-    settings: Settings, text: str, out: Path, *, gif: bool = False, upload: Path | None = None
+    settings: Settings,
+    text: str,
+    out: Path,
+    *,
+    gif: bool = False,
+    upload: Path | None = None,
+    depth: Path | None = None,
 ) -> list[Path]:
-    """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``."""
+    """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``.
+
+    ``depth`` (``--depth FILE``) makes it a /depth command with that depth map or photo;
+    ``upload`` (``--file``) attaches a file to a command that must already be /depth. /depth
+    also writes the depth map used, ``seed-N-depth.png`` beside each image.
+    """
     from gouache.generation.engine import Engine
     from gouache.observability import quiet_model_libraries
-    from gouache.worker.loading import build_registry
+    from gouache.worker.loading import build_estimators, build_registry
 
-    quiet_model_libraries()
-
+    if depth is not None and upload is not None:
+        raise InvalidRequest("Give --depth FILE or --file FILE, not both.")
+    if depth is not None:
+        first = text.split()[0].lower() if text.split() else ""
+        if first.startswith("/") and first != "/depth":
+            raise InvalidRequest(messages.only_with("--depth", "/depth"))
+        text = text if first == "/depth" else f"/depth {text}"
+        upload = depth
     if gif and "--gif" not in text:
         text = f"{text} --gif"
+    command = parse_text(text)
+    if upload is not None and KINDS[command.kind].upload == "none":
+        raise InvalidRequest(
+            "--file only works with /depth: start the prompt with /depth, or use --depth FILE."
+        )
+    quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
-    request = build_request(parse_text(text), origin, settings, prompt_overflow=registry.prompt_overflow)
+    request = build_request(command, origin, settings, prompt_overflow=registry.prompt_overflow)
+    request, inputs = attach(request, upload.read_bytes() if upload is not None else None,
+                             settings.limits)  # fmt: skip
+    inputs = [replace(a, job_id="local") for a in inputs]
     for note in request.notes:
         print(f"note: {note}", file=sys.stderr)
-    inputs = []
-    if upload is not None:
-        inputs.append(Artifact("local", upload.name, ArtifactKind.INPUT, "application/octet-stream", upload.read_bytes()))
+    estimators = build_estimators(settings)
     engine = Engine(registry)
     on_step, close = _progress_bar(request.steps * request.cells * (-(-request.frames // 16) or 1))
+    control = None
     try:
         if is_experiment(request):
             result, artifacts = experiment_job(engine, "local", request, inputs, settings.limits,
                                                settings.gif, on_step)  # fmt: skip
         else:
-            item = item_for("local", request, inputs, settings.limits, settings.gif)
+            item = item_for("local", request, inputs, settings.limits, settings.gif, estimators.get)
+            control = item.control_image
             [result] = engine.generate(batch_key_for(request), [item], on_step=on_step)
             artifacts = []
     finally:
@@ -74,15 +104,16 @@ def generate_to_dir(
     if result.error is not None:
         raise result.error
     if not is_experiment(request):
-        artifacts = artifacts_for("local", request, result, settings.gif)
+        artifacts = artifacts_for("local", request, result, settings.gif, depth=control)
     if request.process:
         artifacts += process_artifacts("local", request, result, loaded_model(engine, request.model),
                                        settings.gif)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact in artifacts:
-        # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif": the file name says which
-        # seed reproduces it. A sweep's cells share a seed: "cell-3.png" beside "grid.png".
+        # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif", the depth map it used
+        # -> "seed-8-depth.png": the file name says which seed reproduces it. A sweep's cells
+        # share a seed: "cell-3.png" beside "grid.png".
         ext = artifact.name.rsplit(".", 1)[-1]
         if request.sweep and artifact.index is not None:
             path = out / f"cell-{artifact.index}.{ext}"

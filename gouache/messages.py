@@ -329,6 +329,28 @@ def aspect_ratio_result(ratio: str, width: int, height: int) -> str:
     return f"aspect ratio {ratio} rounded to {width}x{height} (multiples of 8)"
 
 
+def size_from_upload(width: int, height: int, upload_width: int, upload_height: int) -> str:
+    return (
+        f"The output is {width}x{height}, following the shape of the upload "
+        f"({upload_width}x{upload_height}); add --ar or --size to choose another."
+    )
+
+
+def depth_map_used(reason: str) -> str:
+    return f"The upload was used as a depth map ({reason}); add --input photo if it is a photo."
+
+
+def photo_used(reason: str) -> str:
+    return f"The upload was taken as a photo ({reason}); add --input depth if it is a depth map."
+
+
+def depth_padded(width: int, height: int, out_width: int, out_height: int) -> str:
+    return (
+        f"The depth map ({width}x{height}) has another shape than the output "
+        f"({out_width}x{out_height}): it was scaled to fit and its edges extended, not stretched."
+    )
+
+
 # Sweeps (`--sweep NAME=v1,v2`) -----------------------------------------------------------------
 
 

@@ -153,6 +153,10 @@ class Request:
     enlarge: str = ""
     # Name of an input artifact (a depth map or photo) uploaded with the request.
     attachment: str | None = None
+    # /depth: is the upload a depth map or a photo? "auto" decides from its pixels.
+    depth_input: str = "auto"
+    # /depth without --ar/--size: the output's aspect follows the upload's (bot/uploads.attach).
+    size_from_upload: bool = field(default=False, compare=False)
     strength: float = 1.0  # /depth: conditioning scale, STRENGTH_RANGE
     notes: tuple[str, ...] = field(default=(), compare=False)  # normalisations reported back
     # `--sweep`: ((axis, (value, ...)), ...) in canonical form (see SWEEP_AXES); every

@@ -36,7 +36,7 @@ from gouache.request import (
     Request,
 )  # fmt: skip
 
-__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command"]
+__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command", "size_for_upload"]
 
 SEED_MAX = 2**32 - 1
 # Flag spelling -> option key. Phones turn "--" into an em or en dash, so both are accepted.
@@ -45,16 +45,16 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
     "diversify": "diversify", "strength": "strength", "sweep": "sweep", "process": "process",
-    "frames": "frames", "enlarge": "enlarge",
+    "frames": "frames", "enlarge": "enlarge", "input": "depth_input",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
-    "strength": "0.8", "sweep": "cfg=3,7,12", "frames": "16",
+    "strength": "0.8", "sweep": "cfg=3,7,12", "frames": "16", "depth_input": "photo",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
                 "--model", "--gif", "--diversify", "--strength", "--sweep", "--process",
-                "--frames", "--enlarge")  # fmt: skip
+                "--frames", "--enlarge", "--input")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -66,9 +66,12 @@ _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
-                          "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge"})  # fmt: skip
+                          "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge",
+                          "depth_input"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
-                                    "ar": "aspect_ratio", "n": "count"})  # fmt: skip
+                                    "ar": "aspect_ratio", "n": "count",
+                                    "input": "depth_input"})  # fmt: skip
+_DEPTH_INPUTS = ("auto", "depth", "photo")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,8 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options[key] = _parse_int(flag, value)
     elif key in {"guidance", "strength"}:
         options[key] = _parse_float(flag, value)
+    elif key == "depth_input":
+        options[key] = _parse_depth_input(flag, value)
     elif key == "sweep":
         options.setdefault(key, []).append(_parse_sweep_axis(flag, value))
     else:
@@ -172,6 +177,13 @@ def _parse_enlarge(name: str, value: Any) -> str:
     if method not in ENLARGE_METHODS:
         raise InvalidRequest(messages.bad_value(name, f"one of {', '.join(ENLARGE_METHODS)}", str(value)))
     return method
+
+
+def _parse_depth_input(name: str, value: Any) -> str:
+    word = str(value).strip().lower()
+    if word not in _DEPTH_INPUTS:
+        raise InvalidRequest(messages.bad_value(name, "depth or photo", str(value)))
+    return word
 
 
 _SWEEP_NAMES = MappingProxyType({"cfg": "cfg", "guidance": "cfg", "steps": "steps",
@@ -268,6 +280,8 @@ def _coerce(key: str, value: Any) -> Any:
         return _parse_int(key, value)
     if key in {"guidance", "strength"}:
         return _parse_float(key, value)
+    if key == "depth_input":
+        return _parse_depth_input("input", value)
     if key == "aspect_ratio":
         return _parse_ratio(key, value)
     if key in {"gif", "diversify", "process"}:
@@ -313,17 +327,24 @@ def build_request(
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
     if opts.get("enlarge") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--enlarge", "/diversity"))
+    if "depth_input" in opts and KINDS[command.kind].upload == "none":
+        raise InvalidRequest(messages.only_with("--input", "/depth"))
+    takes_upload = KINDS[command.kind].upload != "none"
     strength = _strength(command.kind, opts.get("strength"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
+    # /depth without --ar/--size: bot/uploads.attach gives the output the upload's aspect.
+    size_from_upload = takes_upload and not {"aspect_ratio", "width", "height"} & set(opts)
     _check_overflow(prompt_overflow, model, prompt, negative)
     request = Request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
         count=count, negative_prompt=negative, gif=bool(opts.get("gif", False)),
         diversify=bool(opts.get("diversify", False)), attachment=opts.get("attachment"),
-        enlarge=str(opts.get("enlarge") or ""), strength=strength, notes=tuple(notes), process=bool(opts.get("process", False)),
+        enlarge=str(opts.get("enlarge") or ""), strength=strength,
+        depth_input=str(opts.get("depth_input", "auto")),
+        size_from_upload=size_from_upload, notes=tuple(notes), process=bool(opts.get("process", False)),
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
@@ -531,7 +552,24 @@ def _size_from_ratio(
     shown = f"{ratio[0]}:{ratio[1]}"
     if r > widest or 1 / r > widest:
         raise InvalidRequest(messages.aspect_ratio_out_of_range(shown, max(1, int(widest))))
-    area = min(spec.default_width * spec.default_height, limits.max_pixels)
+    width, height = _size_for_area(r, spec.default_width * spec.default_height, limits)
+    exact = width * ratio[1] == height * ratio[0]
+    return width, height, [] if exact else [messages.aspect_ratio_result(shown, width, height)]
+
+
+def size_for_upload(width: int, height: int, area: int, limits: Limits) -> tuple[int, int]:
+    """The output size for a /depth upload of ``width`` x ``height`` when no --ar/--size was
+    given: ``area`` pixels (the request's default size) at the upload's aspect, snapped to
+    multiples of 8; an aspect beyond the limits is clamped to the widest allowed."""
+    low, high = _snap_up(limits.min_side), limits.max_side // 8 * 8
+    widest = min(high / low, limits.max_pixels / (low * low))
+    r = min(max(width / height, 1 / widest), widest)
+    return _size_for_area(r, area, limits)
+
+
+def _size_for_area(r: float, area: int, limits: Limits) -> tuple[int, int]:
+    low, high = _snap_up(limits.min_side), limits.max_side // 8 * 8
+    area = min(area, limits.max_pixels)
     w, h = math.sqrt(area * r), math.sqrt(area / r)
     grow = max(1.0, low / min(w, h))
     shrink = min(1.0, high / (max(w, h) * grow))
@@ -544,8 +582,7 @@ def _size_from_ratio(
             height -= 8
         else:
             break
-    exact = width * ratio[1] == height * ratio[0]
-    return width, height, [] if exact else [messages.aspect_ratio_result(shown, width, height)]
+    return width, height
 
 
 def _snap_up(value: int) -> int:
@@ -574,6 +611,8 @@ def format_command(request: Request) -> str:
         f"--n {request.count}",
         f"--model {request.model}",
     ]
+    if request.depth_input != "auto":
+        parts.append(f"--input {request.depth_input}")
     if request.gif:
         parts.append("--gif")
     if request.diversify:

@@ -4,6 +4,13 @@ Every platform delivers uploads differently (a Discord attachment option, a file
 message, a multipart part); the rules are the same: only /depth takes a file and it needs one,
 the size is capped before the bytes are read where the platform says the size first, and the
 type comes from the bytes themselves, never from the user's filename.
+
+Admission reads the upload with the worker's own code (``generation.depth.read_upload``:
+header checks, decode, depth-map-or-photo, normalisation), so a file the worker would refuse
+is refused here, before a rate token is spent. Only depth estimation (a model) is left to
+the worker. This is also where the output's size is fixed for a /depth request without
+``--ar``/``--size`` (``Request.size_from_upload``): the request's default area at the upload's
+aspect (``commands.size_for_upload``), with a note saying so.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from gouache import messages
+from gouache.bot.commands import size_for_upload
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, TooLarge
 from gouache.request import KINDS, Kind, Request
@@ -46,6 +54,9 @@ def sniff_upload(data: bytes) -> tuple[str, str]:
             return mime, ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp", "webp"
+    from gouache.generation.depth import inspect_upload
+
+    inspect_upload(data, max_bytes=len(data) + 1, max_pixels=2**62)  # a specific message
     raise InvalidRequest("Upload a PNG, JPEG or WEBP image, or a .npy depth map.")
 
 
@@ -54,11 +65,36 @@ def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Reques
     takes_file = request.spec.upload == "required"
     if data is None:
         if takes_file:
-            raise InvalidRequest(f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached.")
+            raise InvalidRequest(
+                f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached."
+            )
         return request, []
     if not takes_file:
         raise InvalidRequest(messages.no_file_here(request.kind.value, _takes_files()))
     check_size(len(data), limits)
+    from gouache.generation.depth import read_upload  # numpy + Pillow only, no models
+
+    upload = read_upload(
+        data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels,
+        input_mode=request.depth_input,
+    )  # fmt: skip
     mime, ext = sniff_upload(data)
     name = f"input-0.{ext}"
-    return replace(request, attachment=name), [Artifact("", name, ArtifactKind.INPUT, mime, data)]
+    notes = list(request.notes)
+    if request.depth_input == "auto":
+        say = messages.depth_map_used if upload.kind == "depth" else messages.photo_used
+        notes.append(say(upload.reason))
+    notes.extend(upload.notes)
+    width, height = request.width, request.height
+    up_w, up_h = upload.header.width, upload.header.height
+    if request.size_from_upload:
+        width, height = size_for_upload(up_w, up_h, request.width * request.height, limits)
+        if (width, height) != (request.width, request.height):
+            notes.append(messages.size_from_upload(width, height, up_w, up_h))
+    from gouache.generation.depth import padded_fraction
+
+    if padded_fraction((up_h, up_w), width, height) > 0.02:
+        notes.append(messages.depth_padded(up_w, up_h, width, height))
+    updated = replace(request, attachment=name, width=width, height=height,
+                      size_from_upload=False, notes=tuple(notes))  # fmt: skip
+    return updated, [Artifact("", name, ArtifactKind.INPUT, mime, data)]

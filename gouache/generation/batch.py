@@ -98,6 +98,7 @@ class BatchItem:
     control_image: Image | None = field(default=None, compare=False)
     frames_every: int = 0
     guidance_interval: tuple[float, float] | None = None
+    control_scale: float = 1.0  # ControlNet conditioning scale for this item's rows (--strength)
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

@@ -277,6 +277,11 @@ class Engine:
                     added_cond_kwargs=added_cond,
                     return_dict=False,
                 )
+                # Per-row conditioning scale (each item's --strength), as diffusers multiplies
+                # the residuals by conditioning_scale, here one value per row.
+                scale = torch.tensor([lane.item.control_scale for lane in lanes] * (2 if do_cfg else 1),
+                                     device=mid.device, dtype=mid.dtype).view(-1, 1, 1, 1)
+                down, mid = [d * scale for d in down], mid * scale
                 residuals = {
                     "down_block_additional_residuals": down,
                     "mid_block_additional_residual": mid,

@@ -48,12 +48,18 @@ def human_size(count: int) -> str:
 
 
 def open_image(
-    data: bytes, *, max_bytes: int, max_pixels: int, formats: Sequence[str] = ALLOWED_FORMATS
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    formats: Sequence[str] = ALLOWED_FORMATS,
+    load: bool = True,
 ) -> Image.Image:
     """Decode the first frame of ``data`` with every cap checked before pixels are read.
 
     Returns the image in its stored mode (16-bit grey stays ``I;16``); ``decode_image`` is the
-    normal entry point, this one serves callers that need the raw bit depth (depth maps).
+    normal entry point. ``load=False`` stops after the header checks (format, dimensions): what
+    admission needs to know without decoding a single pixel.
     """
     if len(data) > max_bytes:
         raise TooLarge(
@@ -80,6 +86,8 @@ def open_image(
             f"The image is {width}x{height} = {width * height:,} pixels; "
             f"the limit is {max_pixels:,} pixels."
         )
+    if not load:
+        return image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -94,11 +102,25 @@ def open_image(
     return image
 
 
-def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """An uploaded PNG/JPEG/WEBP as an upright ``RGB`` or ``L`` image (first frame only)."""
-    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels)
+def decode_image(
+    data: bytes,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    formats: Sequence[str] = ALLOWED_FORMATS,
+    keep_bit_depth: bool = False,
+) -> Image.Image:
+    """An uploaded PNG/JPEG/WEBP as an upright ``RGB`` or ``L`` image (first frame only).
+
+    The one production decoder: every upload's pixels come through here. ``keep_bit_depth``
+    keeps 16-bit grey as mode ``I`` (32-bit integers holding the 16-bit values), for depth maps
+    whose grey levels are their units.
+    """
+    image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, formats=formats)
     with contextlib.suppress(*_DECODE_ERRORS):  # damaged EXIF: keep the pixels as stored
         image = ImageOps.exif_transpose(image)
+    if keep_bit_depth and image.mode.startswith("I"):
+        return image.convert("I") if image.mode != "I" else image.copy()
     return _to_rgb_or_l(image)
 
 

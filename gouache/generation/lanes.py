@@ -178,6 +178,7 @@ class Rows:
     timestep_cond: torch.Tensor | None
     control_rows: torch.Tensor | None  # rows that belong to depth lanes
     control: torch.Tensor | None  # their control images, in control_rows order
+    control_scale: torch.Tensor | None  # their ControlNet scales (each item's --strength)
     positive: list[int]  # row of each lane's conditional prediction
     negative: list[int | None]  # row of each lane's unconditional prediction
 
@@ -197,7 +198,8 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         half = 1 if lane.cfg else 0
 
         def part(
-            row: int, embeds=embeds, added=added, control=control, sample=sample, t=t, cond=cond
+            row: int, embeds=embeds, added=added, control=control, sample=sample, t=t, cond=cond,
+            lane=lane,
         ) -> dict[str, Any]:
             return {
                 "sample": sample,
@@ -206,6 +208,7 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
                 "added": {k: v[row : row + 1] for k, v in added.items()} if added else None,
                 "control": control[row : row + 1] if control is not None else None,
                 "tcond": cond.timestep_cond,
+                "scale": lane.item.control_scale,
             }
 
         if lane.cfg:
@@ -229,6 +232,8 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         timestep_cond=torch.cat(tconds) if tconds[0] is not None else None,
         control_rows=torch.tensor(control_rows, device=device) if control_rows else None,
         control=torch.cat([parts[r]["control"] for r in control_rows]) if control_rows else None,
+        control_scale=torch.tensor([float(parts[r]["scale"]) for r in control_rows], device=device)
+        if control_rows else None,
         positive=[offset + r for r in range(len(positive_parts))],
         negative=[row_of_negative.get(id(lane)) for lane, _ in positive_parts],
     )

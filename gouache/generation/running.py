@@ -280,6 +280,9 @@ class RunningBatch:
                 added_cond_kwargs=added,
                 return_dict=False,
             )
+            if rows.control_scale is not None:  # per-row conditioning scale (--strength)
+                scale = rows.control_scale.to(mid.dtype).view(-1, 1, 1, 1)
+                down, mid = [d * scale for d in down], mid * scale
             if len(picked) < len(rows.sample):  # zero residuals for the plain rows
                 down = [_scatter(d, picked, len(rows.sample)) for d in down]
                 mid = _scatter(mid, picked, len(rows.sample))

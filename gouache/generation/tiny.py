@@ -25,7 +25,8 @@ from typing import Literal
 
 import torch
 
-__all__ = ["LABEL", "Family", "build_tiny", "ensure_tiny", "make_tokenizer"]
+__all__ = ["LABEL", "Family", "build_tiny", "ensure_tiny", "make_tokenizer", "build_tiny_depth_estimator",
+           "ensure_tiny_depth_estimator"]
 
 LABEL = "builtin:tiny (random weights: noise only)"
 Family = Literal["sd", "sdxl"]
@@ -294,6 +295,64 @@ def ensure_tiny(root: Path, family: Family = "sd") -> Path:
             os.replace(staging, root)
         except OSError:
             if not (root / _DONE).is_file():  # another process won only if it finished
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def build_tiny_depth_estimator(root: Path, kind: Literal["dpt", "depth_anything"] = "dpt") -> Path:
+    """A tiny random-weight transformers depth estimator (DPT or Depth Anything) in ``root``,
+    saved with ``save_pretrained`` with its image processor, so ``pipeline("depth-estimation")``
+    loads it like a real checkpoint."""
+    from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
+
+    torch.manual_seed(_SEED)
+    if kind == "dpt":
+        config = DPTConfig(
+            image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=4,
+            num_attention_heads=4, intermediate_size=37, backbone_out_indices=[0, 1, 2, 3],
+            neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16, is_hybrid=False,
+            reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1,
+        )  # fmt: skip
+        model: torch.nn.Module = DPTForDepthEstimation(config)
+    else:
+        from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+        backbone = Dinov2Config(
+            image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=4,
+            num_attention_heads=4, intermediate_size=37, out_features=["stage1", "stage2", "stage3", "stage4"],
+            out_indices=[1, 2, 3, 4], reshape_hidden_states=False,
+        )  # fmt: skip
+        config = DepthAnythingConfig(
+            backbone_config=backbone, reassemble_hidden_size=32, patch_size=8,
+            neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16, head_hidden_size=16,
+            reassemble_factors=[4, 2, 1, 0.5],
+        )  # fmt: skip
+        model = DepthAnythingForDepthEstimation(config)
+    processor = DPTImageProcessor(
+        size={"height": 32, "width": 32}, keep_aspect_ratio=False, ensure_multiple_of=8,
+        do_pad=False,
+    )  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(root, safe_serialization=True)
+    processor.save_pretrained(root)
+    return root
+
+
+def ensure_tiny_depth_estimator(root: Path) -> Path:
+    """Build builtin:tiny's depth estimator once (a tiny random DPT), like ``ensure_tiny``."""
+    if (root / _DONE).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
+    try:
+        build_tiny_depth_estimator(staging)
+        (staging / _DONE).write_text(LABEL + "\n", encoding="utf-8")
+        try:
+            os.replace(staging, root)
+        except OSError:
+            if not (root / _DONE).is_file():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,26 +1,40 @@
 """Requests in, files out: the translation the worker and `gouache generate` share.
 
 A ``Request`` becomes one engine ``BatchItem`` (its seed, prompts, images per request and,
-for ``/depth``, the control image decoded from its upload); an engine ``ItemResult`` becomes
-the artifacts a user receives: PNGs whose ``parameters`` chunk records how they were made,
-the denoising GIFs when asked for, and the /diversity report.
+for ``/depth``, the control image made from its upload: decoded by ``depth.read_upload``,
+a depth map normalised or a photo's depth estimated by the model's estimator, fitted to the
+output size without stretching); an engine ``ItemResult`` becomes the artifacts a user
+receives: PNGs whose ``parameters`` chunk records how they were made, the denoising GIFs when
+asked for, the /diversity report, and for /depth the depth map used (``ArtifactKind.DEPTH``,
+one per image, each with its ``index``, so every surface shows it beside its image).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from gouache import messages
 from gouache.config import GifSettings, Limits
 from gouache.errors import InvalidRequest
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
-__all__ = ["batch_key_for", "item_for", "artifacts_for", "image_parameters", "sweep_artifacts",
-           "frames_every", "Made"]
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from gouache.generation.depth import DepthEstimatorLike
+
+__all__ = ["batch_key_for", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
+           "EstimatorLookup", "sweep_artifacts", "frames_every", "Made"]  # fmt: skip
+
+# The model's depth estimator, or None (EstimatorRegistry.get); loaded only if a photo needs it.
+EstimatorLookup = Callable[[str], "DepthEstimatorLike | None"]
 
 
 def batch_key_for(request: Request) -> BatchKey:
@@ -37,20 +51,23 @@ def batch_key_for(request: Request) -> BatchKey:
 
 
 def item_for(
-    item_id: str, request: Request, inputs: Sequence[Artifact], limits: Limits, gif: GifSettings
+    item_id: str,
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    gif: GifSettings,
+    estimators: EstimatorLookup | None = None,
 ) -> BatchItem:
-    """The engine's view of one request; decodes a /depth upload into its control image."""
+    """The engine's view of one request; for /depth the control image is made here
+    (``prepare_depth``: the depth map used, at the output size). Raises ``UserError`` for an
+    upload that cannot be used. The notes on how the upload was read were given at admission
+    (``bot/uploads.attach`` runs the same ``read_upload``)."""
     control = None
     if request.pipeline == "depth":
-        from gouache.generation.depth import depth_to_control_image, load_depth_map
+        depth, _notes = prepare_depth(request, inputs, limits, estimators)
+        from gouache.generation.depth import depth_to_image
 
-        upload = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
-        if upload is None:
-            raise InvalidRequest(f"/{request.kind.value} needs a depth map (PNG or .npy) attached to the command")
-        depth = load_depth_map(
-            upload.data, upload.name, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels
-        )
-        control = depth_to_control_image(depth, request.width, request.height)
+        control = depth_to_image(depth).convert("RGB")
     return BatchItem(
         item_id=item_id,
         prompt=request.prompt,
@@ -59,7 +76,39 @@ def item_for(
         count=request.count,
         control_image=control,
         frames_every=frames_every(request, gif),
+        control_scale=request.strength,
     )
+
+
+def prepare_depth(
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    estimators: EstimatorLookup | None,
+) -> tuple[np.ndarray, list[str]]:
+    """The depth map a /depth request generates from, at its output size (near = bright)."""
+    from gouache.generation.depth import fit_depth, padded_fraction, read_upload, resolve_depth
+
+    upload_artifact = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
+    if upload_artifact is None:
+        raise InvalidRequest(
+            f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached."
+        )
+    upload = read_upload(
+        upload_artifact.data, max_bytes=limits.max_upload_bytes,
+        max_pixels=limits.max_upload_pixels, input_mode=request.depth_input,
+        filename=upload_artifact.name,
+    )  # fmt: skip
+    depth, notes = resolve_depth(
+        upload, lambda: estimators(request.model) if estimators is not None else None
+    )
+    if request.depth_input == "auto":
+        say = messages.depth_map_used if upload.kind == "depth" else messages.photo_used
+        notes.insert(0, say(upload.reason))
+    if padded_fraction(depth.shape, request.width, request.height) > 0.02:
+        h, w = depth.shape
+        notes.append(messages.depth_padded(w, h, request.width, request.height))
+    return fit_depth(depth, request.width, request.height), notes
 
 
 def frames_every(request: Request, gif: GifSettings) -> int:
@@ -93,9 +142,11 @@ def artifacts_for(
     report: Mapping[str, Any] | None = None,
     composite: bytes | None = None,
     made: Made | None = None,
+    depth: Image | None = None,
 ) -> list[Artifact]:
     """PNG per image (with its parameters), a GIF per image when frames were kept, a report
-    (JSON, its ``summary`` the text block) and the report's composite picture."""
+    (JSON, its ``summary`` the text block), the report's composite picture, and for /depth the
+    depth map used (``depth``: the item's control image), one per image."""
     from gouache.generation.gif import encode_gif
     from gouache.generation.images import encode_png
 
@@ -108,6 +159,10 @@ def artifacts_for(
             continue
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
         out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data, index))
+    if depth is not None and result.images:
+        data = encode_png(depth.convert("L"), f"Depth map used for: {request.prompt}")
+        for index in range(len(result.images)):
+            out.append(Artifact(job_id, f"depth-{index}.png", ArtifactKind.DEPTH, "image/png", data, index))
     if report is not None:
         data = json.dumps(report, indent=2, sort_keys=True).encode()
         out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))

@@ -16,11 +16,12 @@ from gouache.errors import UserError
 
 if TYPE_CHECKING:
     from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.estimators import EstimatorRegistry
     from gouache.generation.models import ModelRegistry
     from gouache.generation.safety import SafetyClassifier
     from gouache.worker.loop import EngineLike
 
-__all__ = ["build_registry", "load_generation", "prompt_overflow_checker"]
+__all__ = ["build_registry", "build_estimators", "load_generation", "prompt_overflow_checker"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,18 @@ def build_registry(settings: Settings, *, device: str | None = None) -> ModelReg
     from gouache.generation.models import ModelRegistry
 
     return ModelRegistry(
+        settings.models,
+        cache_dir=settings.data_dir / "models",
+        device=device or settings.worker.device,
+        offline=settings.offline,
+    )
+
+
+def build_estimators(settings: Settings, *, device: str | None = None) -> EstimatorRegistry:
+    """The models' depth estimators (for /depth photos); each loads on first use."""
+    from gouache.generation.estimators import EstimatorRegistry
+
+    return EstimatorRegistry(
         settings.models,
         cache_dir=settings.data_dir / "models",
         device=device or settings.worker.device,

@@ -22,6 +22,7 @@ from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.diversity import DiversityScorer
+from gouache.generation.estimators import EstimatorRegistry
 from gouache.generation.safety import SafetyClassifier
 from gouache.request import Request
 from gouache.storage.base import LeaseLost, Storage, StorageError
@@ -33,9 +34,12 @@ from gouache.worker.experiments import (
     process_artifacts,
 )
 from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
+from gouache.worker.loading import build_estimators
 from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
     from gouache.generation.enlarge import Enlarged
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
@@ -92,6 +96,7 @@ class Worker:
         worker_id: str,
         scorer: DiversityScorer | None = None,
         safety: SafetyClassifier | None = None,
+        estimators: EstimatorRegistry | None = None,
     ) -> None:
         self.storage = storage
         self.engine = engine
@@ -100,6 +105,8 @@ class Worker:
         self.settings = settings
         self.worker_id = worker_id
         self.batches = 0
+        # /depth photos: the models' depth estimators, loaded here beside the GPU on first use.
+        self.estimators = estimators or build_estimators(settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg, batching = self.settings.worker, self.settings.batching
@@ -155,7 +162,8 @@ class Worker:
             for job in jobs:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
             return
-        run = SteppedRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop)
+        run = SteppedRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop,
+                         self.estimators.get)  # fmt: skip
         started = time.monotonic()
         try:
             await run.run(jobs)
@@ -179,10 +187,16 @@ class Worker:
             try:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
-                items.append(item_for(job.id, job.request, inputs, self.settings.limits, self.settings.gif))
+                items.append(await asyncio.to_thread(  # decoding and depth estimation
+                    item_for, job.id, job.request, inputs, self.settings.limits,
+                    self.settings.gif, self.estimators.get,
+                ))  # fmt: skip
                 ready.append(job)
             except UserError as exc:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
+            except Exception:  # a bug reading one job's input must not stall its batch-mates
+                log.exception("preparing job %s failed", job.id)
+                await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
         if not ready:
             return
         running = _Running([job.id for job in ready])
@@ -218,11 +232,12 @@ class Worker:
             len(ready), sum(j.images for j in ready), time.monotonic() - started,
         )
         by_id = {r.item_id: r for r in results}
+        controls = {item.item_id: item.control_image for item in items}
         # Scoring a /diversity set and storing the artifacts take a while too: keep the leases.
         keeper = asyncio.create_task(self._keep_alive(running))
         try:
             for job in ready:
-                await self._finish(job, by_id[job.id], enlarged.get(job.id))
+                await self._finish(job, by_id[job.id], enlarged.get(job.id), controls.get(job.id))
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -239,25 +254,32 @@ class Worker:
         return generate_enlarged(generate, batch_key_for(request), items, request.enlarge,
                                  clip=encoders.clip, known=self.scorer.known_for(request.model))  # fmt: skip
 
-    async def _finish(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
+    async def _finish(
+        self, job: Job, result: ItemResult, enlarged: Enlarged | None = None,
+        control: Image | None = None,
+    ) -> None:  # fmt: skip
         try:
-            await self._record(job, result, enlarged)
+            await self._record(job, result, enlarged, control)
         except LeaseLost:
             # Our lease expired and another worker owns the job now: its result wins.
             log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
-    async def _record(self, job: Job, result: ItemResult, enlarged: Enlarged | None = None) -> None:
+    async def _record(
+        self, job: Job, result: ItemResult, enlarged: Enlarged | None = None,
+        control: Image | None = None,
+    ) -> None:  # fmt: skip
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result, None, enlarged)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, None, enlarged, control)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
     def _artifacts(
         self, job: Job, result: ItemResult, made: Sequence[Artifact] | None = None,
         enlarged: Enlarged | None = None,
+        control: Image | None = None,
     ) -> list[Artifact]:  # fmt: skip
         request, report, picture, how = job.request, None, None, None
         if request.spec.scored and len(result.images) > 1:
@@ -271,7 +293,8 @@ class Worker:
         if made is not None:  # a sweep's grid and cells, an interpolation's GIF and strip
             artifacts = list(made)
         else:
-            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, picture, how)
+            artifacts = artifacts_for(job.id, request, result, self.settings.gif, report, picture, how,
+                                      depth=control)  # fmt: skip
         if request.process:
             model = loaded_model(self.engine, request.model)
             artifacts += process_artifacts(job.id, request, result, model, self.settings.gif)

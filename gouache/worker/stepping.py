@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from gouache.config import Settings
 from gouache.errors import UserError
@@ -25,7 +25,7 @@ from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey
 from gouache.request import Request
 from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import ArtifactKind, Job
-from gouache.worker.jobs import item_for
+from gouache.worker.jobs import EstimatorLookup, item_for
 
 __all__ = ["RunningBatchLike", "SteppedRun", "lane_spec", "shape_of"]
 
@@ -67,9 +67,11 @@ class SteppedRun:
     settings: Settings
     worker_id: str
     batch: RunningBatchLike
-    finish: Callable[[Job, ItemResult], Awaitable[None]]  # store artifacts, complete the job
+    finish: Callable[..., Awaitable[None]]  # (job, result, control image): store, complete
     stop: asyncio.Event
+    estimators: EstimatorLookup | None = None  # /depth photos: the model's depth estimator
     jobs: dict[str, Job] = field(default_factory=dict)
+    controls: dict[str, Any] = field(default_factory=dict)  # /depth: the depth map each job used
     progress: dict[str, float] = field(default_factory=dict)
     steps: int = 0
     admitted: int = 0
@@ -87,7 +89,7 @@ class SteppedRun:
                 for result in retired:
                     job = self.jobs.pop(result.item_id)
                     self.progress.pop(job.id, None)
-                    await self.finish(job, result)
+                    await self.finish(job, result, control=self.controls.pop(job.id, None))
                 if not alone and not self.stop.is_set():
                     await self._join(shape_of(first[0].request))
         finally:
@@ -122,8 +124,12 @@ class SteppedRun:
                 inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
                 inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
                 s = self.settings
-                item = item_for(job.id, job.request, inputs, s.limits, s.gif)
+                item = await asyncio.to_thread(  # decoding and depth estimation
+                    item_for, job.id, job.request, inputs, s.limits, s.gif, self.estimators
+                )
                 self.batch.admit(item, lane_spec(job.request), user=job.user)
+                if item.control_image is not None:
+                    self.controls[job.id] = item.control_image
             except UserError as exc:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
                 continue

@@ -217,7 +217,7 @@ async def test_unknown_job_button_and_depth_upload(bot: Bot) -> None:
     fake = bot.fake
     press = await fake.press_button("gouache:reroll:00000000-0000-0000-0000-000000000000")
     assert (await wait_edits(fake, press["token"]))[0].content.startswith("No job with id")
-    attachment = fake.attachment("depth.png", png("gray"))
+    attachment = fake.attachment("depth.png", png("red"))  # a photo: flat grey maps are refused
     payload = await fake.slash_command(
         "depth",
         {"prompt": "a hill", "image": attachment["id"]},
@@ -227,7 +227,7 @@ async def test_unknown_job_button_and_depth_upload(bot: Bot) -> None:
     [job] = await bot.jobs()
     assert job.request.kind.value == "depth" and job.request.attachment == "input-0.png"
     [upload] = await bot.storage.artifacts(job.id)
-    assert upload.kind is ArtifactKind.INPUT and upload.data == png("gray")
+    assert upload.kind is ArtifactKind.INPUT and upload.data == png("red")
 
 
 async def test_service_seam_starts_and_stops_the_client(fake: FakeDiscord, tmp_path: Path) -> None:

@@ -55,7 +55,7 @@ async def test_bad_option_gets_a_specific_ephemeral_error(app: SlackApp) -> None
 async def test_mention_with_a_file_queues_a_depth_job_and_a_retry_is_not_downloaded(
     app: SlackApp,
 ) -> None:
-    file = app.fake.add_file(png("gray"))
+    file = app.fake.add_file(png("red"))  # a photo: a flat grey map is refused at admission
     sent = await app.slack.mention("<@UBOT> depth a hill &amp; a lake", files=[file])
     assert sent["status"] == 200
     await app.fake.wait_for(lambda f: f.find("chat.postEphemeral"))
@@ -65,7 +65,7 @@ async def test_mention_with_a_file_queues_a_depth_job_and_a_retry_is_not_downloa
     [job] = await app.jobs()
     assert job.request.kind.value == "depth" and job.request.prompt == "a hill & a lake"
     [upload] = await app.storage.artifacts(job.id)
-    assert upload.kind is ArtifactKind.INPUT and upload.data == png("gray")
+    assert upload.kind is ArtifactKind.INPUT and upload.data == png("red")
     assert app.fake.downloads == [file["id"]]  # the retry fetched nothing
     [ephemeral] = app.fake.find("chat.postEphemeral")  # and was not answered twice
     assert ephemeral.args["user"] == "U0001" and ephemeral.args["text"].startswith("Queued")

@@ -176,7 +176,7 @@ async def test_rate_limit_is_per_browser_with_retry_after(tmp_path: Path) -> Non
 
 async def test_depth_upload_is_stored_as_the_jobs_input(stack: Stack) -> None:
     png = io.BytesIO()
-    Image.new("L", (32, 32), 128).save(png, format="PNG")
+    Image.linear_gradient("L").resize((32, 32)).save(png, format="PNG")  # flat maps are refused
     form = FormData()
     form.add_field("command", "/depth a castle")
     form.add_field("file", png.getvalue(), filename="../../etc/passwd", content_type="image/png")

@@ -11,7 +11,20 @@ from gouache.request import Kind
 from gouache.storage.jobs import ArtifactKind
 from tests.support.factories import make_request
 
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
+
+def _png() -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    ramp = np.tile(np.linspace(0, 255, 16, dtype=np.uint8)[:, None], (1, 16))  # a smooth grey map
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+PNG = _png()
 LIMITS = Limits(max_upload_bytes=1024)
 
 

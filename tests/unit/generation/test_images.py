@@ -216,7 +216,7 @@ def test_object_dtype_npy_is_rejected_and_never_unpickled() -> None:
     [
         (npy_bytes((2, 2, 2), payload=b"\x00" * 32), "must be 2-D"),
         (npy_bytes((4,), payload=b"\x00" * 16), "must be 2-D"),
-        (npy_bytes((0, 4)), "must be 2-D"),
+        (npy_bytes((0, 4)), "is empty"),
         (npy_bytes((2, 2), "<c8", b"\x00" * 32), "complex64"),
         (npy_bytes((2, 2), "<U3", b"\x00" * 48), "use integers or float"),
         (npy_bytes((2, 2), [("a", "<f4")], b"\x00" * 16), "plain numbers"),
@@ -225,7 +225,7 @@ def test_object_dtype_npy_is_rejected_and_never_unpickled() -> None:
         (npy_bytes((2, 2), version=(3, 0)) + b"\x00" * 16, "version 3.0"),
         (b"\x93NUMPY\x01\x00\x20\x00{'descr': <f4, 'shape': (2,2)}   \n", "header is damaged"),
         (b"\x93NUMPY\x01\x00\xff\xff{", "header is damaged"),
-        (b"GIF89a....", "not a depth map"),
+        (b"GIF89a....", "is a GIF: /depth takes a PNG, JPEG or WEBP image, or a .npy depth map"),
     ],
 )  # fmt: skip
 def test_bad_depth_files_get_specific_messages(data: bytes, message: str) -> None:
@@ -279,12 +279,14 @@ def test_png_depth_bomb_and_jpeg_refused() -> None:
         load_depth_map(encoded(halves(), "JPEG"), "d.jpg", **CAPS)
 
 
-def test_control_image_is_rgb_near_bright_and_resized() -> None:
+def test_control_image_is_rgb_near_bright_and_fitted_not_stretched() -> None:
     depth = np.array([[0.0, 0.5, 1.0]] * 3, dtype=np.float32)
     image = depth_to_control_image(depth, 30, 20)
     assert image.mode == "RGB" and image.size == (30, 20)
     row = np.asarray(image)[10, :, 0].astype(int)
-    assert row[0] < 5 and row[-1] > 250 and abs(row[15] - 128) < 10
+    assert row[0] < 5 and row[-1] > 250 and abs(row[15] - 128) < 16
     assert np.all(np.diff(row) >= 0)  # far (0) stays dark, near (1) bright
+    # the square map fills a 20x20 square; the 5 columns either side repeat its edges
+    assert (row[:5] == row[5]).all() and (row[-5:] == row[-6]).all()
     same = depth_to_control_image(depth, 3, 3)
     assert np.asarray(same)[0, :, 1].tolist() == [0, 128, 255]
