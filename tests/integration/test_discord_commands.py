@@ -158,7 +158,7 @@ async def test_hostile_prompt_is_echoed_harmlessly(bot: Bot) -> None:
 
 
 async def test_depth_takes_strength_within_its_range(bot: Bot) -> None:
-    attachment = bot.fake.attachment("depth.png", png("gray"))
+    attachment = bot.fake.attachment("depth.png", png("red"))  # a photo: flat grey maps are refused
     with pytest.raises(OptionRejected, match="strength"):
         await bot.fake.slash_command("depth", {"prompt": "a hill", "image": attachment["id"],
                                                "strength": 2.5},

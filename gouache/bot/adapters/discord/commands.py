@@ -70,8 +70,11 @@ def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.
 
     generation = _generation_commands(handlers)
     for command in generation:
-        command.autocomplete("model")(model_choices)
-        command.autocomplete("sampler")(sampler_choices)
+        names = {parameter.name for parameter in command.parameters}
+        if "model" in names:
+            command.autocomplete("model")(model_choices)
+        if "sampler" in names:
+            command.autocomplete("sampler")(sampler_choices)
         _guide(command, settings)
     return [*generation, *_queue_commands(handlers), _admin_group(handlers)]
 
