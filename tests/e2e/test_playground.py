@@ -31,7 +31,7 @@ def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:
         assert card.get_attribute("data-status") == "succeeded"
         assert card.locator(".status").inner_text() == "Done."
         buttons = card.locator(".buttons button")
-        assert buttons.all_inner_texts() == ["Reroll", "Diversify"]  # it already has a GIF
+        assert buttons.all_inner_texts() == ["Reroll", "Variations", "Diversify"]  # it already has a GIF
         page.locator("#recent li[data-status=succeeded]").first.wait_for()
 
         buttons.first.click()  # reroll: a second job card appears and is queued or running

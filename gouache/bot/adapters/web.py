@@ -225,7 +225,7 @@ class WebAdapter:
         try:
             action = Action(request.match_info["action"])
         except ValueError as exc:
-            raise NotFound("Unknown action: use reroll, gif or diversify.") from exc
+            raise NotFound("Unknown action: use " + ", ".join(a.value for a in Action) + ".") from exc
         job = await self._job(request)
         built, inputs = await self._actions.follow_up(job.id, action, self._origin(request))
         return await self._admit(built, inputs)

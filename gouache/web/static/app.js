@@ -112,7 +112,7 @@ function renderArtifacts(card, job) {
     }
   }
   const buttons = card.querySelector(".buttons");
-  const labels = { reroll: "Reroll", gif: "Make GIF", diversify: "Diversify" };
+  const labels = { reroll: "Reroll", variations: "Variations", gif: "Make GIF", diversify: "Diversify" };
   for (const action of job.actions || []) {
     buttons.append(el("button", {
       type: "button", dataset: { action },
