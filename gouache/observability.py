@@ -28,8 +28,7 @@ _TOKEN_PATTERNS = (
     re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+(@)"),  # passwords in database URLs
     # Slack response_url / webhook URLs, also JSON-escaped (\/) and form-encoded (%2F)
     re.compile(r"(hooks\.slack\.com(?:/|\\/|%2[fF])(?:commands|actions|services|app)(?:/|\\/|%2[fF]))"
-               r"[^\s\"'<>&]+"),
-    re.compile(r"(https://hooks\.slack\.com/)[^\s\"'<>,]+"),  # Slack response_url
+               r"[^\s\"'<>&,]+"),
 )
 MASK = "***"
 _CHATTY_LIBRARIES = ("discord", "slack_sdk", "aiosqlite")

@@ -50,4 +50,4 @@ async def test_storage_and_slack_replies_log_no_reply_token(tmp_path: Path, debu
 
 def test_slack_response_urls_are_masked_wherever_they_appear() -> None:
     line = RedactingFilter().redact("posting to https://hooks.slack.com/commands/T01/123/AbCdEf, ok")
-    assert line == "posting to https://hooks.slack.com/***, ok"
+    assert line == "posting to https://hooks.slack.com/commands/***, ok"
