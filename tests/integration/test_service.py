@@ -199,7 +199,7 @@ def test_sigterm_lets_the_running_batch_finish_and_delivers_it(tmp_path: Path) -
     assert service.stop(timeout=60) == 0
     log = service.text()
     # The worker finished its batch before exiting, and the final pass delivered the result.
-    assert log.index("batch of 1 jobs") < log.index("worker: stopped (exit code 0)")
+    assert log.index("running batch: 1 jobs") < log.index("worker: stopped (exit code 0)")
     assert log.count(f"delivered job {body['id']} to web (succeeded)") == 1
 
 
