@@ -95,7 +95,8 @@ async def test_a_3_mb_png_served_in_chunks_arrives_whole_and_the_job_completes(a
     assert complete.args["thread_ts"] == root.extra["response"]["ts"]
     made = {a.kind: a.data for a in await app.storage.artifacts(job.id)}
     uploaded = sorted(u.data for u in app.fake.find("upload"))
-    assert uploaded == sorted([made[ArtifactKind.IMAGE], made[ArtifactKind.GIF]])
+    # the image, its GIF and the depth map the job used (issue 13: shown beside the result)
+    assert uploaded == sorted([made[ArtifactKind.IMAGE], made[ArtifactKind.GIF], made[ArtifactKind.DEPTH]])
     assert any(d.startswith(b"\x89PNG") for d in uploaded) and any(d.startswith(b"GIF8") for d in uploaded)
 
 
@@ -149,7 +150,7 @@ async def test_too_big_is_refused_before_and_while_reading(app: SlackApp) -> Non
 
 
 async def test_use_as_depth_map_shortcut_opens_the_modal_with_that_image(app: SlackApp) -> None:
-    data = png("gray", 64)
+    data = png("red", 64)  # a photo: a flat grey "depth map" is refused at admission
     file = app.fake.add_file(data, "photo.png")
     message = {"type": "message", "user": "U0002", "ts": "1700000000.000100", "text": "look",
                "files": [file]}  # fmt: skip

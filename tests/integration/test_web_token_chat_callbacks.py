@@ -45,12 +45,12 @@ async def test_signed_slack_requests_pass_the_web_token_check(tmp_path: Path) ->
         try:
             sender = SlackSender(str(client.make_url(SLACK_PATH)), SECRET, fake)
             sent = await sender.command("/imagine", "a red cube")
-            assert sent["status"] == "200", sent["reply"]
+            assert sent["status"] == 200, sent["reply"]
             [job] = await storage.list_jobs()
             assert job.request.origin.request_id == sent["trigger_id"]
 
             forged = SlackSender(str(client.make_url(SLACK_PATH)), "not-the-secret", fake)
-            assert (await forged.command("/imagine", "a blue cube"))["status"] == "401"
+            assert (await forged.command("/imagine", "a blue cube"))["status"] == 401
             assert len(await storage.list_jobs()) == 1
             assert (await client.get("/api/jobs")).status == 401  # the API still needs the token
         finally:
