@@ -312,7 +312,7 @@ async def test_request_mode_is_kept_for_comparison(storage, tmp_path, monkeypatc
     await task
     assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
     batches = [json.loads(line)["items"] for line in log.read_text().splitlines()]
-    assert sorted(map(tuple, batches)) == [(a.id,), (b.id,)]
+    assert sorted(map(tuple, batches)) == sorted([(a.id,), (b.id,)])
 
 
 async def test_sigkill_with_jobs_that_joined_mid_batch_loses_and_duplicates_nothing(storage, tmp_path):
