@@ -35,7 +35,7 @@ from gouache.worker.experiments import (
 )
 from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
 from gouache.worker.loading import build_estimators
-from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of
+from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of, stop_task
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -136,9 +136,7 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), cfg.poll_seconds)
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            await stop_task(sweeper)
 
     async def _sweep(self, stop: asyncio.Event) -> None:
         interval = max(0.2, min(self.settings.worker.lease_seconds / 4, 5.0))
@@ -223,9 +221,7 @@ class Worker:
                 await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
             return
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
         self.batches += 1
         log.info(
             "batch of %d jobs (%d images) in %.2fs",
@@ -239,9 +235,7 @@ class Worker:
             for job in ready:
                 await self._finish(job, by_id[job.id], enlarged.get(job.id), controls.get(job.id))
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
 
     def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
         """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
@@ -331,9 +325,7 @@ class Worker:
             await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
             return
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
         self.batches += 1
         try:
             if not result.ok:

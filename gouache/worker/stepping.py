@@ -27,7 +27,7 @@ from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import ArtifactKind, Job
 from gouache.worker.jobs import EstimatorLookup, item_for
 
-__all__ = ["RunningBatchLike", "SteppedRun", "lane_spec", "shape_of"]
+__all__ = ["RunningBatchLike", "SteppedRun", "lane_spec", "shape_of", "stop_task"]
 
 log = logging.getLogger("gouache.worker")
 
@@ -47,6 +47,13 @@ class RunningBatchLike(Protocol):
     def step(self) -> list[ItemResult]: ...
 
     def progress(self) -> dict[str, tuple[int, int]]: ...
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a background task (a lease keeper, the sweeper) and wait until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def shape_of(request: Request) -> ShapeKey:
@@ -93,9 +100,7 @@ class SteppedRun:
                 if not alone and not self.stop.is_set():
                     await self._join(shape_of(first[0].request))
         finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            await stop_task(keeper)
 
     async def fail_all(self, message: Callable[[str], str]) -> None:
         """A bug in the batch: every job still in it fails with a message naming it."""
