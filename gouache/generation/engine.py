@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import gc
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,17 @@ Fault = Callable[[str, Sequence[str]], None]  # (stage, item ids in the batch): 
 
 _CADS_SEED = 0x5EED_CAD5  # CADS noise must not reuse the latents' random stream
 _STICKY_MARKERS = ("illegal memory access", "device-side assert", "CUDA error: an illegal")
+
+
+@contextmanager
+def sticky_device_errors() -> Iterator[None]:
+    """Turn a sticky CUDA error into ``FatalDeviceError``: the process must restart."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if any(marker in str(exc) for marker in _STICKY_MARKERS):
+            raise FatalDeviceError(f"sticky device error, the worker must restart: {exc}") from exc
+        raise
 
 
 class FatalDeviceError(RuntimeError):
@@ -107,15 +119,9 @@ class Engine:
                 )
             else:
                 runnable.append(item)
-        try:
+        with sticky_device_errors():
             for result in self._split_on_oom(model, key, runnable, on_step, should_stop):
                 results[result.item_id] = result
-        except RuntimeError as exc:
-            if any(marker in str(exc) for marker in _STICKY_MARKERS):
-                raise FatalDeviceError(
-                    f"sticky device error, the worker must restart: {exc}"
-                ) from exc
-            raise
         return [results[item.item_id] for item in items]
 
     def _split_on_oom(

@@ -29,13 +29,12 @@ import torch
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
 from gouache.generation.engine import (
-    _STICKY_MARKERS,
     Engine,
-    FatalDeviceError,
     Fault,
     ShouldStop,
     _decode,
     _free_device_memory,
+    sticky_device_errors,
 )
 from gouache.generation.fairness import DeficitRoundRobin
 from gouache.generation.lanes import Lane, assemble, check_spec, encode_item, new_lane
@@ -166,14 +165,8 @@ class RunningBatch:
         failed alone (out of memory even by themselves). Raises ``FatalDeviceError`` on a sticky
         device error: the process must restart, as with the engine.
         """
-        try:
+        with sticky_device_errors():
             return self._step(should_stop)
-        except RuntimeError as exc:
-            if any(marker in str(exc) for marker in _STICKY_MARKERS):
-                raise FatalDeviceError(
-                    f"sticky device error, the worker must restart: {exc}"
-                ) from exc
-            raise
 
     def run(self, should_stop: ShouldStop | None = None) -> list[ItemResult]:
         """Step until every admitted item is back (tests, benchmarks, request-style use)."""
