@@ -789,7 +789,7 @@ async def _submit_command(run: Run, sender: SlackSender, sub: Submission, give_u
             await asyncio.sleep(1.0)
             continue
         urls.append(form["response_url"])
-        if form["status"] == "200":
+        if form["status"] == 200:
             sub.ack_seconds, sub.acked_at = time.perf_counter() - started, time.time()
             sub.acked_request_id = trigger
             if sub.slack_retry:  # Slack did not see the ack in time: the same request again

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# Deselected from `make test` (pyproject addopts) since step-level batching became the default and
-# Slack's HTTP guard changed: Slack commands sent across the service restarts give up. Open work.
 pytestmark = [pytest.mark.slow, pytest.mark.chaos, pytest.mark.timeout(420)]
 
 
