@@ -93,7 +93,8 @@ def generate_to_dir(
     try:
         if is_experiment(request):
             result, artifacts = experiment_job(engine, "local", request, inputs, settings.limits,
-                                               settings.gif, on_step)  # fmt: skip
+                                               settings.gif, on_step, estimators=estimators.get,
+                                               batching=settings.batching)  # fmt: skip
         else:
             item = item_for("local", request, inputs, settings.limits, settings.gif, estimators.get)
             control = item.control_image

@@ -9,13 +9,22 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gouache.config import GifSettings, Limits
+from gouache.config import Batching, GifSettings, Limits
 from gouache.generation.batch import ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
-from gouache.worker.jobs import batch_key_for, frames_every, item_for, sweep_artifacts
+from gouache.worker.jobs import (
+    EstimatorLookup,
+    batch_key_for,
+    frames_every,
+    item_for,
+    sweep_artifacts,
+)
 
 if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from gouache.generation.depth import DepthEstimatorLike
     from gouache.generation.models import LoadedModel
 
 __all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model", "process_artifacts",
@@ -39,10 +48,14 @@ def experiment_job(
     gif: GifSettings,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[str], bool] | None = None,
+    *,
+    estimators: EstimatorLookup | None = None,
+    batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
     if request.frames:
         return interpolate_job(engine, job_id, request, gif, on_step, should_stop)
-    return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop)
+    return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop,
+                     estimators=estimators, batching=batching)  # fmt: skip
 
 
 def interpolate_job(
@@ -107,18 +120,27 @@ def sweep_job(
     gif: GifSettings,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[str], bool] | None = None,
+    *,
+    estimators: EstimatorLookup | None = None,
+    batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
     """Every cell of ``request``'s sweep; the combined result and the grid plus cell artifacts.
 
-    The combined result holds the cells' images in cell order (safety verdicts index them); its
-    error is the first cell's error, and it is cancelled if any cell was.
+    The cells of one shape are lanes of one step-level running batch (``batching.mode``
+    "step", the default; ``max_rows`` rows a step), or in request mode one engine call per
+    batch key. ``estimators``: /depth photos, as for any job. The combined result holds the
+    cells' images in cell order (safety verdicts index them); its error is the first cell's
+    error, and it is cancelled if any cell was.
     """
     from gouache.worker.sweeps import run_sweep
 
+    batching = batching or Batching()
+    once = _EstimatedOnce(estimators) if estimators is not None else None
     cells, results = run_sweep(
         engine, job_id, request,
-        lambda item_id, cell: item_for(item_id, cell, inputs, limits, gif),
-        batch_key_for, on_step, should_stop,
+        lambda item_id, cell: item_for(item_id, cell, inputs, limits, gif, once),
+        batch_key_for, on_step, should_stop, stepped=batching.mode == "step",
+        row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
     )  # fmt: skip
     combined = ItemResult(job_id)
     for result in results:
@@ -129,6 +151,31 @@ def sweep_job(
     if not combined.ok:
         return combined, []
     return combined, sweep_artifacts(job_id, request, cells, combined)
+
+
+class _EstimatedOnce:
+    """An ``EstimatorLookup`` that remembers estimates: a sweep's /depth cells all read the same
+    upload, so its depth is estimated once per sweep, not once per cell."""
+
+    def __init__(self, lookup: EstimatorLookup) -> None:
+        self._lookup = lookup
+        self.estimates: dict[tuple[str, tuple[int, int], bytes], Any] = {}
+
+    def __call__(self, model: str) -> DepthEstimatorLike | None:
+        inner = self._lookup(model)
+        return None if inner is None else _Remembering(self, model, inner)
+
+
+class _Remembering:
+    def __init__(self, owner: _EstimatedOnce, model: str, inner: DepthEstimatorLike) -> None:
+        self._owner, self._model, self._inner = owner, model, inner
+        self.name = inner.name
+
+    def estimate(self, image: Image) -> Any:
+        key = (self._model, image.size, image.tobytes())
+        if key not in self._owner.estimates:
+            self._owner.estimates[key] = self._inner.estimate(image)
+        return self._owner.estimates[key]
 
 
 def process_artifacts(

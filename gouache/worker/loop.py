@@ -314,6 +314,7 @@ class Worker:
             result, made = await asyncio.to_thread(
                 experiment_job, self.engine, job.id, job.request, inputs, self.settings.limits,
                 self.settings.gif, running.on_step, running.should_stop,
+                estimators=self.estimators.get, batching=self.settings.batching,
             )  # fmt: skip
         except UserError as exc:
             await self.storage.fail(job.id, self.worker_id, exc.message)
@@ -359,6 +360,6 @@ class Worker:
 
 
 def _is_device_lost(exc: BaseException) -> bool:
-    from gouache.generation.engine import FatalDeviceError
+    from gouache.generation.device import FatalDeviceError
 
     return isinstance(exc, FatalDeviceError)

@@ -1,8 +1,13 @@
 """Sweeps: a request with ``--sweep`` axes -> its cells -> one labelled grid plus the cells.
 
 Every cell is the request with the axes' values applied (same seed unless seed is an axis),
-so cell *k* equals the same request made on its own. Cells that share a batch key (a cfg or
-seed axis shares one; steps, sampler and size split it) run in one ``Engine.generate`` call.
+so cell *k* equals the same request made on its own. Cells that share UNet calls do: with an
+engine that has a step-level ``running_batch`` (the real one), every cell of one shape (model and
+latent size; only an ``ar`` or ``size`` axis gives several) is a lane of one ``RunningBatch``,
+whatever its cfg, steps, sampler, seed, prompt or strength, so a 3x3 cfg x steps sweep makes
+``max(steps)`` UNet calls rather than the sum of the cells' steps (while it fits ``row_budget``).
+Without one (request mode, engines with only ``generate``) cells that share a batch key (a cfg
+axis splits it, a seed or prompt axis does not) run in one ``Engine.generate`` call.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.request import Request
+from gouache.worker.stepping import lane_spec, shape_of
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -69,12 +75,74 @@ def run_sweep(
     key_for: Callable[[Request], BatchKey],
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[str], bool] | None = None,
+    *,
+    stepped: bool = True,
+    row_budget: int = 16,
+    decode_chunk: int = 2,
 ) -> tuple[list[Cell], list[ItemResult]]:
-    """Run every cell, cells sharing a batch key in one engine call; results in cell order.
+    """Run every cell; results in cell order.
 
+    ``stepped`` (and an engine with ``running_batch``): one running batch per shape, every cell
+    a lane, up to ``row_budget`` UNet rows per step. Otherwise one engine call per batch key.
     ``on_step`` sees the whole sweep's progress in image-steps (done, total).
     """
     sweep_cells = cells(request)
+    items = {cell.index: item_for(f"{job_id}:{cell.index}", cell.request) for cell in sweep_cells}
+    if stepped and hasattr(engine, "running_batch"):
+        results = _stepped(
+            engine, job_id, sweep_cells, items, on_step, should_stop, row_budget, decode_chunk
+        )
+    else:
+        results = _by_batch_key(engine, job_id, sweep_cells, items, key_for, on_step, should_stop)
+    return sweep_cells, [results[cell.index] for cell in sweep_cells]
+
+
+def _stepped(
+    engine: Any,
+    job_id: str,
+    sweep_cells: list[Cell],
+    items: dict[int, BatchItem],
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[str], bool] | None,
+    row_budget: int,
+    decode_chunk: int,
+) -> dict[int, ItemResult]:
+    """Every cell of one shape as a lane of one ``RunningBatch`` (the shapes one after another)."""
+    shapes: dict[ShapeKey, list[Cell]] = {}
+    for cell in sweep_cells:
+        shapes.setdefault(shape_of(cell.request), []).append(cell)
+    total = sum(cell.request.steps for cell in sweep_cells)
+    done = 0
+    results: dict[int, ItemResult] = {}
+    for shape, group in shapes.items():
+        batch = engine.running_batch(shape, row_budget=row_budget, decode_chunk=decode_chunk)
+        by_id = {items[cell.index].item_id: cell for cell in group}
+        for cell in group:
+            batch.admit(items[cell.index], lane_spec(cell.request), user=job_id)
+        while len(batch):
+            if should_stop is not None and should_stop(job_id):
+                for item_id in by_id:
+                    batch.cancel(item_id)
+            for result in batch.step():
+                cell = by_id[result.item_id]
+                results[cell.index] = result
+                done += cell.request.steps
+            if on_step is not None:
+                running = sum(steps for steps, _ in batch.progress().values())
+                on_step(min(done + running, total), total)
+    return results
+
+
+def _by_batch_key(
+    engine: Any,
+    job_id: str,
+    sweep_cells: list[Cell],
+    items: dict[int, BatchItem],
+    key_for: Callable[[Request], BatchKey],
+    on_step: Callable[[int, int], None] | None,
+    should_stop: Callable[[str], bool] | None,
+) -> dict[int, ItemResult]:
+    """Cells sharing a batch key in one ``Engine.generate`` call each."""
     groups: dict[BatchKey, list[Cell]] = {}
     for cell in sweep_cells:
         groups.setdefault(key_for(cell.request), []).append(cell)
@@ -82,17 +150,17 @@ def run_sweep(
     done = 0
     results: dict[int, ItemResult] = {}
     for key, group in groups.items():
-        items = [item_for(f"{job_id}:{cell.index}", cell.request) for cell in group]
 
         def step(n: int, steps: int, _done: int = done, _rows: int = len(group)) -> None:
             if on_step is not None:
                 on_step(_done + n * _rows, total)
 
         stop = (lambda _item: should_stop(job_id)) if should_stop is not None else None
-        for cell, result in zip(group, engine.generate(key, items, step, stop), strict=True):
+        batch = [items[cell.index] for cell in group]
+        for cell, result in zip(group, engine.generate(key, batch, step, stop), strict=True):
             results[cell.index] = result
         done += key.steps * len(group)
-    return sweep_cells, [results[cell.index] for cell in sweep_cells]
+    return results
 
 
 def sweep_grid(request: Request, images: Sequence[Image]) -> Image:

@@ -48,10 +48,31 @@ def test_cells_are_row_major_with_the_first_axis_along_the_columns() -> None:
         (64, "a red cat"), (96, "a red cat"), (64, "a blue cat"), (96, "a blue cat")]
 
 
-def test_a_3x3_sweep_equals_its_cells_generated_one_by_one(registry, float_engine_cls) -> None:
-    """cfg x seed: each cfg value is one engine call of three seeds (batched), compared with
-    every cell made alone (float images, the parity tolerance)."""
-    engine = float_engine_cls(registry)
+def _float_engine(registry, float_engine_cls, float_running_cls):
+    """An engine whose calls and running batches both hand back float [0, 1] images."""
+
+    class Floats(float_engine_cls):
+        def running_batch(self, shape, *, row_budget, decode_chunk):
+            return float_running_cls(self._registry, shape, row_budget=row_budget,
+                                     decode_chunk=decode_chunk)  # fmt: skip
+
+    return Floats(registry)
+
+
+def _counting_unet_calls(registry, model: str = "builtin:tiny"):
+    calls: list[int] = []
+    unet = registry.get(model).unet
+    handle = unet.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+    return calls, handle
+
+
+def test_a_3x3_sweep_equals_its_cells_generated_one_by_one(
+    registry, float_engine_cls, float_running_cls
+) -> None:
+    """cfg x seed: in request mode each cfg value is one engine call of three seeds; in step
+    mode (the default) all nine cells are lanes of one running batch. Both compared with every
+    cell made alone (float images, the parity tolerance)."""
+    engine = _float_engine(registry, float_engine_cls, float_running_cls)
     calls = []
     generate = engine.generate
 
@@ -61,16 +82,49 @@ def test_a_3x3_sweep_equals_its_cells_generated_one_by_one(registry, float_engin
 
     engine.generate = counting
     request = tiny_request(sweep=(("cfg", ("3", "5", "7")), ("seed", ("1", "2", "3"))))
+    item = lambda i, r: item_for(i, r, [], LIMITS, GIF)  # noqa: E731
+    by_key = run_sweep(engine, "job", request, item, batch_key_for, stepped=False)[1]
+    assert calls == [3, 3, 3]  # cells sharing a batch key share one call
     progress = []
     sweep_cells, results = run_sweep(
-        engine, "job", request, lambda i, r: item_for(i, r, [], LIMITS, GIF), batch_key_for,
+        engine, "job", request, item, batch_key_for, row_budget=18,
         on_step=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
-    assert calls == [3, 3, 3]  # cells sharing a batch key share one call
-    assert progress[-1] == (27, 27)
+    assert calls == [3, 3, 3]  # the running batch, not engine calls
+    assert progress[-1] == (27, 27) and progress == sorted(progress)
     engine.generate = generate
-    for cell, result in zip(sweep_cells, results, strict=True):
-        assert np.abs(result.images[0] - alone(engine, cell.request)).max() < 1e-4
+    for cell, stepped, keyed in zip(sweep_cells, results, by_key, strict=True):
+        made_alone = alone(engine, cell.request)
+        assert np.abs(stepped.images[0] - made_alone).max() < 1e-4
+        assert np.abs(keyed.images[0] - made_alone).max() < 1e-4
+
+
+def test_a_3x3_cfg_by_steps_sweep_shares_unet_calls(
+    registry, float_engine_cls, float_running_cls
+) -> None:
+    """Nine batch keys (cfg and steps both split one), one shape: request mode makes
+    cells x steps UNet calls, the running batch one per step of the longest cell."""
+    engine = _float_engine(registry, float_engine_cls, float_running_cls)
+    request = tiny_request(sweep=(("cfg", ("3", "5", "7")), ("steps", ("2", "3", "4"))))
+    item = lambda i, r: item_for(i, r, [], LIMITS, GIF)  # noqa: E731
+    calls, handle = _counting_unet_calls(registry)
+    try:
+        by_key = run_sweep(engine, "job", request, item, batch_key_for, stepped=False)[1]
+        request_calls, calls[:] = len(calls), []
+        sweep_cells, results = run_sweep(engine, "job", request, item, batch_key_for, row_budget=18)
+        stepped_calls, calls[:] = len(calls), []
+        # the default budget (16 rows: eight CFG lanes) still shares, in two waves
+        budget_16 = run_sweep(engine, "job", request, item, batch_key_for)[1]
+        default_calls = len(calls)
+    finally:
+        handle.remove()
+    assert request_calls == 3 * (2 + 3 + 4) == 27
+    assert stepped_calls == 4  # all nine cells, 18 rows, in every call until the 4-step row ends
+    assert stepped_calls < default_calls < request_calls
+    for cell, a, b, c in zip(sweep_cells, results, by_key, budget_16, strict=True):
+        made_alone = alone(engine, cell.request)
+        for result in (a, b, c):
+            assert result.ok and np.abs(result.images[0] - made_alone).max() < 1e-4
 
 
 def test_sweep_job_posts_a_labelled_grid_and_the_cells(registry) -> None:
@@ -220,3 +274,29 @@ def test_interpolate_job_posts_a_looping_gif_a_strip_and_the_endpoints(registry)
     end = Image.open(io.BytesIO(artifacts[3].data))
     assert "a blue dog" in end.info["parameters"] and "Seed: 11" in end.info["parameters"]
     assert np.array_equal(np.asarray(end.convert("RGB")), np.asarray(result.images[3].convert("RGB")))
+
+
+def test_a_depth_strength_sweep_on_a_photo_estimates_its_depth_once(registry) -> None:
+    from gouache.storage.jobs import Artifact, ArtifactKind
+
+    rng = np.random.default_rng(1)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(buffer, "PNG")
+    upload = Artifact("job", "input-0.png", ArtifactKind.INPUT, "image/png", buffer.getvalue())
+    seen = []
+
+    class Ramp:
+        name = "ramp"
+
+        def estimate(self, photo):
+            seen.append(photo.size)
+            return np.tile(np.linspace(0, 1, photo.size[1])[:, None], (1, photo.size[0]))
+
+    request = tiny_request(kind=Kind.DEPTH, prompt="a hill", steps=2, attachment="input-0.png",
+                           sweep=(("strength", ("0", "1", "2")),))  # fmt: skip
+    result, artifacts = sweep_job(Engine(registry), "job", request, [upload], LIMITS, GIF,
+                                  estimators=lambda model: Ramp())  # fmt: skip
+    assert result.ok and len(result.images) == 3
+    assert seen == [(48, 48)]  # one estimate for the three cells
+    first, _, last = (np.asarray(im, np.int16) for im in result.images)
+    assert np.abs(first - last).mean() > 0.5  # strength 0 vs 2: the control shows
