@@ -71,6 +71,46 @@ async def test_mention_with_a_file_queues_a_depth_job_and_a_retry_is_not_downloa
     assert ephemeral.args["user"] == "U0001" and ephemeral.args["text"].startswith("Queued")
 
 
+async def test_a_depth_strength_sweep_on_a_photo_runs_and_posts_the_grid_and_cells(
+    app: SlackApp,
+) -> None:
+    """/depth --sweep strength with a photo (its depth estimated by the model's estimator):
+    queued, run by the real worker loop (timed engine), and delivered as grid + cells."""
+    import asyncio
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from gouache.storage.jobs import JobStatus
+    from gouache.worker.loop import Worker
+    from tests.support.engines import TimedEngine
+
+    pixels = np.random.default_rng(5).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    file = app.fake.add_file(buffer.getvalue(), "photo.png")
+    await app.slack.mention("<@UBOT> depth a hill --steps 3 --sweep strength=0.3,0.6,1.0", files=[file])
+    [job] = await app.wait_jobs()
+    assert job.request.sweep == (("strength", ("0.3", "0.6", "1")),) and job.images == 3
+    stop = asyncio.Event()
+    worker = asyncio.create_task(Worker(app.storage, TimedEngine(), app.settings, "w1").run(stop))
+    try:
+        for _ in range(600):
+            job = await app.storage.get_job(job.id)
+            if job.is_terminal:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await worker
+    assert job.status is JobStatus.SUCCEEDED, job.error
+    stored = [a.name for a in await app.storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT]
+    assert stored[0] == "grid.png" and sorted(stored[1:]) == ["image-0.png", "image-1.png", "image-2.png"]
+    assert await app.deliver() == 1
+    assert len(app.fake.find("upload")) == 4  # the grid and the three cells
+
+
 async def test_delivery_uploads_into_the_job_thread_and_escapes_user_text(app: SlackApp) -> None:
     await app.slack.command("/imagine", "&lt;!channel&gt; &amp; friends")
     await app.replies()

@@ -278,3 +278,34 @@ async def test_the_page_and_its_assets_are_served(stack: Stack) -> None:
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert (await stack.client.get("/static/app.js")).status == 200
     assert isinstance(stack.server.app, web.Application)
+
+
+def _photo_png(size: int = 48) -> bytes:
+    """A textured colour picture: taken as a photo (depth estimated), never as a depth map."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    pixels[: size // 2, :, 0] = 220  # a red sky over a noisy ground
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_a_depth_strength_sweep_from_a_photo_runs_every_cell(stack: Stack) -> None:
+    """/depth --sweep strength with a photo: the worker estimates the photo's depth for the
+    cells (as for any /depth job) rather than refusing it as "no depth estimator"."""
+    stack.start_worker()
+    form = FormData()
+    form.add_field("command", "/depth a castle --steps 3 --sweep strength=0.3,0.6,1.0")
+    form.add_field("file", _photo_png(), filename="photo.png", content_type="image/png")
+    response = await stack.client.post("/api/jobs", data=form)
+    assert response.status == 202, await response.text()
+    created = await response.json()
+    assert any("photo" in note for note in created.get("notes", [])), created
+    job = await _until_done(stack.client, created["id"], timeout=60)
+    assert job["status"] == "succeeded", job.get("error")
+    names = [a["name"] for a in job["artifacts"]]
+    assert names[0] == "grid.png" and set(names[1:]) == {"image-0.png", "image-1.png", "image-2.png"}
+    stored = await stack.storage.get_job(created["id"])
+    assert [stored.request.strength, stored.request.sweep] == [1.0, (("strength", ("0.3", "0.6", "1")),)]
