@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from gouache import messages
 from gouache.bot.adapter import Result
+from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "progress_text",
     "action_id",
     "parse_action_id",
+    "artifact_label",
 ]
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
@@ -90,3 +92,33 @@ def _report_lines(report: Artifact) -> list[str]:
 
 def error_text(job: Job, message: str) -> str:
     return f"{message} (“{messages.shorten(job.request.prompt, 60)}”)"
+
+
+_EXPERIMENT_FILES = {
+    "grid.png": "sweep grid",
+    "interpolation.gif": "interpolation (looping GIF)",
+    "strip.png": "interpolation strip (the weight under each frame)",
+    "process.gif": "noised, then denoised (GIF)",
+    "process-strip.png": "forward then reverse process (the timestep under each frame)",
+}
+
+
+def artifact_label(request: Request, artifact: Artifact) -> str | None:
+    """What an experiment's file shows: the grid, a sweep cell's axis values (row-major, the
+    first axis along the columns, as ``worker/sweeps.cells``), an interpolation endpoint, the
+    GIFs and strips. ``None`` for an ordinary job's files."""
+    if artifact.index is None:
+        label = _EXPERIMENT_FILES.get(artifact.name)
+        if label == "sweep grid" and request.sweep:
+            return f"sweep grid: {' x '.join(axis for axis, _ in request.sweep)}"
+        return label if request.sweep or request.frames or request.process else None
+    if request.sweep and artifact.kind is ArtifactKind.IMAGE and artifact.index < request.cells:
+        k, values = artifact.index, []
+        for axis, choices in request.sweep:  # the first axis varies fastest
+            values.append(f"{axis}={choices[k % len(choices)]}")
+            k //= len(choices)
+        return f"cell {artifact.index}: " + ", ".join(values)
+    if request.frames and artifact.kind is ArtifactKind.IMAGE:
+        end = "A" if artifact.index == 0 else "B"
+        return f"endpoint {end} (frame {artifact.index + 1} of {request.frames})"
+    return None

@@ -82,8 +82,8 @@ class Stack:
         await self.client.start_server()
         return self
 
-    def start_worker(self) -> None:
-        worker = Worker(self.storage, TimedEngine(), self.settings, "w-test")
+    def start_worker(self, engine: Any = None) -> None:
+        worker = Worker(self.storage, engine or TimedEngine(), self.settings, "w-test")
         self.worker_task = asyncio.create_task(worker.run(self.stop))
 
     def browser(self) -> ClientSession:
@@ -309,3 +309,54 @@ async def test_a_depth_strength_sweep_from_a_photo_runs_every_cell(stack: Stack)
     assert names[0] == "grid.png" and set(names[1:]) == {"image-0.png", "image-1.png", "image-2.png"}
     stored = await stack.storage.get_job(created["id"])
     assert [stored.request.strength, stored.request.sweep] == [1.0, (("strength", ("0.3", "0.6", "1")),)]
+
+
+async def test_the_playground_gets_each_experiments_files_in_order_with_labels(tmp_path: Path) -> None:
+    """A 6x2 sweep, an interpolation and --process on builtin:tiny through the real engine: the
+    API lists the grid first, then the cells by index (cell 10 after cell 9), each labelled with
+    its axis values (checked against the cell's own PNG parameters); the GIFs and strips come
+    first for their jobs, labelled; the grid and strips are marked wide (shown at their size,
+    not as 192 px thumbnails). The page's script shows labels and wide images."""
+    from gouache.generation.engine import Engine
+    from gouache.generation.models import ModelRegistry
+
+    settings = _settings(tmp_path, default_model="builtin:tiny")
+    async with Stack(settings) as stack:
+        stack.start_worker(Engine(ModelRegistry(settings.models, cache_dir=tmp_path / "models",
+                                                device="cpu")))  # fmt: skip
+        client = stack.client
+        sweep = await _submit(client, "/imagine a fox --steps 2 --sweep seed=1,2,3,4,5,6 --sweep cfg=3,7")
+        frames = await _submit(client, "/interpolate a red fox | a blue whale --frames 3 --steps 2")
+        process = await _submit(client, "/imagine a fox --steps 3 --process")
+        done = [await _until_done(client, j["id"], timeout=120) for j in (sweep, frames, process)]
+        assert [j["status"] for j in done] == ["succeeded"] * 3, [j["error"] for j in done]
+        grid_job, frames_job, process_job = done
+
+        names = [a["name"] for a in grid_job["artifacts"]]
+        assert names == ["grid.png", *(f"image-{k}.png" for k in range(12))]
+        grid, *cells = grid_job["artifacts"]
+        assert grid["label"] == "sweep grid: seed x cfg" and grid["wide"] is True
+        assert not any(c["wide"] for c in cells)
+        assert cells[7]["label"] == "cell 7: seed=2, cfg=7" and cells[10]["label"] == "cell 10: seed=5, cfg=7"
+        for cell in (cells[7], cells[10]):
+            body = await client.get(cell["url"])
+            parameters = Image.open(io.BytesIO(await body.read())).info["parameters"]
+            seed, cfg = (part.split("=")[1] for part in cell["label"].split(": ")[1].split(", "))
+            assert f"Seed: {seed}," in parameters and f"CFG scale: {cfg}" in parameters, parameters
+
+        shown = [(a["name"], a["label"], a["wide"]) for a in frames_job["artifacts"]]
+        assert shown[:2] == [("interpolation.gif", "interpolation (looping GIF)", False),
+                             ("strip.png", "interpolation strip (the weight under each frame)", True)]
+        assert [s[:2] for s in shown[2:]] == [("image-0.png", "endpoint A (frame 1 of 3)"),
+                                              ("image-2.png", "endpoint B (frame 3 of 3)")]  # fmt: skip
+        shown = [(a["name"], a["mime"], a["wide"], bool(a["label"])) for a in process_job["artifacts"]]
+        assert shown == [("process.gif", "image/gif", False, True),
+                         ("process-strip.png", "image/png", True, True),
+                         ("image-0.png", "image/png", False, False)]  # fmt: skip
+        for job in done:
+            for artifact in job["artifacts"]:
+                body = await client.get(artifact["url"])
+                assert body.status == 200 and body.headers["Content-Type"] == artifact["mime"]
+
+        script = await (await client.get("/static/app.js")).text()
+        assert "art.label" in script and "figcaption" in script and "art.wide" in script

@@ -28,6 +28,7 @@ from gouache.bot.adapter import (
     Result,
     buttons_for,
 )
+from gouache.bot.captions import artifact_label
 from gouache.bot.links import FILES_PREFIX, ArtifactLinks
 from gouache.bot.moderation import Screened, screen
 from gouache.bot.uploads import attach, check_size
@@ -324,6 +325,9 @@ class WebAdapter:
                     "size": a.size,
                     "url": f"/api/jobs/{job.id}/artifacts/{a.name}",
                     "hidden": a.name in visible.hidden,
+                    "label": artifact_label(job.request, a),
+                    # a sweep's grid and the strips carry text: shown at their own size
+                    "wide": a.index is None and a.kind is ArtifactKind.IMAGE,
                 }
                 for a in sorted(visible.artifacts, key=_display_order)
             ]
@@ -339,8 +343,13 @@ class WebAdapter:
 _KIND_ORDER = {ArtifactKind.IMAGE: 0, ArtifactKind.GIF: 1, ArtifactKind.DEPTH: 2, ArtifactKind.REPORT: 3}
 
 
-def _display_order(artifact: Artifact) -> tuple[int, str]:
-    return _KIND_ORDER.get(artifact.kind, 9), artifact.name
+def _display_order(artifact: Artifact) -> tuple[int, int, int]:
+    """An experiment's own files first (no image index: a sweep's grid; an interpolation's or
+    --process's GIF, then its strip); then by kind (images, GIFs, depth maps, report) and image
+    index (cell 10 after cell 9)."""
+    if artifact.index is None and artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.GIF):
+        return 0, 0 if artifact.kind is ArtifactKind.GIF else 1, 0
+    return 1, _KIND_ORDER.get(artifact.kind, 9), artifact.index if artifact.index is not None else -1
 
 
 def new_user_id() -> str:

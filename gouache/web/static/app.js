@@ -107,8 +107,13 @@ function renderArtifacts(card, job) {
       img.addEventListener("click", () => img.classList.remove("spoiler"), { once: true });
       box.append(img);
     } else if (art.mime.startsWith("image/")) {
-      box.append(el("a", { href: art.url, target: "_blank", rel: "noopener" },
-        el("img", { src: art.url, alt: `${art.kind} ${art.name}`, dataset: { kind: art.kind, name: art.name } })));
+      const link = el("a", { href: art.url, target: "_blank", rel: "noopener" },
+        el("img", { src: art.url, alt: art.label || `${art.kind} ${art.name}`,
+          className: art.wide ? "wide" : "", dataset: { kind: art.kind, name: art.name } }));
+      // An experiment's files say what they are: the sweep grid, "cell 3: cfg=7, steps=25",
+      // the interpolation's and --process's GIF and strip (wide ones at their own size).
+      box.append(art.label ? el("figure", { className: art.wide ? "wide" : "" }, link,
+        el("figcaption", {}, art.label)) : link);
     }
   }
   const buttons = card.querySelector(".buttons");
