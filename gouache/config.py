@@ -105,6 +105,23 @@ class Batching(BaseModel):
     batch_window_ms: int = Field(200, ge=0)
 
 
+class Speed(BaseModel):
+    """Speed options for the UNet (gouache/generation/speed.py); ``auto`` is what
+    ``benchmarks/speed.py`` measured to pay (see the README's speed table)."""
+
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the UNet (about a minute per bucket at start-up)"
+    )
+    compile_buckets: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        description="row counts compiled for; a batch is padded to the next one",
+    )
+    batched_steps: Literal["auto", "on", "off"] = Field(
+        "auto", description="one scheduler.step for lanes at the same step of the same sampler"
+    )
+
+
 class Admission(BaseModel):
     """Per-user fairness and who may use the bot at all."""
 
@@ -259,6 +276,7 @@ class Settings(BaseSettings):
     offline: bool = Field(True, description="load models with local_files_only")
     limits: Limits = Field(default_factory=Limits)
     batching: Batching = Field(default_factory=Batching)
+    speed: Speed = Field(default_factory=Speed)
     admission: Admission = Field(default_factory=Admission)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     gif: GifSettings = Field(default_factory=GifSettings)

@@ -13,15 +13,12 @@ poison the process: they surface as ``FatalDeviceError`` so the worker exits and
 from __future__ import annotations
 
 import copy
-import gc
 import inspect
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest, ResourceExhausted
@@ -34,32 +31,23 @@ from gouache.generation.conditioning import (
     guidance_scales,
     prepare_control,
 )
+from gouache.generation.decoding import decode_frames, decode_latents, to_pil
+from gouache.generation.device import (
+    FatalDeviceError,
+    Fault,
+    OnStep,
+    ShouldStop,
+    free_device_memory,
+    sticky_device_errors,
+)
 from gouache.generation.models import LoadedModel, ModelRegistry
+from gouache.generation.running import RunningBatch
 from gouache.generation.samplers import make_scheduler, timed_scheduler
 
 __all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
 
-OnStep = Callable[[int, int], None]  # (steps done, total steps)
-ShouldStop = Callable[[str], bool]  # item_id -> drop it now
-Fault = Callable[[str, Sequence[str]], None]  # (stage, item ids in the batch): a test seam
 
 _CADS_SEED = 0x5EED_CAD5  # CADS noise must not reuse the latents' random stream
-_STICKY_MARKERS = ("illegal memory access", "device-side assert", "CUDA error: an illegal")
-
-
-@contextmanager
-def sticky_device_errors() -> Iterator[None]:
-    """Turn a sticky CUDA error into ``FatalDeviceError``: the process must restart."""
-    try:
-        yield
-    except RuntimeError as exc:
-        if any(marker in str(exc) for marker in _STICKY_MARKERS):
-            raise FatalDeviceError(f"sticky device error, the worker must restart: {exc}") from exc
-        raise
-
-
-class FatalDeviceError(RuntimeError):
-    """The device is in an unrecoverable state (a sticky CUDA error): the worker must exit."""
 
 
 @dataclass
@@ -86,10 +74,8 @@ class Engine:
         """Load ``model`` now rather than on the first batch."""
         self._registry.get(model)
 
-    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> Any:
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatch:
         """A step-level ``RunningBatch`` on this engine's models (``generation/running.py``)."""
-        from gouache.generation.running import RunningBatch
-
         return RunningBatch(self._registry, shape, row_budget=row_budget,
                             decode_chunk=decode_chunk, fault=self._fault)  # fmt: skip
 
@@ -139,7 +125,7 @@ class Engine:
         try:
             return self._denoise(model, key, items, on_step, should_stop, tiled)
         except torch.OutOfMemoryError:
-            _free_device_memory()
+            free_device_memory()
         if len(items) > 1:
             first, second = split_in_halves(items)
             return [
@@ -222,7 +208,9 @@ class Engine:
                 if key.diversify:
                     cads = torch.Generator("cpu").manual_seed(item.image_seed(index) ^ _CADS_SEED)
                 lanes.append(
-                    _Lane(item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads)
+                    _Lane(
+                        item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads
+                    )
                 )
         latents = torch.cat(noise) * template.init_noise_sigma
 
@@ -285,8 +273,11 @@ class Engine:
                 )
                 # Per-row conditioning scale (each item's --strength), as diffusers multiplies
                 # the residuals by conditioning_scale, here one value per row.
-                scale = torch.tensor([lane.item.control_scale for lane in lanes] * (2 if do_cfg else 1),
-                                     device=mid.device, dtype=mid.dtype).view(-1, 1, 1, 1)
+                scale = torch.tensor(
+                    [lane.item.control_scale for lane in lanes] * (2 if do_cfg else 1),
+                    device=mid.device,
+                    dtype=mid.dtype,
+                ).view(-1, 1, 1, 1)
                 down, mid = [d * scale for d in down], mid * scale
                 residuals = {
                     "down_block_additional_residuals": down,
@@ -294,7 +285,7 @@ class Engine:
                 }
 
             # 8.4 Predict the noise residual.
-            noise_pred = unet(
+            noise_pred = model.unet_call(
                 latent_model_input,
                 t,
                 encoder_hidden_states=embeds,
@@ -341,7 +332,7 @@ class Engine:
             results[item_id].cancelled = True
         if lanes:
             self._check_fault("decode", lanes)
-            images = self._postprocess(_decode(model, latents, tiled), model)
+            images = self._postprocess(decode_latents(model, latents, tiled), model)
             for lane, image in zip(lanes, images, strict=True):
                 result = results[lane.item.item_id]
                 result.images.append(image)
@@ -361,19 +352,13 @@ class Engine:
         if not rows:
             return
         picked = latents.index_select(0, torch.tensor(rows, device=latents.device))
-        decoder = model.preview_decoder
-        if decoder is not None:
-            decoded = decoder.decode(picked / decoder.config.scaling_factor, return_dict=False)[0]
-        else:
-            decoded = _decode(model, picked, tiled=False)
+        decoded = decode_frames(model, picked)
         for r, frame in zip(rows, self._postprocess(decoded, model), strict=True):
             lanes[r].frames.append(frame)
 
     def _postprocess(self, image: torch.Tensor, model: LoadedModel) -> list[Any]:
         """Decoded [-1, 1] tensors to PIL images (parity tests override this to keep floats)."""
-        return VaeImageProcessor(vae_scale_factor=model.vae_scale_factor).postprocess(
-            image, output_type="pil"
-        )
+        return to_pil(image, model)
 
     def _check_fault(self, stage: str, lanes: Sequence[_Lane]) -> None:
         if self._fault is not None:
@@ -399,36 +384,3 @@ def _stopping(lanes: Sequence[_Lane], should_stop: ShouldStop | None) -> set[str
         for item_id in dict.fromkeys(lane.item.item_id for lane in lanes)
         if should_stop(item_id)
     }
-
-
-def _decode(model: LoadedModel, latents: torch.Tensor, tiled: bool) -> torch.Tensor:
-    # Adapted from the decode step of StableDiffusionPipeline / StableDiffusionXLPipeline.__call__.
-    vae = model.vae
-    config = vae.config
-    upcast = model.family == "sdxl" and vae.dtype == torch.float16 and config.force_upcast
-    if upcast:
-        vae.to(dtype=torch.float32)
-        latents = latents.to(torch.float32)
-    mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
-    if model.family == "sdxl" and mean is not None and std is not None:
-        view = (1, len(mean), 1, 1)
-        mean = torch.tensor(mean).view(view).to(latents.device, latents.dtype)
-        std = torch.tensor(std).view(view).to(latents.device, latents.dtype)
-        latents = latents * std / config.scaling_factor + mean
-    else:
-        latents = latents / config.scaling_factor
-    if tiled:
-        vae.enable_tiling()
-    try:
-        return vae.decode(latents, return_dict=False)[0]
-    finally:
-        if tiled:
-            vae.disable_tiling()
-        if upcast:
-            vae.to(dtype=torch.float16)
-
-
-def _free_device_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

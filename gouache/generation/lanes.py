@@ -31,7 +31,16 @@ from gouache.generation.conditioning import (
 )
 from gouache.generation.models import LoadedModel
 
-__all__ = ["Lane", "Rows", "assemble", "check_spec", "encode_item", "new_lane"]
+__all__ = [
+    "STATELESS_SCHEDULERS",
+    "Lane",
+    "Rows",
+    "advance_lanes",
+    "assemble",
+    "check_spec",
+    "encode_item",
+    "new_lane",
+]
 
 _CADS_SEED = 0x5EED_CAD5  # the same stream Engine uses, so --diversify images match
 
@@ -73,11 +82,14 @@ class Lane:
         Adapted from the denoising loop of diffusers' StableDiffusionPipeline.__call__: x_t ->
         x_t-1, then the progress tick where the pipeline's progress bar would tick.
         """
-        timesteps = self.scheduler.timesteps
-        t = timesteps[self.i]
         self.latents = self.scheduler.step(
-            noise_pred, t, self.latents, **self.step_kwargs, return_dict=False
+            noise_pred, self.timestep, self.latents, **self.step_kwargs, return_dict=False
         )[0]
+        return self.tick()
+
+    def tick(self) -> bool:
+        """After a step: move to the next timestep; True when a denoising frame is due."""
+        timesteps = self.scheduler.timesteps
         order = self.scheduler.order
         warmup = max(len(timesteps) - self.spec.steps * order, 0)
         i, self.i = self.i, self.i + 1
@@ -88,6 +100,78 @@ class Lane:
                 bool(every) and self.steps_done < self.spec.steps and self.steps_done % every == 0
             )
         return False
+
+    def step_group(self) -> tuple[Any, ...] | None:
+        """Lanes with equal groups can take one batched ``scheduler.step`` (None: step alone).
+
+        Within a running batch, sampler and steps fix the scheduler's config and timesteps;
+        the index fixes where in them the lane is; the other step arguments must match.
+        """
+        if type(self.scheduler).__name__ not in STATELESS_SCHEDULERS:
+            return None
+        rest = tuple(sorted((k, v) for k, v in self.step_kwargs.items() if k != "generator"))
+        device, dtype = self.latents.device, self.latents.dtype
+        return (self.spec.sampler, self.spec.steps, self.i, rest, device, dtype)
+
+
+# Schedulers whose step() keeps no per-sample history (their only state is the step index), so
+# lanes at one index of one schedule can take a single step() over their stacked rows; the
+# multistep solvers (DPM++, UniPC, PNDM, LMS) and Heun keep past predictions per lane.
+STATELESS_SCHEDULERS = frozenset(
+    {
+        "DDIMScheduler",
+        "DDPMScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "LCMScheduler",
+    }
+)
+
+
+def advance_lanes(
+    lanes: list[Lane], predictions: dict[int, torch.Tensor], *, batched: bool
+) -> list[Lane]:
+    """One scheduler step for every lane (``predictions`` by ``id(lane)``); returns the lanes
+    due a denoising frame, in ``lanes`` order.
+
+    With ``batched``, lanes of one ``step_group`` are stepped by one call over their stacked
+    rows (elementwise arithmetic, so each row equals its lane stepped alone; the random noise
+    of ancestral samplers comes from each lane's generator, as ``randn_tensor`` draws one row
+    per generator of a list).
+    """
+    groups: dict[Any, list[Lane]] = {}
+    for lane in lanes:
+        key = lane.step_group() if batched else None
+        groups.setdefault(key if key is not None else id(lane), []).append(lane)
+    due: set[int] = set()
+    for group in groups.values():
+        if len(group) == 1:
+            if group[0].advance(predictions[id(group[0])]):
+                due.add(id(group[0]))
+            continue
+        _step_together(group, predictions)
+        due |= {id(lane) for lane in group if lane.tick()}
+    return [lane for lane in lanes if id(lane) in due]
+
+
+def _step_together(group: list[Lane], predictions: dict[int, torch.Tensor]) -> None:
+    first = group[0]
+    driver = first.scheduler
+    kwargs = {k: v for k, v in first.step_kwargs.items() if k != "generator"}
+    if "generator" in first.step_kwargs:
+        kwargs["generator"] = [lane.step_kwargs["generator"] for lane in group]
+    stepped = driver.step(
+        torch.cat([predictions[id(lane)] for lane in group]),
+        first.timestep,
+        torch.cat([lane.latents for lane in group]),
+        **kwargs,
+        return_dict=False,
+    )[0]
+    index = getattr(driver, "_step_index", None)
+    for r, lane in enumerate(group):
+        lane.latents = stepped[r : r + 1]
+        if lane is not first and hasattr(lane.scheduler, "_step_index"):
+            lane.scheduler._step_index = index  # it took this step too
 
 
 def check_spec(model: LoadedModel, name: str, item: BatchItem, spec: LaneSpec) -> None:
@@ -198,7 +282,13 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         half = 1 if lane.cfg else 0
 
         def part(
-            row: int, embeds=embeds, added=added, control=control, sample=sample, t=t, cond=cond,
+            row: int,
+            embeds=embeds,
+            added=added,
+            control=control,
+            sample=sample,
+            t=t,
+            cond=cond,
             lane=lane,
         ) -> dict[str, Any]:
             return {
@@ -233,7 +323,8 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         control_rows=torch.tensor(control_rows, device=device) if control_rows else None,
         control=torch.cat([parts[r]["control"] for r in control_rows]) if control_rows else None,
         control_scale=torch.tensor([float(parts[r]["scale"]) for r in control_rows], device=device)
-        if control_rows else None,
+        if control_rows
+        else None,
         positive=[offset + r for r in range(len(positive_parts))],
         negative=[row_of_negative.get(id(lane)) for lane, _ in positive_parts],
     )

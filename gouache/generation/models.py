@@ -18,6 +18,7 @@ import torch
 
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
+from gouache.generation.speed import EAGER, SpeedOptions, apply_speed_options
 
 __all__ = ["Family", "LoadedModel", "ModelRegistry", "demo_root"]
 
@@ -53,6 +54,13 @@ class LoadedModel:
     image_encoder_path: str | None = None  # semantic embeddings for /diversity
     style_encoder_path: str | None = None  # Gram style features for /diversity
     label: str = field(default="")
+    # How the UNet is called (the module itself, or speed.BucketedUNet when compiled) and
+    # whether lanes of one scheduler class are stepped together: set by speed.apply_speed_options.
+    unet_call: Any = field(init=False)
+    batched_steps: bool = False
+
+    def __post_init__(self) -> None:
+        self.unet_call = self.unet
 
     @property
     def vae_scale_factor(self) -> int:
@@ -69,8 +77,10 @@ class ModelRegistry:
         cache_dir: Path,
         device: str = "auto",
         offline: bool = True,
+        speed: SpeedOptions = EAGER,
     ) -> None:
         self._specs = dict(specs)
+        self.speed = speed
         self._cache_dir = Path(cache_dir)
         self.device = _pick_device(device)
         self._offline = offline
@@ -96,7 +106,9 @@ class ModelRegistry:
         spec = self.spec(name)
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = self._load(name, spec)
+                model = self._load(name, spec)
+                apply_speed_options(model, self.speed)
+                self._loaded[name] = model
             return self._loaded[name]
 
     def prompt_overflow(self, model_name: str, prompt: str) -> str | None:
@@ -179,8 +191,12 @@ class ModelRegistry:
             controlnet=controlnet,
             preview_decoder=preview,
             clip_path=self._helper_path(spec.clip_model, "clip") if spec.clip_model else None,
-            image_encoder_path=self._helper_path(spec.image_encoder, "clip") if spec.image_encoder else None,
-            style_encoder_path=self._helper_path(spec.style_encoder, "clip") if spec.style_encoder else None,
+            image_encoder_path=self._helper_path(spec.image_encoder, "clip")
+            if spec.image_encoder
+            else None,
+            style_encoder_path=self._helper_path(spec.style_encoder, "clip")
+            if spec.style_encoder
+            else None,
             label=spec.label,
         )
 

@@ -28,16 +28,17 @@ import torch
 
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
-from gouache.generation.engine import (
-    Engine,
-    Fault,
-    ShouldStop,
-    _decode,
-    _free_device_memory,
-    sticky_device_errors,
-)
+from gouache.generation.decoding import decode_frames, decode_latents, to_pil
+from gouache.generation.device import Fault, ShouldStop, free_device_memory, sticky_device_errors
 from gouache.generation.fairness import DeficitRoundRobin
-from gouache.generation.lanes import Lane, assemble, check_spec, encode_item, new_lane
+from gouache.generation.lanes import (
+    Lane,
+    advance_lanes,
+    assemble,
+    check_spec,
+    encode_item,
+    new_lane,
+)
 from gouache.generation.models import ModelRegistry
 from gouache.generation.samplers import timed_scheduler
 
@@ -95,7 +96,6 @@ class RunningBatch:
         self._finished: list[Lane] = []  # denoised, waiting for their decode chunk
         self._cancelled: set[str] = set()
         self._templates: dict[tuple[str, int], Any] = {}
-        self._postprocessor = Engine(registry)  # shared post-processing (PIL by default)
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -220,13 +220,11 @@ class RunningBatch:
         for chunk in _chunks(lanes, self.row_budget):
             self._predict_splitting(chunk, predictions, failed)
         self.stats.lanes = len(lanes)
-        frames = []
-        for lane in list(lanes):
-            if lane.item.item_id in failed:
-                continue
+        stepped = [lane for lane in lanes if lane.item.item_id not in failed]
+        for lane in stepped:
             self.stats.image_steps[lane.user] = self.stats.image_steps.get(lane.user, 0) + 1
-            if lane.advance(predictions[id(lane)]):
-                frames.append(lane)
+        frames = advance_lanes(stepped, predictions, batched=self.model.batched_steps)
+        for lane in stepped:
             if lane.finished:
                 self._running.remove(lane)
                 self._finished.append(lane)
@@ -242,7 +240,7 @@ class RunningBatch:
             out.update(self._predict(lanes))
             return
         except torch.OutOfMemoryError:
-            _free_device_memory()
+            free_device_memory()
         rows = sum(lane.rows for lane in lanes)
         if len(lanes) == 1:
             failed.append(lanes[0].item.item_id)
@@ -283,7 +281,7 @@ class RunningBatch:
                 "down_block_additional_residuals": down,
                 "mid_block_additional_residual": mid,
             }
-        noise_pred = model.unet(
+        noise_pred = model.unet_call(
             rows.sample,
             rows.timesteps,
             encoder_hidden_states=rows.embeds,
@@ -314,13 +312,13 @@ class RunningBatch:
         self._check_fault("decode", chunk)
         latents = torch.cat([lane.latents for lane in chunk])
         try:
-            images = self._postprocess(_decode(self.model, latents, tiled=False))
+            images = self._postprocess(decode_latents(self.model, latents, tiled=False))
         except torch.OutOfMemoryError:
-            _free_device_memory()
+            free_device_memory()
             try:  # as the engine: a tiled VAE, then the items of this chunk fail alone
-                images = self._postprocess(_decode(self.model, latents, tiled=True))
+                images = self._postprocess(decode_latents(self.model, latents, tiled=True))
             except torch.OutOfMemoryError:
-                _free_device_memory()
+                free_device_memory()
                 failed = dict.fromkeys(lane.item.item_id for lane in chunk)
                 return [self._fail(i) for i in failed if i in self._items]
         self.stats.decoded += len(chunk)
@@ -344,18 +342,14 @@ class RunningBatch:
         start = time.perf_counter()
         model = self.model
         latents = torch.cat([lane.latents for lane in lanes])
-        decoder = model.preview_decoder
-        if decoder is not None:
-            decoded = decoder.decode(latents / decoder.config.scaling_factor, return_dict=False)[0]
-        else:
-            decoded = _decode(model, latents, tiled=False)
+        decoded = decode_frames(model, latents)
         for lane, frame in zip(lanes, self._postprocess(decoded), strict=True):
             lane.frames.append(frame)
         self.stats.frame_seconds += time.perf_counter() - start
 
     def _postprocess(self, image: torch.Tensor) -> list[Any]:
         """Decoded [-1, 1] tensors to PIL images (tests override this to keep floats)."""
-        return self._postprocessor._postprocess(image, self.model)
+        return to_pil(image, self.model)
 
     # -- bookkeeping -----------------------------------------------------------------------
 

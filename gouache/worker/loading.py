@@ -29,12 +29,20 @@ log = logging.getLogger(__name__)
 def build_registry(settings: Settings, *, device: str | None = None) -> ModelRegistry:
     """The model registry every generating process uses (``device`` overrides the worker's)."""
     from gouache.generation.models import ModelRegistry
+    from gouache.generation.speed import resolve_speed
 
+    speed = settings.speed
     return ModelRegistry(
         settings.models,
         cache_dir=settings.data_dir / "models",
         device=device or settings.worker.device,
         offline=settings.offline,
+        speed=resolve_speed(
+            channels_last=speed.channels_last,
+            compile=speed.compile,
+            batched_steps=speed.batched_steps,
+            compile_buckets=speed.compile_buckets,
+        ),
     )
 
 

@@ -51,7 +51,7 @@ class TimedEngine:
             if any("kill-the-worker" in item.prompt for item in items) and step * 2 >= key.steps:
                 os.kill(os.getpid(), signal.SIGKILL)
             if any("sticky-cuda" in item.prompt for item in items):
-                from gouache.generation.engine import FatalDeviceError
+                from gouache.generation.device import FatalDeviceError
 
                 raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
             if should_stop:
@@ -132,7 +132,7 @@ class TimedRunningBatch:
             if "kill-the-worker" in item.prompt and done * 2 >= spec.steps:
                 os.kill(os.getpid(), signal.SIGKILL)
             if "sticky-cuda" in item.prompt:
-                from gouache.generation.engine import FatalDeviceError
+                from gouache.generation.device import FatalDeviceError
 
                 raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
             if done >= spec.steps:

@@ -92,14 +92,14 @@ def test_rows_go_round_robin_by_user_when_the_budget_is_full(registry, float_run
 def test_decode_that_never_fits_fails_those_items_only(registry, float_running_cls, monkeypatch):
     import gouache.generation.running as running
 
-    real = running._decode
+    real = running.decode_latents
 
     def decode(model, latents, tiled):
         if len(latents) == 2:  # b's two images decode together and never fit
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, latents, tiled)
 
-    monkeypatch.setattr(running, "_decode", decode)
+    monkeypatch.setattr(running, "decode_latents", decode)
     batch = float_running_cls(registry, SD, decode_chunk=2)
     results = _run(batch)
     assert isinstance(results["b"].error, ResourceExhausted)

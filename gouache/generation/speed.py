@@ -1,0 +1,200 @@
+"""Speed options for the denoiser, each measured by ``benchmarks/speed.py``.
+
+``SpeedOptions`` is what a ``ModelRegistry`` applies to every model it loads:
+
+- ``channels_last``: the UNet and ControlNet weights in NHWC memory format (convolutions are
+  most of the UNet's time; oneDNN on CPU and cuDNN on CUDA both prefer NHWC).
+- ``compile``: ``torch.compile`` of the UNet, called through ``BucketedUNet``, which pads the
+  batch to the next bucket (1, 2, 4, ...) so a running batch whose row count changes every step
+  compiles once per bucket instead of once per row count.
+- ``batched_steps``: lanes that share a stateless scheduler class, its configuration and their
+  position in the same schedule are stepped by one ``scheduler.step`` over their stacked rows
+  instead of one call per lane (``lanes.advance_lanes``).
+
+SDPA is not an option: ``ensure_sdpa`` puts PyTorch's ``scaled_dot_product_attention``
+processor on every diffusers attention layer that uses the classic one, and
+``attention_report`` says what each part runs, for the worker's start-up log.
+``resolve_speed`` turns the configured ``auto`` values into the measured defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+if TYPE_CHECKING:
+    from gouache.generation.models import LoadedModel
+
+__all__ = [
+    "EAGER",
+    "BucketedUNet",
+    "SpeedOptions",
+    "apply_speed_options",
+    "attention_report",
+    "ensure_sdpa",
+    "resolve_speed",
+]
+
+log = logging.getLogger(__name__)
+
+Switch = Literal["auto", "on", "off"]
+DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """Resolved switches (no ``auto`` left); ``EAGER`` is plain PyTorch as loaded."""
+
+    channels_last: bool = False
+    compile: bool = False
+    compile_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    batched_steps: bool = False
+
+
+EAGER = SpeedOptions()
+
+
+def resolve_speed(
+    *,
+    channels_last: Switch,
+    compile: Switch,
+    batched_steps: Switch,
+    compile_buckets: Sequence[int] = DEFAULT_BUCKETS,
+) -> SpeedOptions:
+    """``auto`` -> what ``benchmarks/results/speed.json`` showed to pay.
+
+    Measured on the 2-core CPU (the table in the README): channels_last pays; torch.compile
+    costs about a minute per bucket at start-up for a small steady-state gain, so ``auto`` leaves
+    it off everywhere (a long-running CUDA worker may turn it on); batched scheduler steps are
+    exact and never slower. On CUDA, channels_last follows diffusers' guidance for SD UNets
+    (``benchmarks/throughput.py --gpu`` measures it when a GPU is lent).
+    """
+
+    def pick(value: Switch, auto: bool) -> bool:
+        return auto if value == "auto" else value == "on"
+
+    return SpeedOptions(
+        channels_last=pick(channels_last, True),
+        compile=pick(compile, False),
+        compile_buckets=tuple(sorted(set(compile_buckets))),
+        batched_steps=pick(batched_steps, True),
+    )
+
+
+def apply_speed_options(model: LoadedModel, options: SpeedOptions) -> None:
+    """Put ``options`` on a freshly loaded model (in place) and log what its parts run."""
+    ensure_sdpa(model)
+    if options.channels_last:
+        for module in (model.unet, model.controlnet):
+            if module is not None:
+                module.to(memory_format=torch.channels_last)
+    if options.compile:
+        model.unet_call = BucketedUNet(model.unet, options.compile_buckets)
+    model.batched_steps = options.batched_steps
+    log.info("model %s: %s, %s", model.name, options, attention_report(model))
+
+
+def ensure_sdpa(model: LoadedModel) -> None:
+    """Every diffusers attention layer on PyTorch's fused SDPA kernel, where it has the classic
+    processor (diffusers picks SDPA by default; a model saved or patched otherwise may not)."""
+    from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+    for module in _attention_modules(model):
+        processors = module.attn_processors
+        if any(type(p) is AttnProcessor for p in processors.values()):
+            module.set_attn_processor(
+                {
+                    name: AttnProcessor2_0() if type(p) is AttnProcessor else p
+                    for name, p in processors.items()
+                }
+            )
+
+
+def attention_report(model: LoadedModel) -> dict[str, str]:
+    """Which attention implementation each part of ``model`` runs (class names, or the
+    transformers ``attn_implementation`` of the text encoders)."""
+    report = {}
+    for part, module in _parts(model):
+        if hasattr(module, "attn_processors"):
+            kinds = sorted({type(p).__name__ for p in module.attn_processors.values()})
+            report[part] = ",".join(kinds) or "none"
+        elif hasattr(module, "config"):
+            report[part] = str(getattr(module.config, "_attn_implementation", "unknown"))
+    return report
+
+
+def _parts(model: LoadedModel) -> list[tuple[str, Any]]:
+    parts = [("unet", model.unet), ("vae", model.vae), ("controlnet", model.controlnet)]
+    parts += [(f"text_encoder_{i}", m) for i, m in enumerate(model.text_encoders)]
+    return [(name, module) for name, module in parts if module is not None]
+
+
+def _attention_modules(model: LoadedModel) -> list[Any]:
+    return [m for _, m in _parts(model) if hasattr(m, "attn_processors")]
+
+
+class BucketedUNet(torch.nn.Module):
+    """``torch.compile(unet)`` called with the batch padded to the next bucket.
+
+    Rows are independent in a UNet (GroupNorm, attention and convolutions all work per sample),
+    so padding with copies of the last row and slicing the output changes nothing for the real
+    rows. Row counts above the largest bucket run the eager UNet. Padding wastes at most half a
+    bucket of rows; recompiling per row count would cost a compile per distinct count.
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        buckets: Sequence[int],
+        compiler: Callable[..., Any] = torch.compile,
+    ) -> None:
+        super().__init__()
+        if not buckets or min(buckets) < 1:
+            raise ValueError(f"compile buckets must be positive row counts, not {buckets!r}")
+        self.unet = unet
+        self.buckets = tuple(sorted(set(buckets)))
+        import torch._dynamo
+
+        # One graph per bucket (dynamic=False); dynamo's default cache holds 8 per code object.
+        limit = torch._dynamo.config.cache_size_limit
+        torch._dynamo.config.cache_size_limit = max(limit, len(self.buckets) + 2)
+        self.compiled = compiler(unet, dynamic=False)
+
+    @property
+    def config(self) -> Any:
+        return self.unet.config
+
+    def bucket(self, rows: int) -> int | None:
+        """The smallest bucket that holds ``rows``, or None above the largest."""
+        return next((b for b in self.buckets if b >= rows), None)
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor, **kwargs: Any) -> tuple:
+        rows = sample.shape[0]
+        size = self.bucket(rows)
+        if size is None:
+            return self.unet(sample, timestep, **kwargs)
+        if timestep.dim() == 0:
+            timestep = timestep.expand(rows)
+        padded = _pad_rows((sample, timestep, kwargs), rows, size)
+        sample, timestep, kwargs = padded
+        out = self.compiled(sample, timestep, **kwargs)
+        return (out[0][:rows],)
+
+
+def _pad_rows(value: Any, rows: int, size: int) -> Any:
+    """Every tensor in ``value`` (nested tuples, lists, dicts) whose first dimension is ``rows``,
+    padded to ``size`` rows with copies of its last row."""
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0 or value.shape[0] != rows or size == rows:
+            return value
+        pad = value[-1:].expand(size - rows, *value.shape[1:])
+        return torch.cat([value, pad])
+    if isinstance(value, dict):
+        return {k: _pad_rows(v, rows, size) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_pad_rows(v, rows, size) for v in value)
+    return value
