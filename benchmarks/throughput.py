@@ -53,6 +53,7 @@ from gouache.generation.fairness import jain_index  # noqa: E402
 from gouache.generation.models import ModelRegistry  # noqa: E402
 from gouache.generation.running import RunningBatch  # noqa: E402
 from gouache.generation.samplers import make_scheduler  # noqa: E402
+from gouache.generation.speed import resolve_speed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "builtin:demo"
@@ -570,7 +571,9 @@ def load_context(specs: dict[str, Any] | None = None, cache: Path | None = None)
     gradient = np.tile(np.linspace(0, 255, SIZE, dtype=np.uint8), (SIZE, 1))
     DEPTH = Image.fromarray(np.stack([gradient] * 3, axis=-1))
     cache = cache or Path(os.environ.get("GOUACHE_BENCH_CACHE", "/tmp/gouache-bench-cache"))
-    registry = ModelRegistry(specs or {MODEL: builtin_demo_spec()}, cache_dir=cache)
+    # The engines run with the speed options gouache ships (``[speed]`` all ``auto``).
+    shipped = resolve_speed(channels_last="auto", compile="auto", batched_steps="auto")
+    registry = ModelRegistry(specs or {MODEL: builtin_demo_spec()}, cache_dir=cache, speed=shipped)
     model = registry.get(MODEL)
     path = registry._pipeline_path(model.spec)
     pipe = StableDiffusionPipeline.from_pretrained(
