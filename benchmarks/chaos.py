@@ -17,7 +17,7 @@ database and the fakes, never the engine's internals:
    slash commands retyped by the user).
 2. Faults: SIGKILL of worker processes at random moments, each aimed at a phase read from the
    database (claiming: no job held while work is queued; mid-step: 0 < progress < 1;
-   decode/store: every step done, not yet stored); ``pg_terminate_backend`` of every gouache
+   decode/store: a held job with every step done, not yet stored); ``pg_terminate_backend`` of every gouache
    backend; one PostgreSQL server restart (full run only); the service SIGKILLed and started
    again; one poison job. A worker holding a job that is on its last attempts is not killed:
    the queue promises at-least-once within ``max_attempts``, and the harness stays inside it.
@@ -573,10 +573,12 @@ async def _phase(run: Run, worker_id: str) -> tuple[str, int, int]:
             return "idle", 0, 0
         return "claiming", 0, await run.db.queued_attempts()
     attempts = max((a for _, _, a, prompt in held if POISON not in prompt), default=0)
-    progress = min(p for _, p, _, _ in held)
-    if progress >= 0.999:
+    progress = [p for _, p, _, _ in held]
+    # Step mode stores each job as its lanes retire while the others go on stepping: one held
+    # job with every step done is being decoded or stored, whatever its batch-mates are at.
+    if max(progress) >= 0.999:
         return "decode/store", len(held), attempts
-    return ("mid-step" if progress > 0 else "claimed"), len(held), attempts
+    return ("mid-step" if max(progress) > 0 else "claimed"), len(held), attempts
 
 
 async def _aim(run: Run, proc: Proc, worker_id: str, aimed: str, patience: float) -> tuple[str, int] | None:
