@@ -123,7 +123,7 @@ FULL = Config(
 CI = Config(
     name="ci", inner_engine="tests.support.engines:TimedEngine", users=16, stream_jobs=20,
     stream_rate=1.5, worker_kills=4, pg_terminations=2, pg_restart=False, service_restarts=1,
-    deadline_seconds=170, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
+    deadline_seconds=330, max_attempts=4, lease_seconds=2.0, heartbeat_seconds=0.3,
     batch_window_ms=100, kill_wait=(0.1, 0.8),
 )  # fmt: skip
 CONFIGS = {"full": FULL, "ci": CI}
@@ -885,7 +885,10 @@ async def load(run: Run, planner: Planner) -> None:
             launch(sub)
         poison_at = max(1, c.stream_jobs // 20)
         k = 0
-        while k < c.stream_jobs or (len(run.kills) < c.worker_kills and k < 2 * c.stream_jobs):
+        # Kills are aimed at held work (and spare jobs on their last attempts), so a stream that
+        # ran dry would leave the kill count short for good: it goes on until the kills are made
+        # (the run's deadline bounds it).
+        while k < c.stream_jobs or len(run.kills) < c.worker_kills:
             await asyncio.sleep(rng.expovariate(c.stream_rate))
             if k == poison_at:
                 poison = Submission(99_999, "web", "web-chaos-poison",
