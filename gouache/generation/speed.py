@@ -22,12 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
-
-if TYPE_CHECKING:
-    from gouache.generation.models import LoadedModel
 
 __all__ = [
     "EAGER",
@@ -43,6 +40,19 @@ log = logging.getLogger(__name__)
 
 Switch = Literal["auto", "on", "off"]
 DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
+class LoadedModel(Protocol):
+    """What the options touch of ``models.LoadedModel`` (structural, so that ``models.py``
+    imports this module and not the other way round)."""
+
+    name: str
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    controlnet: torch.nn.Module | None
+    text_encoders: tuple[torch.nn.Module, ...]
+    unet_call: Any
+    batched_steps: bool
 
 
 @dataclass(frozen=True)
