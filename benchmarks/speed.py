@@ -42,7 +42,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from gouache.config import builtin_demo_spec  # noqa: E402
+from gouache.config import Speed, builtin_demo_spec  # noqa: E402
 from gouache.generation import running as running_module  # noqa: E402
 from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey  # noqa: E402
 from gouache.generation.models import ModelRegistry  # noqa: E402
@@ -167,7 +167,7 @@ def _jobs(n: int, steps: int) -> list[tuple[BatchItem, LaneSpec]]:
 
 
 def bench_running(cache: Path, n: int, steps: int, reps: int) -> dict[str, Any]:
-    shipped = resolve_speed(channels_last="auto", compile="auto", batched_steps="auto")
+    shipped = resolve_speed(Speed())
     options = {
         "eager": EAGER,
         "channels_last": SpeedOptions(channels_last=True),

@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from gouache.config import builtin_demo_spec  # noqa: E402
+from gouache.config import Speed, builtin_demo_spec  # noqa: E402
 from gouache.generation.batch import BatchItem, BatchKey, ShapeKey  # noqa: E402
 from gouache.generation.engine import Engine  # noqa: E402
 from gouache.generation.fairness import jain_index  # noqa: E402
@@ -575,7 +575,7 @@ def load_context(specs: dict[str, Any] | None = None, cache: Path | None = None)
     DEPTH = Image.fromarray(np.stack([gradient] * 3, axis=-1))
     cache = cache or Path(os.environ.get("GOUACHE_BENCH_CACHE", "/tmp/gouache-bench-cache"))
     # The engines run with the speed options gouache ships (``[speed]`` all ``auto``).
-    shipped = resolve_speed(channels_last="auto", compile="auto", batched_steps="auto")
+    shipped = resolve_speed(Speed())
     registry = ModelRegistry(specs or {MODEL: builtin_demo_spec()}, cache_dir=cache, speed=shipped)
     model = registry.get(MODEL)
     path = registry._pipeline_path(model.spec)

@@ -105,6 +105,9 @@ class Batching(BaseModel):
     batch_window_ms: int = Field(200, ge=0)
 
 
+DEFAULT_COMPILE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+
+
 class Speed(BaseModel):
     """Speed options for the UNet (gouache/generation/speed.py); ``auto`` is what
     ``benchmarks/speed.py`` measured to pay (see the README's speed table)."""
@@ -114,7 +117,7 @@ class Speed(BaseModel):
         "auto", description="torch.compile the UNet (about a minute per bucket at start-up)"
     )
     compile_buckets: list[int] = Field(
-        default_factory=lambda: [1, 2, 4, 8, 16, 32, 64],
+        default_factory=lambda: list(DEFAULT_COMPILE_BUCKETS),
         description="row counts compiled for; a batch is padded to the next one",
     )
     batched_steps: Literal["auto", "on", "off"] = Field(

@@ -14,7 +14,8 @@
 SDPA is not an option: ``ensure_sdpa`` puts PyTorch's ``scaled_dot_product_attention``
 processor on every diffusers attention layer that uses the classic one, and
 ``attention_report`` says what each part runs, for the worker's start-up log.
-``resolve_speed`` turns the configured ``auto`` values into the measured defaults.
+``resolve_speed`` turns the configured ``auto`` values into the measured defaults
+(``resolve_speed(Speed())``: what gouache ships).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
+
+from gouache.config import DEFAULT_COMPILE_BUCKETS, Speed
 
 __all__ = [
     "EAGER",
@@ -39,7 +42,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Switch = Literal["auto", "on", "off"]
-DEFAULT_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 class LoadedModel(Protocol):
@@ -61,20 +63,14 @@ class SpeedOptions:
 
     channels_last: bool = False
     compile: bool = False
-    compile_buckets: tuple[int, ...] = DEFAULT_BUCKETS
+    compile_buckets: tuple[int, ...] = DEFAULT_COMPILE_BUCKETS
     batched_steps: bool = False
 
 
 EAGER = SpeedOptions()
 
 
-def resolve_speed(
-    *,
-    channels_last: Switch,
-    compile: Switch,
-    batched_steps: Switch,
-    compile_buckets: Sequence[int] = DEFAULT_BUCKETS,
-) -> SpeedOptions:
+def resolve_speed(speed: Speed) -> SpeedOptions:
     """``auto`` -> what ``benchmarks/results/speed.json`` showed to pay.
 
     Measured on the 2-core CPU (the table in the README): channels_last pays; torch.compile
@@ -88,10 +84,10 @@ def resolve_speed(
         return auto if value == "auto" else value == "on"
 
     return SpeedOptions(
-        channels_last=pick(channels_last, True),
-        compile=pick(compile, False),
-        compile_buckets=tuple(sorted(set(compile_buckets))),
-        batched_steps=pick(batched_steps, True),
+        channels_last=pick(speed.channels_last, True),
+        compile=pick(speed.compile, False),
+        compile_buckets=tuple(sorted(set(speed.compile_buckets))),
+        batched_steps=pick(speed.batched_steps, True),
     )
 
 

@@ -31,18 +31,12 @@ def build_registry(settings: Settings, *, device: str | None = None) -> ModelReg
     from gouache.generation.models import ModelRegistry
     from gouache.generation.speed import resolve_speed
 
-    speed = settings.speed
     return ModelRegistry(
         settings.models,
         cache_dir=settings.data_dir / "models",
         device=device or settings.worker.device,
         offline=settings.offline,
-        speed=resolve_speed(
-            channels_last=speed.channels_last,
-            compile=speed.compile,
-            batched_steps=speed.batched_steps,
-            compile_buckets=speed.compile_buckets,
-        ),
+        speed=resolve_speed(settings.speed),
     )
 
 

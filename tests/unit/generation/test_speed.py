@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from gouache.config import Speed
 from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey
 from gouache.generation.lanes import STATELESS_SCHEDULERS
 from gouache.generation.models import ModelRegistry
@@ -219,10 +220,10 @@ def test_every_attention_layer_runs_sdpa(tiny_specs, tiny_cache_dir) -> None:
 
 
 def test_auto_is_what_the_benchmark_measured_to_pay() -> None:
-    auto = resolve_speed(channels_last="auto", compile="auto", batched_steps="auto")
+    auto = resolve_speed(Speed())
     assert auto == SpeedOptions(channels_last=True, compile=False, batched_steps=True)
-    forced = resolve_speed(channels_last="off", compile="on", batched_steps="off",
-                           compile_buckets=[8, 1, 8])  # fmt: skip
+    forced = resolve_speed(Speed(channels_last="off", compile="on", batched_steps="off",
+                                 compile_buckets=[8, 1, 8]))  # fmt: skip
     assert forced == SpeedOptions(False, True, (1, 8), False)
     assert SpeedOptions() == EAGER
 
@@ -232,8 +233,7 @@ def test_settings_reach_the_registry(tmp_path) -> None:
     from gouache.worker.loading import build_registry
 
     default = build_registry(Settings(data_dir=tmp_path), device="cpu")
-    assert default.speed == resolve_speed(channels_last="auto", compile="auto",
-                                          batched_steps="auto")  # fmt: skip
+    assert default.speed == resolve_speed(Speed())
     chosen = build_registry(
         Settings(data_dir=tmp_path, speed={"channels_last": "off", "batched_steps": "off"}),
         device="cpu",
