@@ -1,116 +1,90 @@
-"""Deficit round robin (Shreedhar and Varghese, SIGCOMM 1995) keyed by user, charged in work.
+"""Who gets a running batch's rows: deficit round robin by user, charged in image-steps.
 
-Who gets the free rows of a running batch when there are more waiting lanes than rows? Plain
-round robin by job would let one user's 4-image 50-step jobs take as much as ten users' 1-image
-20-step jobs; FIFO would let a burst from one user crowd everyone else out. DRR gives every user
-with waiting work a ``quantum`` of credit per round and serves their queue while the head's cost
-(image-steps: one lane of ``steps`` steps costs ``steps``) fits the credit, so over time each
-backlogged user receives the same image-steps, whatever sizes their jobs have.
+When more lanes wait than the row budget holds, plain FIFO lets one user's burst crowd everyone
+out, and round robin by job lets a 4-image 50-step job take as much as ten 1-image 20-step
+jobs. ``FairShare`` is deficit round robin (Shreedhar and Varghese, SIGCOMM 1995) at step
+granularity: every UNet step is a round in which each user with lanes gets one lane-step per
+pass, passes repeat while rows are left, and a user's deficit is the image-steps it has
+received, so the last, partial pass goes to whoever is behind. Over any stretch of steps,
+backlogged users receive the same image-steps, whatever the sizes of their jobs.
 
-Pure Python, no torch: the benchmark and the worker's claim logic can use it as it is.
+Rows are given per step, not once per lane: a lane that is not chosen is paused (it keeps its
+latents, scheduler state and generator, so its result is unchanged) and resumes when its user's
+turn comes. Charging a lane its whole cost when it starts and letting it keep its rows to the
+end (DRR over admissions) is fair only over times much longer than a lane: a 50-step lane that
+started while the other users' jobs were between submissions kept its rows for 50 steps, and in
+the throughput benchmark's heavy-user case that gave the heavy user twice a light user's work.
+
+Pure Python, no torch: the benchmark and tests use it as it is.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
-__all__ = ["DeficitRoundRobin", "jain_index"]
+__all__ = ["FairShare", "jain_index"]
 
 T = TypeVar("T")
 
 
-@dataclass
-class _Entry(Generic[T]):
-    item: T
-    cost: float
+class FairShare:
+    """Per-step lane selection by user, least-served user first; remembers what each received.
 
-
-class DeficitRoundRobin(Generic[T]):
-    """Queues per user, served in deficit-round-robin order.
-
-    ``peek()`` returns what ``pop()`` would return, so a caller can check that the next item fits
-    (enough free rows) before taking it; peeking twice changes nothing more than peeking once.
+    A user with no lanes left is forgotten (waiting is not saving up); a user who (re)appears
+    starts level with the least-served user present, so a newcomer neither jumps the queue with
+    credit it never earned nor waits behind everyone's history.
     """
 
-    def __init__(self, quantum: float = 20.0) -> None:
-        if quantum <= 0:
-            raise ValueError(f"quantum must be positive, not {quantum}")
-        self.quantum = float(quantum)
-        self._queues: dict[Hashable, deque[_Entry[T]]] = {}
-        self._deficit: dict[Hashable, float] = {}
-        self._active: deque[Hashable] = deque()  # users with waiting items, in round order
-        self._credited = False  # the head user already got this visit's quantum
+    def __init__(self) -> None:
+        self._served: dict[Hashable, int] = {}  # image-steps received while present
 
-    def push(self, user: Hashable, item: T, cost: float) -> None:
-        """Queue ``item`` for ``user``; ``cost`` is the work it will receive (image-steps)."""
-        if cost <= 0:
-            raise ValueError(f"cost must be positive, not {cost}")
-        queue = self._queues.setdefault(user, deque())
-        if not queue:
-            self._active.append(user)
-            self._deficit[user] = 0.0
-        queue.append(_Entry(item, float(cost)))
+    def select(
+        self,
+        lanes: Sequence[T],
+        budget: int,
+        *,
+        user: Callable[[T], Hashable],
+        rows: Callable[[T], int],
+    ) -> list[T]:
+        """The lanes to run this step, at most ``budget`` rows (one lane at least, if any).
 
-    def peek(self) -> T | None:
-        """The next item in DRR order (None when empty), without taking it."""
-        while self._active:
-            user = self._active[0]
-            if not self._credited:
-                self._deficit[user] += self.quantum
-                self._credited = True
-            head = self._queues[user][0]
-            if head.cost <= self._deficit[user]:
-                return head.item
-            self._active.rotate(-1)  # not enough credit: the next user's turn
-            self._credited = False
-        return None
+        ``lanes`` come in each user's own priority order (the caller puts started lanes first);
+        that order is kept within a user. A lane that does not fit the rows left is passed over
+        for this step, and smaller ones behind it may still take the rows.
+        """
+        queues: dict[Hashable, list[T]] = {}
+        for lane in lanes:
+            queues.setdefault(user(lane), []).append(lane)
+        self._forget_absent(queues)
+        floor = min((self._served[u] for u in queues if u in self._served), default=0)
+        for u in queues:
+            self._served.setdefault(u, floor)
+        order = sorted(queues, key=lambda u: self._served[u])  # stable: ties keep arrival order
+        chosen: list[T] = []
+        left = budget
+        depth = 0
+        while left > 0 and any(depth < len(q) for q in queues.values()):
+            for u in order:
+                queue = queues[u]
+                if depth < len(queue) and (rows(queue[depth]) <= left or not chosen):
+                    chosen.append(queue[depth])
+                    left -= rows(queue[depth])
+            depth += 1
+        return chosen
 
-    def pop(self) -> T | None:
-        """Take the next item in DRR order (None when empty)."""
-        item = self.peek()
-        if item is None:
-            return None
-        user = self._active[0]
-        entry = self._queues[user].popleft()
-        self._deficit[user] -= entry.cost
-        if not self._queues[user]:
-            self._drop_user(user)
-        return item
+    def charge(self, users: Sequence[Hashable]) -> None:
+        """Record one image-step for each entry (a user once per lane stepped)."""
+        for u in users:
+            self._served[u] = self._served.get(u, 0) + 1
 
-    def remove(self, predicate: Callable[[T], bool]) -> list[T]:
-        """Take out every waiting item for which ``predicate`` holds (cancelled jobs)."""
-        removed: list[T] = []
-        for user in list(self._active):
-            queue = self._queues[user]
-            kept = deque(e for e in queue if not predicate(e.item))
-            removed += [e.item for e in queue if predicate(e.item)]
-            self._queues[user] = kept
-            if not kept:
-                self._drop_user(user)
-        return removed
+    def served(self, u: Hashable) -> int:
+        """Image-steps ``u`` received while present (0 for a user not present)."""
+        return self._served.get(u, 0)
 
-    def users(self) -> list[Hashable]:
-        """Users with waiting items, in the order of the current round."""
-        return list(self._active)
-
-    def __len__(self) -> int:
-        return sum(len(q) for q in self._queues.values())
-
-    def __iter__(self) -> Iterator[T]:
-        for user in self._active:
-            yield from (e.item for e in self._queues[user])
-
-    def _drop_user(self, user: Hashable) -> None:
-        # An idle user keeps no credit (classic DRR): waiting is not saving up.
-        was_head = bool(self._active) and self._active[0] == user
-        self._active.remove(user)
-        self._deficit.pop(user, None)
-        self._queues.pop(user, None)
-        if was_head:
-            self._credited = False
+    def _forget_absent(self, present: dict[Hashable, list[T]]) -> None:
+        for u in [u for u in self._served if u not in present]:
+            del self._served[u]
 
 
 def jain_index(amounts: list[float]) -> float:

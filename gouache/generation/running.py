@@ -6,7 +6,8 @@ only a ``ShapeKey`` (model and latent size); every ``step()`` makes ONE UNet cal
 of every running lane, whatever step, sampler, guidance, CFG or ControlNet each has, then
 decodes a few finished lanes (``decode_chunk``) and hands back every item whose images are all
 done. New items are ``admit``-ted at any time and start at the next step; who gets rows when the
-row budget is full is decided by deficit round robin per user charged in image-steps.
+row budget is full is decided every step by deficit round robin per user charged in image-steps
+(``fairness.FairShare``): a lane left out of a step is paused, its state kept, and resumes.
 
 Results equal each item generated alone by ``Engine.generate`` (tests/unit/generation/
 test_running.py: max abs difference <= 1e-4 on [0, 1] images).
@@ -30,7 +31,7 @@ from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
 from gouache.generation.decoding import decode_frames, decode_latents, to_pil
 from gouache.generation.device import Fault, ShouldStop, free_device_memory, sticky_device_errors
-from gouache.generation.fairness import DeficitRoundRobin
+from gouache.generation.fairness import FairShare
 from gouache.generation.lanes import (
     Lane,
     advance_lanes,
@@ -79,7 +80,6 @@ class RunningBatch:
         *,
         row_budget: int = 32,
         decode_chunk: int = 2,
-        quantum: float = 20.0,
         fault: Fault | None = None,
     ) -> None:
         if shape.width % 8 or shape.height % 8:
@@ -91,8 +91,8 @@ class RunningBatch:
         self.stats = StepStats()
         self._fault = fault
         self._items: dict[str, _Item] = {}
-        self._waiting: DeficitRoundRobin[Lane] = DeficitRoundRobin(quantum)
-        self._running: list[Lane] = []
+        self._share = FairShare()
+        self._lanes: list[Lane] = []  # admitted and still denoising (running or paused)
         self._finished: list[Lane] = []  # denoised, waiting for their decode chunk
         self._cancelled: set[str] = set()
         self._templates: dict[tuple[str, int], Any] = {}
@@ -105,14 +105,13 @@ class RunningBatch:
 
     @property
     def rows(self) -> int:
-        """UNet rows of the running lanes (the next step's size before newcomers)."""
-        return sum(lane.rows for lane in self._running)
+        """UNet rows every admitted lane still denoising would take (running or paused)."""
+        return sum(lane.rows for lane in self._lanes)
 
     @property
     def free_rows(self) -> int:
         """Rows a newcomer could take at the next step (what the worker claims up to)."""
-        waiting = sum(lane.rows for lane in self._waiting)
-        return max(0, self.row_budget - self.rows - waiting)
+        return max(0, self.row_budget - self.rows)
 
     @property
     def item_ids(self) -> list[str]:
@@ -147,8 +146,7 @@ class RunningBatch:
             item, spec, user, [None] * item.count, [[] for _ in range(item.count)], item.count
         )
         for index in range(item.count):
-            lane = new_lane(model, item, spec, index, user, cond, cfg, template, shape)
-            self._waiting.push(user, lane, cost=spec.steps)
+            self._lanes.append(new_lane(model, item, spec, index, user, cond, cfg, template, shape))
 
     def cancel(self, item_id: str) -> None:
         """Drop ``item_id`` at the next step; it comes back from ``step()`` as cancelled."""
@@ -178,7 +176,7 @@ class RunningBatch:
     def progress(self) -> dict[str, tuple[int, int]]:
         """Per item: (sampler steps done by its slowest image, steps)."""
         done: dict[str, int] = {}
-        for lane in [*self._waiting, *self._running, *self._finished]:
+        for lane in [*self._lanes, *self._finished]:
             item_id = lane.item.item_id
             done[item_id] = min(done.get(item_id, lane.steps_done), lane.steps_done)
         return {
@@ -189,28 +187,31 @@ class RunningBatch:
     def _step(self, should_stop: ShouldStop | None) -> list[ItemResult]:
         self.stats = StepStats()
         retired = self._drop_cancelled(should_stop)
-        self._fill()
-        if self._running:
-            failed = self._denoise(self._running)
+        chosen = self._choose()
+        if chosen:
+            failed = self._denoise(chosen)
             retired += [self._fail(item_id) for item_id in failed]
-        chunks = 1 if self._running else max(1, -(-len(self._finished) // self.decode_chunk))
+        chunks = 1 if self._lanes else max(1, -(-len(self._finished) // self.decode_chunk))
         for _ in range(chunks):
             retired += self._decode_chunk()
         return retired
 
-    def _fill(self) -> None:
-        """Start waiting lanes in DRR order while their rows fit the budget (never none)."""
-        rows = self.rows
-        while (lane := self._waiting.peek()) is not None:
-            if self._running and rows + lane.rows > self.row_budget:
-                break
-            self._waiting.pop()
-            self._running.append(lane)
-            rows += lane.rows
+    def _choose(self) -> list[Lane]:
+        """This step's lanes: the fair share of the row budget (never none while lanes wait).
+
+        Within a user, lanes that have started come first (in admission order), so a user's
+        requests finish in order and few lanes sit paused half-done.
+        """
+        ordered = sorted(self._lanes, key=lambda lane: lane.steps_done == 0)  # stable
+        chosen = self._share.select(
+            ordered, self.row_budget, user=lambda lane: lane.user, rows=lambda lane: lane.rows
+        )
+        for lane in chosen:
             entry = self._items[lane.item.item_id]
             if not entry.started:
                 entry.started = True
                 self.stats.started.append(lane.item.item_id)
+        return chosen
 
     def _denoise(self, lanes: list[Lane]) -> list[str]:
         """Noise predictions for ``lanes`` in chunks of at most ``row_budget`` rows, then one
@@ -223,10 +224,11 @@ class RunningBatch:
         stepped = [lane for lane in lanes if lane.item.item_id not in failed]
         for lane in stepped:
             self.stats.image_steps[lane.user] = self.stats.image_steps.get(lane.user, 0) + 1
+        self._share.charge([lane.user for lane in stepped])
         frames = advance_lanes(stepped, predictions, batched=self.model.batched_steps)
         for lane in stepped:
             if lane.finished:
-                self._running.remove(lane)
+                self._lanes.remove(lane)
                 self._finished.append(lane)
         if frames:
             self._keep_frames(frames)
@@ -302,7 +304,12 @@ class RunningBatch:
         return out
 
     def _decode_chunk(self) -> list[ItemResult]:
-        """Decode up to ``decode_chunk`` finished lanes; hand back items now complete."""
+        """Decode up to ``decode_chunk`` finished lanes; hand back items now complete.
+
+        Lanes whose item has the fewest images left go first, so a one-image job is handed back
+        the step its lane finishes instead of queueing behind a four-image job's decodes.
+        """
+        self._finished.sort(key=lambda lane: self._items[lane.item.item_id].left)  # stable
         chunk, self._finished = (
             self._finished[: self.decode_chunk],
             self._finished[self.decode_chunk :],
@@ -376,8 +383,7 @@ class RunningBatch:
         )
 
     def _drop(self, item_ids: set[str]) -> None:
-        self._waiting.remove(lambda lane: lane.item.item_id in item_ids)
-        self._running = [lane for lane in self._running if lane.item.item_id not in item_ids]
+        self._lanes = [lane for lane in self._lanes if lane.item.item_id not in item_ids]
         self._finished = [lane for lane in self._finished if lane.item.item_id not in item_ids]
         for item_id in item_ids:
             self._items.pop(item_id, None)

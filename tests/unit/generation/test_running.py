@@ -280,3 +280,33 @@ def test_guidance_distilled_unet_lanes_add_no_unconditional_rows(
     assert batch.stats.rows == 3  # no unconditional rows
     results = {r.item_id: r for r in batch.run()}
     assert_equal_to_alone(results, jobs, float_engine_cls(registry), shape)
+
+
+def test_paused_lanes_resume_unchanged_when_newcomers_take_their_rows(
+    registry, float_engine_cls, float_running_cls
+):
+    # The heavy item fills the budget alone; two users arrive at step 2 and get rows at once,
+    # so heavy's lanes take turns (paused lanes keep latents, scheduler state and generator).
+    heavy = (BatchItem("heavy", "a red cat", "blurry", seed=1, count=2), LaneSpec(5, "dpmpp-2m", 5.0))
+    light = [
+        (BatchItem("l1", "a blue dog", seed=2), LaneSpec(3, "euler-a", 4.0)),
+        (BatchItem("l2", "a green owl", seed=3), LaneSpec(3, "ddim", 3.0)),
+    ]
+    batch = float_running_cls(registry, SD, row_budget=4)
+    batch.admit(*heavy, user="h")
+    batch.step()
+    assert batch.stats.image_steps == {"h": 2}
+    for item, spec in light:
+        batch.admit(item, spec, user=item.item_id)
+    results, retired_at, k = {}, {}, 1
+    lanes_per_step = []
+    while len(batch):
+        k += 1
+        for result in batch.step():
+            results[result.item_id], retired_at[result.item_id] = result, k
+        lanes_per_step.append(dict(batch.stats.image_steps))
+    # Newcomers start level with heavy: one lane each per step, the partial pass rotating.
+    assert lanes_per_step[:2] == [{"h": 1, "l1": 1}, {"l2": 1, "h": 1}]
+    assert all(sum(s.values()) * 2 <= 4 for s in lanes_per_step)
+    assert max(retired_at["l1"], retired_at["l2"]) < retired_at["heavy"]
+    assert_equal_to_alone(results, [heavy, *light], float_engine_cls(registry), SD)
