@@ -18,7 +18,7 @@ class Lane:
 
 
 def _select(share: FairShare, lanes: list[Lane], budget: int) -> list[Lane]:
-    return share.select(lanes, budget, user=lambda l: l.user, rows=lambda l: l.rows)
+    return share.select(lanes, budget, user=lambda x: x.user, rows=lambda x: x.rows)
 
 
 def _run(share: FairShare, lanes: list[Lane], budget: int, steps: int, refill=None) -> dict:
@@ -26,11 +26,11 @@ def _run(share: FairShare, lanes: list[Lane], budget: int, steps: int, refill=No
     got: dict[str, int] = {}
     for _ in range(steps):
         chosen = _select(share, lanes, budget)
-        share.charge([l.user for l in chosen])
+        share.charge([x.user for x in chosen])
         for lane in chosen:
             got[lane.user] = got.get(lane.user, 0) + 1
             lane.done += 1
-        for lane in [l for l in chosen if l.done == l.steps]:
+        for lane in [x for x in chosen if x.done == x.steps]:
             lanes.remove(lane)
             if refill is not None:
                 lanes.append(refill(lane))
@@ -42,7 +42,7 @@ def test_backlogged_users_receive_equal_image_steps_whatever_their_job_sizes():
     # always backlogged: round robin by job would give heavy 200 image-steps per 20.
     lanes = [Lane("heavy", 50) for _ in range(8)]
     lanes += [Lane(f"light{u}", 20) for u in range(10) for _ in range(2)]
-    got = _run(FairShare(), lanes, budget=32, steps=120, refill=lambda l: Lane(l.user, l.steps))
+    got = _run(FairShare(), lanes, budget=32, steps=120, refill=lambda x: Lane(x.user, x.steps))
     assert max(got.values()) - min(got.values()) <= 1
     assert jain_index(list(got.values())) > 0.999
 
@@ -54,9 +54,8 @@ def test_a_long_lane_gives_its_rows_back_when_others_arrive():
     share.charge(["heavy"] * 4)
     lanes += [Lane("a", 20), Lane("b", 20)]
     chosen = _select(share, lanes, budget=8)
-    # The newcomers start level with heavy, so the next step is two lanes each... minus what
-    # heavy already got: each newcomer gets a lane, heavy keeps the other two rows' pairs.
-    assert sorted(l.user for l in chosen) == ["a", "b", "heavy", "heavy"]
+    # The newcomers start level with heavy: one lane each per pass, heavy's two others pause.
+    assert sorted(x.user for x in chosen) == ["a", "b", "heavy", "heavy"]
 
 
 def test_a_user_who_leaves_keeps_no_credit_and_a_newcomer_starts_level():
@@ -65,7 +64,7 @@ def test_a_user_who_leaves_keeps_no_credit_and_a_newcomer_starts_level():
     _run(share, busy, budget=2, steps=10)
     assert share.served("a") == share.served("b") == 10
     # a leaves; when a comes back it starts at b's level, not with 10 steps of history
-    _run(share, [l for l in busy if l.user == "b"], budget=2, steps=5)
+    _run(share, [x for x in busy if x.user == "b"], budget=2, steps=5)
     assert share.served("a") == 0 and share.served("b") == 15
     back = [Lane("b", 100, rows=1), Lane("a", 100, rows=1), Lane("c", 100, rows=1)]
     _select(share, back, budget=2)
@@ -76,7 +75,7 @@ def test_order_within_a_user_is_kept_and_the_partial_pass_goes_to_who_is_behind(
     share = FairShare()
     a1, a2, a3, b1 = Lane("a", 9), Lane("a", 9), Lane("a", 9), Lane("b", 9)
     share.charge(["a"])  # a is one image-step ahead of b once both are present
-    share.select([a1, b1], 8, user=lambda l: l.user, rows=lambda l: l.rows)
+    share.select([a1, b1], 8, user=lambda x: x.user, rows=lambda x: x.rows)
     share.charge(["a"])
     chosen = _select(share, [a1, a2, a3, b1], budget=6)  # room for three 2-row lanes
     assert chosen == [b1, a1, a2]
@@ -88,7 +87,7 @@ def test_rows_fit_the_budget_and_small_lanes_fill_what_is_left():
     plain = [Lane("b", 9, rows=1) for _ in range(3)]
     chosen = _select(share, [*cfg, *plain], budget=4)
     # a, b, then a's second 2-row lane does not fit the 1 row left, and b's second does
-    assert [l.user for l in chosen] == ["a", "b", "b"] and sum(l.rows for l in chosen) == 4
+    assert [x.user for x in chosen] == ["a", "b", "b"] and sum(x.rows for x in chosen) == 4
     # A lane larger than the whole budget still runs alone (out of memory shrank the budget).
     assert _select(FairShare(), [Lane("a", 9, rows=2)], budget=1) != []
     assert _select(FairShare(), [], budget=4) == []
