@@ -100,7 +100,7 @@ class Batching(BaseModel):
 
     mode: Literal["step", "request"] = "step"
     max_rows: int = Field(16, ge=1, description="UNet rows per step in step mode")
-    decode_chunk: int = Field(2, ge=1, description="finished images decoded between two steps")
+    decode_chunk: int = Field(2, ge=1, description="images per VAE call decoding finished lanes")
     max_batch_images: int = Field(8, ge=1, description="images per batch in request mode")
     batch_window_ms: int = Field(200, ge=0)
 

@@ -231,6 +231,11 @@ class Request:
         """Images this request makes, what admission, fairness and ETAs charge."""
         return self.count * self.cells * max(1, self.frames)
 
+    @property
+    def image_steps(self) -> int:
+        """The denoising work this request asks for (images x steps): what fairness charges."""
+        return self.images * self.steps
+
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)
 

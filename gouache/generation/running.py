@@ -4,10 +4,11 @@
 for the whole batch. A ``RunningBatch`` instead keeps a set of lanes (one per image) that share
 only a ``ShapeKey`` (model and latent size); every ``step()`` makes ONE UNet call over the rows
 of every running lane, whatever step, sampler, guidance, CFG or ControlNet each has, then
-decodes a few finished lanes (``decode_chunk``) and hands back every item whose images are all
-done. New items are ``admit``-ted at any time and start at the next step; who gets rows when the
-row budget is full is decided every step by deficit round robin per user charged in image-steps
-(``fairness.FairShare``): a lane left out of a step is paused, its state kept, and resumes.
+decodes the lanes that finished in it (in VAE calls of ``decode_chunk`` lanes) and hands back
+every item whose images are all done. New items are ``admit``-ted at any time and start at the
+next step; who gets rows when the row budget is full is decided every step by deficit round
+robin per user charged in image-steps (``fairness.FairShare``): a lane left out of a step is
+paused, its state kept, and resumes.
 
 Results equal each item generated alone by ``Engine.generate`` (tests/unit/generation/
 test_running.py: max abs difference <= 1e-4 on [0, 1] images).
@@ -188,11 +189,16 @@ class RunningBatch:
         self.stats = StepStats()
         retired = self._drop_cancelled(should_stop)
         chosen = self._choose()
+        waiting_decode = len(self._finished)
         if chosen:
             failed = self._denoise(chosen)
             retired += [self._fail(item_id) for item_id in failed]
-        chunks = 1 if self._lanes else max(1, -(-len(self._finished) // self.decode_chunk))
-        for _ in range(chunks):
+        # Keep up with the lanes that finished in this step (a wave of lanes that started
+        # together finishes together): decodes never pile up behind the denoising, which would
+        # hold back those users' results and their next requests. Once nothing denoises, all.
+        finished_now = len(self._finished) - waiting_decode
+        due = finished_now if self._lanes else len(self._finished)
+        for _ in range(max(1, -(-due // self.decode_chunk))):
             retired += self._decode_chunk()
         return retired
 

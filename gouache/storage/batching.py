@@ -1,10 +1,15 @@
 """Backend-neutral queue policy: fair order, batch selection, the batch window, token buckets.
 
-Fairness is round-robin by user. Ranking a user's *queued* jobs at claim time forgets the
-service a user already got: once their oldest job is claimed their next one is rank 1 again and
-older than everyone else's. So each job gets its round once, at enqueue (``fair_round``): the
-current round (the lowest queued, else the highest running) or one past the user's own latest
-unfinished job, whichever is later. Claims order by ``(fair_round, created_at, id)``.
+Fairness is round-robin by user, charged in work. Ranking a user's *queued* jobs at claim time
+forgets the service a user already got: once their oldest job is claimed their next one is rank 1
+again and older than everyone else's. So each job gets its round once, at enqueue
+(``fair_round``): the current round (the lowest queued, else the highest running) or the end of
+the user's own latest unfinished job's turn, whichever is later. A turn lasts the job's
+``fair_cost`` rounds, its image-steps in quanta of ``FAIR_QUANTUM``: a 1-image 20-step job
+takes one round, a 4-image 50-step job ten, so ten light users each get ten jobs' worth of work
+in the time a heavy user gets one big job (start-time fair queueing, Goyal et al. 1996, with
+DRR's quantum). Claims order by ``(fair_round, created_at, id)``; inside a running batch the
+rows are then shared per step by ``generation.fairness.FairShare``.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 __all__ = [
+    "FAIR_QUANTUM",
     "Head",
+    "fair_cost",
     "select_batch",
     "claim_with_window",
     "refill",
@@ -23,6 +30,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+FAIR_QUANTUM = 20  # image-steps per fair round: one default 1-image 20-step job
+
+
+def fair_cost(image_steps: int) -> int:
+    """Rounds a job's turn lasts: its image-steps in quanta of ``FAIR_QUANTUM`` (at least 1)."""
+    return max(1, -(-image_steps // FAIR_QUANTUM))
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from gouache.storage.base import (
 from gouache.storage.batching import (
     Head,
     claim_with_window,
+    fair_cost,
     refill,
     seconds_until_token,
     select_batch,
@@ -133,7 +134,7 @@ class SqlStorage:
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
                 batch_key=request.batch_key, shape_key=request.shape_key, images=request.images,
-                **key,
+                fair_cost=fair_cost(request.image_steps), **key,
             )  # fmt: skip
             if row is None:
                 raise _Duplicate

@@ -154,3 +154,22 @@ async def test_joiners_are_claimed_by_shape_in_fair_order_within_the_budget(stor
     [last] = await storage.claim_joiners("w", shape, 8, LEASE)
     assert last.user == "a"
     assert await storage.claim_joiners("w", shape, 8, LEASE) == []
+
+
+async def test_fair_rounds_are_charged_in_image_steps(storage):
+    # One user's 4-image 50-step jobs (200 image-steps each) beside five users' 1-image 20-step
+    # jobs: round robin by job would start one big job per light job.
+    for _ in range(3):
+        await storage.enqueue(make_request(user="heavy", count=4, steps=50))
+    for _ in range(12):
+        for i in range(5):
+            await storage.enqueue(make_request(user=f"light{i}", steps=20))
+    order: list[str] = []
+    while batch := await storage.claim_batch("w", 1, LEASE):
+        order += [job.user for job in batch]
+        for job in batch:
+            await storage.complete(job.id, "w", [])
+    assert len(order) == 3 + 60
+    # Before heavy's second job starts, every light user has had ten jobs: 200 image-steps each.
+    second = [n for n, user in enumerate(order) if user == "heavy"][1]
+    assert all(order[:second].count(f"light{i}") == 10 for i in range(5)), order

@@ -29,13 +29,14 @@ SELECT count(*) FILTER (WHERE status = 'queued')::int AS queued,
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
--- fair_round: the current round, or one past the user's latest unfinished job (batching.py).
+-- fair_round: the current round, or where the user's latest unfinished job's turn ends
+-- (its fair_round + fair_cost), whichever is later (batching.py).
 INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
-                  images, fair_round)
-VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :shape_key, :images, GREATEST(
+                  images, fair_cost, fair_round)
+VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :shape_key, :images, :fair_cost, GREATEST(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
-    COALESCE((SELECT max(fair_round) + 1 FROM jobs
+    COALESCE((SELECT max(fair_round + fair_cost) FROM jobs
               WHERE user_id = :user_id AND status IN ('queued', 'running')), 0)))
 ON CONFLICT (platform, request_id) DO NOTHING
 RETURNING *
