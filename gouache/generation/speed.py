@@ -165,9 +165,11 @@ class BucketedUNet(torch.nn.Module):
         self.buckets = tuple(sorted(set(buckets)))
         import torch._dynamo
 
-        # One graph per bucket (dynamic=False); dynamo's default cache holds 8 per code object.
+        # One graph per bucket and call form (dynamic=False): plain rows, and rows with depth
+        # ControlNet residuals. Dynamo's default cache holds 8 per code object, and past that it
+        # silently runs eager.
         limit = torch._dynamo.config.cache_size_limit
-        torch._dynamo.config.cache_size_limit = max(limit, len(self.buckets) + 2)
+        torch._dynamo.config.cache_size_limit = max(limit, 2 * len(self.buckets) + 2)
         self.compiled = compiler(unet, dynamic=False)
 
     @property
