@@ -310,3 +310,21 @@ def test_paused_lanes_resume_unchanged_when_newcomers_take_their_rows(
     assert all(sum(s.values()) * 2 <= 4 for s in lanes_per_step)
     assert max(retired_at["l1"], retired_at["l2"]) < retired_at["heavy"]
     assert_equal_to_alone(results, [heavy, *light], float_engine_cls(registry), SD)
+
+
+def test_a_wave_of_lanes_finishing_together_is_handed_back_in_that_step(registry, float_running_cls):
+    # Six one-image requests started together finish together; decoding two per step would
+    # hand the last ones back two steps late (and hold back those users' next requests).
+    batch = float_running_cls(registry, SD, decode_chunk=2)
+    for n in range(6):
+        batch.admit(BatchItem(f"w{n}", "a red cat", seed=n), LaneSpec(3, "ddim", 1.0))
+    batch.admit(BatchItem("long", "a blue dog", seed=9), LaneSpec(6, "ddim", 1.0))
+    retired_at = {}
+    for k in range(1, 10):
+        for result in batch.step():
+            retired_at[result.item_id] = k
+        if k == 3:
+            assert batch.stats.decoded == 6
+        if not len(batch):
+            break
+    assert {retired_at[f"w{n}"] for n in range(6)} == {3} and retired_at["long"] == 6
