@@ -127,7 +127,11 @@ class Clock:
 
 @dataclass
 class Meter:
-    """UNet calls and rows (a forward pre-hook), image-steps per user, frame-decode time."""
+    """UNet calls and rows (a forward pre-hook), image-steps per user, frame-decode time.
+
+    The engines' hook goes on ``LoadedModel.unet_call`` (the UNet itself, or the
+    ``BucketedUNet`` wrapper around the compiled one): a hook inside a compiled module is traced,
+    and one that appends to a list changes a guard and recompiles on every call."""
 
     clock: Clock
     unet: list[tuple[float, int]] = field(default_factory=list)  # (time, rows) per call
@@ -326,7 +330,7 @@ def run_request(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -
     rounds: dict[str, int] = defaultdict(int)  # fair_round: one past the user's latest job
     order: dict[str, tuple[int, float]] = {}
     by_id: dict[str, Req] = {}
-    hook = meter.hook(ctx["model"].unet)
+    hook = meter.hook(ctx["model"].unet_call)  # outside a compiled graph
 
     def fault(stage: str, ids: Any) -> None:
         if stage != "unet":
@@ -374,7 +378,7 @@ def run_step(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> N
     budget = ctx["profile"].row_budget
     batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=budget)
     by_id: dict[str, Req] = {}
-    hook = meter.hook(ctx["model"].unet)
+    hook = meter.hook(ctx["model"].unet_call)  # outside a compiled graph
     try:
         while True:
             for req in sc.due(clock.now()):

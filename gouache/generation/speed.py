@@ -165,11 +165,12 @@ class BucketedUNet(torch.nn.Module):
         self.buckets = tuple(sorted(set(buckets)))
         import torch._dynamo
 
-        # One graph per bucket and call form (dynamic=False): plain rows, and rows with depth
-        # ControlNet residuals. Dynamo's default cache holds 8 per code object, and past that it
-        # silently runs eager.
-        limit = torch._dynamo.config.cache_size_limit
-        torch._dynamo.config.cache_size_limit = max(limit, 2 * len(self.buckets) + 2)
+        # One graph per bucket and call form (dynamic=False): plain rows, rows with depth
+        # ControlNet residuals, SDXL's added conditions. Dynamo's limit (8 by default) is per
+        # code object, so every loaded model of the UNet class shares it, and past it dynamo
+        # runs eager with only a warning: leave room for a few models.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 8 * len(self.buckets))
         self.compiled = compiler(unet, dynamic=False)
 
     @property
