@@ -188,10 +188,10 @@ class BucketedUNet(torch.nn.Module):
             return self.unet(sample, timestep, **kwargs)
         if timestep.dim() == 0:
             timestep = timestep.expand(rows)
-        # One call form for the engine and the running batch, so they share graphs: float
-        # timesteps (the UNet's time embedding turns them to float first anyway) and no
-        # keyword left at its None default (a guard counts the keywords).
-        timestep = timestep.to(torch.float32)
+        # One call form for the engine and the running batch, so they share graphs: float,
+        # contiguous timesteps (the UNet's time embedding turns them to float first anyway; a
+        # guard checks strides) and no keyword left at its None default (a guard counts them).
+        timestep = timestep.to(torch.float32).contiguous()
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         padded = _pad_rows((sample, timestep, kwargs), rows, size)
         sample, timestep, kwargs = padded
