@@ -188,15 +188,20 @@ class BucketedUNet(torch.nn.Module):
             return self.unet(sample, timestep, **kwargs)
         if timestep.dim() == 0:
             timestep = timestep.expand(rows)
-        # One call form for the engine and the running batch, so they share graphs: float,
-        # contiguous timesteps (the UNet's time embedding turns them to float first anyway; a
-        # guard checks strides) and no keyword left at its None default (a guard counts them).
-        timestep = timestep.to(torch.float32).contiguous()
-        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # One call form for the engine and the running batch, so they share graphs: float
+        # timesteps with plain strides (the UNet's time embedding turns them to float anyway; a
+        # guard checks strides, and an expanded one-row tensor keeps stride 0 through
+        # .contiguous()), and no keyword at None or empty (a guard counts the keywords).
+        timestep = timestep.to(torch.float32).clone(memory_format=torch.contiguous_format)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None and not _empty(v)}
         padded = _pad_rows((sample, timestep, kwargs), rows, size)
         sample, timestep, kwargs = padded
         out = self.compiled(sample, timestep, **kwargs)
         return (out[0][:rows],)
+
+
+def _empty(value: Any) -> bool:
+    return isinstance(value, (dict, list, tuple)) and not value
 
 
 def _pad_rows(value: Any, rows: int, size: int) -> Any:

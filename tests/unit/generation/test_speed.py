@@ -189,27 +189,30 @@ def test_torch_compile_runs_once_per_bucket_not_per_row_count() -> None:
     torch._dynamo.reset()
     torch.manual_seed(0)
     module = _Denoiser().eval()
-    bucketed = BucketedUNet(module, [4, 8])
+    bucketed = BucketedUNet(module, [1, 4, 8])
     graphs, worst = [], 0.0
     with torch.inference_mode():
-        for rows in (3, 4, 2, 1, 6, 5):
+        # (rows, call form): the running batch's (a timestep per row) or the engine's
+        # (integer timesteps, keywords at None or empty, or one timestep for the whole batch)
+        calls = [(3, "batch"), (4, "one"), (2, "engine"), (6, "batch"), (5, "engine"),
+                 (1, "batch"), (1, "one")]  # fmt: skip
+        for rows, form in calls:
             sample = torch.randn(rows, 4, 8, 8)
             embeds = torch.randn(rows, 7, 16)
             t = torch.linspace(900, 100, rows).round()
-            # The engine's call form (integer timesteps, keywords at None) shares the graphs.
-            engine_form = rows in (2, 5)
-            extra = {"timestep_cond": None, "added_cond_kwargs": None} if engine_form else {}
-            steps = t.long() if engine_form else t
-            if rows == 4:  # one timestep for the whole, unpadded batch, as the engine passes it
-                steps, t = t[0], t[0].expand(4)
+            extra = {"timestep_cond": None, "added_cond_kwargs": {}} if form == "engine" else {}
+            steps = t.long() if form == "engine" else t
+            if form == "one":
+                steps, t = t[0], t[0].expand(rows)
             got = bucketed(sample, steps, encoder_hidden_states=embeds, return_dict=False,
                            **extra)[0]  # fmt: skip
             ref = module(sample, t, encoder_hidden_states=embeds, return_dict=False)[0]
             worst = max(worst, (got - ref).abs().max().item())
             graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
     assert worst <= 1e-4
-    # Four row counts in bucket 4 share one graph; 6 and 5 share bucket 8's, whatever the form.
-    assert graphs[0] == graphs[1] == graphs[2] == graphs[3] < graphs[4] == graphs[5], graphs
+    # Three row counts in bucket 4 share one graph, 6 and 5 share bucket 8's, and one row fills
+    # bucket 1 unpadded (an expanded timestep has stride 0), whatever the form.
+    assert graphs[0] == graphs[1] == graphs[2] < graphs[3] == graphs[4] < graphs[5] == graphs[6]
 
 
 def test_every_attention_layer_runs_sdpa(tiny_specs, tiny_cache_dir) -> None:
