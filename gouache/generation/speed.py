@@ -206,12 +206,15 @@ def _empty(value: Any) -> bool:
 
 def _pad_rows(value: Any, rows: int, size: int) -> Any:
     """Every tensor in ``value`` (nested tuples, lists, dicts) whose first dimension is ``rows``,
-    padded to ``size`` rows with copies of its last row."""
+    padded to ``size`` rows with copies of its last row, in the default (NCHW) memory format: a
+    guard checks strides, and ControlNet residuals come channels_last or not depending on
+    whether every row had one."""
     if isinstance(value, torch.Tensor):
-        if value.dim() == 0 or value.shape[0] != rows or size == rows:
+        if value.dim() == 0 or value.shape[0] != rows:
             return value
-        pad = value[-1:].expand(size - rows, *value.shape[1:])
-        return torch.cat([value, pad])
+        if size > rows:
+            value = torch.cat([value, value[-1:].expand(size - rows, *value.shape[1:])])
+        return value.contiguous()
     if isinstance(value, dict):
         return {k: _pad_rows(v, rows, size) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
