@@ -249,3 +249,23 @@ def test_settings_reach_the_registry(tmp_path) -> None:
         device="cpu",
     )
     assert chosen.speed.channels_last is False and chosen.speed.batched_steps is False
+
+
+def test_compiled_unet_sees_one_memory_format_and_timestep_layout() -> None:
+    seen: list[tuple] = []
+
+    def compiler(module, dynamic):
+        def compiled(sample, timestep, **kwargs):
+            residual = kwargs["down_block_additional_residuals"][0]
+            seen.append((timestep.dtype, timestep.stride(), residual.is_contiguous()))
+            return (sample,)
+
+        return compiled
+
+    bucketed = BucketedUNet(torch.nn.Identity(), [2, 4], compiler=compiler)
+    for rows in (2, 3):
+        sample = torch.randn(rows, 4, 8, 8)
+        nhwc = torch.randn(rows, 8, 8, 8).to(memory_format=torch.channels_last)
+        bucketed(sample, torch.tensor(500), down_block_additional_residuals=[nhwc],
+                 cross_attention_kwargs=None)  # fmt: skip
+    assert seen == [(torch.float32, (1,), True)] * 2
