@@ -208,7 +208,9 @@ class Engine:
                 if key.diversify:
                     cads = torch.Generator("cpu").manual_seed(item.image_seed(index) ^ _CADS_SEED)
                 lanes.append(
-                    _Lane(item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads)
+                    _Lane(
+                        item, generator, copy.deepcopy(template), step_kwargs, cads_generator=cads
+                    )
                 )
         latents = torch.cat(noise) * template.init_noise_sigma
 
@@ -271,8 +273,11 @@ class Engine:
                 )
                 # Per-row conditioning scale (each item's --strength), as diffusers multiplies
                 # the residuals by conditioning_scale, here one value per row.
-                scale = torch.tensor([lane.item.control_scale for lane in lanes] * (2 if do_cfg else 1),
-                                     device=mid.device, dtype=mid.dtype).view(-1, 1, 1, 1)
+                scale = torch.tensor(
+                    [lane.item.control_scale for lane in lanes] * (2 if do_cfg else 1),
+                    device=mid.device,
+                    dtype=mid.dtype,
+                ).view(-1, 1, 1, 1)
                 down, mid = [d * scale for d in down], mid * scale
                 residuals = {
                     "down_block_additional_residuals": down,

@@ -282,7 +282,13 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         half = 1 if lane.cfg else 0
 
         def part(
-            row: int, embeds=embeds, added=added, control=control, sample=sample, t=t, cond=cond,
+            row: int,
+            embeds=embeds,
+            added=added,
+            control=control,
+            sample=sample,
+            t=t,
+            cond=cond,
             lane=lane,
         ) -> dict[str, Any]:
             return {
@@ -317,7 +323,8 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         control_rows=torch.tensor(control_rows, device=device) if control_rows else None,
         control=torch.cat([parts[r]["control"] for r in control_rows]) if control_rows else None,
         control_scale=torch.tensor([float(parts[r]["scale"]) for r in control_rows], device=device)
-        if control_rows else None,
+        if control_rows
+        else None,
         positive=[offset + r for r in range(len(positive_parts))],
         negative=[row_of_negative.get(id(lane)) for lane, _ in positive_parts],
     )

@@ -191,8 +191,12 @@ class ModelRegistry:
             controlnet=controlnet,
             preview_decoder=preview,
             clip_path=self._helper_path(spec.clip_model, "clip") if spec.clip_model else None,
-            image_encoder_path=self._helper_path(spec.image_encoder, "clip") if spec.image_encoder else None,
-            style_encoder_path=self._helper_path(spec.style_encoder, "clip") if spec.style_encoder else None,
+            image_encoder_path=self._helper_path(spec.image_encoder, "clip")
+            if spec.image_encoder
+            else None,
+            style_encoder_path=self._helper_path(spec.style_encoder, "clip")
+            if spec.style_encoder
+            else None,
             label=spec.label,
         )
 
