@@ -228,7 +228,7 @@ class Request:
 
     @property
     def images(self) -> int:
-        """Images this request makes, what admission, fairness and ETAs charge."""
+        """Images this request makes, what admission, batch sizes and ETAs charge."""
         return self.count * self.cells * max(1, self.frames)
 
     @property
