@@ -116,7 +116,7 @@ class Config:
 
 
 FULL = Config(
-    name="full", inner_engine="gouache.generation.engine:Engine", users=100, stream_jobs=400,
+    name="full", inner_engine="gouache.generation.loop.engine:Engine", users=100, stream_jobs=400,
     stream_rate=0.8, worker_kills=52, pg_terminations=8, pg_restart=True, service_restarts=2,
     deadline_seconds=1500,
 )  # fmt: skip

@@ -72,10 +72,10 @@ def run(n: int, prompts: Sequence[str], data_dir: Path) -> dict[str, Any]:
     import torch
 
     from gouache.config import Settings
-    from gouache.generation.batch import BatchItem, BatchKey, ItemResult
-    from gouache.generation.diversity import DiversityScorer
-    from gouache.generation.engine import Engine
-    from gouache.generation.enlarge import generate_enlarged
+    from gouache.generation.diversity.enlarge import generate_enlarged
+    from gouache.generation.diversity.scorer import DiversityScorer
+    from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
+    from gouache.generation.loop.engine import Engine
     from gouache.worker.loading import build_registry
     from tools.demo.judge import load_judge
 

@@ -43,15 +43,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from gouache.config import Speed, builtin_demo_spec  # noqa: E402
-from gouache.generation import running as running_module  # noqa: E402
-from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey  # noqa: E402
-from gouache.generation.models import ModelRegistry  # noqa: E402
-from gouache.generation.speed import (  # noqa: E402
+from gouache.generation.loop import running as running_module  # noqa: E402
+from gouache.generation.loop.batch import BatchItem, LaneSpec, ShapeKey  # noqa: E402
+from gouache.generation.loop.speed import (  # noqa: E402
     EAGER,
     BucketedUNet,
     SpeedOptions,
     resolve_speed,
 )
+from gouache.generation.models import ModelRegistry  # noqa: E402
 
 RESULTS = _HERE / "results"
 README = _HERE.parent / "README.md"

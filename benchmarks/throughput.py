@@ -50,13 +50,13 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from gouache.config import Speed, builtin_demo_spec  # noqa: E402
-from gouache.generation.batch import BatchItem, BatchKey, ShapeKey  # noqa: E402
-from gouache.generation.engine import Engine  # noqa: E402
-from gouache.generation.fairness import jain_index  # noqa: E402
+from gouache.generation.loop.batch import BatchItem, BatchKey, ShapeKey  # noqa: E402
+from gouache.generation.loop.engine import Engine  # noqa: E402
+from gouache.generation.loop.fairness import jain_index  # noqa: E402
+from gouache.generation.loop.running import RunningBatch  # noqa: E402
+from gouache.generation.loop.samplers import make_scheduler  # noqa: E402
+from gouache.generation.loop.speed import SpeedOptions, resolve_speed  # noqa: E402
 from gouache.generation.models import ModelRegistry  # noqa: E402
-from gouache.generation.running import RunningBatch  # noqa: E402
-from gouache.generation.samplers import make_scheduler  # noqa: E402
-from gouache.generation.speed import SpeedOptions, resolve_speed  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "builtin:demo"

@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return asyncio.run(run_service(settings, spawn_worker=not args.no_worker))
         if args.command == "worker":
-            from gouache.worker.process import run_worker_process
+            from gouache.worker.main import run_worker_process
 
             return run_worker_process(settings, worker_id=args.worker_id)
         if args.command == "healthcheck":

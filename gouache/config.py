@@ -109,7 +109,7 @@ DEFAULT_COMPILE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Speed(BaseModel):
-    """Speed options for the UNet (gouache/generation/speed.py); ``auto`` is what
+    """Speed options for the UNet (gouache/generation/loop/speed.py); ``auto`` is what
     ``benchmarks/speed.py`` measured to pay (see the README's speed table)."""
 
     channels_last: Literal["auto", "on", "off"] = "auto"
@@ -155,7 +155,7 @@ class WorkerSettings(BaseModel):
     spawn: bool = Field(True, description="`gouache run` starts a worker child (off: scale-out)")
     progress_interval_seconds: float = Field(1.0, ge=0)
     engine: str = Field(
-        "gouache.generation.engine:Engine",
+        "gouache.generation.loop.engine:Engine",
         description="import path of the engine class, called with the model registry",
     )
 

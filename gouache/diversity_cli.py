@@ -39,10 +39,10 @@ def diversity_to_dir(
 ) -> DiversityRun:
     """Generate ``count`` images of ``prompt`` (baseline and enlarged with ``enlarge``), score
     them and write everything into ``out``."""
-    from gouache.generation.diversity import DiversityScorer
-    from gouache.generation.diversity_report import scored
-    from gouache.generation.engine import Engine
-    from gouache.generation.enlarge import generate_enlarged
+    from gouache.generation.diversity.enlarge import generate_enlarged
+    from gouache.generation.diversity.report import scored
+    from gouache.generation.diversity.scorer import DiversityScorer
+    from gouache.generation.loop.engine import Engine
     from gouache.observability import quiet_model_libraries
     from gouache.worker.loading import build_registry
 

@@ -58,7 +58,7 @@ def generate_to_dir(
     ``upload`` (``--file``) attaches a file to a command that must already be /depth. /depth
     also writes the depth map used, ``seed-N-depth.png`` beside each image.
     """
-    from gouache.generation.engine import Engine
+    from gouache.generation.loop.engine import Engine
     from gouache.observability import quiet_model_libraries
     from gouache.worker.loading import build_estimators, build_registry
 

@@ -53,7 +53,7 @@ SWEEP_MAX_CELLS = 16
 INTERPOLATE_FRAMES = 16
 INTERPOLATE_MAX_FRAMES = 32
 
-# /diversity --enlarge METHOD (gouache/generation/enlarge.py); the bare flag and the Diversify
+# /diversity --enlarge METHOD (gouache/generation/diversity/enlarge.py); the bare flag and the Diversify
 # button use the default, the method benchmarks/diversity.py measured best.
 ENLARGE_METHODS = ("cads", "variants", "interval")
 DEFAULT_ENLARGE = "variants"

@@ -191,7 +191,7 @@ def frechet_low_rank(a: np.ndarray, b: np.ndarray) -> float:
 
 def _generate(engine: Any, sampler: str, steps: int, prompts: list[str], guidance: float,
               size: int, batch: int) -> np.ndarray:  # fmt: skip
-    from gouache.generation.batch import BatchItem, BatchKey
+    from gouache.generation.loop.batch import BatchItem, BatchKey
 
     key = BatchKey(MODEL, "txt2img", size, size, steps, sampler, guidance)
     images = []
@@ -234,7 +234,7 @@ def evaluate(samplers: list[str], steps: list[int], n: int, *, batch: int = 64,
     ``inception``: also FID/KID on its pool features (``fid_inception``, ``kid_inception``).
     """
     from gouache.config import builtin_demo_spec
-    from gouache.generation.engine import Engine
+    from gouache.generation.loop.engine import Engine
     from gouache.generation.models import ModelRegistry
     from tools.demo.judge import load_judge
 
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from gouache.generation.samplers import sampler_entry
+    from gouache.generation.loop.samplers import sampler_entry
 
     samplers, steps = _csv(str, args.samplers), _csv(int, args.steps)
     from gouache.errors import UserError

@@ -495,7 +495,7 @@ def _resolve_model(name: str, settings: Settings) -> str:
 
 def _resolve_sampler(name: str) -> str:
     # Imported here: the sampler table imports diffusers, which `import gouache.bot` must not.
-    from gouache.generation.samplers import SAMPLERS
+    from gouache.generation.loop.samplers import SAMPLERS
 
     if name.lower() not in SAMPLERS:
         raise InvalidRequest(messages.unknown_sampler(name, SAMPLERS))

@@ -54,7 +54,7 @@ def sniff_upload(data: bytes) -> tuple[str, str]:
             return mime, ext
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp", "webp"
-    from gouache.generation.depth import inspect_upload
+    from gouache.generation.inputs.uploads import inspect_upload
 
     inspect_upload(data, max_bytes=len(data) + 1, max_pixels=2**62)  # a specific message
     raise InvalidRequest("Upload a PNG, JPEG or WEBP image, or a .npy depth map.")
@@ -72,7 +72,7 @@ def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Reques
     if not takes_file:
         raise InvalidRequest(messages.no_file_here(request.kind.value, _takes_files()))
     check_size(len(data), limits)
-    from gouache.generation.depth import read_upload  # numpy + Pillow only, no models
+    from gouache.generation.inputs.uploads import read_upload  # numpy + Pillow only, no models
 
     upload = read_upload(
         data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels,
@@ -91,7 +91,7 @@ def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Reques
         width, height = size_for_upload(up_w, up_h, request.width * request.height, limits)
         if (width, height) != (request.width, request.height):
             notes.append(messages.size_from_upload(width, height, up_w, up_h))
-    from gouache.generation.depth import padded_fraction
+    from gouache.generation.inputs.uploads import padded_fraction
 
     if padded_fraction((up_h, up_w), width, height) > 0.02:
         notes.append(messages.depth_padded(up_w, up_h, width, height))

@@ -18,7 +18,7 @@ import torch
 
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
-from gouache.generation.speed import EAGER, SpeedOptions, apply_speed_options
+from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
 
 __all__ = ["Family", "LoadedModel", "ModelRegistry", "demo_root"]
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gouache.config import Batching, GifSettings, Limits
-from gouache.generation.batch import ItemResult
+from gouache.generation.loop.batch import ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 from gouache.worker.jobs import (
@@ -24,7 +24,7 @@ from gouache.worker.jobs import (
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from gouache.generation.depth import DepthEstimatorLike
+    from gouache.generation.inputs.uploads import DepthEstimatorLike
     from gouache.generation.models import LoadedModel
 
 __all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model", "process_artifacts",
@@ -73,7 +73,7 @@ def interpolate_job(
     from gouache.generation.experiments.grid import labelled_strip
     from gouache.generation.experiments.interpolate import interpolate, weights
     from gouache.generation.gif import encode_gif
-    from gouache.generation.images import encode_png, png_parameters
+    from gouache.generation.png import encode_png, png_parameters
 
     model = loaded_model(engine, request.model)
     seed_b = request.seed if request.seed_b is None else request.seed_b
@@ -184,9 +184,9 @@ def process_artifacts(
     """``process.gif`` (image -> noise -> image) and ``process-strip.png`` (timestep under
     each frame) for the first image."""
     from gouache.generation.experiments.grid import labelled_strip
-    from gouache.generation.experiments.process import process_frames
+    from gouache.generation.experiments.noising import process_frames
     from gouache.generation.gif import encode_gif
-    from gouache.generation.images import encode_png
+    from gouache.generation.png import encode_png
 
     if not result.images or not result.frames:
         return []

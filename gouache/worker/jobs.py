@@ -21,14 +21,14 @@ import numpy as np
 from gouache import messages
 from gouache.config import GifSettings, Limits
 from gouache.errors import InvalidRequest
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from gouache.generation.depth import DepthEstimatorLike
+    from gouache.generation.inputs.uploads import DepthEstimatorLike
 
 __all__ = ["batch_key_for", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
            "EstimatorLookup", "sweep_artifacts", "frames_every", "Made"]  # fmt: skip
@@ -65,7 +65,7 @@ def item_for(
     control = None
     if request.pipeline == "depth":
         depth, _notes = prepare_depth(request, inputs, limits, estimators)
-        from gouache.generation.depth import depth_to_image
+        from gouache.generation.inputs.uploads import depth_to_image
 
         control = depth_to_image(depth).convert("RGB")
     return BatchItem(
@@ -87,7 +87,12 @@ def prepare_depth(
     estimators: EstimatorLookup | None,
 ) -> tuple[np.ndarray, list[str]]:
     """The depth map a /depth request generates from, at its output size (near = bright)."""
-    from gouache.generation.depth import fit_depth, padded_fraction, read_upload, resolve_depth
+    from gouache.generation.inputs.uploads import (
+        fit_depth,
+        padded_fraction,
+        read_upload,
+        resolve_depth,
+    )
 
     upload_artifact = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
     if upload_artifact is None:
@@ -119,7 +124,7 @@ def frames_every(request: Request, gif: GifSettings) -> int:
 
 def image_parameters(request: Request, index: int, made: Made | None = None) -> str:
     """A1111-style ``parameters`` text: the seed (and prompt) this very image used."""
-    from gouache.generation.images import png_parameters
+    from gouache.generation.png import png_parameters
 
     if made is not None and index < len(made.seeds):
         return png_parameters(replace(request, prompt=made.prompts[index]), seed=made.seeds[index])
@@ -148,7 +153,7 @@ def artifacts_for(
     (JSON, its ``summary`` the text block), the report's composite picture, and for /depth the
     depth map used (``depth``: the item's control image), one per image."""
     from gouache.generation.gif import encode_gif
-    from gouache.generation.images import encode_png
+    from gouache.generation.png import encode_png
 
     out: list[Artifact] = []
     for index, image in enumerate(result.images):
@@ -174,7 +179,7 @@ def artifacts_for(
 def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
     """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
     with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
-    from gouache.generation.images import encode_png, png_parameters
+    from gouache.generation.png import encode_png, png_parameters
     from gouache.worker.sweeps import sweep_grid
 
     out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
@@ -187,7 +192,7 @@ def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result:
 
 def sweep_description(request: Request) -> str:
     """The grid's ``parameters`` text: the base parameters and the axes."""
-    from gouache.generation.images import png_parameters
+    from gouache.generation.png import png_parameters
 
     axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
     return f"{png_parameters(request)}\nSweep: {axes}"

@@ -15,7 +15,7 @@ from gouache.config import Settings
 from gouache.errors import UserError
 
 if TYPE_CHECKING:
-    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.diversity.scorer import DiversityScorer
     from gouache.generation.estimators import EstimatorRegistry
     from gouache.generation.models import ModelRegistry
     from gouache.generation.safety import SafetyClassifier
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 def build_registry(settings: Settings, *, device: str | None = None) -> ModelRegistry:
     """The model registry every generating process uses (``device`` overrides the worker's)."""
+    from gouache.generation.loop.speed import resolve_speed
     from gouache.generation.models import ModelRegistry
-    from gouache.generation.speed import resolve_speed
 
     return ModelRegistry(
         settings.models,
@@ -88,7 +88,7 @@ def load_generation(
 ) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
     """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
     /diversity reports (sharing one model registry) and the optional safety classifier."""
-    from gouache.generation.diversity import DiversityScorer
+    from gouache.generation.diversity.scorer import DiversityScorer
     from gouache.generation.safety import SafetyClassifier
     from gouache.observability import quiet_model_libraries
 

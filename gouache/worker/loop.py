@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Protocol
 from gouache import messages
 from gouache.config import Settings
 from gouache.errors import UserError
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
-from gouache.generation.diversity import DiversityScorer
+from gouache.generation.diversity.scorer import DiversityScorer
 from gouache.generation.estimators import EstimatorRegistry
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.safety import SafetyClassifier
 from gouache.request import Request
 from gouache.storage.base import LeaseLost, Storage, StorageError
@@ -40,7 +40,7 @@ from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of, stop
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from gouache.generation.enlarge import Enlarged
+    from gouache.generation.diversity.enlarge import Enlarged
 
 __all__ = ["Worker", "EngineLike", "DeviceLost", "EXIT_DEVICE_LOST"]
 
@@ -239,7 +239,7 @@ class Worker:
 
     def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
         """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
-        from gouache.generation.enlarge import generate_enlarged
+        from gouache.generation.diversity.enlarge import generate_enlarged
 
         def generate(key: BatchKey, batch: Sequence[BatchItem]) -> list[ItemResult]:
             return self.engine.generate(key, batch, running.on_step, running.should_stop)
@@ -277,7 +277,7 @@ class Worker:
     ) -> list[Artifact]:  # fmt: skip
         request, report, picture, how = job.request, None, None, None
         if request.spec.scored and len(result.images) > 1:
-            from gouache.generation.diversity_report import scored
+            from gouache.generation.diversity.report import scored
 
             baseline = enlarged.baseline.images if enlarged is not None and enlarged.baseline.ok else None
             report, picture = scored(self.scorer, request.model, request.prompt, result.images,
@@ -360,6 +360,6 @@ class Worker:
 
 
 def _is_device_lost(exc: BaseException) -> bool:
-    from gouache.generation.device import FatalDeviceError
+    from gouache.generation.loop.device import FatalDeviceError
 
     return isinstance(exc, FatalDeviceError)

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from gouache.config import Settings
 from gouache.errors import UserError
-from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey
+from gouache.generation.loop.batch import BatchItem, ItemResult, LaneSpec, ShapeKey
 from gouache.request import Request
 from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import ArtifactKind, Job

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.request import Request
 from gouache.worker.stepping import lane_spec, shape_of
 

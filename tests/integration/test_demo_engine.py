@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from gouache.config import BUILTIN_DEMO, Settings, builtin_demo_spec
-from gouache.generation.batch import BatchItem, BatchKey
-from gouache.generation.depth import depth_to_control_image, load_depth_map
-from gouache.generation.engine import Engine
+from gouache.generation.inputs.uploads import depth_to_control_image, load_depth_map
+from gouache.generation.loop.batch import BatchItem, BatchKey
+from gouache.generation.loop.engine import Engine
 from gouache.generation.models import ModelRegistry, demo_root
 from tools.demo.judge import judge_batch, load_judge, truth
 from tools.demo.world import heldout_scenes, render

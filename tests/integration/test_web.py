@@ -317,7 +317,7 @@ async def test_the_playground_gets_each_experiments_files_in_order_with_labels(t
     its axis values (checked against the cell's own PNG parameters); the GIFs and strips come
     first for their jobs, labelled; the grid and strips are marked wide (shown at their size,
     not as 192 px thumbnails). The page's script shows labels and wide images."""
-    from gouache.generation.engine import Engine
+    from gouache.generation.loop.engine import Engine
     from gouache.generation.models import ModelRegistry
 
     settings = _settings(tmp_path, default_model="builtin:tiny")

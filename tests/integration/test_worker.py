@@ -212,8 +212,8 @@ async def test_diversity_job_through_the_real_engine_gets_a_report(storage, back
 
     from PIL import Image
 
-    from gouache.generation.diversity import DiversityScorer
-    from gouache.generation.engine import Engine
+    from gouache.generation.diversity.scorer import DiversityScorer
+    from gouache.generation.loop.engine import Engine
     from gouache.generation.models import ModelRegistry
     from gouache.request import Kind
 

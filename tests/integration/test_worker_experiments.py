@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from gouache.config import Settings
-from gouache.generation.engine import Engine
+from gouache.generation.loop.engine import Engine
 from gouache.generation.models import ModelRegistry
 from gouache.request import Kind
 from gouache.storage.jobs import JobStatus

@@ -20,8 +20,8 @@ from typing import Any
 
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, LaneSpec, ShapeKey
-from gouache.generation.samplers import SAMPLERS
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, LaneSpec, ShapeKey
+from gouache.generation.loop.samplers import SAMPLERS
 
 
 class TimedEngine:
@@ -51,7 +51,7 @@ class TimedEngine:
             if any("kill-the-worker" in item.prompt for item in items) and step * 2 >= key.steps:
                 os.kill(os.getpid(), signal.SIGKILL)
             if any("sticky-cuda" in item.prompt for item in items):
-                from gouache.generation.device import FatalDeviceError
+                from gouache.generation.loop.device import FatalDeviceError
 
                 raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
             if should_stop:
@@ -132,7 +132,7 @@ class TimedRunningBatch:
             if "kill-the-worker" in item.prompt and done * 2 >= spec.steps:
                 os.kill(os.getpid(), signal.SIGKILL)
             if "sticky-cuda" in item.prompt:
-                from gouache.generation.device import FatalDeviceError
+                from gouache.generation.loop.device import FatalDeviceError
 
                 raise FatalDeviceError("CUDA error: an illegal memory access was encountered")
             if done >= spec.steps:
@@ -161,7 +161,7 @@ class PoisonableEngine:
     def __init__(self, registry: Any = None) -> None:
         import importlib
 
-        spec = os.environ.get("GOUACHE_TEST_INNER_ENGINE", "gouache.generation.engine:Engine")
+        spec = os.environ.get("GOUACHE_TEST_INNER_ENGINE", "gouache.generation.loop.engine:Engine")
         module, _, name = spec.partition(":")
         self._inner = getattr(importlib.import_module(module), name)(registry)
 

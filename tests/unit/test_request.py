@@ -56,7 +56,7 @@ def test_image_i_uses_seed_plus_i_and_artifacts_carry_their_index() -> None:
     from PIL import Image
 
     from gouache.config import GifSettings
-    from gouache.generation.batch import BatchItem, ItemResult
+    from gouache.generation.loop.batch import BatchItem, ItemResult
 
     request = make_request(seed=41, count=3)
     assert [request.image_seed(i) for i in range(3)] == [41, 42, 43]

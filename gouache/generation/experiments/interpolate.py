@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gouache.errors import InvalidRequest
-from gouache.generation.samplers import make_scheduler
+from gouache.generation.loop.samplers import make_scheduler
 
 if TYPE_CHECKING:
-    from gouache.generation.batch import BatchKey
+    from gouache.generation.loop.batch import BatchKey
     from gouache.generation.models import LoadedModel
 
 __all__ = ["slerp", "weights", "interpolate"]

@@ -69,7 +69,7 @@ def registry(tiny_specs: dict, tiny_cache_dir: Path, tiny_model_dir: Path):
 @pytest.fixture
 def float_engine_cls():
     """An Engine that returns float [0, 1] HxWx3 arrays instead of PIL images, for parity."""
-    from gouache.generation.engine import Engine
+    from gouache.generation.loop.engine import Engine
 
     class FloatEngine(Engine):
         def _postprocess(self, image, model):
@@ -85,7 +85,7 @@ def _floats(image):
 @pytest.fixture
 def float_running_cls():
     """A RunningBatch that hands back float [0, 1] HxWx3 arrays, like ``float_engine_cls``."""
-    from gouache.generation.running import RunningBatch
+    from gouache.generation.loop.running import RunningBatch
 
     class FloatRunningBatch(RunningBatch):
         def _postprocess(self, image):

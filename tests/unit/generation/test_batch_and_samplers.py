@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from gouache.errors import InvalidRequest
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, split_in_halves
-from gouache.generation.samplers import SAMPLERS, make_scheduler
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, split_in_halves
+from gouache.generation.loop.samplers import SAMPLERS, make_scheduler
 
 BASE = {
     "_class_name": "DDIMScheduler",

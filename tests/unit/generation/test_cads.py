@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from gouache.generation.batch import BatchItem, BatchKey
-from gouache.generation.conditioning import Conditioning, annealed
+from gouache.generation.loop.batch import BatchItem, BatchKey
+from gouache.generation.loop.conditioning import Conditioning, annealed
 
 
 def _cond(rows: int = 2) -> Conditioning:
@@ -97,10 +97,10 @@ def test_cads_leaves_the_final_images_clean(tmp_path, monkeypatch) -> None:
     on the same seeds: the fixed schedule stays within 10%; the paper's (0.6, 0.9) did not."""
     import functools
 
-    import gouache.generation.engine as engine_module
+    import gouache.generation.loop.engine as engine_module
     from gouache.config import builtin_demo_spec
-    from gouache.generation.diversity import colour_histograms, style_kernel, vendi_score
-    from gouache.generation.engine import Engine
+    from gouache.generation.diversity.scorer import colour_histograms, style_kernel, vendi_score
+    from gouache.generation.loop.engine import Engine
     from gouache.generation.models import ModelRegistry
 
     registry = ModelRegistry({"builtin:demo": builtin_demo_spec()}, cache_dir=tmp_path, device="cpu")

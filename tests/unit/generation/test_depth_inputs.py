@@ -14,8 +14,7 @@ from gouache.bot.commands import build_request, parse_text
 from gouache.bot.uploads import attach
 from gouache.config import GifSettings, Limits, Settings
 from gouache.errors import BadUpload, InvalidRequest
-from gouache.generation.batch import ItemResult
-from gouache.generation.depth import (
+from gouache.generation.inputs.uploads import (
     classify,
     fit_depth,
     looks_inverted,
@@ -23,6 +22,7 @@ from gouache.generation.depth import (
     read_upload,
     resolve_depth,
 )
+from gouache.generation.loop.batch import ItemResult
 from gouache.request import Kind, Origin
 from gouache.storage.jobs import Artifact, ArtifactKind
 from gouache.worker.jobs import artifacts_for, item_for

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey
+from gouache.generation.loop.batch import BatchItem, BatchKey
 
 
 def test_per_item_strength_in_one_batch(registry, float_engine_cls) -> None:  # noqa: ANN001
@@ -25,7 +25,7 @@ def test_per_item_strength_in_one_batch(registry, float_engine_cls) -> None:  # 
 
 
 def test_per_item_strength_in_a_step_level_running_batch(registry, float_engine_cls, float_running_cls) -> None:  # noqa: ANN001
-    from gouache.generation.batch import LaneSpec, ShapeKey
+    from gouache.generation.loop.batch import LaneSpec, ShapeKey
 
     engine = float_engine_cls(registry)
     shape = ShapeKey("builtin:tiny", 64, 64)

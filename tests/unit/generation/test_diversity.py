@@ -7,15 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gouache.generation.diversity import (
-    ClipEmbedder,
-    Encoders,
-    StyleEncoder,
-    colour_histograms,
-    diversity_report,
-    style_kernel,
-)
-from gouache.generation.diversity_metrics import (
+from gouache.generation.diversity.metrics import (
     cluster_order,
     cosine_kernel,
     histogram_roots,
@@ -23,6 +15,14 @@ from gouache.generation.diversity_metrics import (
     near_duplicates,
     vendi,
     vendi_infinity,
+)
+from gouache.generation.diversity.scorer import (
+    ClipEmbedder,
+    Encoders,
+    StyleEncoder,
+    colour_histograms,
+    diversity_report,
+    style_kernel,
 )
 
 DEMO_CLIP = "gouache/models/demo/clip"

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gouache.generation.diversity import DiversityScorer, diversity_report
-from gouache.generation.diversity_report import (
+from gouache.generation.diversity.report import (
     composite,
     composite_png,
     report_text,
     scored,
     verdict,
 )
+from gouache.generation.diversity.scorer import DiversityScorer, diversity_report
 
 
 def _solid(rgb: tuple[int, int, int]) -> Image.Image:

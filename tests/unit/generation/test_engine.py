@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 from gouache.errors import InvalidRequest, NotFound, ResourceExhausted
-from gouache.generation.batch import BatchItem, BatchKey
-from gouache.generation.engine import Engine, FatalDeviceError
+from gouache.generation.loop.batch import BatchItem, BatchKey
+from gouache.generation.loop.engine import Engine, FatalDeviceError
 
 TOL = 1e-4  # float [0, 1] images; batch-vs-alone differences measured ~1e-6
 

@@ -8,10 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
-from gouache.generation.conditioning import guidance_scales
-from gouache.generation.diversity_metrics import vendi
-from gouache.generation.enlarge import (
+from gouache.generation.diversity.enlarge import (
     INTERVAL,
     OVERSAMPLE,
     generate_enlarged,
@@ -19,6 +16,9 @@ from gouache.generation.enlarge import (
     prompt_variants,
     select_diverse,
 )
+from gouache.generation.diversity.metrics import vendi
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.loop.conditioning import guidance_scales
 
 DEMO = "a large red circle in the center on a plain blue background"
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from gouache.config import GifSettings, Limits, builtin_demo_spec
-from gouache.generation.engine import Engine
+from gouache.generation.loop.engine import Engine
 from gouache.generation.models import ModelRegistry
 from gouache.request import Kind, Origin, Request
 from gouache.worker.experiments import loaded_model, process_artifacts, sweep_job
@@ -163,7 +163,7 @@ def test_a_3x3_sweep_on_the_demo_model_equals_the_images_made_alone(demo_registr
 
 
 def test_process_goes_up_to_pure_noise_in_the_middle_and_ends_on_the_image(registry) -> None:
-    from gouache.generation.experiments.process import process_frames
+    from gouache.generation.experiments.noising import process_frames
 
     engine = Engine(registry)
     request = tiny_request(process=True, steps=4)
@@ -210,7 +210,7 @@ def test_sweep_cells_charge_as_images() -> None:
 def test_on_the_demo_model_the_middle_frame_is_the_furthest_from_the_image(demo_registry) -> None:
     """With a trained VAE the noising is visible: distance to the final image climbs to the
     middle (pure noise) and falls back to zero."""
-    from gouache.generation.experiments.process import process_frames
+    from gouache.generation.experiments.noising import process_frames
 
     engine = Engine(demo_registry)
     request = Request(kind=Kind.IMAGINE, prompt="a red circle in the center on a plain blue background",
@@ -246,8 +246,8 @@ def test_slerp_keeps_the_endpoints_and_the_norm() -> None:
 @pytest.mark.parametrize("sampler", ["ddim", "euler-a"])  # euler-a: the step noise is seeded too
 def test_interpolation_endpoints_equal_the_two_images_generated_alone(registry, float_engine_cls,
                                                                       sampler) -> None:  # fmt: skip
-    from gouache.generation.batch import BatchItem, BatchKey
     from gouache.generation.experiments.interpolate import interpolate
+    from gouache.generation.loop.batch import BatchItem, BatchKey
 
     engine = float_engine_cls(registry)
     key = BatchKey("builtin:tiny", "txt2img", 64, 64, 3, sampler, 5.0)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gouache.generation.fairness import FairShare, jain_index
+from gouache.generation.loop.fairness import FairShare, jain_index
 
 
 @dataclass(eq=False)

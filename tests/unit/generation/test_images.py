@@ -16,8 +16,9 @@ from numpy.lib import format as npy_format
 from PIL import Image
 
 from gouache.errors import InvalidRequest, TooLarge
-from gouache.generation.depth import depth_to_control_image, load_depth_map
-from gouache.generation.images import decode_image, encode_png, png_parameters
+from gouache.generation.inputs.images import decode_image
+from gouache.generation.inputs.uploads import depth_to_control_image, load_depth_map
+from gouache.generation.png import encode_png, png_parameters
 
 MB = 1024 * 1024
 CAPS = {"max_bytes": 10 * MB, "max_pixels": 4096 * 4096}

@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey
-from gouache.generation.samplers import SAMPLERS, make_scheduler
+from gouache.generation.loop.batch import BatchItem, BatchKey
+from gouache.generation.loop.samplers import SAMPLERS, make_scheduler
 
 TOL = 1e-4
 STEPS = 3

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from gouache.config import ModelSpec
-from gouache.generation.batch import BatchItem, BatchKey
+from gouache.generation.loop.batch import BatchItem, BatchKey
+from gouache.generation.loop.samplers import make_scheduler
 from gouache.generation.models import ModelRegistry
-from gouache.generation.samplers import make_scheduler
 
 TOL = 1e-4
 

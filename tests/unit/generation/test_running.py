@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from gouache.errors import InvalidRequest
-from gouache.generation.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
+from gouache.generation.loop.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
 
 TOL = 1e-4
 SD = ShapeKey("builtin:tiny", 64, 64)
@@ -188,7 +188,7 @@ def test_mutation_shared_scheduler_breaks_equivalence(
     registry, float_engine_cls, float_running_cls, monkeypatch
 ):
     """Sharing one scheduler between lanes (no per-lane copy) must be caught by the tests."""
-    import gouache.generation.lanes as lanes
+    import gouache.generation.loop.lanes as lanes
 
     jobs = [
         (BatchItem("a", "a red cat", seed=1), LaneSpec(4, "dpmpp-2m", 5.0)),
@@ -205,7 +205,7 @@ def test_mutation_one_timestep_for_all_rows_breaks_equivalence(
     registry, float_engine_cls, float_running_cls, monkeypatch
 ):
     """Giving every row the first lane's timestep (a scalar t) must be caught too."""
-    import gouache.generation.running as running
+    import gouache.generation.loop.running as running
 
     real = running.assemble
 
@@ -238,7 +238,7 @@ def test_bad_requests_raise_at_admit_and_leave_the_batch_alone(registry, float_r
 
 
 def test_progress_and_pil_output(registry):
-    from gouache.generation.running import RunningBatch
+    from gouache.generation.loop.running import RunningBatch
 
     batch = RunningBatch(registry, SD)
     batch.admit(BatchItem("x", "a", seed=1, count=2), LaneSpec(3, "heun", 5.0))

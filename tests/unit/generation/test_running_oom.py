@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from gouache.errors import ResourceExhausted
-from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey
-from gouache.generation.engine import FatalDeviceError
+from gouache.generation.loop.batch import BatchItem, LaneSpec, ShapeKey
+from gouache.generation.loop.engine import FatalDeviceError
 
 TOL = 1e-4
 SD = ShapeKey("builtin:tiny", 64, 64)
@@ -90,7 +90,7 @@ def test_rows_go_round_robin_by_user_when_the_budget_is_full(registry, float_run
 
 
 def test_decode_that_never_fits_fails_those_items_only(registry, float_running_cls, monkeypatch):
-    import gouache.generation.running as running
+    import gouache.generation.loop.running as running
 
     real = running.decode_latents
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gouache.generation.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
-from gouache.generation.samplers import SAMPLERS, timed_scheduler
+from gouache.generation.loop.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
+from gouache.generation.loop.samplers import SAMPLERS, timed_scheduler
 
 MODELS = [("builtin:demo", 32), ("builtin:tiny", 64), ("tiny-xl", 64)]
 STEPS = 5

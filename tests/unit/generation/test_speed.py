@@ -1,4 +1,4 @@
-"""Speed options (generation/speed.py): each keeps the images what eager PyTorch makes.
+"""Speed options (generation/loop/speed.py): each keeps the images what eager PyTorch makes.
 
 Batched scheduler steps are elementwise arithmetic over stacked rows, so they are held to the
 images of one ``step()`` per lane within 1e-6; channels_last and the padded, compiled UNet move
@@ -14,10 +14,9 @@ import pytest
 import torch
 
 from gouache.config import Speed
-from gouache.generation.batch import BatchItem, LaneSpec, ShapeKey
-from gouache.generation.lanes import STATELESS_SCHEDULERS
-from gouache.generation.models import ModelRegistry
-from gouache.generation.speed import (
+from gouache.generation.loop.batch import BatchItem, LaneSpec, ShapeKey
+from gouache.generation.loop.lanes import STATELESS_SCHEDULERS
+from gouache.generation.loop.speed import (
     EAGER,
     BucketedUNet,
     SpeedOptions,
@@ -25,6 +24,7 @@ from gouache.generation.speed import (
     ensure_sdpa,
     resolve_speed,
 )
+from gouache.generation.models import ModelRegistry
 
 TOL = 1e-4
 SD = ShapeKey("builtin:tiny", 64, 64)

@@ -56,7 +56,7 @@ def matching(names: Iterable[tuple[str, str]], current: str) -> Choices:
 
 
 def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:  # noqa: E501
-    from gouache.generation.samplers import SAMPLERS  # diffusers: imported only at start-up
+    from gouache.generation.loop.samplers import SAMPLERS  # diffusers: imported only at start-up
 
     models = [(f"{name} — {spec.label}" if spec.label else name, name)
               for name, spec in settings.models.items()]  # fmt: skip

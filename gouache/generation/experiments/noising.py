@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from gouache.generation.samplers import make_scheduler
+from gouache.generation.loop.samplers import make_scheduler
 
 if TYPE_CHECKING:
     from PIL.Image import Image

@@ -1,4 +1,4 @@
-"""Images in and out: hostile-input decoding and PNG encoding with A1111-style parameters.
+"""Uploaded images in: hostile-input decoding (PNG, JPEG, WEBP only; pixel caps before pixels).
 
 Uploads are hostile. Only PNG, JPEG and WEBP decoders are ever consulted, and the header's
 dimensions are checked against *our* pixel cap before any pixel is decoded: Pillow's own
@@ -15,20 +15,16 @@ import struct
 import warnings
 import zlib
 from collections.abc import Sequence
-from typing import Protocol
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gouache.errors import InvalidRequest, TooLarge
 
 __all__ = [
     "ALLOWED_FORMATS",
-    "ParameterFields",
     "open_image",
     "decode_image",
-    "encode_png",
-    "png_parameters",
     "human_size",
 ]
 
@@ -137,66 +133,3 @@ def _to_rgb_or_l(image: Image.Image) -> Image.Image:
     if image.mode in ("P", "PA") and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")
-
-
-def encode_png(image: Image.Image, parameters: str | None = None) -> bytes:
-    """PNG bytes; ``parameters`` goes in a ``parameters`` text chunk like A1111 writes.
-
-    Latin-1 text becomes ``tEXt``; anything else (emoji, CJK prompts) an ``iTXt`` chunk, which
-    Pillow chooses on its own and A1111-compatible readers accept.
-    """
-    info = None
-    if parameters is not None:
-        info = PngImagePlugin.PngInfo()
-        info.add_text("parameters", parameters.replace("\x00", ""))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
-    return buffer.getvalue()
-
-
-class ParameterFields(Protocol):
-    """The request fields that describe how an image was made (``Request`` has them all)."""
-
-    @property
-    def prompt(self) -> str: ...
-
-    @property
-    def negative_prompt(self) -> str: ...
-
-    @property
-    def steps(self) -> int: ...
-
-    @property
-    def sampler(self) -> str: ...
-
-    @property
-    def guidance(self) -> float: ...
-
-    @property
-    def seed(self) -> int: ...
-
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def height(self) -> int: ...
-
-    @property
-    def model(self) -> str: ...
-
-
-def png_parameters(fields: ParameterFields, *, seed: int | None = None) -> str:
-    """The A1111 ``parameters`` text, so other tools can read how an image was made.
-
-    ``seed`` overrides ``fields.seed`` for the n-th image of a batch.
-    """
-    guidance = f"{fields.guidance:g}"
-    lines = [fields.prompt]
-    if fields.negative_prompt:
-        lines.append(f"Negative prompt: {fields.negative_prompt}")
-    lines.append(
-        f"Steps: {fields.steps}, Sampler: {fields.sampler}, CFG scale: {guidance}, "
-        f"Seed: {fields.seed if seed is None else seed}, "
-        f"Size: {fields.width}x{fields.height}, Model: {fields.model}"
-    )
-    return "\n".join(lines)

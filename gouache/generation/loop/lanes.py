@@ -20,8 +20,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest
-from gouache.generation.batch import BatchItem, LaneSpec
-from gouache.generation.conditioning import (
+from gouache.generation.loop.batch import BatchItem, LaneSpec
+from gouache.generation.loop.conditioning import (
     Conditioning,
     annealed,
     encode_sd,

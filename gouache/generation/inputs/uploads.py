@@ -50,7 +50,7 @@ from numpy.lib import format as npy_format
 from PIL import Image
 
 from gouache.errors import BadUpload, InvalidRequest, TooLarge
-from gouache.generation.images import decode_image, human_size, open_image
+from gouache.generation.inputs.images import decode_image, human_size, open_image
 
 __all__ = [
     "DepthInput",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from diffusers.image_processor import VaeImageProcessor
 
-from gouache.generation.batch import BatchItem
+from gouache.generation.loop.batch import BatchItem
 from gouache.generation.models import LoadedModel
 
 __all__ = [

@@ -22,8 +22,8 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from gouache.errors import InvalidRequest, ResourceExhausted
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult, ShapeKey, split_in_halves
-from gouache.generation.conditioning import (
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey, split_in_halves
+from gouache.generation.loop.conditioning import (
     annealed,
     encode_sd,
     encode_sdxl,
@@ -31,8 +31,8 @@ from gouache.generation.conditioning import (
     guidance_scales,
     prepare_control,
 )
-from gouache.generation.decoding import decode_frames, decode_latents, to_pil
-from gouache.generation.device import (
+from gouache.generation.loop.decoding import decode_frames, decode_latents, to_pil
+from gouache.generation.loop.device import (
     FatalDeviceError,
     Fault,
     OnStep,
@@ -40,9 +40,9 @@ from gouache.generation.device import (
     free_device_memory,
     sticky_device_errors,
 )
+from gouache.generation.loop.running import RunningBatch
+from gouache.generation.loop.samplers import make_scheduler, timed_scheduler
 from gouache.generation.models import LoadedModel, ModelRegistry
-from gouache.generation.running import RunningBatch
-from gouache.generation.samplers import make_scheduler, timed_scheduler
 
 __all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
 
@@ -75,7 +75,7 @@ class Engine:
         self._registry.get(model)
 
     def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatch:
-        """A step-level ``RunningBatch`` on this engine's models (``generation/running.py``)."""
+        """A step-level ``RunningBatch`` on this engine's models (``generation/loop/running.py``)."""
         return RunningBatch(self._registry, shape, row_budget=row_budget,
                             decode_chunk=decode_chunk, fault=self._fault)  # fmt: skip
 

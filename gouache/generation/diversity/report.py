@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from gouache.generation.diversity import NEAR_DUPLICATE, DiversityReport, DiversityScorer
-from gouache.generation.diversity_metrics import cluster_order
+from gouache.generation.diversity.metrics import cluster_order
+from gouache.generation.diversity.scorer import NEAR_DUPLICATE, DiversityReport, DiversityScorer
 
 __all__ = ["report_text", "verdict", "composite", "composite_png", "scored"]
 

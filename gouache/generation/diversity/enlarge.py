@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gouache.generation.batch import BatchItem, BatchKey, ItemResult
-from gouache.generation.diversity import ClipEmbedder
-from gouache.generation.diversity_metrics import cosine_kernel, histogram_roots, vendi
+from gouache.generation.diversity.metrics import cosine_kernel, histogram_roots, vendi
+from gouache.generation.diversity.scorer import ClipEmbedder
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
 from gouache.request import ENLARGE_METHODS
 
 __all__ = [

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gouache.generation.diversity_metrics import (
+from gouache.generation.diversity.metrics import (
     KernelFigures,
     colour_histograms,
     cosine_kernel,
@@ -178,7 +178,7 @@ class DiversityReport:
 
     @property
     def summary(self) -> str:
-        from gouache.generation.diversity_report import report_text
+        from gouache.generation.diversity.report import report_text
 
         return report_text(self)
 
@@ -266,7 +266,7 @@ class DiversityScorer:
         """Whether the model's tokenizer knows a phrase (for prompt variants); None: all known."""
         if self._registry is None:
             return None
-        from gouache.generation.enlarge import known_by
+        from gouache.generation.diversity.enlarge import known_by
 
         return known_by(self._registry.get(model).tokenizers[0])
 

@@ -29,11 +29,16 @@ from typing import Any
 import torch
 
 from gouache.errors import InvalidRequest, ResourceExhausted
-from gouache.generation.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
-from gouache.generation.decoding import decode_frames, decode_latents, to_pil
-from gouache.generation.device import Fault, ShouldStop, free_device_memory, sticky_device_errors
-from gouache.generation.fairness import FairShare
-from gouache.generation.lanes import (
+from gouache.generation.loop.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
+from gouache.generation.loop.decoding import decode_frames, decode_latents, to_pil
+from gouache.generation.loop.device import (
+    Fault,
+    ShouldStop,
+    free_device_memory,
+    sticky_device_errors,
+)
+from gouache.generation.loop.fairness import FairShare
+from gouache.generation.loop.lanes import (
     Lane,
     advance_lanes,
     assemble,
@@ -41,8 +46,8 @@ from gouache.generation.lanes import (
     encode_item,
     new_lane,
 )
+from gouache.generation.loop.samplers import timed_scheduler
 from gouache.generation.models import ModelRegistry
-from gouache.generation.samplers import timed_scheduler
 
 __all__ = ["RunningBatch", "StepStats"]
 
