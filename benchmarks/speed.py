@@ -270,7 +270,7 @@ def cpu_main(args: argparse.Namespace) -> int:
     throughput = _throughput_module()
     cache = Path(os.environ.get("GOUACHE_BENCH_CACHE", "/tmp/gouache-bench-cache"))
     registry = ModelRegistry({MODEL: builtin_demo_spec()}, cache_dir=cache, device="cpu")
-    unet = registry.get(MODEL).unet
+    unet = registry.get(MODEL).denoiser
     rows = (1, 8) if args.quick else (1, 8, 32)
     started = time.perf_counter()
     report: dict[str, Any] = {

@@ -129,7 +129,7 @@ class Clock:
 class Meter:
     """UNet calls and rows (a forward pre-hook), image-steps per user, frame-decode time.
 
-    The engines' hook goes on ``LoadedModel.unet_call`` (the UNet itself, or the
+    The engines' hook goes on ``LoadedModel.denoiser_call`` (the UNet itself, or the
     ``BucketedUNet`` wrapper around the compiled one): a hook inside a compiled module is traced,
     and one that appends to a list changes a guard and recompiles on every call."""
 
@@ -330,7 +330,7 @@ def run_request(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -
     rounds: dict[str, int] = defaultdict(int)  # fair_round: one past the user's latest job
     order: dict[str, tuple[int, float]] = {}
     by_id: dict[str, Req] = {}
-    hook = meter.hook(ctx["model"].unet_call)  # outside a compiled graph
+    hook = meter.hook(ctx["model"].denoiser_call)  # outside a compiled graph
 
     def fault(stage: str, ids: Any) -> None:
         if stage != "unet":
@@ -378,7 +378,7 @@ def run_step(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> N
     budget = ctx["profile"].row_budget
     batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=budget)
     by_id: dict[str, Req] = {}
-    hook = meter.hook(ctx["model"].unet_call)  # outside a compiled graph
+    hook = meter.hook(ctx["model"].denoiser_call)  # outside a compiled graph
     try:
         while True:
             for req in sc.due(clock.now()):
@@ -609,7 +609,7 @@ def warm_up_compiled(ctx: dict[str, Any], row_budget: int) -> float:
     long-running worker has; returns the seconds it took (reported, not timed in the runs)."""
     start = time.perf_counter()
     batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=row_budget)
-    buckets = [b for b in ctx["model"].unet_call.buckets if b <= row_budget]
+    buckets = [b for b in ctx["model"].denoiser_call.buckets if b <= row_budget]
     for depth in (False, True):
         for rows in buckets:
             for n in range(rows):  # no-CFG lanes: one row each, one step

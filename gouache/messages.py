@@ -60,6 +60,14 @@ __all__ = [
     "reencoded_to_fit",
     "too_large_links",
     "too_large_here",
+    "unknown_family",
+    "unknown_pipeline_class",
+    "no_depth_controlnet",
+    "depth_image_required",
+    "unknown_pipeline",
+    "steps_too_few",
+    "size_not_multiple_of_8",
+    "out_of_memory_alone",
 ]
 
 
@@ -364,3 +372,45 @@ def sweep_refused(reason: str) -> str:
 
 def interpolate_form() -> str:
     return "/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]"
+
+
+# Generation: what the worker says when a model or a request cannot run --------------------------
+
+
+def unknown_family(name: str, known: Iterable[str]) -> str:
+    return f"Unknown model family {shorten(name)!r}. Choose one of: {', '.join(known)}."
+
+
+def unknown_pipeline_class(model: str, pipeline: str, known: Iterable[str]) -> str:
+    shown = repr(shorten(pipeline)) if pipeline else "no pipeline class"
+    return (
+        f"Model {shorten(model)!r} is a {shown} folder, which gouache cannot run. It reads: "
+        f"{', '.join(known)}; set `family = ...` in its [models] entry if the folder is one of those."
+    )
+
+
+def no_depth_controlnet(model: str) -> str:
+    return f"Model {shorten(model)!r} has no depth ControlNet configured."
+
+
+def depth_image_required() -> str:
+    return "A depth image is required for /depth."
+
+
+def unknown_pipeline(pipeline: str) -> str:
+    return f"Unknown pipeline {shorten(pipeline)!r}: use txt2img or depth."
+
+
+def steps_too_few(steps: int) -> str:
+    return f"Steps ({steps}) must be at least 1."
+
+
+def size_not_multiple_of_8(width: int, height: int) -> str:
+    return f"Size {width}x{height} must be multiples of 8."
+
+
+def out_of_memory_alone(images: int, width: int, height: int, steps: int) -> str:
+    return (
+        f"The GPU ran out of memory for this request ({images} image(s) at {width}x{height}, "
+        f"{steps} steps) even on its own. Try fewer images or a smaller size."
+    )

@@ -1,8 +1,10 @@
 """ModelRegistry: load each configured model once and hand out its components.
 
-The engine runs its own denoising loop, so it needs the parts rather than a pipeline object:
-tokenizers, text encoders, UNet, VAE, the scheduler config, and the optional depth ControlNet and
-preview decoder. Everything goes through ``from_pretrained`` (``local_files_only`` when offline),
+The loop runs its own denoising, so it needs the parts rather than a pipeline object: tokenizers,
+text encoders, the denoiser (a UNet or a transformer), VAE, the scheduler config, and the optional
+depth ControlNet and preview decoder. Which parts a model has, and what they mean, is its
+family's (``families/``), read from the folder's ``model_index.json``. Everything goes through
+``from_pretrained`` (``local_files_only`` when offline),
 including ``builtin:tiny``, which is built once into the cache and loaded back like any model.
 """
 
@@ -12,18 +14,17 @@ import importlib
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
+from gouache.generation.families import Family, family_for
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
 
-__all__ = ["Family", "LoadedModel", "ModelRegistry", "demo_root"]
+__all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
 
-Family = Literal["sd", "sdxl"]
-_TEXT_PARTS = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2")
 _LIBRARIES = frozenset({"diffusers", "transformers"})  # never import a module named in a file
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,7 +45,7 @@ class LoadedModel:
     dtype: torch.dtype
     tokenizers: tuple[Any, ...]
     text_encoders: tuple[torch.nn.Module, ...]
-    unet: torch.nn.Module
+    denoiser: torch.nn.Module  # the UNet or transformer
     vae: torch.nn.Module
     scheduler_config: dict[str, Any]
     force_zeros_for_empty_prompt: bool = False
@@ -54,13 +55,13 @@ class LoadedModel:
     image_encoder_path: str | None = None  # semantic embeddings for /diversity
     style_encoder_path: str | None = None  # Gram style features for /diversity
     label: str = field(default="")
-    # How the UNet is called (the module itself, or speed.BucketedUNet when compiled) and
+    # How the denoiser is called (the module itself, or speed.BucketedUNet when compiled) and
     # whether lanes of one scheduler class are stepped together: set by speed.apply_speed_options.
-    unet_call: Any = field(init=False)
+    denoiser_call: Any = field(init=False)
     batched_steps: bool = False
 
     def __post_init__(self) -> None:
-        self.unet_call = self.unet
+        self.denoiser_call = self.denoiser
 
     @property
     def vae_scale_factor(self) -> int:
@@ -140,11 +141,11 @@ class ModelRegistry:
     def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
         path = self._pipeline_path(spec)
         index = self._model_index(path, spec)
-        family = _family(spec, index)
+        family = family_for(name, index, spec.family)
         dtype = _pick_dtype(spec.dtype, self.device)
         parts = {
             part: self._component(path, spec, index, part, dtype)
-            for part in (*_TEXT_PARTS, "unet", "vae")
+            for part in (*family.text_parts, family.denoiser_part, "vae")
         }
         scheduler_cls = _import_class(index["scheduler"])
         scheduler_config = dict(
@@ -179,12 +180,12 @@ class ModelRegistry:
             device=self.device,
             dtype=dtype,
             tokenizers=tuple(
-                p for k in ("tokenizer", "tokenizer_2") if (p := parts[k]) is not None
+                p for k in family.text_parts if k.startswith("tokenizer") and (p := parts[k]) is not None
             ),
             text_encoders=tuple(
-                p for k in ("text_encoder", "text_encoder_2") if (p := parts[k]) is not None
+                p for k in family.text_parts if k.startswith("text_encoder") and (p := parts[k]) is not None
             ),
-            unet=parts["unet"],
+            denoiser=parts[family.denoiser_part],
             vae=parts["vae"],
             scheduler_config=scheduler_config,
             force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
@@ -213,7 +214,7 @@ class ModelRegistry:
             return None
         cls = _import_class(entry)
         kwargs: dict[str, Any] = {"subfolder": part, **self._hub_kwargs(spec)}
-        if part.startswith(("text_encoder", "unet", "vae")):
+        if not part.startswith(("tokenizer", "scheduler")):
             kwargs["dtype"] = dtype
             if entry[0] == "transformers" and self.device.type == "cuda":
                 kwargs["attn_implementation"] = "sdpa"
@@ -255,14 +256,6 @@ def _import_class(entry: list[Any] | tuple[Any, ...]) -> Any:
     if library not in _LIBRARIES:
         raise ValueError(f"unsupported component library {library!r} in model_index.json")
     return getattr(importlib.import_module(library), name)
-
-
-def _family(spec: ModelSpec, index: dict[str, Any]) -> Family:
-    if spec.family != "auto":
-        return spec.family
-    second = index.get("text_encoder_2")
-    is_xl = bool(second and second[0]) or "XL" in str(index.get("_class_name", ""))
-    return "sdxl" if is_xl else "sd"
 
 
 def _pick_device(device: str) -> torch.device:

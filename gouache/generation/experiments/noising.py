@@ -56,15 +56,14 @@ def noised(model: LoadedModel, image: Image, timesteps: Sequence[int], seed: int
     from diffusers.utils.torch_utils import randn_tensor
 
     processor = VaeImageProcessor(vae_scale_factor=model.vae_scale_factor)
-    vae: Any = model.vae
-    pixels = processor.preprocess(image.convert("RGB")).to(model.device, vae.dtype)
-    clean = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
+    family = model.family
+    clean = family.encode_image(model, processor.preprocess(image.convert("RGB")))
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = randn_tensor(tuple(clean.shape), generator=generator, device=model.device, dtype=clean.dtype)
     schedule = DDPMScheduler.from_config(dict(model.scheduler_config))
     levels = torch.tensor([min(int(t), schedule.config.num_train_timesteps - 1) for t in timesteps])
     latents = schedule.add_noise(clean.repeat(len(levels), 1, 1, 1), noise.repeat(len(levels), 1, 1, 1), levels)
-    decoded = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+    decoded = family.decode(model, latents)  # the one decode path (an fp16 VAE's upcast too)
     return list(processor.postprocess(decoded, output_type="pil"))
 
 

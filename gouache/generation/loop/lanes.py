@@ -1,12 +1,13 @@
-"""One image being denoised in a running batch: a lane, and how lanes become one UNet call.
+"""One image being denoised in a running batch: a lane, and how lanes become one denoiser call.
 
 A lane owns everything that makes its image equal to the image generated alone: its own
 scheduler (built from the model's scheduler config and the sampler table, stepped by index), its
-own ``torch.Generator`` seeded ``seed + i``, its own timestep index and its own conditioning
-rows. ``assemble`` lays the rows of any set of lanes side by side (unconditional rows of the
-CFG lanes first, then every lane's conditional row, as diffusers' ``torch.cat([x] * 2)`` does)
-with one timestep per row, so lanes at different steps, with different samplers and guidance,
-share one UNet call.
+own ``torch.Generator`` seeded ``image_seed(seed, i)``, its own timestep index and its own
+conditioning rows. ``assemble`` lays the rows of any set of lanes side by side (unconditional
+rows of the CFG lanes first, then every lane's conditional row, as diffusers'
+``torch.cat([x] * 2)`` does) with one timestep per row, so lanes at different steps, with
+different samplers and guidance, share one denoiser call. Nothing here knows a model family:
+what the rows mean is the family's (``families/``).
 """
 
 from __future__ import annotations
@@ -19,30 +20,15 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from gouache.errors import InvalidRequest
+from gouache.generation.families import Rows
 from gouache.generation.loop.batch import BatchItem, LaneSpec
-from gouache.generation.loop.conditioning import (
-    Conditioning,
-    annealed,
-    encode_sd,
-    encode_sdxl,
-    guidance_embedding,
-    prepare_control,
-)
+from gouache.generation.loop.conditioning import Conditioning, annealed, guidance_scale
 from gouache.generation.models import LoadedModel
 
-__all__ = [
-    "STATELESS_SCHEDULERS",
-    "Lane",
-    "Rows",
-    "advance_lanes",
-    "assemble",
-    "check_spec",
-    "encode_item",
-    "new_lane",
-]
+__all__ = ["STATELESS_SCHEDULERS", "Lane", "advance_lanes", "assemble", "new_lane",
+           "row_positions"]
 
-_CADS_SEED = 0x5EED_CAD5  # the same stream Engine uses, so --diversify images match
+_CADS_SEED = 0x5EED_CAD5  # CADS noise must not reuse the latents' random stream
 
 
 @dataclass(eq=False)
@@ -75,6 +61,11 @@ class Lane:
     @property
     def timestep(self) -> torch.Tensor:
         return self.scheduler.timesteps[self.i]
+
+    def guidance(self, num_train_timesteps: int) -> float:
+        """This step's CFG scale: the lane's guidance, or 1 outside its guidance interval."""
+        level = float(self.timestep) / num_train_timesteps
+        return guidance_scale(self.spec.guidance, self.item.guidance_interval, level)
 
     def advance(self, noise_pred: torch.Tensor) -> bool:
         """One scheduler step with this lane's noise prediction; True when a frame is due.
@@ -174,36 +165,6 @@ def _step_together(group: list[Lane], predictions: dict[int, torch.Tensor]) -> N
             lane.scheduler._step_index = index  # it took this step too
 
 
-def check_spec(model: LoadedModel, name: str, item: BatchItem, spec: LaneSpec) -> None:
-    """The user's errors an item can carry, raised before any work (as Engine's key checks)."""
-    if spec.pipeline not in ("txt2img", "depth"):
-        raise InvalidRequest(f"Unknown pipeline {spec.pipeline!r}: use txt2img or depth.")
-    if spec.steps < 1:
-        raise InvalidRequest(f"Steps ({spec.steps}) must be at least 1.")
-    if spec.pipeline == "depth" and model.controlnet is None:
-        raise InvalidRequest(f"Model {name!r} has no depth ControlNet configured.")
-    if spec.pipeline == "depth" and item.control_image is None:
-        raise InvalidRequest("A depth image is required for /depth.")
-
-
-def encode_item(
-    model: LoadedModel, item: BatchItem, spec: LaneSpec, cfg: bool, width: int, height: int
-) -> Conditioning:
-    """The item's conditioning row (shared by its images), as Engine encodes a batch."""
-    if model.family == "sdxl":
-        cond = encode_sdxl(model, [item], cfg, height, width)
-    else:
-        cond = encode_sd(model, [item], cfg)
-    if spec.pipeline == "depth":
-        cond.control_image = prepare_control(model, [item], height, width)
-    if model.unet.config.time_cond_proj_dim is not None:  # LCM: the guidance as an embedding
-        w = torch.tensor([spec.guidance - 1])
-        cond.timestep_cond = guidance_embedding(w, model.unet.config.time_cond_proj_dim).to(
-            device=model.device, dtype=cond.prompt_embeds.dtype
-        )
-    return cond
-
-
 def new_lane(
     model: LoadedModel,
     item: BatchItem,
@@ -214,36 +175,30 @@ def new_lane(
     cfg: bool,
     template: Any,
     shape: tuple[int, ...],
+    start: torch.Tensor | None = None,
 ) -> Lane:
-    """Lane ``index`` of ``item``: seed + index, a private copy of the scheduler ``template``.
+    """Lane ``index`` of ``item``: its seed's generator, a private copy of the scheduler.
 
-    Adapted from StableDiffusionPipeline.prepare_latents and prepare_extra_step_kwargs; the
-    latents are drawn on the CPU generator exactly as Engine draws them.
+    Adapted from StableDiffusionPipeline.prepare_latents and prepare_extra_step_kwargs. The
+    seed's noise is always drawn, so the generator is where the pipeline's would be; ``start``
+    (an interpolation's mixed noise) replaces it as the initial noise, as ``latents=`` does.
     """
-    generator = torch.Generator("cpu").manual_seed(item.seed + index)
+    generator = torch.Generator("cpu").manual_seed(item.image_seed(index))
     scheduler = private_scheduler(template)
-    noise = randn_tensor(
-        shape, generator=generator, device=model.device, dtype=cond.prompt_embeds.dtype
-    )
+    noise = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
+    if start is not None:
+        noise = start.to(device=model.device, dtype=model.dtype)
     params = set(inspect.signature(scheduler.step).parameters)
     step_kwargs: dict[str, Any] = {"eta": 0.0} if "eta" in params else {}
     if "generator" in params:
         step_kwargs["generator"] = generator
     cads = None
     if spec.diversify:
-        cads = torch.Generator("cpu").manual_seed((item.seed + index) ^ _CADS_SEED)
-    return Lane(
-        item=item,
-        spec=spec,
-        index=index,
-        user=user,
-        cond=cond,
-        cfg=cfg,
-        scheduler=scheduler,
-        step_kwargs=step_kwargs,
-        latents=noise * scheduler.init_noise_sigma,
-        cads_generator=cads,
-    )
+        cads = torch.Generator("cpu").manual_seed(item.image_seed(index) ^ _CADS_SEED)
+    return Lane(item=item, spec=spec, index=index, user=user, cond=cond, cfg=cfg,
+                scheduler=scheduler, step_kwargs=step_kwargs,
+                latents=model.family.initial_latents(model, noise, scheduler),
+                cads_generator=cads)  # fmt: skip
 
 
 def private_scheduler(template: Any) -> Any:
@@ -251,80 +206,43 @@ def private_scheduler(template: Any) -> Any:
     return copy.deepcopy(template)
 
 
-@dataclass
-class Rows:
-    """The inputs of one UNet (and ControlNet) call over a set of lanes."""
-
-    sample: torch.Tensor
-    timesteps: torch.Tensor  # one per row
-    embeds: torch.Tensor
-    added: dict[str, torch.Tensor] | None
-    timestep_cond: torch.Tensor | None
-    control_rows: torch.Tensor | None  # rows that belong to depth lanes
-    control: torch.Tensor | None  # their control images, in control_rows order
-    control_scale: torch.Tensor | None  # their ControlNet scales (each item's --strength)
-    positive: list[int]  # row of each lane's conditional prediction
-    negative: list[int | None]  # row of each lane's unconditional prediction
-
-
 def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
     """Lay the rows of ``lanes`` out for one call: [uncond of CFG lanes..., cond of all...]."""
-    negative_parts: list[tuple[Lane, dict[str, Any]]] = []
-    positive_parts: list[tuple[Lane, dict[str, Any]]] = []
+    negative: list[tuple[Lane, dict[str, torch.Tensor]]] = []
+    positive: list[tuple[Lane, dict[str, torch.Tensor]]] = []
     for lane in lanes:
-        t = lane.timestep
         cond = lane.cond
-        if lane.spec.diversify and lane.cads_generator is not None:
+        if lane.cads_generator is not None:
             # CADS per lane: each lane's noise level is its own timestep's (conditioning.py).
-            cond = annealed(cond, float(t) / num_train_timesteps, [lane.cads_generator])
-        embeds, added, control = cond.model_inputs(lane.cfg)
-        sample = lane.scheduler.scale_model_input(lane.latents, t)
-        half = 1 if lane.cfg else 0
-
-        def part(
-            row: int,
-            embeds=embeds,
-            added=added,
-            control=control,
-            sample=sample,
-            t=t,
-            cond=cond,
-            lane=lane,
-        ) -> dict[str, Any]:
-            return {
-                "sample": sample,
-                "t": t,
-                "embeds": embeds[row : row + 1],
-                "added": {k: v[row : row + 1] for k, v in added.items()} if added else None,
-                "control": control[row : row + 1] if control is not None else None,
-                "tcond": cond.timestep_cond,
-                "scale": lane.item.control_scale,
-            }
-
+            level = float(lane.timestep) / num_train_timesteps
+            cond = annealed(cond, level, [lane.cads_generator])
+        rows = cond.rows(lane.cfg)
         if lane.cfg:
-            negative_parts.append((lane, part(0)))
-        positive_parts.append((lane, part(half)))
-    parts = [p for _, p in negative_parts] + [p for _, p in positive_parts]
-    row_of_negative = {id(lane): r for r, (lane, _) in enumerate(negative_parts)}
-    offset = len(negative_parts)
-    control_rows = [r for r, p in enumerate(parts) if p["control"] is not None]
-    added = None
-    if parts[0]["added"] is not None:
-        added = {k: torch.cat([p["added"][k] for p in parts]) for k in parts[0]["added"]}
-    tconds = [p["tcond"] for p in parts]
+            negative.append((lane, rows[0]))
+        positive.append((lane, rows[-1]))
+    parts = negative + positive
     device = lanes[0].latents.device
+    control_rows = [r for r, (lane, _) in enumerate(parts) if lane.cond.control is not None]
+    controlled = [parts[r][0] for r in control_rows]
     return Rows(
-        sample=torch.cat([p["sample"] for p in parts]),
+        sample=torch.cat([lane.scheduler.scale_model_input(lane.latents, lane.timestep)
+                          for lane, _ in parts]),  # fmt: skip
         # Every row's own timestep; float32 holds the schedulers' int and float steps exactly.
-        timesteps=torch.stack([p["t"].to(torch.float32).reshape(()) for p in parts]).to(device),
-        embeds=torch.cat([p["embeds"] for p in parts]),
-        added=added,
-        timestep_cond=torch.cat(tconds) if tconds[0] is not None else None,
+        timesteps=torch.stack([lane.timestep.to(torch.float32).reshape(()) for lane, _ in parts]).to(device),
+        inputs={name: torch.cat([inputs[name] for _, inputs in parts]) for name in parts[0][1]},
         control_rows=torch.tensor(control_rows, device=device) if control_rows else None,
-        control=torch.cat([parts[r]["control"] for r in control_rows]) if control_rows else None,
-        control_scale=torch.tensor([float(parts[r]["scale"]) for r in control_rows], device=device)
-        if control_rows
-        else None,
-        positive=[offset + r for r in range(len(positive_parts))],
-        negative=[row_of_negative.get(id(lane)) for lane, _ in positive_parts],
+        control=torch.cat([lane.cond.control for lane in controlled]) if controlled else None,
+        control_scale=torch.tensor([float(lane.item.control_scale) for lane in controlled],
+                                   device=device) if controlled else None,  # fmt: skip
     )
+
+
+def row_positions(lanes: list[Lane]) -> tuple[list[int], list[int | None]]:
+    """Where ``assemble`` put each lane's conditional and unconditional rows."""
+    offset = sum(1 for lane in lanes if lane.cfg)
+    negatives: list[int | None] = []
+    seen = 0
+    for lane in lanes:
+        negatives.append(seen if lane.cfg else None)
+        seen += lane.cfg
+    return [offset + r for r in range(len(lanes))], negatives

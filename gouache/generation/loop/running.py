@@ -1,22 +1,24 @@
-"""Step-level (continuous) batching: lanes join and leave a running batch at step boundaries.
+"""The denoising loop: lanes join and leave a running batch at step boundaries.
 
-``Engine.generate`` runs a fixed batch to its end, so a request that arrives one step late waits
-for the whole batch. A ``RunningBatch`` instead keeps a set of lanes (one per image) that share
-only a ``ShapeKey`` (model and latent size); every ``step()`` makes ONE UNet call over the rows
-of every running lane, whatever step, sampler, guidance, CFG or ControlNet each has, then
+This is gouache's only denoising loop. A ``RunningBatch`` keeps a set of lanes (one per image)
+that share only a ``ShapeKey`` (model and latent size); every ``step()`` makes ONE denoiser call
+over the rows of every running lane, whatever step, sampler, guidance (and guidance interval),
+CFG or ControlNet each has, asking the model's family (``families/``) for everything
+family-specific, then
 decodes the lanes that finished in it (in VAE calls of ``decode_chunk`` lanes) and hands back
 every item whose images are all done. New items are ``admit``-ted at any time and start at the
 next step; who gets rows when the row budget is full is decided every step by deficit round
 robin per user charged in image-steps (``fairness.FairShare``): a lane left out of a step is
 paused, its state kept, and resumes.
 
-Results equal each item generated alone by ``Engine.generate`` (tests/unit/generation/
-test_running.py: max abs difference <= 1e-4 on [0, 1] images).
+Results equal each item generated alone (tests/unit/generation/test_running.py: max abs
+difference <= 1e-4 on [0, 1] images) and diffusers' own pipelines (test_parity.py).
+``Engine.generate`` is this loop with every item admitted at once and run to the end.
 
 Out of memory in a step, the step is retried in halves of its lanes down to single lanes, and
 ``row_budget`` shrinks to what fitted; lanes that fitted before go on, a lone lane that still
 does not fit fails its item alone with ``ResourceExhausted``. Sticky CUDA errors raise
-``FatalDeviceError`` as in the engine.
+``FatalDeviceError``: the process must restart.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from typing import Any
 
 import torch
 
+from gouache import messages
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.loop.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
-from gouache.generation.loop.decoding import decode_frames, decode_latents, to_pil
+from gouache.generation.loop.conditioning import Conditioning
 from gouache.generation.loop.device import (
     Fault,
     ShouldStop,
@@ -42,23 +45,22 @@ from gouache.generation.loop.lanes import (
     Lane,
     advance_lanes,
     assemble,
-    check_spec,
-    encode_item,
     new_lane,
+    row_positions,
 )
 from gouache.generation.loop.samplers import timed_scheduler
-from gouache.generation.models import ModelRegistry
+from gouache.generation.models import LoadedModel, ModelRegistry
 
-__all__ = ["RunningBatch", "StepStats"]
+__all__ = ["RunningBatch", "StepStats", "to_pil"]
 
 
 @dataclass
 class StepStats:
     """What the last ``step()`` did (for progress, metrics and the throughput benchmark)."""
 
-    rows: int = 0  # UNet rows in the step (CFG lanes count twice)
+    rows: int = 0  # denoiser rows in the step (CFG lanes count twice)
     lanes: int = 0
-    unet_calls: int = 0  # more than one only after an OOM split
+    denoiser_calls: int = 0  # more than one only after an OOM split
     started: list[str] = field(default_factory=list)  # items whose first lane started
     decoded: int = 0  # lanes decoded after the UNet call
     frame_seconds: float = 0.0
@@ -87,15 +89,17 @@ class RunningBatch:
         row_budget: int = 32,
         decode_chunk: int = 2,
         fault: Fault | None = None,
+        postprocess: Any = None,
     ) -> None:
         if shape.width % 8 or shape.height % 8:
-            raise InvalidRequest(f"Size {shape.width}x{shape.height} must be multiples of 8.")
+            raise InvalidRequest(messages.size_not_multiple_of_8(shape.width, shape.height))
         self.shape = shape
         self.model = registry.get(shape.model)
         self.row_budget = max(1, row_budget)
         self.decode_chunk = max(1, decode_chunk)
         self.stats = StepStats()
         self._fault = fault
+        self._to_pictures = postprocess  # None: PIL images (parity tests keep floats)
         self._items: dict[str, _Item] = {}
         self._share = FairShare()
         self._lanes: list[Lane] = []  # admitted and still denoising (running or paused)
@@ -106,12 +110,12 @@ class RunningBatch:
     # -- feeding ---------------------------------------------------------------------------
 
     def rows_for(self, item: BatchItem, spec: LaneSpec) -> int:
-        """UNet rows ``item`` takes per step once all its lanes run."""
-        return item.count * (2 if self._cfg(spec) else 1)
+        """Denoiser rows ``item`` takes per step once all its lanes run."""
+        return item.count * (2 if self.cfg(spec) else 1)
 
     @property
     def rows(self) -> int:
-        """UNet rows every admitted lane still denoising would take (running or paused)."""
+        """Denoiser rows every admitted lane still denoising would take (running or paused)."""
         return sum(lane.rows for lane in self._lanes)
 
     @property
@@ -127,32 +131,52 @@ class RunningBatch:
         """Items admitted and not yet handed back."""
         return len(self._items)
 
-    def admit(self, item: BatchItem, spec: LaneSpec, user: str | None = None) -> None:
+    def admit(
+        self,
+        item: BatchItem,
+        spec: LaneSpec,
+        user: str | None = None,
+        *,
+        cond: Conditioning | None = None,
+        starts: list[torch.Tensor] | None = None,
+    ) -> None:
         """Add ``item``: its lanes start at the next ``step()`` that has rows for them.
 
         A bad request (unknown sampler or pipeline, /depth without a map or ControlNet) raises
-        the user's error here, before any work, and leaves the batch as it was.
+        the user's error here, before any work, and leaves the batch as it was. ``cond`` (the
+        item's conditioning, ``encode`` otherwise) and ``starts`` (each image's initial noise,
+        its seed's otherwise) let an interpolation carry mixed embeddings and noise.
         """
         if item.item_id in self._items:
             raise ValueError(f"item {item.item_id!r} is already in the running batch")
-        model = self.model
-        check_spec(model, self.shape.model, item, spec)
-        template = self._template(spec)  # an unknown sampler raises here
-        cfg = self._cfg(spec)
-        with torch.inference_mode():
-            cond = encode_item(model, item, spec, cfg, self.shape.width, self.shape.height)
+        model, family = self.model, self.model.family
+        self.check(spec)
+        if spec.pipeline == "depth" and item.control_image is None:
+            raise InvalidRequest(messages.depth_image_required())
+        template = self._template(spec)
+        cfg = self.cfg(spec)
+        if cond is None:
+            with torch.inference_mode():
+                cond = family.encode(model, [item], spec, cfg, self.shape.width, self.shape.height)
         user = user if user is not None else item.item_id
-        shape = (
-            1,
-            model.unet.config.in_channels,
-            self.shape.height // model.vae_scale_factor,
-            self.shape.width // model.vae_scale_factor,
-        )
+        shape = family.latent_shape(model, self.shape.width, self.shape.height)
         self._items[item.item_id] = _Item(
             item, spec, user, [None] * item.count, [[] for _ in range(item.count)], item.count
         )
         for index in range(item.count):
-            self._lanes.append(new_lane(model, item, spec, index, user, cond, cfg, template, shape))
+            start = starts[index] if starts is not None else None
+            self._lanes.append(
+                new_lane(model, item, spec, index, user, cond, cfg, template, shape, start)
+            )
+
+    def check(self, spec: LaneSpec) -> None:
+        """The user's errors every item of ``spec`` would meet (sampler, pipeline, steps)."""
+        if spec.pipeline not in ("txt2img", "depth"):
+            raise InvalidRequest(messages.unknown_pipeline(spec.pipeline))
+        if spec.steps < 1:
+            raise InvalidRequest(messages.steps_too_few(spec.steps))
+        self._template(spec)  # an unknown sampler raises here
+        self.model.family.check(self.model, spec)
 
     def cancel(self, item_id: str) -> None:
         """Drop ``item_id`` at the next step; it comes back from ``step()`` as cancelled."""
@@ -163,11 +187,11 @@ class RunningBatch:
 
     @torch.inference_mode()
     def step(self, should_stop: ShouldStop | None = None) -> list[ItemResult]:
-        """One UNet call over every running lane, then a decode chunk; returns retired items.
+        """One denoiser call over every running lane, then a decode chunk; returns retired items.
 
         Retired: items whose every image is decoded (``ok``), cancelled ones, and ones that
         failed alone (out of memory even by themselves). Raises ``FatalDeviceError`` on a sticky
-        device error: the process must restart, as with the engine.
+        device error: the process must restart.
         """
         with sticky_device_errors():
             return self._step(should_stop)
@@ -249,7 +273,7 @@ class RunningBatch:
         self, lanes: list[Lane], out: dict[int, torch.Tensor], failed: list[str]
     ) -> None:
         try:
-            self._check_fault("unet", lanes)
+            self._check_fault("denoiser", lanes)
             out.update(self._predict(lanes))
             return
         except torch.OutOfMemoryError:
@@ -263,54 +287,23 @@ class RunningBatch:
             self._predict_splitting(half, out, failed)
 
     def _predict(self, lanes: list[Lane]) -> dict[int, torch.Tensor]:
-        """One ControlNet (its rows only) + UNet call; the guided noise prediction per lane.
+        """The one denoiser call (the family's) and the guided prediction per lane.
 
-        Adapted from steps 8.2-8.5 of diffusers' StableDiffusionControlNetPipeline.__call__,
-        with a timestep per row and the guidance scale per lane.
+        Adapted from steps 8.2-8.5 of diffusers' StableDiffusionPipeline.__call__, with a
+        timestep per row and the guidance scale (and its interval) per lane.
         """
         model = self.model
-        rows = assemble(lanes, model.scheduler_config["num_train_timesteps"])
-        residuals: dict[str, Any] = {}
-        if rows.control_rows is not None:
-            picked = rows.control_rows
-            added = {k: v[picked] for k, v in rows.added.items()} if rows.added else None
-            down, mid = model.controlnet(
-                rows.sample[picked],
-                rows.timesteps[picked],
-                encoder_hidden_states=rows.embeds[picked],
-                controlnet_cond=rows.control,
-                conditioning_scale=1.0,
-                guess_mode=False,
-                added_cond_kwargs=added,
-                return_dict=False,
-            )
-            if rows.control_scale is not None:  # per-row conditioning scale (--strength)
-                scale = rows.control_scale.to(mid.dtype).view(-1, 1, 1, 1)
-                down, mid = [d * scale for d in down], mid * scale
-            if len(picked) < len(rows.sample):  # zero residuals for the plain rows
-                down = [_scatter(d, picked, len(rows.sample)) for d in down]
-                mid = _scatter(mid, picked, len(rows.sample))
-            residuals = {
-                "down_block_additional_residuals": down,
-                "mid_block_additional_residual": mid,
-            }
-        noise_pred = model.unet_call(
-            rows.sample,
-            rows.timesteps,
-            encoder_hidden_states=rows.embeds,
-            timestep_cond=rows.timestep_cond,
-            added_cond_kwargs=rows.added,
-            return_dict=False,
-            **residuals,
-        )[0]
+        num_train_timesteps = model.scheduler_config["num_train_timesteps"]
+        rows = assemble(lanes, num_train_timesteps)
+        noise_pred = model.family.predict(model, rows)
         self.stats.rows += len(rows.sample)
-        self.stats.unet_calls += 1
+        self.stats.denoiser_calls += 1
         out = {}
-        for lane, pos, neg in zip(lanes, rows.positive, rows.negative, strict=True):
+        for lane, pos, neg in zip(lanes, *row_positions(lanes), strict=True):
             text = noise_pred[pos : pos + 1]
             if neg is not None:
                 uncond = noise_pred[neg : neg + 1]
-                text = uncond + lane.spec.guidance * (text - uncond)
+                text = uncond + lane.guidance(num_train_timesteps) * (text - uncond)
             out[id(lane)] = text
         return out
 
@@ -330,11 +323,11 @@ class RunningBatch:
         self._check_fault("decode", chunk)
         latents = torch.cat([lane.latents for lane in chunk])
         try:
-            images = self._postprocess(decode_latents(self.model, latents, tiled=False))
+            images = self._postprocess(self.model.family.decode(self.model, latents))
         except torch.OutOfMemoryError:
             free_device_memory()
-            try:  # as the engine: a tiled VAE, then the items of this chunk fail alone
-                images = self._postprocess(decode_latents(self.model, latents, tiled=True))
+            try:  # a tiled VAE, then the items of this chunk fail alone
+                images = self._postprocess(self.model.family.decode(self.model, latents, tiled=True))
             except torch.OutOfMemoryError:
                 free_device_memory()
                 failed = dict.fromkeys(lane.item.item_id for lane in chunk)
@@ -356,18 +349,19 @@ class RunningBatch:
         return retired
 
     def _keep_frames(self, lanes: list[Lane]) -> None:
-        """Decode a denoising frame for lanes that want one at this step (as Engine does)."""
+        """Decode a denoising frame for lanes that want one at this step."""
         start = time.perf_counter()
         model = self.model
         latents = torch.cat([lane.latents for lane in lanes])
-        decoded = decode_frames(model, latents)
+        decoded = model.family.decode_frames(model, latents)
         for lane, frame in zip(lanes, self._postprocess(decoded), strict=True):
             lane.frames.append(frame)
         self.stats.frame_seconds += time.perf_counter() - start
 
     def _postprocess(self, image: torch.Tensor) -> list[Any]:
-        """Decoded [-1, 1] tensors to PIL images (tests override this to keep floats)."""
-        return to_pil(image, self.model)
+        """Decoded [-1, 1] tensors to PIL images, as diffusers' VaeImageProcessor does (or
+        what the ``postprocess`` given at construction makes of them)."""
+        return list((self._to_pictures or to_pil)(image, self.model))
 
     # -- bookkeeping -----------------------------------------------------------------------
 
@@ -383,15 +377,10 @@ class RunningBatch:
     def _fail(self, item_id: str) -> ItemResult:
         entry = self._items[item_id]
         self._drop({item_id})
-        size = f"{self.shape.width}x{self.shape.height}"
-        return ItemResult(
-            item_id,
-            error=ResourceExhausted(
-                f"The GPU ran out of memory for this request ({entry.item.count} image(s) at "
-                f"{size}, {entry.spec.steps} steps) even on its own. Try fewer images or a "
-                "smaller size."
-            ),
-        )
+        shape = self.shape
+        message = messages.out_of_memory_alone(entry.item.count, shape.width, shape.height,
+                                               entry.spec.steps)  # fmt: skip
+        return ItemResult(item_id, error=ResourceExhausted(message))
 
     def _drop(self, item_ids: set[str]) -> None:
         self._lanes = [lane for lane in self._lanes if lane.item.item_id not in item_ids]
@@ -399,9 +388,9 @@ class RunningBatch:
         for item_id in item_ids:
             self._items.pop(item_id, None)
 
-    def _cfg(self, spec: LaneSpec) -> bool:
-        # As diffusers: CFG off for guidance <= 1 and for guidance-distilled (LCM) UNets.
-        return spec.guidance > 1 and self.model.unet.config.time_cond_proj_dim is None
+    def cfg(self, spec: LaneSpec) -> bool:
+        """Whether lanes of ``spec`` take an unconditional row (the family's rule)."""
+        return self.model.family.uses_cfg(self.model, spec)
 
     def _template(self, spec: LaneSpec) -> Any:
         key = (spec.sampler, spec.steps)
@@ -429,6 +418,9 @@ def _chunks(lanes: list[Lane], budget: int) -> list[list[Lane]]:
     return out
 
 
-def _scatter(values: torch.Tensor, rows: torch.Tensor, total: int) -> torch.Tensor:
-    full = values.new_zeros((total, *values.shape[1:]))
-    return full.index_copy(0, rows, values)
+def to_pil(image: torch.Tensor, model: LoadedModel) -> list[Any]:
+    """Decoded [-1, 1] tensors to PIL images, as diffusers' VaeImageProcessor does."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    processor = VaeImageProcessor(vae_scale_factor=model.vae_scale_factor)
+    return list(processor.postprocess(image, output_type="pil"))

@@ -49,11 +49,11 @@ class LoadedModel(Protocol):
     imports this module and not the other way round)."""
 
     name: str
-    unet: torch.nn.Module
+    denoiser: torch.nn.Module
     vae: torch.nn.Module
     controlnet: torch.nn.Module | None
     text_encoders: tuple[torch.nn.Module, ...]
-    unet_call: Any
+    denoiser_call: Any
     batched_steps: bool
 
 
@@ -95,11 +95,11 @@ def apply_speed_options(model: LoadedModel, options: SpeedOptions) -> None:
     """Put ``options`` on a freshly loaded model (in place) and log what its parts run."""
     ensure_sdpa(model)
     if options.channels_last:
-        for module in (model.unet, model.controlnet):
+        for module in (model.denoiser, model.controlnet):
             if module is not None:
                 module.to(memory_format=torch.channels_last)
     if options.compile:
-        model.unet_call = BucketedUNet(model.unet, options.compile_buckets)
+        model.denoiser_call = BucketedUNet(model.denoiser, options.compile_buckets)
     model.batched_steps = options.batched_steps
     log.info("model %s: %s, %s", model.name, options, attention_report(model))
 
@@ -134,7 +134,7 @@ def attention_report(model: LoadedModel) -> dict[str, str]:
 
 
 def _parts(model: LoadedModel) -> list[tuple[str, Any]]:
-    parts = [("unet", model.unet), ("vae", model.vae), ("controlnet", model.controlnet)]
+    parts = [("denoiser", model.denoiser), ("vae", model.vae), ("controlnet", model.controlnet)]
     parts += [(f"text_encoder_{i}", m) for i, m in enumerate(model.text_encoders)]
     return [(name, module) for name, module in parts if module is not None]
 
@@ -154,7 +154,7 @@ class BucketedUNet(torch.nn.Module):
 
     def __init__(
         self,
-        unet: torch.nn.Module,
+        denoiser: torch.nn.Module,
         buckets: Sequence[int],
         compiler: Callable[..., Any] = torch.compile,
     ) -> None:

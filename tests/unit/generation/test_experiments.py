@@ -61,7 +61,7 @@ def _float_engine(registry, float_engine_cls, float_running_cls):
 
 def _counting_unet_calls(registry, model: str = "builtin:tiny"):
     calls: list[int] = []
-    unet = registry.get(model).unet
+    unet = registry.get(model).denoiser
     handle = unet.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
     return calls, handle
 

@@ -35,20 +35,20 @@ def test_each_model_loads_once(tiny_cache_dir, tiny_model_dir, monkeypatch):
 
 def test_builtin_tiny_components(registry, tiny_model_dir):
     model = registry.get("builtin:tiny")
-    assert model.family == "sd" and model.device.type == "cpu" and model.dtype == torch.float32
+    assert model.family.name == "sd" and model.device.type == "cpu" and model.dtype == torch.float32
     assert len(model.tokenizers) == len(model.text_encoders) == 1
     assert model.controlnet is not None and model.preview_decoder is None
     assert model.clip_path == str(tiny_model_dir / "clip")
     assert model.scheduler_config["_class_name"] == "DDIMScheduler"
     assert model.vae_scale_factor == 2
-    assert not any(p.requires_grad for p in model.unet.parameters())
+    assert not any(p.requires_grad for p in model.denoiser.parameters())
 
 
 def test_family_is_detected_from_model_index(registry, tiny_xl_model_dir):
     index = json.loads((tiny_xl_model_dir / "pipeline" / "model_index.json").read_text())
     assert index["text_encoder_2"][0] == "transformers"
     model = registry.get("tiny-xl")
-    assert model.family == "sdxl"
+    assert model.family.name == "sdxl"
     assert len(model.tokenizers) == len(model.text_encoders) == 2
     assert model.force_zeros_for_empty_prompt
     assert registry.get("tiny-preview").preview_decoder is not None

@@ -78,7 +78,7 @@ def test_sdxl_matches_stable_diffusion_xl_pipeline(
     )
     pipe.set_progress_bar_config(disable=True)
     model = registry.get("tiny-xl")
-    assert model.family == "sdxl"
+    assert model.family.name == "sdxl"
     pipe.scheduler = make_scheduler(sampler, model.scheduler_config)
     key = BatchKey("tiny-xl", "txt2img", 64, 64, STEPS, sampler, 5.0)
     items = [

@@ -81,7 +81,7 @@ def test_mixed_steps_samplers_guidance_cfg_and_frames_equal_alone(
     for k in range(1, 20):
         for result in batch.step():
             results[result.item_id], retired_at[result.item_id] = result, k
-        seen_rows.append((batch.stats.rows, batch.stats.unet_calls))
+        seen_rows.append((batch.stats.rows, batch.stats.denoiser_calls))
         if not len(batch):
             break
     assert_equal_to_alone(results, MIXED, float_engine_cls(registry), SD)
@@ -94,9 +94,9 @@ def test_mixed_steps_samplers_guidance_cfg_and_frames_equal_alone(
 def test_every_row_gets_its_own_timestep_in_one_call(registry, float_running_cls, monkeypatch):
     model = registry.get("builtin:tiny")
     calls: list[torch.Tensor] = []
-    real = model.unet.forward
+    real = model.denoiser.forward
     monkeypatch.setattr(
-        model.unet, "forward", lambda sample, t, **kw: calls.append(t.clone()) or real(sample, t, **kw)
+        model.denoiser, "forward", lambda sample, t, **kw: calls.append(t.clone()) or real(sample, t, **kw)
     )
     batch = float_running_cls(registry, SD)
     batch.admit(BatchItem("late", "x", seed=1), LaneSpec(4, "ddim", 5.0))
@@ -151,13 +151,13 @@ def test_depth_and_plain_rows_share_a_step_controlnet_on_its_rows(
 ):
     model = registry.get("builtin:tiny")
     rows_seen: list[tuple[int, int]] = []
-    real_cn, real_unet = model.controlnet.forward, model.unet.forward
+    real_cn, real_unet = model.controlnet.forward, model.denoiser.forward
     monkeypatch.setattr(
         model.controlnet, "forward",
         lambda sample, *a, **kw: rows_seen.append(("cn", len(sample))) or real_cn(sample, *a, **kw),
     )  # fmt: skip
     monkeypatch.setattr(
-        model.unet, "forward",
+        model.denoiser, "forward",
         lambda sample, *a, **kw: rows_seen.append(("unet", len(sample))) or real_unet(sample, *a, **kw),
     )  # fmt: skip
     jobs = [
@@ -328,3 +328,20 @@ def test_a_wave_of_lanes_finishing_together_is_handed_back_in_that_step(registry
         if not len(batch):
             break
     assert {retired_at[f"w{n}"] for n in range(6)} == {3} and retired_at["long"] == 6
+
+
+def test_guidance_interval_is_applied_per_lane_in_the_step_loop(registry, float_running_cls):
+    """A lane whose guidance interval excludes every step it takes is unguided (scale 1): its
+    image equals the same lane with guidance 1, while a guided batch-mate is unchanged."""
+    # DDIM at 4 steps visits t = 751, 501, 251, 1: none lies in the noise levels (0.9, 1.0].
+    limited = BatchItem("limited", "a red cat", "blurry", seed=1, guidance_interval=(0.9, 1.0))
+    guided = BatchItem("guided", "a red cat", "blurry", seed=1)
+    unguided = BatchItem("unguided", "a red cat", "blurry", seed=1)
+    batch = float_running_cls(registry, SD)
+    batch.admit(limited, LaneSpec(4, "ddim", 7.5))
+    batch.admit(guided, LaneSpec(4, "ddim", 7.5))
+    batch.admit(unguided, LaneSpec(4, "ddim", 1.0))
+    results, _ = run_all(batch)
+    image = {key: np.stack(r.images) for key, r in results.items()}
+    assert np.abs(image["limited"] - image["unguided"]).max() <= TOL
+    assert np.abs(image["limited"] - image["guided"]).max() > 0.01

@@ -29,7 +29,7 @@ def test_oom_retries_the_step_in_smaller_chunks_and_shrinks_the_budget(registry,
     calls: list[list[str]] = []
 
     def fault(stage: str, ids) -> None:
-        if stage == "unet":
+        if stage == "denoiser":
             calls.append(list(ids))
             if len(ids) > 2:
                 raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
@@ -48,7 +48,7 @@ def test_oom_retries_the_step_in_smaller_chunks_and_shrinks_the_budget(registry,
 
 def test_a_lane_that_never_fits_fails_alone(registry, float_running_cls):
     def fault(stage: str, ids) -> None:
-        if stage == "unet" and "b" in ids:
+        if stage == "denoiser" and "b" in ids:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     expected = _run(float_running_cls(registry, SD))
@@ -90,16 +90,15 @@ def test_rows_go_round_robin_by_user_when_the_budget_is_full(registry, float_run
 
 
 def test_decode_that_never_fits_fails_those_items_only(registry, float_running_cls, monkeypatch):
-    import gouache.generation.loop.running as running
+    family = registry.get(SD.model).family
+    real = family.decode
 
-    real = running.decode_latents
-
-    def decode(model, latents, tiled):
+    def decode(model, latents, tiled=False):
         if len(latents) == 2:  # b's two images decode together and never fit
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(model, latents, tiled)
 
-    monkeypatch.setattr(running, "decode_latents", decode)
+    monkeypatch.setattr(family, "decode", decode)
     batch = float_running_cls(registry, SD, decode_chunk=2)
     results = _run(batch)
     assert isinstance(results["b"].error, ResourceExhausted)

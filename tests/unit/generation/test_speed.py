@@ -116,9 +116,9 @@ def test_channels_last_keeps_the_images(
     registry, tiny_specs, tiny_cache_dir, float_running_cls
 ) -> None:
     fast = _registry(tiny_specs, tiny_cache_dir, channels_last=True)
-    unet = fast.get("builtin:tiny").unet
+    unet = fast.get("builtin:tiny").denoiser
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not registry.get("builtin:tiny").unet.conv_in.weight.is_contiguous(
+    assert not registry.get("builtin:tiny").denoiser.conv_in.weight.is_contiguous(
         memory_format=torch.channels_last
     )
     jobs = _jobs()[:4]
@@ -147,7 +147,7 @@ class _Recorder:
 
 
 def test_bucketed_unet_pads_to_the_next_bucket_and_keeps_each_row(registry) -> None:
-    unet = registry.get("builtin:tiny").unet
+    unet = registry.get("builtin:tiny").denoiser
     recorder = _Recorder()
     bucketed = BucketedUNet(unet, [1, 2, 4, 8], compiler=recorder)
     assert bucketed.config is unet.config
@@ -221,12 +221,12 @@ def test_every_attention_layer_runs_sdpa(tiny_specs, tiny_cache_dir) -> None:
     fresh = _registry(tiny_specs, tiny_cache_dir)
     model = fresh.get("builtin:tiny")
     report = attention_report(model)
-    assert report["unet"] == report["vae"] == report["controlnet"] == "AttnProcessor2_0"
+    assert report["denoiser"] == report["vae"] == report["controlnet"] == "AttnProcessor2_0"
     assert report["text_encoder_0"] == "sdpa"
-    model.unet.set_attn_processor(AttnProcessor())  # a model patched to the classic kernel
-    assert attention_report(model)["unet"] == "AttnProcessor"
+    model.denoiser.set_attn_processor(AttnProcessor())  # a model patched to the classic kernel
+    assert attention_report(model)["denoiser"] == "AttnProcessor"
     ensure_sdpa(model)
-    assert attention_report(model)["unet"] == "AttnProcessor2_0"
+    assert attention_report(model)["denoiser"] == "AttnProcessor2_0"
 
 
 def test_auto_is_what_the_benchmark_measured_to_pay() -> None:

@@ -1,0 +1,104 @@
+"""What the one denoising loop asks of a model family, and the parts every family shares.
+
+diffusers writes one pipeline class per family; gouache batches lanes of many requests in one
+loop (``loop/running.py``), so a family is instead one small object the loop asks for what
+differs: how prompts become denoiser inputs (and what an empty negative prompt means), the
+latent shape and initial latents, the denoiser call over a set of rows with a timestep per row,
+which samplers apply, and how latents become pixels (scaling, shift, the fp32 upcast rule).
+LCM-style guidance embeddings, ControlNet and CADS are options a family's inputs carry, never
+branches of the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from gouache import messages
+from gouache.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from gouache.generation.loop.batch import BatchItem, LaneSpec
+    from gouache.generation.loop.conditioning import Conditioning
+    from gouache.generation.models import LoadedModel
+
+__all__ = ["Family", "Rows"]
+
+
+@dataclass
+class Rows:
+    """The inputs of one denoiser call over a set of lanes, laid out row by row.
+
+    ``inputs`` holds every named conditioning tensor the family's ``encode`` made, concatenated
+    over the rows (the family knows what each name means to its denoiser).
+    """
+
+    sample: torch.Tensor
+    timesteps: torch.Tensor  # one per row
+    inputs: dict[str, torch.Tensor]
+    control_rows: torch.Tensor | None  # rows that belong to lanes with a control image
+    control: torch.Tensor | None  # their control images, in control_rows order
+    control_scale: torch.Tensor | None  # their conditioning scales (each item's --strength)
+
+
+class Family:
+    """One model family. Subclasses fill in the abstract parts; instances hold no state."""
+
+    name: ClassVar[str]
+    pipeline_classes: ClassVar[tuple[str, ...]]  # model_index.json ``_class_name`` values
+    text_parts: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder")
+    denoiser_part: ClassVar[str] = "unet"
+    single_file: ClassVar[bool] = False  # whether diffusers' from_single_file reads it
+
+    # -- what a request may ask --------------------------------------------------------------
+
+    def check(self, model: LoadedModel, spec: LaneSpec) -> None:
+        """The user's errors specific to this family, raised before any work."""
+        if spec.pipeline == "depth" and model.controlnet is None:
+            raise InvalidRequest(messages.no_depth_controlnet(model.name))
+
+    def uses_cfg(self, model: LoadedModel, spec: LaneSpec) -> bool:
+        """Whether a lane takes an unconditional row (classifier-free guidance)."""
+        return spec.guidance > 1
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def encode(
+        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
+        width: int, height: int,
+    ) -> Conditioning:  # fmt: skip
+        raise NotImplementedError
+
+    def latent_shape(self, model: LoadedModel, width: int, height: int) -> tuple[int, ...]:
+        """One image's latent shape, batch dimension first."""
+        raise NotImplementedError
+
+    def initial_latents(self, model: LoadedModel, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
+        """A lane's starting latents from its seed's noise (diffusers' ``prepare_latents``)."""
+        return noise * scheduler.init_noise_sigma
+
+    # -- the denoiser ------------------------------------------------------------------------
+
+    def predict(self, model: LoadedModel, rows: Rows) -> torch.Tensor:
+        """The denoiser's prediction for every row (one call, a timestep per row)."""
+        raise NotImplementedError
+
+    # -- pixels ------------------------------------------------------------------------------
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor, tiled: bool = False) -> torch.Tensor:
+        """Latents to [-1, 1] images."""
+        raise NotImplementedError
+
+    def encode_image(self, model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images to latents (the mean of the VAE's posterior), for forward noising."""
+        raise NotImplementedError
+
+    def decode_frames(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+        """Denoising frames: the cheap preview decoder when configured, else ``decode``."""
+        decoder = model.preview_decoder
+        if decoder is not None:
+            return decoder.decode(latents / decoder.config.scaling_factor, return_dict=False)[0]
+        return self.decode(model, latents)
