@@ -18,7 +18,7 @@ from gouache.worker.jobs import (
     batch_key_for,
     frames_every,
     item_for,
-    sweep_artifacts,
+    shape_of,
 )
 
 if TYPE_CHECKING:
@@ -32,10 +32,9 @@ __all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model",
 
 
 def is_experiment(request: Request) -> bool:
-    """Jobs that run alone, as many engine rows of their own: sweeps and interpolations.
+    """Jobs that are many lanes of running batches of their own: sweeps and interpolations.
 
-    (``--process`` jobs take the ordinary request-level path; ``Request.is_experiment``, which
-    keeps all three out of step-level batches, includes them.)"""
+    (``--process`` jobs are one ordinary lane each, plus the forward-noising artifacts.)"""
     return bool(request.sweep) or bool(request.frames)
 
 
@@ -52,8 +51,9 @@ def experiment_job(
     estimators: EstimatorLookup | None = None,
     batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
+    batching = batching or Batching()
     if request.frames:
-        return interpolate_job(engine, job_id, request, gif, on_step, should_stop)
+        return interpolate_job(engine, job_id, request, gif, on_step, should_stop, batching=batching)
     return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop,
                      estimators=estimators, batching=batching)  # fmt: skip
 
@@ -65,9 +65,12 @@ def interpolate_job(
     gif: GifSettings,
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[str], bool] | None = None,
+    *,
+    batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
     """/interpolate: every frame (the result's images), a looping GIF, a strip and the two
-    endpoints as ``image-0.png`` and ``image-<last>.png`` with their own parameters."""
+    endpoints as ``image-0.png`` and ``image-<last>.png`` with their own parameters. The frames
+    are lanes of one running batch (``batching.max_rows`` rows a step)."""
     from dataclasses import replace
 
     from gouache.generation.experiments.grid import labelled_strip
@@ -75,10 +78,12 @@ def interpolate_job(
     from gouache.generation.gif import encode_gif
     from gouache.generation.png import encode_png, png_parameters
 
-    model = loaded_model(engine, request.model)
+    batching = batching or Batching()
+    batch = engine.running_batch(shape_of(request), row_budget=batching.max_rows,
+                                 decode_chunk=batching.decode_chunk)  # fmt: skip
     seed_b = request.seed if request.seed_b is None else request.seed_b
     frames = interpolate(
-        model, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b),
+        batch, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b),
         request.frames, negative_prompt=request.negative_prompt, on_step=on_step,
         should_stop=(lambda: should_stop(job_id)) if should_stop is not None else None,
     )  # fmt: skip
@@ -103,11 +108,11 @@ def interpolate_job(
 
 
 def loaded_model(engine: Any, name: str) -> LoadedModel:
-    """The engine's loaded model ``name`` (the engine keeps the worker's one registry)."""
-    registry = getattr(engine, "registry", None) or getattr(engine, "_registry", None)
-    if registry is None:
-        raise RuntimeError(f"{type(engine).__name__} has no model registry for --process")
-    model: LoadedModel = registry.get(name)
+    """The engine's loaded model ``name`` (``--process`` noises with its family's VAE)."""
+    lookup = getattr(engine, "model", None)
+    if lookup is None:
+        raise RuntimeError(f"{type(engine).__name__} has no loaded models for --process")
+    model: LoadedModel = lookup(name)
     return model
 
 
@@ -126,9 +131,7 @@ def sweep_job(
 ) -> tuple[ItemResult, list[Artifact]]:
     """Every cell of ``request``'s sweep; the combined result and the grid plus cell artifacts.
 
-    The cells of one shape are lanes of one step-level running batch (``batching.mode``
-    "step", the default; ``max_rows`` rows a step), or in request mode one engine call per
-    batch key. ``estimators``: /depth photos, as for any job. The combined result holds the
+    The cells of one shape are lanes of one running batch (``max_rows`` rows a step). ``estimators``: /depth photos, as for any job. The combined result holds the
     cells' images in cell order (safety verdicts index them); its error is the first cell's
     error, and it is cancelled if any cell was.
     """
@@ -139,8 +142,7 @@ def sweep_job(
     cells, results = run_sweep(
         engine, job_id, request,
         lambda item_id, cell: item_for(item_id, cell, inputs, limits, gif, once),
-        batch_key_for, on_step, should_stop, stepped=batching.mode == "step",
-        row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
+        on_step, should_stop, row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
     )  # fmt: skip
     combined = ItemResult(job_id)
     for result in results:
@@ -150,6 +152,8 @@ def sweep_job(
         combined.images.extend(result.images)
     if not combined.ok:
         return combined, []
+    from gouache.worker.sweeps import sweep_artifacts
+
     return combined, sweep_artifacts(job_id, request, cells, combined)
 
 

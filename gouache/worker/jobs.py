@@ -21,7 +21,7 @@ import numpy as np
 from gouache import messages
 from gouache.config import GifSettings, Limits
 from gouache.errors import InvalidRequest
-from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
+from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, LaneSpec, ShapeKey
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
 
     from gouache.generation.inputs.uploads import DepthEstimatorLike
 
-__all__ = ["batch_key_for", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
-           "EstimatorLookup", "sweep_artifacts", "frames_every", "Made"]  # fmt: skip
+__all__ = ["batch_key_for", "shape_of", "lane_spec", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
+           "EstimatorLookup", "frames_every", "Made"]  # fmt: skip
 
 # The model's depth estimator, or None (EstimatorRegistry.get); loaded only if a photo needs it.
 EstimatorLookup = Callable[[str], "DepthEstimatorLike | None"]
@@ -48,6 +48,17 @@ def batch_key_for(request: Request) -> BatchKey:
         guidance=request.guidance,
         diversify=request.diversify,
     )
+
+
+def shape_of(request: Request) -> ShapeKey:
+    """What lanes must share to take one denoiser call: model and latent size."""
+    return ShapeKey(request.model, request.width, request.height)
+
+
+def lane_spec(request: Request) -> LaneSpec:
+    """The per-lane settings of a request (everything the shape key leaves out)."""
+    return LaneSpec(request.steps, request.sampler, request.guidance, request.pipeline,
+                    request.diversify)  # fmt: skip
 
 
 def item_for(
@@ -174,25 +185,3 @@ def artifacts_for(
     if composite is not None:
         out.append(Artifact(job_id, "report.png", ArtifactKind.COMPOSITE, "image/png", composite))
     return out
-
-
-def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
-    """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
-    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
-    from gouache.generation.png import encode_png, png_parameters
-    from gouache.worker.sweeps import sweep_grid
-
-    out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
-                    encode_png(sweep_grid(request, result.images), sweep_description(request)))]  # fmt: skip
-    for cell, image in zip(cells, result.images, strict=True):
-        data = encode_png(image, png_parameters(cell.request))
-        out.append(Artifact(job_id, f"image-{cell.index}.png", ArtifactKind.IMAGE, "image/png", data, cell.index))
-    return out
-
-
-def sweep_description(request: Request) -> str:
-    """The grid's ``parameters`` text: the base parameters and the axes."""
-    from gouache.generation.png import png_parameters
-
-    axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
-    return f"{png_parameters(request)}\nSweep: {axes}"

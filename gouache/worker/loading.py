@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from gouache.generation.estimators import EstimatorRegistry
     from gouache.generation.models import ModelRegistry
     from gouache.generation.safety import SafetyClassifier
-    from gouache.worker.loop import EngineLike
+    from gouache.worker.engine_like import EngineLike
 
 __all__ = ["build_registry", "build_estimators", "load_generation", "prompt_overflow_checker"]
 

@@ -1,9 +1,11 @@
-"""The worker loop: claim a batch -> one engine call -> store artifacts -> complete.
+"""The worker loop: claim -> one running batch -> store artifacts -> complete.
 
-The GPU work runs in a thread so this process's event loop keeps heartbeating leases while a
-batch generates. A crash (SIGKILL, OOM-killer, sticky CUDA error) loses nothing: the leases
-expire and the sweeper re-queues the jobs, up to ``max_attempts`` times. A sticky CUDA error
-makes the worker exit with ``EXIT_DEVICE_LOST`` so its supervisor starts a fresh process.
+Each claim (by shape in step mode, by batch key in request mode) becomes a ``BatchRun``: the
+jobs' images are lanes of one running batch stepped in a thread, so this process's event loop
+keeps heartbeating leases while it generates. A crash (SIGKILL, OOM-killer, sticky CUDA error)
+loses nothing: the leases expire and the sweeper re-queues the jobs, up to ``max_attempts``
+times. A sticky CUDA error makes the worker exit with ``EXIT_DEVICE_LOST`` so its supervisor
+starts a fresh process.
 """
 
 from __future__ import annotations
@@ -11,31 +13,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from gouache import messages
 from gouache.config import Settings
 from gouache.errors import UserError
 from gouache.generation.diversity.scorer import DiversityScorer
 from gouache.generation.estimators import EstimatorRegistry
-from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey
+from gouache.generation.loop.batch import ItemResult
 from gouache.generation.safety import SafetyClassifier
-from gouache.request import Request
 from gouache.storage.base import LeaseLost, Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, verdict_artifact
+from gouache.worker.batch_run import BatchRun, stop_task
+from gouache.worker.engine_like import EngineLike
 from gouache.worker.experiments import (
     experiment_job,
     is_experiment,
     loaded_model,
     process_artifacts,
 )
-from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
+from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for, shape_of
 from gouache.worker.loading import build_estimators
-from gouache.worker.stepping import RunningBatchLike, SteppedRun, shape_of, stop_task
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -48,41 +48,8 @@ log = logging.getLogger(__name__)
 EXIT_DEVICE_LOST = 3
 
 
-class EngineLike(Protocol):
-    def warm_up(self, model: str) -> None: ...
-
-    def generate(
-        self,
-        key: BatchKey,
-        items: Sequence[BatchItem],
-        on_step: Callable[[int, int], None] | None = None,
-        should_stop: Callable[[str], bool] | None = None,
-    ) -> list[ItemResult]: ...
-
-    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatchLike: ...
-
-
 class DeviceLost(Exception):
     """The engine hit a sticky device error: this process must exit and be restarted."""
-
-
-@dataclass
-class _Running:
-    """Shared between the event loop and the engine thread for one batch."""
-
-    job_ids: list[str]
-    cancelled: set[str] = field(default_factory=set)
-    step: int = 0
-    steps: int = 1
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def on_step(self, step: int, steps: int) -> None:
-        with self.lock:
-            self.step, self.steps = step, max(steps, 1)
-
-    def should_stop(self, item_id: str) -> bool:
-        with self.lock:
-            return item_id in self.cancelled
 
 
 class Worker:
@@ -124,10 +91,7 @@ class Worker:
                         by="shape_key" if stepped else "batch_key",
                     )
                     if jobs:
-                        # Experiments (sweeps, interpolations, --process) have shape keys of
-                        # their own and run through the request-level path.
-                        through_steps = stepped and not jobs[0].request.is_experiment
-                        await (self.step_through(jobs, stop) if through_steps else self.process(jobs))
+                        await self.serve(jobs, stop, join=stepped)
                         continue
                 except StorageError as exc:
                     # The database is away (restart, failover): leases protect the jobs, so
@@ -148,23 +112,31 @@ class Worker:
                 log.exception("sweeper failed; retrying")
             await asyncio.sleep(interval)
 
-    async def step_through(self, jobs: Sequence[Job], stop: asyncio.Event) -> None:
-        """Step-level mode: a running batch opened for ``jobs`` that newcomers join."""
+    async def serve(self, jobs: Sequence[Job], stop: asyncio.Event, *, join: bool) -> None:
+        """One claim: its jobs' lanes in a running batch (newcomers join when ``join``), or a
+        sweep, interpolation or ``--enlarge`` job run whole; every job ends on its own terms."""
         batching = self.settings.batching
-        try:
-            batch = await asyncio.to_thread(
-                self.engine.running_batch, shape_of(jobs[0].request),
-                row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
-            )  # fmt: skip
-        except UserError as exc:  # e.g. an unknown model: every job of the claim fails alike
-            for job in jobs:
-                await self.storage.fail(job.id, self.worker_id, exc.message)
-            return
-        run = SteppedRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop,
-                         self.estimators.get)  # fmt: skip
+        whole = is_experiment(jobs[0].request) or bool(jobs[0].request.enlarge)
+        batch = None
+        if not whole:
+            try:
+                batch = await asyncio.to_thread(
+                    self.engine.running_batch, shape_of(jobs[0].request),
+                    row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
+                )  # fmt: skip
+            except UserError as exc:  # e.g. an unknown model: every job of the claim fails alike
+                for job in jobs:
+                    await self.storage.fail(job.id, self.worker_id, exc.message)
+                return
+        run = BatchRun(self.storage, self.settings, self.worker_id, batch, self._finish, stop,
+                       self.estimators.get, join=join)  # fmt: skip
         started = time.monotonic()
         try:
-            await run.run(jobs)
+            if whole:  # claimed alone (their batch key is their own), one at a time anyway
+                for job in jobs:
+                    await run.run([job], self._run_whole)
+            else:
+                await run.run(jobs)
         except Exception as exc:
             if _is_device_lost(exc):
                 raise DeviceLost(str(exc)) from exc
@@ -172,102 +144,52 @@ class Worker:
             await run.fail_all(messages.internal_error)
             return
         self.batches += 1
-        log.info("running batch: %d jobs in %d steps, %.2fs", run.admitted, run.steps,
+        log.info("running batch: %d job(s) in %d steps, %.2fs", run.admitted, run.steps,
                  time.monotonic() - started)  # fmt: skip
 
-    async def process(self, jobs: Sequence[Job]) -> None:
-        """Request mode: one pipeline call for the whole batch; each job ends on its own terms."""
-        items: list[BatchItem] = []
-        ready: list[Job] = []
-        for job in [j for j in jobs if is_experiment(j.request)]:  # sweeps, interpolations
-            await self._experiment_job(job)
-        for job in [j for j in jobs if not is_experiment(j.request)]:
-            try:
-                inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
-                inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
-                items.append(await asyncio.to_thread(  # decoding and depth estimation
-                    item_for, job.id, job.request, inputs, self.settings.limits,
-                    self.settings.gif, self.estimators.get,
-                ))  # fmt: skip
-                ready.append(job)
-            except UserError as exc:
-                await self.storage.fail(job.id, self.worker_id, exc.message)
-            except Exception:  # a bug reading one job's input must not stall its batch-mates
-                log.exception("preparing job %s failed", job.id)
-                await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
-        if not ready:
-            return
-        running = _Running([job.id for job in ready])
-        keeper = asyncio.create_task(self._keep_alive(running))
-        started = time.monotonic()
-        enlarged: dict[str, Enlarged] = {}
-        try:
-            if ready[0].request.enlarge:  # one method per batch: it is part of the batch key
-                enlarged = await asyncio.to_thread(self._enlarged, ready[0].request, items, running)
-                results = [enlarged[item.item_id].enlarged for item in items]
-            else:
-                results = await asyncio.to_thread(
-                    self.engine.generate,
-                    batch_key_for(ready[0].request),
-                    items,
-                    running.on_step,
-                    running.should_stop,
-                )
-        except Exception as exc:
-            if _is_device_lost(exc):
-                raise DeviceLost(str(exc)) from exc
-            log.exception("engine failed on batch %s", running.job_ids)
-            for job in ready:
-                await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
-            return
-        finally:
-            await stop_task(keeper)
-        self.batches += 1
-        log.info(
-            "batch of %d jobs (%d images) in %.2fs",
-            len(ready), sum(j.images for j in ready), time.monotonic() - started,
-        )
-        by_id = {r.item_id: r for r in results}
-        controls = {item.item_id: item.control_image for item in items}
-        # Scoring a /diversity set and storing the artifacts take a while too: keep the leases.
-        keeper = asyncio.create_task(self._keep_alive(running))
-        try:
-            for job in ready:
-                await self._finish(job, by_id[job.id], enlarged.get(job.id), controls.get(job.id))
-        finally:
-            await stop_task(keeper)
-
-    def _enlarged(self, request: Request, items: list[BatchItem], running: _Running) -> dict[str, Enlarged]:
-        """/diversity --enlarge: the baseline and the enlarged set, on the same seeds."""
+    def _run_whole(
+        self, job: Job, inputs: list[Artifact], on_step: Callable[[int, int], None],
+        should_stop: Callable[[str], bool],
+    ) -> tuple[ItemResult, list[Artifact] | None, Enlarged | None]:  # fmt: skip
+        """A sweep or an interpolation (many lanes of their own), or /diversity --enlarge."""
+        request = job.request
+        if is_experiment(request):
+            result, made = experiment_job(
+                self.engine, job.id, request, inputs, self.settings.limits, self.settings.gif,
+                on_step, should_stop, estimators=self.estimators.get,
+                batching=self.settings.batching,
+            )  # fmt: skip
+            return result, made if result.ok else None, None
         from gouache.generation.diversity.enlarge import generate_enlarged
 
-        def generate(key: BatchKey, batch: Sequence[BatchItem]) -> list[ItemResult]:
-            return self.engine.generate(key, batch, running.on_step, running.should_stop)
-
+        item = item_for(job.id, request, inputs, self.settings.limits, self.settings.gif,
+                        self.estimators.get)  # fmt: skip
         encoders = self.scorer.encoders_for(request.model)
-        return generate_enlarged(generate, batch_key_for(request), items, request.enlarge,
-                                 clip=encoders.clip, known=self.scorer.known_for(request.model))  # fmt: skip
+        generate = lambda key, batch: self.engine.generate(key, batch, on_step, should_stop)  # noqa: E731
+        enlarged = generate_enlarged(generate, batch_key_for(request), [item], request.enlarge,
+                                     clip=encoders.clip, known=self.scorer.known_for(request.model))  # fmt: skip
+        return enlarged[job.id].enlarged, None, enlarged[job.id]
 
     async def _finish(
-        self, job: Job, result: ItemResult, enlarged: Enlarged | None = None,
-        control: Image | None = None,
+        self, job: Job, result: ItemResult, made: list[Artifact] | None = None,
+        enlarged: Enlarged | None = None, control: Image | None = None,
     ) -> None:  # fmt: skip
         try:
-            await self._record(job, result, enlarged, control)
+            await self._record(job, result, made, enlarged, control)
         except LeaseLost:
             # Our lease expired and another worker owns the job now: its result wins.
             log.warning("lease lost for job %s; dropping this worker's result", job.id)
 
     async def _record(
-        self, job: Job, result: ItemResult, enlarged: Enlarged | None = None,
-        control: Image | None = None,
+        self, job: Job, result: ItemResult, made: list[Artifact] | None = None,
+        enlarged: Enlarged | None = None, control: Image | None = None,
     ) -> None:  # fmt: skip
         if result.cancelled:
             await self.storage.finish_cancelled(job.id, self.worker_id)
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result, None, enlarged, control)
+            artifacts = await asyncio.to_thread(self._artifacts, job, result, made, enlarged, control)
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
     def _artifacts(
@@ -300,66 +222,8 @@ class Worker:
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
 
-    async def _experiment_job(self, job: Job) -> None:
-        """A ``--sweep`` (cells sharing a batch key in one engine call) or an /interpolate job."""
-        try:
-            inputs = await self.storage.artifacts(job.id) if job.request.attachment else []
-            inputs = [a for a in inputs if a.kind is ArtifactKind.INPUT]
-        except UserError as exc:
-            await self.storage.fail(job.id, self.worker_id, exc.message)
-            return
-        running = _Running([job.id])
-        keeper = asyncio.create_task(self._keep_alive(running))
-        try:
-            result, made = await asyncio.to_thread(
-                experiment_job, self.engine, job.id, job.request, inputs, self.settings.limits,
-                self.settings.gif, running.on_step, running.should_stop,
-                estimators=self.estimators.get, batching=self.settings.batching,
-            )  # fmt: skip
-        except UserError as exc:
-            await self.storage.fail(job.id, self.worker_id, exc.message)
-            return
-        except Exception as exc:
-            if _is_device_lost(exc):
-                raise DeviceLost(str(exc)) from exc
-            log.exception("engine failed on experiment %s", job.id)
-            await self.storage.fail(job.id, self.worker_id, messages.internal_error(job.id))
-            return
-        finally:
-            await stop_task(keeper)
-        self.batches += 1
-        try:
-            if not result.ok:
-                await self._record(job, result)
-            else:
-                artifacts = await asyncio.to_thread(self._artifacts, job, result, made)
-                await self.storage.complete(job.id, self.worker_id, artifacts)
-        except LeaseLost:
-            log.warning("lease lost for job %s; dropping this worker's result", job.id)
-
-    async def _keep_alive(self, running: _Running) -> None:
-        """Heartbeat leases, pick up cancellations, write progress at most once per interval."""
-        cfg = self.settings.worker
-        tick = max(0.05, min(cfg.heartbeat_seconds, cfg.progress_interval_seconds or cfg.heartbeat_seconds))
-        last_beat = last_progress = 0.0
-        written = -1.0
-        while True:
-            now = time.monotonic()
-            if now - last_beat >= cfg.heartbeat_seconds:
-                cancelled = await self.storage.heartbeat(self.worker_id, running.job_ids, cfg.lease_seconds)
-                with running.lock:
-                    running.cancelled |= set(cancelled)
-                last_beat = now
-            with running.lock:
-                progress = running.step / running.steps
-            if progress != written and now - last_progress >= cfg.progress_interval_seconds:
-                for job_id in running.job_ids:
-                    await self.storage.set_progress(job_id, progress)
-                written, last_progress = progress, now
-            await asyncio.sleep(tick)
-
 
 def _is_device_lost(exc: BaseException) -> bool:
-    from gouache.generation.loop.device import FatalDeviceError
+    from gouache.generation.loop.device import FatalDeviceError  # torch: imported on demand
 
     return isinstance(exc, FatalDeviceError)

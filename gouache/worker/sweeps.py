@@ -1,13 +1,11 @@
 """Sweeps: a request with ``--sweep`` axes -> its cells -> one labelled grid plus the cells.
 
 Every cell is the request with the axes' values applied (same seed unless seed is an axis),
-so cell *k* equals the same request made on its own. Cells that share UNet calls do: with an
-engine that has a step-level ``running_batch`` (the real one), every cell of one shape (model and
-latent size; only an ``ar`` or ``size`` axis gives several) is a lane of one ``RunningBatch``,
-whatever its cfg, steps, sampler, seed, prompt or strength, so a 3x3 cfg x steps sweep makes
-``max(steps)`` UNet calls rather than the sum of the cells' steps (while it fits ``row_budget``).
-Without one (request mode, engines with only ``generate``) cells that share a batch key (a cfg
-axis splits it, a seed or prompt axis does not) run in one ``Engine.generate`` call.
+so cell *k* equals the same request made on its own, and cells share denoiser calls:
+every cell of one shape (model and latent size; only an ``ar`` or ``size`` axis gives several)
+is a lane of one running batch, whatever its cfg, steps, sampler, seed, prompt or strength, so
+a 3x3 cfg x steps sweep makes ``max(steps)`` denoiser calls rather than the sum of the cells'
+steps (while it fits ``row_budget``).
 """
 
 from __future__ import annotations
@@ -16,14 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey
+from gouache.generation.loop.batch import BatchItem, ItemResult, ShapeKey
 from gouache.request import Request
-from gouache.worker.stepping import lane_spec, shape_of
+from gouache.storage.jobs import Artifact, ArtifactKind
+from gouache.worker.jobs import lane_spec, shape_of
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-__all__ = ["Cell", "cells", "run_sweep", "sweep_grid"]
+__all__ = ["Cell", "cells", "run_sweep", "sweep_artifacts", "sweep_grid"]
 
 _FIELDS = {"cfg": "guidance", "steps": "steps", "sampler": "sampler", "seed": "seed",
            "strength": "strength"}  # fmt: skip
@@ -72,42 +71,19 @@ def run_sweep(
     job_id: str,
     request: Request,
     item_for: Callable[[str, Request], BatchItem],
-    key_for: Callable[[Request], BatchKey],
     on_step: Callable[[int, int], None] | None = None,
     should_stop: Callable[[str], bool] | None = None,
     *,
-    stepped: bool = True,
     row_budget: int = 16,
     decode_chunk: int = 2,
 ) -> tuple[list[Cell], list[ItemResult]]:
-    """Run every cell; results in cell order.
+    """Run every cell, each shape's cells as lanes of one running batch; results in cell order.
 
-    ``stepped`` (and an engine with ``running_batch``): one running batch per shape, every cell
-    a lane, up to ``row_budget`` UNet rows per step. Otherwise one engine call per batch key.
-    ``on_step`` sees the whole sweep's progress in image-steps (done, total).
+    Up to ``row_budget`` denoiser rows per step. ``on_step`` sees the whole sweep's progress
+    in image-steps (done, total).
     """
     sweep_cells = cells(request)
     items = {cell.index: item_for(f"{job_id}:{cell.index}", cell.request) for cell in sweep_cells}
-    if stepped and hasattr(engine, "running_batch"):
-        results = _stepped(
-            engine, job_id, sweep_cells, items, on_step, should_stop, row_budget, decode_chunk
-        )
-    else:
-        results = _by_batch_key(engine, job_id, sweep_cells, items, key_for, on_step, should_stop)
-    return sweep_cells, [results[cell.index] for cell in sweep_cells]
-
-
-def _stepped(
-    engine: Any,
-    job_id: str,
-    sweep_cells: list[Cell],
-    items: dict[int, BatchItem],
-    on_step: Callable[[int, int], None] | None,
-    should_stop: Callable[[str], bool] | None,
-    row_budget: int,
-    decode_chunk: int,
-) -> dict[int, ItemResult]:
-    """Every cell of one shape as a lane of one ``RunningBatch`` (the shapes one after another)."""
     shapes: dict[ShapeKey, list[Cell]] = {}
     for cell in sweep_cells:
         shapes.setdefault(shape_of(cell.request), []).append(cell)
@@ -130,37 +106,7 @@ def _stepped(
             if on_step is not None:
                 running = sum(steps for steps, _ in batch.progress().values())
                 on_step(min(done + running, total), total)
-    return results
-
-
-def _by_batch_key(
-    engine: Any,
-    job_id: str,
-    sweep_cells: list[Cell],
-    items: dict[int, BatchItem],
-    key_for: Callable[[Request], BatchKey],
-    on_step: Callable[[int, int], None] | None,
-    should_stop: Callable[[str], bool] | None,
-) -> dict[int, ItemResult]:
-    """Cells sharing a batch key in one ``Engine.generate`` call each."""
-    groups: dict[BatchKey, list[Cell]] = {}
-    for cell in sweep_cells:
-        groups.setdefault(key_for(cell.request), []).append(cell)
-    total = sum(key.steps * len(group) for key, group in groups.items())
-    done = 0
-    results: dict[int, ItemResult] = {}
-    for key, group in groups.items():
-
-        def step(n: int, steps: int, _done: int = done, _rows: int = len(group)) -> None:
-            if on_step is not None:
-                on_step(_done + n * _rows, total)
-
-        stop = (lambda _item: should_stop(job_id)) if should_stop is not None else None
-        batch = [items[cell.index] for cell in group]
-        for cell, result in zip(group, engine.generate(key, batch, step, stop), strict=True):
-            results[cell.index] = result
-        done += key.steps * len(group)
-    return results
+    return sweep_cells, [results[cell.index] for cell in sweep_cells]
 
 
 def sweep_grid(request: Request, images: Sequence[Image]) -> Image:
@@ -171,3 +117,24 @@ def sweep_grid(request: Request, images: Sequence[Image]) -> Image:
     rows = (axes[1][0], axes[1][1]) if len(axes) > 1 else None
     title = f"{request.prompt} | seed {request.seed}"
     return labelled_grid(images, (axes[0][0], axes[0][1]), rows, title=title[:120])
+
+
+def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
+    """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
+    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
+    from gouache.generation.png import encode_png, png_parameters
+
+    out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
+                    encode_png(sweep_grid(request, result.images), sweep_description(request)))]  # fmt: skip
+    for cell, image in zip(cells, result.images, strict=True):
+        data = encode_png(image, png_parameters(cell.request))
+        out.append(Artifact(job_id, f"image-{cell.index}.png", ArtifactKind.IMAGE, "image/png", data, cell.index))
+    return out
+
+
+def sweep_description(request: Request) -> str:
+    """The grid's ``parameters`` text: the base parameters and the axes."""
+    from gouache.generation.png import png_parameters
+
+    axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
+    return f"{png_parameters(request)}\nSweep: {axes}"

@@ -86,8 +86,8 @@ class BatchItem:
     level ``t / num_train_timesteps`` (1 = pure noise, 0 = clean) lies in ``(lo, hi]``; outside
     it the item's rows use the conditional prediction alone (guidance scale 1). ``None`` guides
     every step. Limited-interval guidance (Kynkäänniemi et al. 2024): no guidance in the
-    high-noise steps raises diversity (``/diversity --enlarge interval``). Any engine loop,
-    the step-level one included, must honour it per lane: ``conditioning.guidance_scales``.
+    high-noise steps raises diversity (``/diversity --enlarge interval``). It is
+    applied per lane by the one loop (``Lane.guidance``, ``conditioning.guidance_scale``).
     """
 
     item_id: str

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gouache.generation.diversity.enlarge import (
@@ -18,7 +17,7 @@ from gouache.generation.diversity.enlarge import (
 )
 from gouache.generation.diversity.metrics import vendi
 from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
-from gouache.generation.loop.conditioning import guidance_scales
+from gouache.generation.loop.conditioning import guidance_scale
 
 DEMO = "a large red circle in the center on a plain blue background"
 
@@ -56,10 +55,10 @@ def test_select_diverse_prefers_the_spread_out_subset() -> None:
 def test_guidance_scales_follow_each_items_interval() -> None:
     plain = BatchItem("a", "x")
     limited = BatchItem("b", "x", guidance_interval=(0.0, 0.7))
-    scales = guidance_scales([plain, limited, limited], 5.0, 0.9).flatten().tolist()
+    scales = [guidance_scale(5.0, item.guidance_interval, 0.9) for item in (plain, limited, limited)]
     assert scales == [5.0, 1.0, 1.0]
-    assert guidance_scales([limited], 5.0, 0.7).item() == 5.0  # (lo, hi]: hi included
-    assert guidance_scales([limited], 5.0, 0.0).item() == 1.0  # lo excluded
+    assert guidance_scale(5.0, limited.guidance_interval, 0.7) == 5.0  # (lo, hi]: hi included
+    assert guidance_scale(5.0, limited.guidance_interval, 0.0) == 1.0  # lo excluded
     with pytest.raises(ValueError, match="guidance_interval"):
         BatchItem("c", "x", guidance_interval=(0.8, 0.2))
 
@@ -117,7 +116,3 @@ def test_baseline_and_enlarged_share_seeds(method: str) -> None:
 def test_unknown_method_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown enlargement"):
         generate_enlarged(_fake_generate([]), _key(), [BatchItem("j", "x")], "magic")
-
-
-def test_guidance_interval_tensor_is_row_shaped() -> None:
-    assert guidance_scales([BatchItem("a", "x")] * 3, 2.0, 0.5).shape == torch.Size([3, 1, 1, 1])
