@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gouache import messages
 from gouache.bot.commands import build_request, parse_text
+from gouache.bot.prompt_length import prompt_length_checker
 from gouache.bot.uploads import attach
 from gouache.config import Settings
 from gouache.errors import InvalidRequest
@@ -80,7 +81,7 @@ def generate_to_dir(
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
-    request = build_request(command, origin, settings, prompt_overflow=registry.prompt_overflow)
+    request = build_request(command, origin, settings, prompt_overflow=prompt_length_checker(settings))
     request, inputs = attach(request, upload.read_bytes() if upload is not None else None,
                              settings.limits)  # fmt: skip
     inputs = [replace(a, job_id="local") for a in inputs]

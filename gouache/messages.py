@@ -27,6 +27,7 @@ __all__ = [
     "internal_error",
     "prompt_empty",
     "prompt_too_long",
+    "demo_not_installed",
     "prompt_too_many_chars",
     "control_character",
     "unknown_model",
@@ -239,11 +240,19 @@ def prompt_empty() -> str:
     return "Please describe the image: the prompt is empty."
 
 
-def prompt_too_long(overflow: str, max_tokens: int = 77, *, field: str = "prompt") -> str:
-    """The text encoder would silently drop ``overflow``: show the user what would be lost."""
+def prompt_too_long(cut: str, max_tokens: int, *, field: str = "prompt") -> str:
+    """The text encoder would silently drop ``cut`` (the end of the user's own text, so it
+    reads in any script): show what would be lost and the model's real limit."""
     return (
-        f"The {field} is longer than the model reads ({max_tokens} tokens); "
-        f"this part would be ignored: “{shorten(overflow, 60)}”. Please shorten it."
+        f"The {field} is longer than this model reads ({max_tokens} tokens); "
+        f"this part would be ignored: “{shorten(cut, 60)}”. Please shorten it."
+    )
+
+
+def demo_not_installed(folder: object) -> str:
+    return (
+        f"builtin:demo is not installed: {folder} is missing. "
+        "Install a gouache build that ships the demo weights, or pick another model."
     )
 
 

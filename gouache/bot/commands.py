@@ -12,12 +12,13 @@ import math
 import random
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from gouache import messages
+from gouache.bot.prompt_length import PromptCheck
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
 from gouache.request import (
@@ -301,7 +302,7 @@ def build_request(
     origin: Origin,
     settings: Settings,
     *,
-    prompt_overflow: Callable[[str, str], str | None] | None = None,
+    prompt_overflow: PromptCheck | None = None,
     rng: random.Random | None = None,
 ) -> Request:
     """Fill defaults from the model, choose a seed, and validate everything against limits."""
@@ -359,7 +360,7 @@ def _interpolation(
     command: Command,
     base: Request,
     limits: Limits,
-    prompt_overflow: Callable[[str, str], str | None] | None,
+    prompt_overflow: PromptCheck | None,
 ) -> Request:
     """``A | B``: two endpoints (prompts and/or seeds) and the frames between them."""
     first, bar, second = base.prompt.partition("|")
@@ -379,7 +380,7 @@ def _with_sweep(
     command: Command,
     base: Request,
     settings: Settings,
-    prompt_overflow: Callable[[str, str], str | None] | None,
+    prompt_overflow: PromptCheck | None,
 ) -> Request:
     """Validate every axis value as a cell of its own and store the canonical values.
 
@@ -502,15 +503,13 @@ def _resolve_sampler(name: str) -> str:
     return name.lower()
 
 
-def _check_overflow(
-    overflow: Callable[[str, str], str | None] | None, model: str, prompt: str, negative: str
-) -> None:
+def _check_overflow(overflow: PromptCheck | None, model: str, prompt: str, negative: str) -> None:
     if overflow is None:
         return
     for field_name, text in (("prompt", prompt), ("negative prompt", negative)):
-        cut = overflow(model, text) if text else None
-        if cut:
-            raise InvalidRequest(messages.prompt_too_long(cut, field=field_name))
+        found = overflow(model, text) if text else None
+        if found is not None:
+            raise InvalidRequest(messages.prompt_too_long(found.cut, found.limit, field=field_name))
 
 
 # Sizes ---------------------------------------------------------------------------------------

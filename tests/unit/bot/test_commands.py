@@ -18,6 +18,7 @@ from gouache.bot.commands import (
     from_options,
     parse_text,
 )
+from gouache.bot.prompt_length import Overflow
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, NotFound, UserError
 from gouache.request import Kind, Origin, Request
@@ -251,9 +252,9 @@ def test_prompt_character_limit(tmp_path: Path) -> None:
 def test_prompt_overflow_shows_the_part_that_would_be_cut(cfg: Settings) -> None:
     calls = []
 
-    def overflow(model: str, prompt: str) -> str | None:
+    def overflow(model: str, prompt: str) -> Overflow | None:
         calls.append((model, prompt))
-        return "in the style of " * 20 if "long" in prompt else None
+        return Overflow(77, "in the style of " * 20) if "long" in prompt else None
 
     assert build("a fox", cfg, prompt_overflow=overflow).prompt == "a fox"
     assert calls == [("sd15", "a fox")]
