@@ -37,7 +37,15 @@ from gouache.request import (
     Request,
 )  # fmt: skip
 
-__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command", "size_for_upload"]
+__all__ = [
+    "Command",
+    "parse_text",
+    "parse_arguments",
+    "from_options",
+    "build_request",
+    "format_command",
+    "size_for_upload",
+]
 
 SEED_MAX = 2**32 - 1
 # Flag spelling -> option key. Phones turn "--" into an em or en dash, so both are accepted.
@@ -103,6 +111,14 @@ def parse_text(text: str) -> Command:
             raise InvalidRequest(messages.unknown_command(words[0], COMMAND_NAMES))
         kind = Kind(words.pop(0)[1:].lower())
     prompt, options = _scan(words)
+    return Command(kind, prompt, options)
+
+
+def parse_arguments(kind: Kind, text: str) -> Command:
+    """Parse ``prompt --flag value ...`` for a command whose kind the platform already knows
+    (a Slack slash command, the /depth modal): the text is taken as it is, a leading
+    ``/word`` included, as the prompt's first word."""
+    prompt, options = _scan(text.split())
     return Command(kind, prompt, options)
 
 
