@@ -105,12 +105,18 @@ def started() -> str:
     return "Generating…"
 
 
-def rate_limited(retry_after: float) -> str:
-    return f"You're sending requests faster than allowed. Try again in {duration(retry_after)}."
+def rate_limited(retry_after: float, per_minute: float, burst: int) -> str:
+    return (
+        f"You're sending requests faster than allowed. Try again in {duration(retry_after)} "
+        f"(the limit is {number(per_minute)} per minute, bursts of {burst})."
+    )
 
 
-def queue_full() -> str:
-    return "The queue is full right now. Please try again in a few minutes."
+def queue_full(max_queue: int) -> str:
+    return (
+        "The queue is full right now. Please try again in a few minutes "
+        f"(it holds at most {max_queue} requests)."
+    )
 
 
 def guild_queue_full(limit: int) -> str:
@@ -373,3 +379,41 @@ def sweep_refused(reason: str) -> str:
 
 def interpolate_form() -> str:
     return "/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]"
+
+
+# The web API, uploads, buttons and the command line ------------------------------------------
+
+BODY_NOT_JSON = "The request body is not valid JSON."
+JSON_NEEDS_COMMAND = 'Send {"command": "/imagine ..."}.'
+UNSUPPORTED_BODY = "Send JSON, or multipart/form-data with a command and a file."
+NESTED_MULTIPART = "Nested multipart bodies are not supported."
+FORM_NEEDS_COMMAND = "The form needs a command field."
+NO_SUCH_JOB = "No such job."
+NO_SUCH_ARTIFACT = "No such artifact."
+BAD_FILE_LINK = "No such file (the link is incomplete or was altered)."
+UNKNOWN_BUTTON = "That button is not one of mine."
+UNREADABLE_UPLOAD = "Upload a PNG, JPEG or WEBP image, or a .npy depth map."
+DEPTH_AND_FILE = "Give --depth FILE or --file FILE, not both."
+FILE_NEEDS_DEPTH = "--file only works with /depth: start the prompt with /depth, or use --depth FILE."
+
+
+def unknown_action(actions: Iterable[str]) -> str:
+    return f"Unknown action: use {', '.join(actions)}."
+
+
+def job_not_found(job_id: str) -> str:
+    return f"No job with id {shorten(job_id, 64)}."
+
+
+def upload_too_large(size: int, limit: int) -> str:
+    return f"The file is {size:,} bytes; the limit is {limit:,}."
+
+
+def upload_needed(command: str) -> str:
+    return f"/{command} needs a depth map (PNG or .npy) or a photo attached."
+
+
+def invalid_option_value(value: str) -> str:
+    """A chat platform could not convert an option (Discord's transformers); escaped by the
+    adapter after shortening."""
+    return f"Option value “{value}” is invalid."

@@ -222,7 +222,7 @@ class SlackAdapter:
         async def work() -> None:
             parsed = parse_action_id(str(action.get("value") or action.get("action_id", "")))
             if parsed is None:
-                raise InvalidRequest("That button is not one of mine.")
+                raise InvalidRequest(messages.UNKNOWN_BUTTON)
             name, job_id = parsed
             if name == CANCEL:
                 await self._actions.cancel(job_id, origin.user)
