@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gouache.bot.commands import build_request, parse_text
+from gouache.bot.prompt_length import prompt_length_checker
 from gouache.config import Settings
 from gouache.request import Origin
 from gouache.storage.jobs import ArtifactKind
@@ -56,7 +57,7 @@ def diversity_to_dir(
         text += f" --seed {seed}"
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
-    request = build_request(parse_text(text), origin, settings, prompt_overflow=registry.prompt_overflow)
+    request = build_request(parse_text(text), origin, settings, prompt_overflow=prompt_length_checker(settings))
     item = item_for("local", request, [], settings.limits, settings.gif)
     engine, scorer = Engine(registry), DiversityScorer(registry, device=str(registry.device))
     baseline, made = None, None

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from gouache import messages
 from gouache.bot.commands import build_request, parse_text
+from gouache.bot.prompt_length import prompt_length_checker
 from gouache.bot.uploads import attach
 from gouache.config import Settings
 from gouache.errors import InvalidRequest
@@ -63,7 +64,7 @@ def generate_to_dir(
     from gouache.worker.loading import build_estimators, build_registry
 
     if depth is not None and upload is not None:
-        raise InvalidRequest("Give --depth FILE or --file FILE, not both.")
+        raise InvalidRequest(messages.DEPTH_AND_FILE)
     if depth is not None:
         first = text.split()[0].lower() if text.split() else ""
         if first.startswith("/") and first != "/depth":
@@ -74,13 +75,11 @@ def generate_to_dir(
         text = f"{text} --gif"
     command = parse_text(text)
     if upload is not None and KINDS[command.kind].upload == "none":
-        raise InvalidRequest(
-            "--file only works with /depth: start the prompt with /depth, or use --depth FILE."
-        )
+        raise InvalidRequest(messages.FILE_NEEDS_DEPTH)
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
-    request = build_request(command, origin, settings, prompt_overflow=registry.prompt_overflow)
+    request = build_request(command, origin, settings, prompt_overflow=prompt_length_checker(settings))
     request, inputs = attach(request, upload.read_bytes() if upload is not None else None,
                              settings.limits)  # fmt: skip
     inputs = [replace(a, job_id="local") for a in inputs]

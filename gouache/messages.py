@@ -27,6 +27,7 @@ __all__ = [
     "internal_error",
     "prompt_empty",
     "prompt_too_long",
+    "demo_not_installed",
     "prompt_too_many_chars",
     "control_character",
     "unknown_model",
@@ -112,12 +113,18 @@ def started() -> str:
     return "Generating…"
 
 
-def rate_limited(retry_after: float) -> str:
-    return f"You're sending requests faster than allowed. Try again in {duration(retry_after)}."
+def rate_limited(retry_after: float, per_minute: float, burst: int) -> str:
+    return (
+        f"You're sending requests faster than allowed. Try again in {duration(retry_after)} "
+        f"(the limit is {number(per_minute)} per minute, bursts of {burst})."
+    )
 
 
-def queue_full() -> str:
-    return "The queue is full right now. Please try again in a few minutes."
+def queue_full(max_queue: int) -> str:
+    return (
+        "The queue is full right now. Please try again in a few minutes "
+        f"(it holds at most {max_queue} requests)."
+    )
 
 
 def guild_queue_full(limit: int) -> str:
@@ -247,11 +254,19 @@ def prompt_empty() -> str:
     return "Please describe the image: the prompt is empty."
 
 
-def prompt_too_long(overflow: str, max_tokens: int = 77, *, field: str = "prompt") -> str:
-    """The text encoder would silently drop ``overflow``: show the user what would be lost."""
+def prompt_too_long(cut: str, max_tokens: int, *, field: str = "prompt") -> str:
+    """The text encoder would silently drop ``cut`` (the end of the user's own text, so it
+    reads in any script): show what would be lost and the model's real limit."""
     return (
-        f"The {field} is longer than the model reads ({max_tokens} tokens); "
-        f"this part would be ignored: “{shorten(overflow, 60)}”. Please shorten it."
+        f"The {field} is longer than this model reads ({max_tokens} tokens); "
+        f"this part would be ignored: “{shorten(cut, 60)}”. Please shorten it."
+    )
+
+
+def demo_not_installed(folder: object) -> str:
+    return (
+        f"builtin:demo is not installed: {folder} is missing. "
+        "Install a gouache build that ships the demo weights, or pick another model."
     )
 
 
@@ -414,3 +429,41 @@ def out_of_memory_alone(images: int, width: int, height: int, steps: int) -> str
         f"The GPU ran out of memory for this request ({images} image(s) at {width}x{height}, "
         f"{steps} steps) even on its own. Try fewer images or a smaller size."
     )
+
+
+# The web API, uploads, buttons and the command line ------------------------------------------
+
+BODY_NOT_JSON = "The request body is not valid JSON."
+JSON_NEEDS_COMMAND = 'Send {"command": "/imagine ..."}.'
+UNSUPPORTED_BODY = "Send JSON, or multipart/form-data with a command and a file."
+NESTED_MULTIPART = "Nested multipart bodies are not supported."
+FORM_NEEDS_COMMAND = "The form needs a command field."
+NO_SUCH_JOB = "No such job."
+NO_SUCH_ARTIFACT = "No such artifact."
+BAD_FILE_LINK = "No such file (the link is incomplete or was altered)."
+UNKNOWN_BUTTON = "That button is not one of mine."
+UNREADABLE_UPLOAD = "Upload a PNG, JPEG or WEBP image, or a .npy depth map."
+DEPTH_AND_FILE = "Give --depth FILE or --file FILE, not both."
+FILE_NEEDS_DEPTH = "--file only works with /depth: start the prompt with /depth, or use --depth FILE."
+
+
+def unknown_action(actions: Iterable[str]) -> str:
+    return f"Unknown action: use {', '.join(actions)}."
+
+
+def job_not_found(job_id: str) -> str:
+    return f"No job with id {shorten(job_id, 64)}."
+
+
+def upload_too_large(size: int, limit: int) -> str:
+    return f"The file is {size:,} bytes; the limit is {limit:,}."
+
+
+def upload_needed(command: str) -> str:
+    return f"/{command} needs a depth map (PNG or .npy) or a photo attached."
+
+
+def invalid_option_value(value: str) -> str:
+    """A chat platform could not convert an option (Discord's transformers); escaped by the
+    adapter after shortening."""
+    return f"Option value “{value}” is invalid."

@@ -6,8 +6,10 @@ chosen, sizes are snapped. The jobs table stores exactly ``Request.to_json()``.
 ``KINDS`` is the one table of commands: which pipeline each runs, whether it takes an upload,
 how many images it makes and which follow-up buttons its result gets. Every platform, the
 admission rules, the worker and the captions ask this table; adding a command starts here.
-``batch_key`` is the one encoding of "these jobs may share an engine call", and
-``image_seed`` the one rule for which seed image *i* of a request uses.
+``batch_key`` is the one encoding of "these jobs may share an engine call", ``ShapeKey.key``
+the one encoding of "these jobs may share a step-level running batch" (the jobs table's
+``shape_key`` column and the worker's claim of joiners), and ``image_seed`` the one rule for
+which seed image *i* of a request uses.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "FollowUp",
     "Origin",
     "Request",
+    "ShapeKey",
     "GUIDANCE_DECIMALS",
     "ENLARGE_METHODS",
     "DEFAULT_ENLARGE",
@@ -109,6 +112,21 @@ COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
 def image_seed(seed: int, index: int) -> int:
     """Image ``index`` of a request uses ``seed + index``, so any image can be made alone."""
     return seed + index
+
+
+@dataclass(frozen=True)
+class ShapeKey:
+    """What must be equal for lanes to share one denoiser call: the model and the latent size."""
+
+    model: str
+    width: int
+    height: int
+
+    @property
+    def key(self) -> str:
+        """The one string encoding, stored with each job and matched when a running batch
+        claims joiners (migration 0003 backfilled old rows with this same form)."""
+        return f"{self.model}|{self.width}x{self.height}"
 
 
 @dataclass(frozen=True)
@@ -216,7 +234,12 @@ class Request:
         """
         if self.is_experiment:
             return "experiment|" + self.batch_key
-        return f"{self.model}|{self.width}x{self.height}"
+        return self.shape.key
+
+    @property
+    def shape(self) -> ShapeKey:
+        """The model and latent size this request's lanes need in a running batch."""
+        return ShapeKey(self.model, self.width, self.height)
 
     @property
     def cells(self) -> int:

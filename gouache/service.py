@@ -27,6 +27,7 @@ from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.delivery import Delivery
 from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import ModeratedAdmission, PromptFilter
+from gouache.bot.prompt_length import prompt_length_checker
 from gouache.config import Settings
 from gouache.observability import Metrics, setup_logging
 from gouache.startup import StartupError, prepare_run
@@ -34,7 +35,6 @@ from gouache.storage.base import Storage
 from gouache.web.app import AppDeps, make_app
 from gouache.web.health import Health
 from gouache.web.metrics import QueueMetrics
-from gouache.worker.loading import prompt_overflow_checker
 from gouache.worker.supervisor import WorkerSupervisor
 
 __all__ = ["run_service", "serve"]
@@ -116,7 +116,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         )
         wake_delivery = asyncio.Event()
         links = ArtifactLinks(settings.web.public_url, load_link_key(settings.data_dir))
-        prompt_overflow = prompt_overflow_checker(settings)
+        prompt_overflow = prompt_length_checker(settings)
         await asyncio.to_thread(prompt_overflow, settings.default_model, "warm up")
         deps = AdapterDeps(
             settings, storage, admission, on_admitted=wake_delivery.set,

@@ -18,6 +18,7 @@ from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 if TYPE_CHECKING:
     from gouache.bot.admission import Admits
+    from gouache.bot.prompt_length import PromptCheck
 
 __all__ = [
     "Action",
@@ -91,7 +92,7 @@ class AdapterDeps:
     admission: Admits
     on_admitted: Callable[[], None]  # wakes delivery, so acknowledgements go out at once
     artifact_url: Callable[[str, str], str | None]  # (job id, name) -> a public link, if any
-    prompt_overflow: Callable[[str, str], str | None]  # (model, text) -> the part cut off
+    prompt_overflow: PromptCheck  # (model, text) -> the part the text encoder would drop
 
 
 @runtime_checkable

@@ -99,13 +99,13 @@ class Admission:
     def _refusal(self, refused: QuotaRefused, request: Request) -> RateLimited | QueueFull:
         p = self._policy
         if refused.limit == "rate":
-            limit = f"the limit is {messages.number(p.rate_per_minute)} per minute, bursts of {p.burst}"
-            return RateLimited(f"{messages.rate_limited(refused.retry_after)} ({limit})", refused.retry_after)
+            text = messages.rate_limited(refused.retry_after, p.rate_per_minute, p.burst)
+            return RateLimited(text, refused.retry_after)
         if refused.limit == "user_pending":
             return QueueFull(messages.user_queue_full(p.max_pending_per_user, p.max_pending_per_user))
         if refused.limit == "guild_pending":
             return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
-        return QueueFull(f"{messages.queue_full()} (it holds at most {p.max_queue} requests)")
+        return QueueFull(messages.queue_full(p.max_queue))
 
     async def _place(self, job: Job) -> tuple[int, float | None]:
         """Position in fair order and an ETA from recent throughput (seconds per image)."""

@@ -12,12 +12,13 @@ import math
 import random
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 from gouache import messages
+from gouache.bot.prompt_length import PromptCheck
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest, NotFound
 from gouache.request import (
@@ -36,7 +37,15 @@ from gouache.request import (
     Request,
 )  # fmt: skip
 
-__all__ = ["Command", "parse_text", "from_options", "build_request", "format_command", "size_for_upload"]
+__all__ = [
+    "Command",
+    "parse_text",
+    "parse_arguments",
+    "from_options",
+    "build_request",
+    "format_command",
+    "size_for_upload",
+]
 
 SEED_MAX = 2**32 - 1
 # Flag spelling -> option key. Phones turn "--" into an em or en dash, so both are accepted.
@@ -102,6 +111,14 @@ def parse_text(text: str) -> Command:
             raise InvalidRequest(messages.unknown_command(words[0], COMMAND_NAMES))
         kind = Kind(words.pop(0)[1:].lower())
     prompt, options = _scan(words)
+    return Command(kind, prompt, options)
+
+
+def parse_arguments(kind: Kind, text: str) -> Command:
+    """Parse ``prompt --flag value ...`` for a command whose kind the platform already knows
+    (a Slack slash command, the /depth modal): the text is taken as it is, a leading
+    ``/word`` included, as the prompt's first word."""
+    prompt, options = _scan(text.split())
     return Command(kind, prompt, options)
 
 
@@ -301,7 +318,7 @@ def build_request(
     origin: Origin,
     settings: Settings,
     *,
-    prompt_overflow: Callable[[str, str], str | None] | None = None,
+    prompt_overflow: PromptCheck | None = None,
     rng: random.Random | None = None,
 ) -> Request:
     """Fill defaults from the model, choose a seed, and validate everything against limits."""
@@ -359,7 +376,7 @@ def _interpolation(
     command: Command,
     base: Request,
     limits: Limits,
-    prompt_overflow: Callable[[str, str], str | None] | None,
+    prompt_overflow: PromptCheck | None,
 ) -> Request:
     """``A | B``: two endpoints (prompts and/or seeds) and the frames between them."""
     first, bar, second = base.prompt.partition("|")
@@ -379,7 +396,7 @@ def _with_sweep(
     command: Command,
     base: Request,
     settings: Settings,
-    prompt_overflow: Callable[[str, str], str | None] | None,
+    prompt_overflow: PromptCheck | None,
 ) -> Request:
     """Validate every axis value as a cell of its own and store the canonical values.
 
@@ -502,15 +519,13 @@ def _resolve_sampler(name: str) -> str:
     return name.lower()
 
 
-def _check_overflow(
-    overflow: Callable[[str, str], str | None] | None, model: str, prompt: str, negative: str
-) -> None:
+def _check_overflow(overflow: PromptCheck | None, model: str, prompt: str, negative: str) -> None:
     if overflow is None:
         return
     for field_name, text in (("prompt", prompt), ("negative prompt", negative)):
-        cut = overflow(model, text) if text else None
-        if cut:
-            raise InvalidRequest(messages.prompt_too_long(cut, field=field_name))
+        found = overflow(model, text) if text else None
+        if found is not None:
+            raise InvalidRequest(messages.prompt_too_long(found.cut, found.limit, field=field_name))
 
 
 # Sizes ---------------------------------------------------------------------------------------

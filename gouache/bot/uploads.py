@@ -44,7 +44,7 @@ def _takes_files() -> list[str]:
 
 def check_size(size: int, limits: Limits) -> None:
     if size > limits.max_upload_bytes:
-        raise TooLarge(f"The file is {size:,} bytes; the limit is {limits.max_upload_bytes:,}.")
+        raise TooLarge(messages.upload_too_large(size, limits.max_upload_bytes))
 
 
 def sniff_upload(data: bytes) -> tuple[str, str]:
@@ -57,7 +57,7 @@ def sniff_upload(data: bytes) -> tuple[str, str]:
     from gouache.generation.inputs.uploads import inspect_upload
 
     inspect_upload(data, max_bytes=len(data) + 1, max_pixels=2**62)  # a specific message
-    raise InvalidRequest("Upload a PNG, JPEG or WEBP image, or a .npy depth map.")
+    raise InvalidRequest(messages.UNREADABLE_UPLOAD)
 
 
 def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Request, list[Artifact]]:
@@ -65,9 +65,7 @@ def attach(request: Request, data: bytes | None, limits: Limits) -> tuple[Reques
     takes_file = request.spec.upload == "required"
     if data is None:
         if takes_file:
-            raise InvalidRequest(
-                f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached."
-            )
+            raise InvalidRequest(messages.upload_needed(request.kind.value))
         return request, []
     if not takes_file:
         raise InvalidRequest(messages.no_file_here(request.kind.value, _takes_files()))

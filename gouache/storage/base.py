@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
+from gouache import messages
 from gouache.errors import GouacheError, NotFound
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
@@ -238,7 +239,7 @@ def dead_reason(attempts: int) -> str:
 
 
 def job_not_found(job_id: str) -> NotFound:
-    return NotFound(f"No job with id {job_id}.")
+    return NotFound(messages.job_not_found(job_id))
 
 
 def to_datetime(value: Any) -> datetime | None:

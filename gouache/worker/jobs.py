@@ -52,7 +52,7 @@ def batch_key_for(request: Request) -> BatchKey:
 
 def shape_of(request: Request) -> ShapeKey:
     """What lanes must share to take one denoiser call: model and latent size."""
-    return ShapeKey(request.model, request.width, request.height)
+    return request.shape
 
 
 def lane_spec(request: Request) -> LaneSpec:

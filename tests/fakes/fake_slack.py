@@ -52,6 +52,7 @@ class _File:
     html: bool = False
     short_by: int = 0
     length: bool = False  # send Content-Length (else chunked transfer encoding)
+    gate: asyncio.Event | None = None  # the body is held back until the test sets it
 
 
 class FakeSlack:
@@ -102,10 +103,11 @@ class FakeSlack:
     def add_file(
         self, data: bytes, name: str = "depth.png", *, chunk: int = 16 * 1024,
         pause: float = 0.0005, html: bool = False, short_by: int = 0, length: bool = False,
+        gate: asyncio.Event | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """A file object as Slack puts it on a message event or in a modal's file_input."""
         file_id = f"F{next(_ids):06d}"
-        self.files[file_id] = _File(data, chunk, pause, html, short_by, length)
+        self.files[file_id] = _File(data, chunk, pause, html, short_by, length, gate)
         url = f"{self.base}/files/{file_id}"
         return {"id": file_id, "name": name, "size": len(data), "mimetype": "image/png",
                 "url_private": url, "url_private_download": url}  # fmt: skip
@@ -229,6 +231,8 @@ class FakeSlack:
         file_id = request.match_info["id"]
         self.served[file_id] = 0
         try:
+            if file.gate is not None:
+                await file.gate.wait()
             for start in range(0, len(data), file.chunk):
                 await response.write(data[start : start + file.chunk])
                 self.served[file_id] += len(data[start : start + file.chunk])

@@ -121,7 +121,8 @@ async def test_position_and_eta_from_recent_throughput(storage):
     second = await admission.admit(make_request(user="bob"))
     third = await admission.admit(make_request(user="cid", count=3))
     assert (second.position, third.position) == (1, 2)
-    assert 0.15 < second.eta_seconds < 1.0
+    # From the measured 0.2 s per image, not the default (a slow machine only measures more).
+    assert second.eta_seconds > 0.15 and second.eta_seconds != pytest.approx(DEFAULT_SECONDS_PER_IMAGE)
     assert third.eta_seconds == pytest.approx(4 * second.eta_seconds, rel=0.01)
 
 

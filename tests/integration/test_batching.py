@@ -84,20 +84,25 @@ async def test_oversized_job_still_runs_alone(storage):
     assert [j.id for j in await storage.claim_batch("w", 4, LEASE)] == [huge.id]
 
 
+# A window no test waits out: a claim that returns at all did not wait for it. GUARD turns a
+# claim that wrongly waits into a failure instead of a hung suite; no test measures speed.
+HOUR = 3600.0
+GUARD = 60.0
+
+
 async def test_window_waits_when_the_batch_is_not_full(storage):
     await storage.enqueue(make_request())
     start = time.monotonic()
     batch = await storage.claim_batch("w", 4, LEASE, window_seconds=0.6)
-    waited = time.monotonic() - start
-    assert len(batch) == 1 and 0.45 <= waited < 2.0, waited
+    # Only a lower bound: a slow machine waits longer, never shorter.
+    assert len(batch) == 1 and time.monotonic() - start >= 0.45
 
 
 async def test_window_never_waits_when_full(storage):
     for user in "abcd":
         await storage.enqueue(make_request(user=user))
-    start = time.monotonic()
-    batch = await storage.claim_batch("w", 4, LEASE, window_seconds=5.0)
-    assert len(batch) == 4 and time.monotonic() - start < 1.0
+    batch = await asyncio.wait_for(storage.claim_batch("w", 4, LEASE, window_seconds=HOUR), GUARD)
+    assert len(batch) == 4
 
 
 async def test_window_returns_as_soon_as_the_batch_fills(storage, open_more):
@@ -108,24 +113,24 @@ async def test_window_returns_as_soon_as_the_batch_fills(storage, open_more):
         await asyncio.sleep(0.3)
         await producer.enqueue(make_request(user="b", count=3))
 
-    start = time.monotonic()
-    batch, _ = await asyncio.gather(storage.claim_batch("w", 4, LEASE, window_seconds=10.0), later())
-    waited = time.monotonic() - start
-    assert sorted(j.user for j in batch) == ["a", "b"] and 0.25 <= waited < 3.0, waited
+    claim = asyncio.wait_for(storage.claim_batch("w", 4, LEASE, window_seconds=HOUR), GUARD)
+    batch, _ = await asyncio.gather(claim, later())
+    assert sorted(j.user for j in batch) == ["a", "b"]  # it waited for b, not for the window
 
 
 async def test_window_counts_from_the_head_jobs_arrival(storage):
+    """The queue reports how long the head job has waited (a head past its window is claimed
+    at once: tests/unit/storage/test_batching.py, on a simulated clock)."""
     await storage.enqueue(make_request())
     await asyncio.sleep(0.5)
-    start = time.monotonic()
-    assert len(await storage.claim_batch("w", 4, LEASE, window_seconds=0.5)) == 1
-    assert time.monotonic() - start < 0.3
+    head = await storage._peek()
+    assert head is not None and head.images == 1 and head.age_seconds >= 0.45
+    batch = await asyncio.wait_for(storage.claim_batch("w", 4, LEASE, window_seconds=0.5), GUARD)
+    assert len(batch) == 1
 
 
 async def test_empty_queue_returns_at_once(storage):
-    start = time.monotonic()
-    assert await storage.claim_batch("w", 4, LEASE, window_seconds=5.0) == []
-    assert time.monotonic() - start < 0.5
+    assert await asyncio.wait_for(storage.claim_batch("w", 4, LEASE, window_seconds=HOUR), GUARD) == []
 
 
 async def test_step_level_claims_group_by_shape_not_settings(storage):

@@ -7,7 +7,6 @@ checkpoint improves.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -81,14 +80,6 @@ def test_generated_images_have_the_asked_colour(pipe) -> None:  # noqa: ANN001
     expected = [c for c in PROMPTS for _ in SEEDS]
     accuracy = np.mean([j == e for j, e in zip(judged, expected, strict=True)])
     assert accuracy >= MIN_COLOUR_ACCURACY, list(zip(expected, judged, strict=True))
-
-
-def test_one_image_at_default_steps_is_fast_on_cpu(pipe) -> None:  # noqa: ANN001
-    _generate(pipe, [PROMPTS["red"]], (0,))  # warm-up
-    start = time.perf_counter()
-    _generate(pipe, [PROMPTS["red"]], (1,))
-    # ~0.6 s measured on a busy 2-core machine (demo_quality.json); CI runners are shared.
-    assert time.perf_counter() - start < 5.0
 
 
 def test_depth_controlnet_and_clip_load_and_run(pipe) -> None:  # noqa: ANN001

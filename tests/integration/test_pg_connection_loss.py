@@ -7,7 +7,6 @@ coming; polling would cover the gap either way.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncpg
 import pytest
@@ -40,9 +39,9 @@ async def test_terminated_connections_lose_nothing_and_recover(storage, storage_
     [running] = await storage.claim_batch("w", 1, 30)
     assert await _terminate_all(storage_url) >= 1
 
-    start = time.monotonic()
-    again, created = await storage.enqueue(make_request(user="u0", request_id="after"))
-    assert created and time.monotonic() - start < 5.0
+    # Reconnects rather than hanging (the guard fails it instead of the suite's timeout).
+    again, created = await asyncio.wait_for(storage.enqueue(make_request(user="u0", request_id="after")), 60)
+    assert created
     done = await storage.complete(running.id, "w", [])
     assert done.status is JobStatus.SUCCEEDED
     jobs = {j.id: j for j in await storage.list_jobs(limit=100)}
@@ -70,6 +69,5 @@ async def test_listen_is_reopened_after_the_connection_dies(storage, open_more, 
     assert await listener.wait_for_event(0.3) is False  # quiet: the reconnect wake-up is over
     waiter = asyncio.create_task(listener.wait_for_event(10.0))
     await asyncio.sleep(0.1)
-    start = time.monotonic()
     await producer.enqueue(make_request())
-    assert await waiter is True and time.monotonic() - start < 2.0
+    assert await waiter is True  # woken by NOTIFY: the poll is 30 s and the wait gives up at 10

@@ -152,14 +152,14 @@ async def test_discords_413_fallback_links_to_the_files(running: Running) -> Non
 
 
 async def test_a_prompt_too_long_for_the_text_encoder_is_refused_everywhere(running: Running) -> None:
-    """(c) The 77-token check (32 on the demo model) runs on Discord, Slack and the web."""
+    """(c) The token-limit check (the demo tokenizer reads 32) runs on Discord, Slack and the web."""
     payload = await running.discord.slash_command("imagine", {"prompt": LONG_PROMPT})
-    assert "longer than the model reads" in await running.discord_reply(payload["token"])
+    assert "longer than this model reads (32 tokens)" in await running.discord_reply(payload["token"])
     await running.sender.command("/imagine", LONG_PROMPT)
     await running.slack.wait_for(lambda f: f.find("response"))
-    assert "longer than the model reads" in running.slack.find("response")[0].args["text"]
+    assert "longer than this model reads (32 tokens)" in running.slack.find("response")[0].args["text"]
     status, body = await running.web("POST", "/api/jobs", {"command": LONG_PROMPT})
-    assert status == 400 and "longer than the model reads" in body["error"]
+    assert status == 400 and "longer than this model reads (32 tokens)" in body["error"]
     assert await running.storage.list_jobs(limit=10) == []
 
 

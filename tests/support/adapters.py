@@ -7,6 +7,7 @@ from typing import Any
 
 from gouache.bot.adapter import AdapterDeps
 from gouache.bot.admission import Admission
+from gouache.bot.prompt_length import Overflow, PromptCheck
 from gouache.config import Settings
 from gouache.storage import Storage
 
@@ -15,7 +16,7 @@ def no_links(job_id: str, name: str) -> str | None:
     return None
 
 
-def fits(model: str, text: str) -> str | None:
+def fits(model: str, text: str) -> Overflow | None:
     return None
 
 
@@ -26,7 +27,7 @@ def adapter_deps(
     *,
     on_admitted: Callable[[], None] = lambda: None,
     artifact_url: Callable[[str, str], str | None] = no_links,
-    prompt_overflow: Callable[[str, str], str | None] = fits,
+    prompt_overflow: PromptCheck = fits,
 ) -> AdapterDeps:
     """``AdapterDeps`` with a real ``Admission`` unless one is given."""
     return AdapterDeps(

@@ -11,7 +11,16 @@ from gouache.bot.commands import build_request, parse_text
 from gouache.bot.uploads import attach, takes_file
 from gouache.config import Limits, Settings
 from gouache.errors import InvalidRequest
-from gouache.request import COMMAND_NAMES, GUIDANCE_DECIMALS, KINDS, FollowUp, Kind, Origin, Request
+from gouache.request import (
+    COMMAND_NAMES,
+    GUIDANCE_DECIMALS,
+    KINDS,
+    FollowUp,
+    Kind,
+    Origin,
+    Request,
+    ShapeKey,
+)
 from gouache.storage.jobs import Job, JobStatus
 from gouache.worker.jobs import artifacts_for
 from tests.support.factories import make_request
@@ -22,6 +31,18 @@ ORIGIN = Origin(platform="web", request_id="r1", user="u1")
 def test_every_kind_has_one_row_and_a_command_name() -> None:
     assert set(KINDS) == set(Kind)
     assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity", "/interpolate")
+
+
+def test_the_shape_key_has_one_encoding() -> None:
+    """Steps, sampler and guidance are per lane: only the model and size are in the key."""
+    plain = make_request(steps=20, sampler="ddim", guidance=3.0)
+    other = make_request(steps=9, sampler="euler", guidance=8.0)
+    assert plain.shape == other.shape == ShapeKey(plain.model, plain.width, plain.height)
+    assert plain.shape_key == other.shape_key == plain.shape.key
+    assert plain.shape.key == f"{plain.model}|{plain.width}x{plain.height}"  # as migration 0003
+    assert make_request(width=plain.width + 8).shape_key != plain.shape_key
+    sweep = make_request(sweep=(("cfg", ("3", "7")),))
+    assert sweep.shape_key == "experiment|" + sweep.batch_key  # experiments never join
 
 
 def test_near_equal_guidance_values_never_share_a_batch() -> None:

@@ -17,7 +17,7 @@ from diffusers import ControlNetModel, DDPMScheduler, StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from .export import export_controlnet, record
-from .train import diffusion_loss, encode
+from .objective import diffusion_loss, encode
 from .training import Clock, Ema, checkpoint, log, make_batch, resume, steps
 
 __all__ = ["train_controlnet"]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import (
@@ -87,8 +88,6 @@ async def error_middleware(request: web.Request, handler: Callable[..., Any]) ->
     except Exception:
         ref = uuid.uuid4().hex
         log.exception("web request %s %s failed (ref %s)", request.method, request.path, ref[:8])
-        from gouache import messages
-
         return web.json_response({"error": messages.internal_error(ref)}, status=500)
 
 
@@ -178,21 +177,21 @@ class WebAdapter:
             try:
                 body = await request.json()
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InvalidRequest("The request body is not valid JSON.") from exc
+                raise InvalidRequest(messages.BODY_NOT_JSON) from exc
             text = body.get("command") if isinstance(body, dict) else None
             if not isinstance(text, str):
-                raise InvalidRequest('Send {"command": "/imagine ..."}.')
+                raise InvalidRequest(messages.JSON_NEEDS_COMMAND)
             return text, None
         if request.content_type.startswith("multipart/"):
             return await self._read_multipart(request)
-        raise InvalidRequest("Send JSON, or multipart/form-data with a command and a file.")
+        raise InvalidRequest(messages.UNSUPPORTED_BODY)
 
     async def _read_multipart(self, request: web.Request) -> tuple[str, bytes | None]:
         text, upload = None, None
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader):  # nested multipart: not ours
-                raise InvalidRequest("Nested multipart bodies are not supported.")
+                raise InvalidRequest(messages.NESTED_MULTIPART)
             if part.name == "command":
                 text = (await part.read(decode=True)).decode("utf-8", "replace")
             elif part.name == "file":
@@ -202,13 +201,13 @@ class WebAdapter:
                     check_size(len(data), self._settings.limits)  # stop reading at the cap
                 upload = bytes(data) or None
         if text is None:
-            raise InvalidRequest("The form needs a command field.")
+            raise InvalidRequest(messages.FORM_NEEDS_COMMAND)
         return text, upload
 
     async def _job(self, request: web.Request) -> Job:
         job_id = request.match_info["id"]
         if len(job_id) > 64:
-            raise NotFound("No such job.")
+            raise NotFound(messages.NO_SUCH_JOB)
         return await self._storage.get_job(job_id)
 
     async def get_job(self, request: web.Request) -> web.Response:
@@ -226,7 +225,7 @@ class WebAdapter:
         try:
             action = Action(request.match_info["action"])
         except ValueError as exc:
-            raise NotFound("Unknown action: use " + ", ".join(a.value for a in Action) + ".") from exc
+            raise NotFound(messages.unknown_action(a.value for a in Action)) from exc
         job = await self._job(request)
         built, inputs = await self._actions.follow_up(job.id, action, self._origin(request))
         return await self._admit(built, inputs)
@@ -235,7 +234,7 @@ class WebAdapter:
         """A signed link posted to a chat platform instead of a file it refused (413)."""
         job_id, name = request.match_info["id"], request.match_info["name"]
         if not self._links.verify(job_id, name, request.query.get("sig", "")):
-            raise NotFound("No such file (the link is incomplete or was altered).")
+            raise NotFound(messages.BAD_FILE_LINK)
         # A link has no blur to hide behind, so flagged images are withheld here.
         return await self._serve(await self._job(request), name, can_hide=False)
 
@@ -254,7 +253,7 @@ class WebAdapter:
                         "Content-Disposition": f'inline; filename="{artifact.name}"',
                     },
                 )
-        raise NotFound("No such artifact.")
+        raise NotFound(messages.NO_SUCH_ARTIFACT)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: ``status`` while queued or running, one ``done``, then close."""

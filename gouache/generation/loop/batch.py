@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, TypeVar
 
 from gouache.errors import UserError
-from gouache.request import image_seed
+from gouache.request import ShapeKey, image_seed
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -53,15 +53,6 @@ class BatchKey:
     def spec(self) -> LaneSpec:
         """The per-lane settings a step-level running batch takes per item."""
         return LaneSpec(self.steps, self.sampler, self.guidance, self.pipeline, self.diversify)
-
-
-@dataclass(frozen=True)
-class ShapeKey:
-    """What must be equal for lanes to share one UNet call in a ``RunningBatch``."""
-
-    model: str
-    width: int
-    height: int
 
 
 @dataclass(frozen=True)

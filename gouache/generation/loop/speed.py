@@ -154,7 +154,7 @@ class BucketedUNet(torch.nn.Module):
 
     def __init__(
         self,
-        denoiser: torch.nn.Module,
+        unet: torch.nn.Module,
         buckets: Sequence[int],
         compiler: Callable[..., Any] = torch.compile,
     ) -> None:

@@ -16,8 +16,10 @@ from gouache.bot.commands import (
     build_request,
     format_command,
     from_options,
+    parse_arguments,
     parse_text,
 )
+from gouache.bot.prompt_length import Overflow
 from gouache.config import Settings
 from gouache.errors import InvalidRequest, NotFound, UserError
 from gouache.request import Kind, Origin, Request
@@ -75,6 +77,14 @@ def test_the_example_from_the_issue_parses_every_part() -> None:
 )  # fmt: skip
 def test_leading_command_word_picks_the_kind(text: str, kind: Kind) -> None:
     assert parse_text(text).kind is kind
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_a_known_kind_takes_the_arguments_as_typed(kind: Kind) -> None:
+    """A Slack slash command knows its kind: nothing is glued on for parse_text to strip."""
+    for arguments in ("a hill --steps 20 --no fog", "/depth a hill", "/nosuch hill", ""):
+        assert parse_arguments(kind, arguments) == parse_text(f"/{kind.value} {arguments}")
+    assert parse_arguments(kind, "/depth a hill").prompt == "/depth a hill"
 
 
 def test_only_typed_options_are_recorded() -> None:
@@ -251,9 +261,9 @@ def test_prompt_character_limit(tmp_path: Path) -> None:
 def test_prompt_overflow_shows_the_part_that_would_be_cut(cfg: Settings) -> None:
     calls = []
 
-    def overflow(model: str, prompt: str) -> str | None:
+    def overflow(model: str, prompt: str) -> Overflow | None:
         calls.append((model, prompt))
-        return "in the style of " * 20 if "long" in prompt else None
+        return Overflow(77, "in the style of " * 20) if "long" in prompt else None
 
     assert build("a fox", cfg, prompt_overflow=overflow).prompt == "a fox"
     assert calls == [("sd15", "a fox")]

@@ -62,7 +62,7 @@ def test_submission_prefers_the_uploaded_file_and_reads_its_metadata() -> None:
                         "options": {"options": {"value": None}},
                         "file": {"file": {"files": [uploaded]}}}}  # fmt: skip
     sub = modal.read_submission({**view, "state": state})
-    assert (sub.text, sub.channel, sub.response_url) == ("/depth a lake", "C1", "https://r")
+    assert (sub.text, sub.channel, sub.response_url) == ("a lake", "C1", "https://r")
     assert sub.files == [uploaded]
     state["values"]["file"]["file"]["files"] = []
     assert modal.read_submission({**view, "state": state}).files == [shortcut_file]

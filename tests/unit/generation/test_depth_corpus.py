@@ -2,8 +2,8 @@
 
 Every file goes through both doors, admission (``bot.uploads.attach``) and the worker
 (``worker.jobs.prepare_depth``, which runs ``depth.read_upload``): both must raise the same
-``UserError`` with the kind's specific message, with no other exception, in bounded time and
-memory. Files are built in code, deterministically.
+``UserError`` with the kind's specific message, with no other exception, in bounded memory
+(pytest's timeout bounds the time). Files are built in code, deterministically.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import re
 import struct
-import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
@@ -270,7 +269,6 @@ def test_the_corpus_is_big_and_varied() -> None:
 def test_every_bad_upload_is_refused_at_both_doors(kind: str, variant: str, data: bytes, mode: str) -> None:
     request = make_request(kind=Kind.DEPTH, depth_input=mode)
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         at_admission = _refusal(lambda: attach(request, data, LIMITS))
         artifact = Artifact("job", "input-0.bin", ArtifactKind.INPUT, "application/octet-stream", data)
@@ -278,7 +276,6 @@ def test_every_bad_upload_is_refused_at_both_doors(kind: str, variant: str, data
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 5.0
     assert peak < 64 * MB, f"{kind}/{variant} peaked at {peak / MB:.1f} MB"
     assert at_admission.message == in_worker.message  # one rule, two doors
     message = in_worker.message

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from gouache.storage.batching import (
@@ -50,25 +47,32 @@ def test_both_dialects_define_the_same_queries_and_migrations():
 
 
 async def test_window_claims_at_once_when_full_and_after_the_window_otherwise():
+    """On a simulated clock: each wait ages the head job by the time it asked to sleep."""
     claimed: list[str] = []
+    waits: list[float] = []
+    age = 0.0
 
     async def claim(key: str) -> list[str]:
         claimed.append(key)
         return [key]
 
     async def wait(timeout: float) -> bool:
-        await asyncio.sleep(timeout)
+        nonlocal age
+        waits.append(timeout)
+        age += timeout
         return False
 
     async def full() -> Head:
-        return Head("k", 0.0, 8)
+        return Head("k", age, 8)
 
     async def partial() -> Head:
-        return Head("k", 0.0, 1)
+        return Head("k", age, 1)
 
-    start = time.monotonic()
     assert await claim_with_window(full, claim, wait, 8, 5.0, 0.05) == ["k"]
-    assert time.monotonic() - start < 0.1
-    start = time.monotonic()
+    assert waits == []  # a full batch never waits
     assert await claim_with_window(partial, claim, wait, 8, 0.3, 0.05) == ["k"]
-    assert 0.28 <= time.monotonic() - start < 1.0
+    assert sum(waits) == pytest.approx(0.3) and max(waits) <= 0.05  # polls until the window ends
+    assert claimed == ["k", "k"]
+    waits.clear()
+    assert await claim_with_window(partial, claim, wait, 8, 0.3, 0.05) == ["k"]
+    assert waits == []  # the head has waited its window already: claimed at once

@@ -249,7 +249,7 @@ class DiscordAdapter(discord.Client):
         cause = getattr(error, "original", error)
         if isinstance(error, app_commands.TransformerError):
             cause = InvalidRequest(
-                f"Option value “{escape(messages.shorten(str(error.value)))}” is invalid."
+                messages.invalid_option_value(escape(messages.shorten(str(error.value))))
             )
         await self._funnel(interaction, lambda: _raise(cause))
 

@@ -1,7 +1,8 @@
 """Slack: slash commands, mentions, the /depth modal, shortcuts and buttons in; threads out.
 
 Listeners are slack-bolt ``AsyncApp`` ones that ``ack()`` first (Slack waits 3 s), then
-translate: text -> ``commands.parse_text`` -> ``build_request`` -> admission. The same app
+translate: text -> ``commands.parse_arguments`` (a slash command or the modal: the kind is
+known) or ``parse_text`` (a mention) -> ``build_request`` -> admission. The same app
 runs over Socket Mode (``socket.py``, when ``slack.app_token`` is set) or signed HTTP
 (``http.py``). A request Slack re-sends (``X-Slack-Retry-Num``, an envelope's
 ``retry_attempt``) carries the id of one already seen and is answered by ``_dedupe`` with no
@@ -138,7 +139,7 @@ class SlackAdapter:
                                         response_url=origin.reply_token)  # fmt: skip
                 await self.client.views_open(trigger_id=str(body.get("trigger_id")), view=view)
                 return
-            await self._admit(self._build(f"/{kind.value} {text}", origin), [])
+            await self._admit(self._build(commands.parse_arguments(kind, text), origin), [])
 
         await self._funnel(origin, work)
 
@@ -167,7 +168,7 @@ class SlackAdapter:
                         guild=str(body.get("team", {}).get("id", "")),
                         reply_token=sub.response_url)  # fmt: skip
         try:
-            request = self._build(sub.text, origin)
+            request = self._build(commands.parse_arguments(Kind.DEPTH, sub.text), origin)
         except UserError as exc:
             await ack(response_action="errors", errors={"prompt": exc.message[:150]})
             return
@@ -194,10 +195,12 @@ class SlackAdapter:
 
         async def work() -> None:
             text = _LEADING_MENTIONS.sub("", _unescape(str(event.get("text", ""))))
-            words = text.split()
-            if words and words[0].lower() in {k.value for k in Kind}:
-                text = "/" + text  # "@gouache depth a hill" reads like "/depth a hill"
-            request = self._build(text, origin)
+            first, *rest = text.split(maxsplit=1) or [""]
+            if first.lower() in {k.value for k in Kind}:  # "@gouache depth a hill": /depth
+                command = commands.parse_arguments(Kind(first.lower()), " ".join(rest))
+            else:
+                command = commands.parse_text(text)
+            request = self._build(command, origin)
             files = event.get("files") or []
             data = None
             if files:
@@ -219,7 +222,7 @@ class SlackAdapter:
         async def work() -> None:
             parsed = parse_action_id(str(action.get("value") or action.get("action_id", "")))
             if parsed is None:
-                raise InvalidRequest("That button is not one of mine.")
+                raise InvalidRequest(messages.UNKNOWN_BUTTON)
             name, job_id = parsed
             if name == CANCEL:
                 await self._actions.cancel(job_id, origin.user)
@@ -244,8 +247,7 @@ class SlackAdapter:
             reply_token=str(body.get("response_url", "")),
         )
 
-    def _build(self, text: str, origin: Origin) -> Request:
-        command = commands.parse_text(text)
+    def _build(self, command: commands.Command, origin: Origin) -> Request:
         return commands.build_request(
             command, origin, self._settings, prompt_overflow=self._prompt_overflow
         )

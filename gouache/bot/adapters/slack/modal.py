@@ -89,7 +89,8 @@ def _text_input(
 
 @dataclass(frozen=True)
 class Submission:
-    """What a submitted modal asks for: the command text and the file to download."""
+    """What a submitted modal asks for: the /depth command's arguments (prompt and flags) and
+    the file to download."""
 
     text: str
     channel: str
@@ -112,7 +113,7 @@ def read_submission(view: Mapping[str, Any]) -> Submission:
     if not files and isinstance(meta.get("file"), dict) and meta["file"]:
         files = [meta["file"]]
     return Submission(
-        text=f"/depth {prompt} {options}".strip(),
+        text=f"{prompt} {options}".strip(),
         channel=str(meta.get("channel") or ""),
         response_url=str(meta.get("response_url") or ""),
         files=files,
