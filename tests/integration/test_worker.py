@@ -311,8 +311,9 @@ async def test_request_mode_is_kept_for_comparison(storage, tmp_path, monkeypatc
     stop.set()
     await task
     assert all(j.status is JobStatus.SUCCEEDED for j in jobs)
-    batches = [json.loads(line)["items"] for line in log.read_text().splitlines()]
-    assert sorted(map(tuple, batches)) == sorted([(a.id,), (b.id,)])
+    steps = [json.loads(line)["items"] for line in log.read_text().splitlines()]
+    # Each claim is one running batch that nothing joins: a's 4 steps and b's 6, never together.
+    assert sorted(map(tuple, steps)) == sorted([(a.id,)] * 4 + [(b.id,)] * 6)
 
 
 async def test_sigkill_with_jobs_that_joined_mid_batch_loses_and_duplicates_nothing(storage, tmp_path):

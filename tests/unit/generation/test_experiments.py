@@ -50,13 +50,7 @@ def test_cells_are_row_major_with_the_first_axis_along_the_columns() -> None:
 
 def _float_engine(registry, float_engine_cls, float_running_cls):
     """An engine whose calls and running batches both hand back float [0, 1] images."""
-
-    class Floats(float_engine_cls):
-        def running_batch(self, shape, *, row_budget, decode_chunk):
-            return float_running_cls(self._registry, shape, row_budget=row_budget,
-                                     decode_chunk=decode_chunk)  # fmt: skip
-
-    return Floats(registry)
+    return float_engine_cls(registry)
 
 
 def _counting_unet_calls(registry, model: str = "builtin:tiny"):
@@ -69,9 +63,8 @@ def _counting_unet_calls(registry, model: str = "builtin:tiny"):
 def test_a_3x3_sweep_equals_its_cells_generated_one_by_one(
     registry, float_engine_cls, float_running_cls
 ) -> None:
-    """cfg x seed: in request mode each cfg value is one engine call of three seeds; in step
-    mode (the default) all nine cells are lanes of one running batch. Both compared with every
-    cell made alone (float images, the parity tolerance)."""
+    """cfg x seed: all nine cells are lanes of one running batch, no engine call of their own;
+    each equals the cell made alone (float images, the parity tolerance)."""
     engine = _float_engine(registry, float_engine_cls, float_running_cls)
     calls = []
     generate = engine.generate
@@ -83,47 +76,42 @@ def test_a_3x3_sweep_equals_its_cells_generated_one_by_one(
     engine.generate = counting
     request = tiny_request(sweep=(("cfg", ("3", "5", "7")), ("seed", ("1", "2", "3"))))
     item = lambda i, r: item_for(i, r, [], LIMITS, GIF)  # noqa: E731
-    by_key = run_sweep(engine, "job", request, item, batch_key_for, stepped=False)[1]
-    assert calls == [3, 3, 3]  # cells sharing a batch key share one call
     progress = []
     sweep_cells, results = run_sweep(
-        engine, "job", request, item, batch_key_for, row_budget=18,
+        engine, "job", request, item, row_budget=18,
         on_step=lambda done, total: progress.append((done, total)),
     )  # fmt: skip
-    assert calls == [3, 3, 3]  # the running batch, not engine calls
+    assert calls == []  # the running batch, not engine calls
     assert progress[-1] == (27, 27) and progress == sorted(progress)
     engine.generate = generate
-    for cell, stepped, keyed in zip(sweep_cells, results, by_key, strict=True):
+    for cell, stepped in zip(sweep_cells, results, strict=True):
         made_alone = alone(engine, cell.request)
         assert np.abs(stepped.images[0] - made_alone).max() < 1e-4
-        assert np.abs(keyed.images[0] - made_alone).max() < 1e-4
 
 
 def test_a_3x3_cfg_by_steps_sweep_shares_unet_calls(
     registry, float_engine_cls, float_running_cls
 ) -> None:
-    """Nine batch keys (cfg and steps both split one), one shape: request mode makes
-    cells x steps UNet calls, the running batch one per step of the longest cell."""
+    """Nine cells with nine (cfg, steps) pairs, one shape: one denoiser call per step of the
+    longest cell while every lane fits the budget, instead of cells x steps calls alone."""
     engine = _float_engine(registry, float_engine_cls, float_running_cls)
     request = tiny_request(sweep=(("cfg", ("3", "5", "7")), ("steps", ("2", "3", "4"))))
     item = lambda i, r: item_for(i, r, [], LIMITS, GIF)  # noqa: E731
     calls, handle = _counting_unet_calls(registry)
     try:
-        by_key = run_sweep(engine, "job", request, item, batch_key_for, stepped=False)[1]
-        request_calls, calls[:] = len(calls), []
-        sweep_cells, results = run_sweep(engine, "job", request, item, batch_key_for, row_budget=18)
+        sweep_cells, results = run_sweep(engine, "job", request, item, row_budget=18)
         stepped_calls, calls[:] = len(calls), []
         # the default budget (16 rows: eight CFG lanes) still shares, in two waves
-        budget_16 = run_sweep(engine, "job", request, item, batch_key_for)[1]
+        budget_16 = run_sweep(engine, "job", request, item)[1]
         default_calls = len(calls)
     finally:
         handle.remove()
-    assert request_calls == 3 * (2 + 3 + 4) == 27
+    alone_calls = 3 * (2 + 3 + 4)
     assert stepped_calls == 4  # all nine cells, 18 rows, in every call until the 4-step row ends
-    assert stepped_calls < default_calls < request_calls
-    for cell, a, b, c in zip(sweep_cells, results, by_key, budget_16, strict=True):
+    assert stepped_calls < default_calls < alone_calls
+    for cell, a, c in zip(sweep_cells, results, budget_16, strict=True):
         made_alone = alone(engine, cell.request)
-        for result in (a, b, c):
+        for result in (a, c):
             assert result.ok and np.abs(result.images[0] - made_alone).max() < 1e-4
 
 
@@ -251,8 +239,9 @@ def test_interpolation_endpoints_equal_the_two_images_generated_alone(registry, 
 
     engine = float_engine_cls(registry)
     key = BatchKey("builtin:tiny", "txt2img", 64, 64, 3, sampler, 5.0)
-    frames = interpolate(loaded_model(engine, "builtin:tiny"), key, ("a red cat", "a blue dog"), (7, 11), 5,
-                         negative_prompt="blurry", output_type="np")  # fmt: skip
+    batch = engine.running_batch(key.shape, row_budget=4, decode_chunk=2)  # frames in two waves
+    frames = interpolate(batch, key, ("a red cat", "a blue dog"), (7, 11), 5,
+                         negative_prompt="blurry")  # fmt: skip
     assert len(frames) == 5
     a, b = (engine.generate(key, [BatchItem("x", p, "blurry", seed=s)])[0].images[0]
             for p, s in (("a red cat", 7), ("a blue dog", 11)))  # fmt: skip
