@@ -178,12 +178,12 @@ class Storage(Protocol):
     async def worker_seen(self, worker_id: str) -> None:
         """Liveness for an idle worker (``heartbeat`` records it as well)."""
 
-    async def release(self, worker_id: str, job_ids: Sequence[str]) -> list[Job]:
+    async def release(self, worker_id: str, job_ids: Sequence[str] | None = None) -> list[Job]:
         """Hand back running jobs this worker will not finish (it is draining on SIGTERM).
 
         They are queued again at once, not after their lease, and the attempt is not counted;
         a job whose cancel was requested ends cancelled instead. Ids this worker does not hold
-        are left alone. Returns the jobs as they are now.
+        are left alone; ``job_ids=None``: every job it holds. Returns the jobs as they are now.
         """
 
     async def requeue_expired(self, max_attempts: int) -> list[Job]:

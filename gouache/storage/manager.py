@@ -284,15 +284,14 @@ class SqlStorage:
 
         await self._run(body)
 
-    async def release(self, worker_id: str, job_ids: Sequence[str]) -> list[Job]:
+    async def release(self, worker_id: str, job_ids: Sequence[str] | None = None) -> list[Job]:
         """A draining worker hands jobs back: queued at once, the attempt not counted."""
-        if not job_ids:
+        if job_ids is not None and not job_ids:
             return []
+        ids = None if job_ids is None else list(job_ids)
 
         async def body(conn: Conn) -> list[Job]:
-            rows = await conn.fetch(
-                "release", ids=list(job_ids), worker_id=worker_id, cancelled=CANCELLED_MESSAGE
-            )
+            rows = await conn.fetch("release", ids=ids, worker_id=worker_id, cancelled=CANCELLED_MESSAGE)
             if rows:
                 await conn.execute("notify", event="queued")
             return [job_from_row(r) for r in rows]

@@ -71,3 +71,13 @@ async def test_a_worker_of_one_model_group_claims_only_its_models(storage):
     assert await storage.claim_batch("w", 8, LEASE, models=["no-such-model"]) == []
     everything = await storage.claim_batch("any-worker", 8, LEASE, by="shape_key")
     assert everything[0].id == sdxl.id  # no group: the fairest job of any model
+
+
+async def test_releasing_everything_a_worker_holds(storage):
+    ids = [(await storage.enqueue(make_request(user=u)))[0].id for u in ("ann", "bob")]
+    await storage.claim_batch("leaving", 4, LEASE)
+    other, _ = await storage.enqueue(make_request(user="cid"))
+    await storage.claim_batch("other", 4, LEASE)
+    released = await storage.release("leaving")
+    assert sorted(j.id for j in released) == sorted(ids)
+    assert (await storage.get_job(other.id)).status is JobStatus.RUNNING

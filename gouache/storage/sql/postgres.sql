@@ -146,7 +146,7 @@ UPDATE jobs SET
     attempts = CASE WHEN cancel_requested THEN attempts ELSE GREATEST(attempts - 1, 0) END,
     lease_until = NULL, progress = 0, started_at = CASE WHEN cancel_requested THEN started_at END,
     updated_at = clock_timestamp()
-WHERE id = ANY(:ids::text[]) AND worker_id = :worker_id AND status = 'running'
+WHERE (:ids::text[] IS NULL OR id = ANY(:ids::text[])) AND worker_id = :worker_id AND status = 'running'
 RETURNING *
 
 -- name: queue_position

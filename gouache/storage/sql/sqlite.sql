@@ -145,7 +145,7 @@ UPDATE jobs SET
     attempts = CASE WHEN cancel_requested THEN attempts ELSE max(attempts - 1, 0) END,
     lease_until = NULL, progress = 0, started_at = CASE WHEN cancel_requested THEN started_at END,
     updated_at = :now
-WHERE id IN (SELECT value FROM json_each(:ids)) AND worker_id = :worker_id AND status = 'running'
+WHERE (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))) AND worker_id = :worker_id AND status = 'running'
 RETURNING *
 
 -- name: queue_position
