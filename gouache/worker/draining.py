@@ -38,7 +38,7 @@ async def drain(
     try:
         await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if not task.done():
-            log.info("worker %s stopping: no new claims; %.0fs for running lanes", worker_id, drain_seconds)
+            log.info("worker %s stopping: no new claims; %gs for running lanes", worker_id, drain_seconds)
             await asyncio.wait({task}, timeout=drain_seconds)
     except BaseException:
         task.cancel()
