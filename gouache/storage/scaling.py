@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 from gouache.storage.queries import read_sql
 
-__all__ = ["scaling_query", "desired_workers", "ensure_reader_role", "READER_COLUMNS"]
+__all__ = ["scaling_query", "desired_workers", "ensure_reader_role", "ensure_reader_role_from_url",
+           "READER_COLUMNS"]
 
 READER_COLUMNS = ("status", "model", "images")
 _ROLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -77,3 +78,18 @@ async def ensure_reader_role(url: str, role: str, password: str) -> None:
             await conn.execute(f"GRANT SELECT ({', '.join(READER_COLUMNS)}) ON jobs TO {role}")
     finally:
         await conn.close()
+
+
+async def ensure_reader_role_from_url(owner_url: str, reader_url: str) -> str:
+    """``ensure_reader_role`` with the user and password of KEDA's own connection URL.
+
+    One secret (the URL KEDA connects with) then says both who KEDA is and how it logs in.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(reader_url)
+    if parts.scheme not in ("postgresql", "postgres") or not parts.username or not parts.password:
+        raise ValueError("the KEDA connection must be postgresql://USER:PASSWORD@HOST/DB")
+    role = unquote(parts.username)
+    await ensure_reader_role(owner_url, role, unquote(parts.password))
+    return role

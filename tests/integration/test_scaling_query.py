@@ -114,3 +114,39 @@ def test_the_rendered_query_quotes_model_names_and_refuses_bad_input():
             scaling_query(bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="empty model"):
         scaling_query(16, ["sd15", " "])
+
+
+def test_the_cli_prints_the_query_the_manifests_carry(capsys):
+    from gouache.cli import main
+
+    assert main(["scaling-query", "--images-per-worker", "16", "--models", "sd15, sd15-depth"]) == 0
+    assert capsys.readouterr().out.strip() == scaling_query(16, GROUP_A)
+    assert main(["scaling-query", "--images-per-worker", "0"]) == 2
+    assert "images per worker must be a whole number" in capsys.readouterr().err
+
+
+async def test_the_cli_creates_the_keda_role_from_keda_s_own_url(pg, tmp_path, capsys):
+    import asyncio
+
+    from gouache.cli import main
+
+    async with open_storage(pg) as storage:
+        await _enqueue(storage, "sdxl", [4])
+    host_db = pg.split("@", 1)[1]
+    secret = tmp_path / "keda-connection"
+    secret.write_text(f"postgresql://gouache_keda_cli:pw%2Fwith%40signs@{host_db}\n")
+    try:
+        code = await asyncio.to_thread(main, ["keda-role", "--database-url", pg, "--connection-file", str(secret)])
+        assert code == 0 and "gouache_keda_cli" in capsys.readouterr().out
+        reader = secret.read_text().strip()
+        assert await desired_workers(reader, 16, GROUP_B) == 1
+    finally:
+        admin = await asyncpg.connect(pg)
+        try:
+            await admin.execute("DROP OWNED BY gouache_keda_cli")
+            await admin.execute("DROP ROLE IF EXISTS gouache_keda_cli")
+        finally:
+            await admin.close()
+    secret.write_text(f"postgresql://nopassword@{host_db}\n")
+    code = await asyncio.to_thread(main, ["keda-role", "--database-url", pg, "--connection-file", str(secret)])
+    assert code == 2 and "postgresql://USER:PASSWORD@HOST/DB" in capsys.readouterr().err
