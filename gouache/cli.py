@@ -1,5 +1,5 @@
 """Command line: `gouache run | worker | migrate | healthcheck | generate | evaluate |
-diversity`. Parsing only; no logic here.
+diversity | scaling-query | keda-role`. Parsing only; no logic here.
 
 Every option names the ``GOUACHE_*`` variable it overrides, so ``--help`` doubles as the
 configuration reference for the things people change most.
@@ -49,6 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = sub.add_parser("migrate", help="create or upgrade the database schema")
     _common(migrate)
+
+    scaling = sub.add_parser("scaling-query", help="the SQL KEDA runs to size a worker Deployment")
+    _common(scaling)
+    scaling.add_argument("--images-per-worker", type=int, required=True,
+                         help="queued + running images one worker serves (KEDA target)")  # fmt: skip
+    scaling.add_argument("--models", default="",
+                         help="the model group, comma-separated (default: every model)")  # fmt: skip
+    scaling.add_argument("--run", action="store_true",
+                         help="run it against the configured PostgreSQL and print the worker count")  # fmt: skip
+
+    keda = sub.add_parser("keda-role", help="create or update the read-only role KEDA connects as")
+    _common(keda)
+    keda.add_argument("--connection-file", type=Path, required=True,
+                      help="file with KEDA's postgresql://USER:PASSWORD@... URL (the role to create)")  # fmt: skip
 
     health = sub.add_parser("healthcheck", help="exit 0 when /healthz on the configured port is OK")
     _common(health)
@@ -100,6 +114,21 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(args.config, **overrides)
 
 
+def _scaling_query(settings: Settings, args: argparse.Namespace) -> int:
+    from gouache.storage.scaling import desired_workers, scaling_query
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    try:
+        sql = scaling_query(args.images_per_worker, models)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    if not args.run:
+        print(sql)
+        return 0
+    print(asyncio.run(desired_workers(settings.resolved_database_url, args.images_per_worker, models)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # every other argument belongs to tools/evaluate.py
@@ -127,6 +156,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gouache.storage import migrate_database
 
             asyncio.run(migrate_database(settings.resolved_database_url))
+            return 0
+        if args.command == "scaling-query":
+            return _scaling_query(settings, args)
+        if args.command == "keda-role":
+            from gouache.storage.scaling import ensure_reader_role_from_url
+
+            url = args.connection_file.read_text(encoding="utf-8").strip()
+            try:
+                role = asyncio.run(ensure_reader_role_from_url(settings.resolved_database_url, url))
+            except ValueError as exc:
+                raise UserError(str(exc)) from exc
+            print(f"role {role}: may read jobs.status, jobs.model and jobs.images")
             return 0
         if args.command == "diversity":
             from gouache.diversity_cli import diversity_to_dir

@@ -158,6 +158,16 @@ class WorkerSettings(BaseModel):
         "gouache.generation.loop.engine:Engine",
         description="import path of the engine class, called with the model registry",
     )
+    drain_seconds: float = Field(
+        20.0, ge=0,
+        description="on SIGTERM: seconds to finish running lanes before handing the rest back "
+        "to the queue (keep it under the pod's terminationGracePeriodSeconds)",
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        description="claim only jobs for these models (one worker Deployment per model group); "
+        "empty: every model",
+    )
 
 
 class GifSettings(BaseModel):

@@ -142,14 +142,15 @@ class Storage(Protocol):
     # --- consuming (the worker) ------------------------------------------------------------
     async def claim_batch(
         self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
-        *, by: ClaimKey = "batch_key",
+        *, by: ClaimKey = "batch_key", models: Sequence[str] = (),
     ) -> list[Job]:  # fmt: skip
         """Claim up to max_images images of jobs sharing one key, fair across users.
 
         ``by="batch_key"`` (request-level batching: everything equal but prompts and seeds) or
         ``"shape_key"`` (step-level: same model and latent size). Waits at most
         ``window_seconds`` (counted from the head job's arrival) for a fuller batch; never waits
-        when the batch is full; returns [] at once when nothing is queued.
+        when the batch is full; returns [] at once when nothing is queued. ``models``: only
+        jobs for these models (a worker of one model group); empty: every model.
         """
 
     async def claim_joiners(
@@ -177,6 +178,14 @@ class Storage(Protocol):
 
     async def worker_seen(self, worker_id: str) -> None:
         """Liveness for an idle worker (``heartbeat`` records it as well)."""
+
+    async def release(self, worker_id: str, job_ids: Sequence[str] | None = None) -> list[Job]:
+        """Hand back running jobs this worker will not finish (it is draining on SIGTERM).
+
+        They are queued again at once, not after their lease, and the attempt is not counted;
+        a job whose cancel was requested ends cancelled instead. Ids this worker does not hold
+        are left alone; ``job_ids=None``: every job it holds. Returns the jobs as they are now.
+        """
 
     async def requeue_expired(self, max_attempts: int) -> list[Job]:
         """Sweeper: expired leases go back to queued, or to dead once attempts >= max_attempts."""

@@ -133,7 +133,8 @@ class SqlStorage:
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
-                batch_key=request.batch_key, shape_key=request.shape_key, images=request.images,
+                batch_key=request.batch_key, shape_key=request.shape_key, model=request.model,
+                images=request.images,
                 fair_cost=fair_cost(request.image_steps), **key,
             )  # fmt: skip
             if row is None:
@@ -163,13 +164,13 @@ class SqlStorage:
     # --- consuming -------------------------------------------------------------------------
     async def claim_batch(
         self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
-        *, by: ClaimKey = "batch_key",
+        *, by: ClaimKey = "batch_key", models: Sequence[str] = (),
     ) -> list[Job]:  # fmt: skip
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
         claim = partial(self._claim, worker_id, max_images, lease_seconds, by)
         return await claim_with_window(
-            partial(self._peek, by), claim, self.wait_for_event, max_images, window_seconds,
+            partial(self._peek, by, list(models) or None), claim, self.wait_for_event, max_images, window_seconds,
             self.poll_seconds,
         )  # fmt: skip
 
@@ -182,8 +183,8 @@ class SqlStorage:
             worker_id, max_images, lease_seconds, "shape_key", shape_key, fresh_only=True
         )
 
-    async def _peek(self, by: ClaimKey = "batch_key") -> Head | None:
-        row = await self._one("head" if by == "batch_key" else "head_by_shape")
+    async def _peek(self, by: ClaimKey = "batch_key", models: list[str] | None = None) -> Head | None:
+        row = await self._one("head" if by == "batch_key" else "head_by_shape", models=models)
         if row is None or row["batch_key"] is None:
             return None
         return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
@@ -282,6 +283,20 @@ class SqlStorage:
             await conn.execute("touch_worker", worker_id=worker_id)
 
         await self._run(body)
+
+    async def release(self, worker_id: str, job_ids: Sequence[str] | None = None) -> list[Job]:
+        """A draining worker hands jobs back: queued at once, the attempt not counted."""
+        if job_ids is not None and not job_ids:
+            return []
+        ids = None if job_ids is None else list(job_ids)
+
+        async def body(conn: Conn) -> list[Job]:
+            rows = await conn.fetch("release", ids=ids, worker_id=worker_id, cancelled=CANCELLED_MESSAGE)
+            if rows:
+                await conn.execute("notify", event="queued")
+            return [job_from_row(r) for r in rows]
+
+        return await self._run(body)
 
     async def requeue_expired(self, max_attempts: int) -> list[Job]:
         async def body(conn: Conn) -> list[Job]:

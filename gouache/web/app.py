@@ -35,7 +35,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _Health(Protocol):
-    async def check(self) -> tuple[bool, dict[str, Any]]: ...
+    async def check(self, worker_required: bool = True) -> tuple[bool, dict[str, Any]]: ...
 
 
 class _MetricsSource(Protocol):
@@ -146,7 +146,10 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    healthy, details = await request.app[DEPS].health.check()
+    # ?worker=optional: the bot itself is fine without a worker (Kubernetes probes, where
+    # KEDA scales the workers to zero); the details still say what the workers are doing.
+    optional = request.query.get("worker") == "optional"
+    healthy, details = await request.app[DEPS].health.check(worker_required=not optional)
     return web.json_response(details, status=200 if healthy else 503)
 
 

@@ -2,6 +2,8 @@
 
 A bot whose worker died still accepts commands but never answers them; an orchestrator should
 see that as unhealthy. "Recently" is a few heartbeat intervals, never less than 30 seconds.
+Where workers come and go on their own (KEDA scaling to zero), ``/healthz?worker=optional``
+asks about the bot and its database only.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ class Health:
         self._clock = clock
         self._timeout = 5.0
 
-    async def check(self) -> tuple[bool, dict[str, Any]]:
-        """(healthy, details for the response body)."""
+    async def check(self, worker_required: bool = True) -> tuple[bool, dict[str, Any]]:
+        """(healthy, details for the response body); the worker part only counts when required."""
         try:
             stats = await asyncio.wait_for(self._storage.stats(), self._timeout)
         except Exception as exc:  # any failure here means the database is not usable
@@ -40,13 +42,15 @@ class Health:
         }
         seen = stats.last_worker_seen
         if seen is None:
-            details.update(status="unhealthy", worker="no worker has heartbeated yet")
-            return False, details
+            details.update(status="ok" if not worker_required else "unhealthy",
+                           worker="no worker has heartbeated yet")  # fmt: skip
+            return not worker_required, details
         age = self._clock() - _timestamp(seen)
         details["worker_heartbeat_age_seconds"] = round(age, 1)
         if age > self._max_age:
-            details.update(status="unhealthy", worker=f"no heartbeat for {age:.0f} s")
-            return False, details
+            details.update(status="ok" if not worker_required else "unhealthy",
+                           worker=f"no heartbeat for {age:.0f} s")  # fmt: skip
+            return not worker_required, details
         details.update(status="ok", worker="ok")
         return True, details
 

@@ -88,7 +88,7 @@ class Worker:
                         batching.max_rows // 2 if stepped else batching.max_batch_images,
                         cfg.lease_seconds,
                         batching.batch_window_ms / 1000,
-                        by="shape_key" if stepped else "batch_key",
+                        by="shape_key" if stepped else "batch_key", models=cfg.models,
                     )
                     if jobs:
                         await self.serve(jobs, stop, join=stepped)

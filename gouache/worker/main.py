@@ -10,6 +10,7 @@ import socket
 
 from gouache.config import Settings
 from gouache.storage import open_storage
+from gouache.worker.draining import drain
 from gouache.worker.loading import load_generation
 from gouache.worker.loop import EXIT_DEVICE_LOST, DeviceLost, Worker
 
@@ -28,11 +29,14 @@ async def _serve(settings: Settings, worker_id: str) -> int:
         worker = Worker(storage, engine, settings, worker_id, scorer, safety)
         log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
         try:
-            await worker.run(stop)
+            abandoned = await drain(worker.run(stop), stop, storage, worker_id, settings.worker.drain_seconds)
         except DeviceLost as exc:
             log.critical("sticky device error, exiting for a restart: %s", exc)
             return EXIT_DEVICE_LOST
     log.info("worker %s stopped after %d batches", worker_id, worker.batches)
+    if abandoned:  # an engine thread still runs a call whose lanes were handed back: the
+        logging.shutdown()  # loop's shutdown would join it, past the pod's grace period
+        os._exit(0)
     return 0
 
 

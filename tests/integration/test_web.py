@@ -226,6 +226,9 @@ async def test_buttons_make_follow_up_jobs(stack: Stack) -> None:
 async def test_healthz_needs_a_recent_worker_heartbeat(stack: Stack) -> None:
     before = await stack.client.get("/healthz")
     assert before.status == 503 and "worker" in await before.json()
+    # Workers scaled to zero (KEDA): the bot's own probe asks about the bot and database only.
+    optional = await stack.client.get("/healthz?worker=optional")
+    assert optional.status == 200 and (await optional.json())["worker"] == "no worker has heartbeated yet"
     stack.start_worker()
     for _ in range(100):
         if (await stack.client.get("/healthz")).status == 200:

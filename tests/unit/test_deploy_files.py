@@ -270,7 +270,8 @@ def _named_variables() -> dict[str, set[str]]:
         "Dockerfile": DOCKERFILE.read_text(),
         "compose.yaml": COMPOSE.read_text(),
         "docs/deploy.md": GUIDE.read_text(),
-        **{f"deploy/{p.name}": p.read_text() for p in sorted(DEPLOY.iterdir())},
+        **{str(p.relative_to(REPO)): p.read_text() for p in sorted(DEPLOY.rglob("*"))
+           if p.is_file() and p.suffix in (".yml", ".yaml", ".toml")},
     }
     for where, text in texts.items():
         for name in re.findall(r"\bGOUACHE_[A-Z0-9_]*[A-Z0-9]\b", text):

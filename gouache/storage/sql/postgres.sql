@@ -32,8 +32,8 @@ FROM jobs WHERE status IN ('queued', 'running')
 -- fair_round: the current round, or where the user's latest unfinished job's turn ends
 -- (its fair_round + fair_cost), whichever is later (batching.py).
 INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
-                  images, fair_cost, fair_round)
-VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :shape_key, :images, :fair_cost, GREATEST(
+                  model, images, fair_cost, fair_round)
+VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params::jsonb, :batch_key, :shape_key, :model, :images, :fair_cost, GREATEST(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
     COALESCE((SELECT max(fair_round + fair_cost) FROM jobs
@@ -64,7 +64,8 @@ SELECT h.batch_key, h.attempts,
        extract(epoch FROM clock_timestamp() - h.created_at)::float8 AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND batch_key = h.batch_key)::int AS images
-FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
+FROM (SELECT batch_key, created_at, attempts FROM jobs
+      WHERE status = 'queued' AND (:models::text[] IS NULL OR model = ANY(:models::text[]))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: head_by_shape
@@ -72,7 +73,8 @@ SELECT h.shape_key AS batch_key, h.attempts,
        extract(epoch FROM clock_timestamp() - h.created_at)::float8 AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND shape_key = h.shape_key)::int AS images
-FROM (SELECT shape_key, created_at, attempts FROM jobs WHERE status = 'queued'
+FROM (SELECT shape_key, created_at, attempts FROM jobs
+      WHERE status = 'queued' AND (:models::text[] IS NULL OR model = ANY(:models::text[]))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: claim_candidates_by_shape
@@ -132,6 +134,19 @@ UPDATE jobs SET
     lease_until = NULL,
     updated_at = clock_timestamp()
 WHERE status = 'running' AND lease_until < clock_timestamp()
+RETURNING *
+
+-- name: release
+-- A draining worker hands back jobs it will not finish: queued again at once (not after the
+-- lease), the attempt not counted (the job did not crash anything), a requested cancel wins.
+UPDATE jobs SET
+    status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    error = CASE WHEN cancel_requested THEN :cancelled ELSE error END,
+    finished_at = CASE WHEN cancel_requested THEN clock_timestamp() END,
+    attempts = CASE WHEN cancel_requested THEN attempts ELSE GREATEST(attempts - 1, 0) END,
+    lease_until = NULL, progress = 0, started_at = CASE WHEN cancel_requested THEN started_at END,
+    updated_at = clock_timestamp()
+WHERE (:ids::text[] IS NULL OR id = ANY(:ids::text[])) AND worker_id = :worker_id AND status = 'running'
 RETURNING *
 
 -- name: queue_position

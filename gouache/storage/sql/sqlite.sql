@@ -31,9 +31,9 @@ FROM jobs WHERE status IN ('queued', 'running')
 -- fair_round: the current round, or where the user's latest unfinished job's turn ends
 -- (its fair_round + fair_cost), whichever is later (batching.py).
 INSERT INTO jobs (id, platform, request_id, user_id, channel, guild, kind, params, batch_key, shape_key,
-                  images, fair_cost, fair_round, created_at, updated_at)
+                  model, images, fair_cost, fair_round, created_at, updated_at)
 VALUES (:id, :platform, :request_id, :user_id, :channel, :guild, :kind, :params, :batch_key, :shape_key,
-        :images, :fair_cost, max(
+        :model, :images, :fair_cost, max(
     COALESCE((SELECT min(fair_round) FROM jobs WHERE status = 'queued'),
              (SELECT max(fair_round) FROM jobs WHERE status = 'running'), 0),
     COALESCE((SELECT max(fair_round + fair_cost) FROM jobs
@@ -66,14 +66,16 @@ RETURNING *
 SELECT h.batch_key, h.attempts, :now - h.created_at AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND batch_key = h.batch_key) AS images
-FROM (SELECT batch_key, created_at, attempts FROM jobs WHERE status = 'queued'
+FROM (SELECT batch_key, created_at, attempts FROM jobs
+      WHERE status = 'queued' AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: head_by_shape
 SELECT h.shape_key AS batch_key, h.attempts, :now - h.created_at AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND shape_key = h.shape_key) AS images
-FROM (SELECT shape_key, created_at, attempts FROM jobs WHERE status = 'queued'
+FROM (SELECT shape_key, created_at, attempts FROM jobs
+      WHERE status = 'queued' AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: claim_candidates_by_shape
@@ -131,6 +133,19 @@ UPDATE jobs SET
     lease_until = NULL,
     updated_at = :now
 WHERE status = 'running' AND lease_until < :now
+RETURNING *
+
+-- name: release
+-- A draining worker hands back jobs it will not finish: queued again at once (not after the
+-- lease), the attempt not counted (the job did not crash anything), a requested cancel wins.
+UPDATE jobs SET
+    status = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'queued' END,
+    error = CASE WHEN cancel_requested THEN :cancelled ELSE error END,
+    finished_at = CASE WHEN cancel_requested THEN :now END,
+    attempts = CASE WHEN cancel_requested THEN attempts ELSE max(attempts - 1, 0) END,
+    lease_until = NULL, progress = 0, started_at = CASE WHEN cancel_requested THEN started_at END,
+    updated_at = :now
+WHERE (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids))) AND worker_id = :worker_id AND status = 'running'
 RETURNING *
 
 -- name: queue_position
