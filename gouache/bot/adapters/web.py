@@ -69,6 +69,7 @@ _SSE_PING = 15.0
 _KEY_LIMIT = 100  # Idempotency-Key characters
 _FORM_SLACK = 64 * 1024  # multipart headers and boundaries around the command and the file
 # What a malformed, truncated or oddly encoded body makes aiohttp or the codecs raise.
+_UTF8 = ("utf-8", "utf8")
 _BODY_ERRORS = (ValueError, LookupError, AssertionError, KeyError, HttpProcessingError)
 
 
@@ -230,9 +231,10 @@ class WebAdapter:
 
     async def _read_command(self, request: web.Request) -> tuple[str, bytes | None]:
         if request.content_type == "application/json":
+            if (request.charset or "utf-8").lower() not in _UTF8:  # JSON is UTF-8 (RFC 8259)
+                raise InvalidRequest(messages.web_body_malformed("UTF-8 JSON"))
             raw = await self._read_body(request, self._web.max_json_bytes)
             try:
-                # JSON is UTF-8 (RFC 8259): a declared charset is not consulted.
                 body = json.loads(raw.decode("utf-8"))
             except (ValueError, RecursionError) as exc:
                 raise InvalidRequest(messages.web_body_malformed("UTF-8 JSON")) from exc
@@ -264,6 +266,9 @@ class WebAdapter:
             if part.name not in ("command", "file") or part.name in seen:
                 raise InvalidRequest(messages.web_form_fields())
             seen.add(part.name)
+            encoding = part.headers.get("Content-Transfer-Encoding", "binary").lower()
+            if encoding not in ("binary", "7bit", "8bit"):
+                raise InvalidRequest(messages.web_body_malformed("multipart/form-data"))
             data = bytearray()
             cap = command_limit if part.name == "command" else limits.max_upload_bytes
             while chunk := await part.read_chunk(64 * 1024):
