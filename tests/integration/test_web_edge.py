@@ -8,15 +8,22 @@ import asyncio
 import json
 import logging
 import stat
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, DummyCookieJar
 
 from gouache.bot.links import ArtifactLinks
-from tests.integration.test_web import Stack, _settings, _submit, stack  # noqa: F401 (fixture)
+from tests.integration.test_web import Stack, _settings, _submit
 
 TOKEN = "edge-master-token-1234"
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    async with Stack(_settings(tmp_path)) as running:
+        yield running
 
 
 async def raw(stack: Stack, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
