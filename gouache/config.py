@@ -135,6 +135,11 @@ class Admission(BaseModel):
         64, ge=1, description="queued + running jobs per Discord guild or Slack workspace"
     )
     max_queue: int = Field(500, ge=1)
+    queue_shares: dict[str, float] = Field(
+        default_factory=lambda: {"web": 0.5},
+        description="largest share of max_queue one platform's queued jobs may take (0..1), "
+        "so a busy web page cannot lock Discord and Slack out; platforms not named: all of it",
+    )
     allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
     allowed_workspaces: list[str] = Field(default_factory=list)
     allowed_channels: list[str] = Field(default_factory=list)
@@ -142,6 +147,18 @@ class Admission(BaseModel):
     admin_roles: list[str] = Field(
         default_factory=list, description="Discord role ids whose members may use admin commands"
     )
+
+    @field_validator("queue_shares")
+    @classmethod
+    def _shares_are_fractions(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, share in value.items() if not 0 < share <= 1]
+        if bad:
+            raise ValueError(f"admission.queue_shares must be in (0, 1]: {', '.join(bad)}")
+        return value
+
+    def queue_cap(self, platform: str) -> int:
+        """Queued jobs ``platform`` may hold: its share of ``max_queue`` (at least one)."""
+        return max(1, int(self.max_queue * self.queue_shares.get(platform, 1.0)))
 
 
 class WorkerSettings(BaseModel):
@@ -220,11 +237,51 @@ class SlackSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
+    """The playground and JSON API: who gets in, and how much one client may hold open."""
+
     token: SecretStr | None = Field(None, description="required when not bound to loopback")
     public_url: str | None = Field(
         None, description="address chat users can reach (https://bot.example.com): links to "
-        "files a platform refused to take"
+        "files a platform refused to take; its host is served besides loopback names, and its "
+        "origin is accepted for writes"
     )
+    users: dict[str, SecretStr] = Field(
+        default_factory=dict, description="name = token: named people, each with their own "
+        "limits (outside the shared anonymous web group); each token also opens the API"
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="addresses of reverse proxies whose X-Forwarded-For "
+        "names the real client (empty: the socket's peer is the client)"
+    )
+    new_users_per_hour: float = Field(
+        6.0, gt=0, description="fresh browser identities one client address may be issued per "
+        "hour; past it the address's own identity is used"
+    )
+    new_users_burst: int = Field(3, ge=1, description="identities an address may get at once")
+    group_rate_per_minute: float = Field(
+        30.0, gt=0, description="jobs per minute all anonymous web users together may start"
+    )
+    group_burst: int = Field(20, ge=1, description="burst of the anonymous web group's bucket")
+    link_ttl_days: float = Field(
+        7.0, gt=0, description="how long a signed file link (web.public_url/files/...) opens"
+    )
+    max_command_bytes: int = Field(
+        4096, ge=256, description="longest command line accepted, checked before parsing"
+    )
+    max_json_bytes: int = Field(16384, ge=1024, description="largest JSON request body")
+    max_streams_per_user: int = Field(8, ge=1, description="open event streams per web user")
+    max_streams: int = Field(256, ge=1, description="open event streams in total")
+    read_timeout_seconds: float = Field(
+        30.0, gt=0, description="time a client has to send a request's headers, or its body"
+    )
+    failed_token_attempts_per_minute: float = Field(
+        10.0, gt=0, description="wrong tokens one client address may try per minute"
+    )
+
+    @property
+    def https(self) -> bool:
+        """Cookies get ``Secure`` and the ``__Host-`` prefix when the public address is https."""
+        return (self.public_url or "").lower().startswith("https://")
 
 
 class Moderation(BaseModel):
@@ -352,7 +409,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log redaction filter."""
         found = [self.discord.token, self.slack.bot_token, self.slack.signing_secret,
-                 self.slack.app_token, self.web.token]  # fmt: skip
+                 self.slack.app_token, self.web.token, *self.web.users.values()]  # fmt: skip
         values = [s.get_secret_value() for s in found if s is not None]
         if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
             values.append(self.database_url.split("@")[0].rsplit(":", 1)[1])

@@ -134,6 +134,30 @@ def guild_queue_full(limit: int) -> str:
     )
 
 
+def web_group_full(limit: int) -> str:
+    return (
+        f"The web playground's guests already have {limit} requests waiting or running (their "
+        "shared limit). Try again when some have finished."
+    )
+
+
+def web_group_busy(retry_after: float) -> str:
+    return (
+        "The web playground's guests are sending requests faster than allowed together. "
+        f"Try again in {duration(retry_after)}."
+    )
+
+
+_PLATFORM_NAMES = {"web": "the web playground", "discord": "Discord", "slack": "Slack"}
+
+
+def platform_queue_full(platform: str, limit: int) -> str:
+    return (
+        f"Requests from {_PLATFORM_NAMES.get(platform, platform)} already fill their share of the queue ({limit} waiting). "
+        "Please try again in a few minutes."
+    )
+
+
 def user_queue_full(pending: int, limit: int) -> str:
     return (
         f"You already have {pending} requests waiting (the limit is {limit}). "
@@ -440,7 +464,7 @@ NESTED_MULTIPART = "Nested multipart bodies are not supported."
 FORM_NEEDS_COMMAND = "The form needs a command field."
 NO_SUCH_JOB = "No such job."
 NO_SUCH_ARTIFACT = "No such artifact."
-BAD_FILE_LINK = "No such file (the link is incomplete or was altered)."
+BAD_FILE_LINK = "No such file (the link is incomplete, altered or expired)."
 UNKNOWN_BUTTON = "That button is not one of mine."
 UNREADABLE_UPLOAD = "Upload a PNG, JPEG or WEBP image, or a .npy depth map."
 DEPTH_AND_FILE = "Give --depth FILE or --file FILE, not both."
@@ -467,3 +491,64 @@ def invalid_option_value(value: str) -> str:
     """A chat platform could not convert an option (Discord's transformers); escaped by the
     adapter after shortening."""
     return f"Option value “{value}” is invalid."
+# --- the web edge ---------------------------------------------------------------------------
+def web_wrong_host() -> str:
+    return (
+        "This server answers only to its own names (localhost, 127.0.0.1, [::1] or "
+        "web.public_url's host). Set web.token to serve other names."
+    )
+
+
+def web_cross_origin() -> str:
+    return "Cross-origin requests are refused."
+
+
+def web_restarting() -> str:
+    return "gouache is restarting; try again in a minute."
+
+
+def web_token_required() -> str:
+    return "A token is required: send Authorization: Bearer <token> or open /?token=<token>."
+
+
+def web_token_throttled() -> str:
+    return "Too many wrong tokens from this address. Wait a minute before trying again."
+
+
+def web_too_many_streams() -> str:
+    return "Too many live views are open; close some tabs (the page keeps polling meanwhile)."
+
+
+def web_idempotency_key(limit: int) -> str:
+    return f"Idempotency-Key must be 1 to {limit} printable ASCII characters."
+
+
+def web_idempotency_mismatch() -> str:
+    return (
+        "This Idempotency-Key was already used for a different request; use a new key for a "
+        "new request."
+    )
+
+
+def web_not_yours() -> str:
+    return "Only the person who made this job can use its buttons."
+
+
+def web_command_too_long(limit: int) -> str:
+    return f"The command is too long (at most {limit} bytes)."
+
+
+def web_body_too_large(limit: int) -> str:
+    return f"The request body is too large (at most {limit} bytes here)."
+
+
+def web_body_malformed(what: str) -> str:
+    return f"The request body is not valid {what}."
+
+
+def web_body_timeout() -> str:
+    return "The request body took too long to arrive."
+
+
+def web_form_fields() -> str:
+    return "The form takes one command field and at most one file field."

@@ -29,6 +29,12 @@ _TOKEN_PATTERNS = (
     # Slack response_url / webhook URLs, also JSON-escaped (\/) and form-encoded (%2F)
     re.compile(r"(hooks\.slack\.com(?:/|\\/|%2[fF])(?:commands|actions|services|app)(?:/|\\/|%2[fF]))"
                r"[^\s\"'<>&,]+"),
+    # The web edge: signed-link signatures, ?token=, its cookies, and browser user ids
+    # (a user id in a cookie is that user's key to their jobs), wherever aiohttp dumps them.
+    re.compile(r"(?i)([?&;]sig=)[^&\s\"'<>]+"),
+    re.compile(r"(?i)([?&;]token=)[^&\s\"'<>]+"),
+    re.compile(r"((?:__Host-)?gouache_(?:user|session|token)=)[^;\s\"'<>,]+"),
+    re.compile(r"(web:)(?!user:)[A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)?"),
 )
 MASK = "***"
 _CHATTY_LIBRARIES = ("discord", "slack_sdk", "aiosqlite")

@@ -32,7 +32,7 @@ from gouache.config import Settings
 from gouache.observability import Metrics, setup_logging
 from gouache.startup import StartupError, prepare_run
 from gouache.storage.base import Storage
-from gouache.web.app import AppDeps, make_app
+from gouache.web.app import AppDeps, make_app, runner_options
 from gouache.web.health import Health
 from gouache.web.metrics import QueueMetrics
 from gouache.worker.supervisor import WorkerSupervisor
@@ -115,7 +115,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
             on_refused=lambda exc: metrics.admission_refusals.labels(reason=type(exc).__name__).inc(),
         )
         wake_delivery = asyncio.Event()
-        links = ArtifactLinks(settings.web.public_url, load_link_key(settings.data_dir))
+        link_key = load_link_key(settings.data_dir)
+        links = ArtifactLinks(settings.web.public_url, link_key,
+                              ttl_seconds=settings.web.link_ttl_days * 86400)  # fmt: skip
         prompt_overflow = prompt_length_checker(settings)
         await asyncio.to_thread(prompt_overflow, settings.default_model, "warm up")
         deps = AdapterDeps(
@@ -134,8 +136,9 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
                             wake=wake_delivery)  # fmt: skip
         queue_metrics = QueueMetrics(storage, metrics)
         app = make_app(AppDeps(settings, web_adapter, Health(storage, settings), queue_metrics,
-                               extra_routes, accepting=lambda: accepting))  # fmt: skip
-        runner = web.AppRunner(app, access_log=None)
+                               extra_routes, accepting=lambda: accepting,
+                               signing_key=link_key))  # fmt: skip
+        runner = web.AppRunner(app, access_log=None, **runner_options(settings))
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         try:

@@ -1,8 +1,10 @@
 """Admission: who may use the bot, how fast, how much may wait; then the job is enqueued.
 
 Order: allowlists -> an admin's pause (``PAUSED_FLAG``, shared through the database) ->
-per-user token bucket -> per-user pending cap -> global queue cap ->
-enqueue. The bucket and the caps are checked inside the enqueue transaction (``Quota``), so
+per-user token bucket -> the web group's bucket -> per-user pending cap -> per-guild (or web
+group) pending cap -> the platform's share of the queue -> global queue cap -> enqueue.
+Anonymous web users are cheap to make, so they all also count in one group (``WEB_GROUP``,
+their ``guild``): however many identities one client collects, the group's caps hold. The bucket and the caps are checked inside the enqueue transaction (``Quota``), so
 several bot processes share them, a refusal takes no token, and a re-delivered platform event
 (same request id) returns the existing job without taking a second token.
 """
@@ -10,23 +12,27 @@ several bot processes share them, a refusal takes no token, and a re-delivered p
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gouache import messages
 from gouache.config import Admission as AdmissionSettings
-from gouache.config import Settings
+from gouache.config import Settings, WebSettings
 from gouache.errors import NotAllowed, QueueFull, QueuePaused, RateLimited
 from gouache.request import Request
 from gouache.storage.base import Quota, QuotaRefused, Storage
 from gouache.storage.jobs import Artifact, Job
 
-__all__ = ["Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE", "PAUSED_FLAG"]
+__all__ = [
+    "Admission", "Admits", "Admitted", "DEFAULT_SECONDS_PER_IMAGE", "PAUSED_FLAG", "WEB_GROUP",
+]  # fmt: skip
 
 PAUSED_FLAG = "paused"  # bot_flags row set by ``/gouache pause``: nothing new is admitted
 
 DEFAULT_SECONDS_PER_IMAGE = 5.0  # before any batch has finished: a modest GPU, SD1.5, 30 steps
 _CHAT_PLATFORMS = frozenset({"discord", "slack"})
+WEB_GROUP = "web"  # the guild of every anonymous web user (named [web.users] have none)
+_GROUP_BUCKET = "group:web"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Admission:
     ) -> None:
         self._storage = storage
         self._policy = policy.admission if isinstance(policy, Settings) else policy
+        self._web = policy.web if isinstance(policy, Settings) else WebSettings()
         self._default_spi = default_seconds_per_image
 
     @property
@@ -69,16 +76,27 @@ class Admission:
         return Quota(p.rate_per_minute / 60.0, p.burst, p.max_pending_per_user, p.max_queue,
                      p.max_pending_per_guild)  # fmt: skip
 
+    def quota_for(self, request: Request) -> Quota:
+        """The quota for this request's platform and group (admins: only the global cap)."""
+        origin, quota = request.origin, self.quota
+        if origin.user in self._policy.admin_users:
+            return Quota(1e6, 1_000_000, 1_000_000, quota.max_queue)
+        share = self._policy.queue_cap(origin.platform)
+        if share < quota.max_queue:
+            quota = replace(quota, max_queued_platform=share)
+        if origin.platform == "web" and origin.guild == WEB_GROUP:
+            w = self._web
+            quota = replace(quota, group_bucket=_GROUP_BUCKET, group_burst=w.group_burst,
+                            group_rate_per_second=w.group_rate_per_minute / 60.0)  # fmt: skip
+        return quota
+
     async def admit(self, request: Request, inputs: Sequence[Artifact] = ()) -> Admitted:
         """Enqueue ``request`` or raise ``NotAllowed``, ``RateLimited`` or ``QueueFull``."""
         self.check_allowed(request)
         if await self._storage.get_flag(PAUSED_FLAG) is not None:
             raise QueuePaused(messages.queue_paused())
-        quota = self.quota
-        if request.origin.user in self._policy.admin_users:
-            quota = Quota(1e6, 1_000_000, 1_000_000, quota.max_queue)  # admins: only the global cap
         try:
-            job, created = await self._storage.enqueue(request, inputs, quota)
+            job, created = await self._storage.enqueue(request, inputs, self.quota_for(request))
         except QuotaRefused as refused:
             raise self._refusal(refused, request) from refused
         position, eta = await self._place(job)
@@ -97,14 +115,20 @@ class Admission:
             raise NotAllowed(messages.not_allowed("in this channel"))
 
     def _refusal(self, refused: QuotaRefused, request: Request) -> RateLimited | QueueFull:
-        p = self._policy
+        p, web_group = self._policy, request.origin.guild == WEB_GROUP
         if refused.limit == "rate":
             text = messages.rate_limited(refused.retry_after, p.rate_per_minute, p.burst)
             return RateLimited(text, refused.retry_after)
+        if refused.limit == "group_rate":
+            return RateLimited(messages.web_group_busy(refused.retry_after), refused.retry_after)
         if refused.limit == "user_pending":
             return QueueFull(messages.user_queue_full(p.max_pending_per_user, p.max_pending_per_user))
         if refused.limit == "guild_pending":
+            if web_group:
+                return QueueFull(messages.web_group_full(p.max_pending_per_guild))
             return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
+        if refused.limit == "platform_queue":
+            return QueueFull(messages.platform_queue_full(request.origin.platform, int(refused.maximum)))
         return QueueFull(messages.queue_full(p.max_queue))
 
     async def _place(self, job: Job) -> tuple[int, float | None]:

@@ -45,6 +45,7 @@ __all__ = [
     "build_request",
     "format_command",
     "size_for_upload",
+    "strip_invisible",
 ]
 
 SEED_MAX = 2**32 - 1
@@ -104,7 +105,7 @@ def parse_text(text: str) -> Command:
     A leading ``/word`` that is not a command is refused with the list of commands, rather
     than generated as an /imagine prompt.
     """
-    words = text.split()
+    words = strip_invisible(text).split()
     kind = Kind.IMAGINE
     if words and _COMMAND_RE.match(words[0]):
         if words[0].lower() not in COMMAND_NAMES:
@@ -484,9 +485,25 @@ def _count(kind: Kind, value: int | None, limits: Limits) -> int:
     return _in_range("count", default if value is None else value, spec.min_images, high)
 
 
+_ZWJ = "\u200d"
+_EMOJI_BEFORE_ZWJ = {"So", "Sk", "Mn"}  # a symbol, or its variation selector (U+FE0F)
+
+
+def strip_invisible(text: str) -> str:
+    """Drop format characters (Unicode ``Cf``): bidi overrides and isolates, zero-width
+    spaces and joiners, BOMs, soft hyphens. Echoed to a chat they reorder or hide text; a
+    zero-width joiner inside an emoji sequence is kept."""
+    kept: list[str] = []
+    for char in text:
+        if unicodedata.category(char) != "Cf" or char == _ZWJ and kept and unicodedata.category(kept[-1]) in _EMOJI_BEFORE_ZWJ:
+            kept.append(char)
+    return "".join(kept)
+
+
 def _clean_text(text: str, name: str, limits: Limits) -> str:
-    """Collapse whitespace; refuse control characters, lone surrogates and options in text."""
-    words = text.split()
+    """Collapse whitespace; drop invisible format characters; refuse control characters,
+    lone surrogates and options in text."""
+    words = strip_invisible(text).split()
     for word in words:
         if _FLAG_RE.match(word):
             raise InvalidRequest(messages.bad_value(f"the {name}", "plain text", word))

@@ -1,8 +1,9 @@
 """Signed links to a job's artifacts, for chat platforms that refused an upload (413).
 
-A link is ``{web.public_url}/files/{job}/{name}?sig=...``: the signature is an HMAC of the job
-id and artifact name under a key kept in the data directory, so a link opens without the web
-token but cannot be guessed or altered to reach another job. Without ``web.public_url`` there
+A link is ``{web.public_url}/files/{job}/{name}?exp=...&sig=...``: the signature is an HMAC of
+the job id, artifact name and expiry time under a key kept in the data directory, so a link
+opens without the web token but cannot be guessed, altered to reach another job, or kept
+working past ``web.link_ttl_days`` (a link pasted into a chat is public for good otherwise). Without ``web.public_url`` there
 is no address chat users could reach, and no links are made.
 """
 
@@ -12,10 +13,12 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["ArtifactLinks", "FILES_PREFIX", "load_link_key"]
+__all__ = ["ArtifactLinks", "FILES_PREFIX", "load_link_key", "same_text"]
 
 FILES_PREFIX = "/files/"
 
@@ -35,21 +38,40 @@ def load_link_key(data_dir: Path) -> bytes:
 
 
 class ArtifactLinks:
-    """Makes and checks the signed artifact links."""
+    """Makes and checks the signed, expiring artifact links."""
 
-    def __init__(self, public_url: str | None, key: bytes) -> None:
+    def __init__(
+        self, public_url: str | None, key: bytes, *, ttl_seconds: float = 7 * 86400,
+        clock: Callable[[], float] = time.time,
+    ) -> None:  # fmt: skip
         self._base = public_url.rstrip("/") if public_url else None
         self._key = key
+        self._ttl = ttl_seconds
+        self._clock = clock
 
-    def signature(self, job_id: str, name: str) -> str:
-        message = f"{job_id}/{name}".encode()
+    def signature(self, job_id: str, name: str, expires: int) -> str:
+        message = f"{job_id}/{name}/{expires}".encode()
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()[:32]
 
     def url(self, job_id: str, name: str) -> str | None:
         if self._base is None:
             return None
+        expires = int(self._clock() + self._ttl)
         path = f"{FILES_PREFIX}{quote(job_id, safe='')}/{quote(name, safe='')}"
-        return f"{self._base}{path}?sig={self.signature(job_id, name)}"
+        return f"{self._base}{path}?exp={expires}&sig={self.signature(job_id, name, expires)}"
 
-    def verify(self, job_id: str, name: str, signature: str) -> bool:
-        return hmac.compare_digest(self.signature(job_id, name), signature)
+    def verify(self, job_id: str, name: str, signature: str, expires: str) -> bool:
+        """True for an unaltered, unexpired link; any other input (non-ASCII included) is False."""
+        if not (expires.isascii() and expires.isdigit() and len(expires) <= 12):
+            return False
+        if int(expires) < self._clock():
+            return False
+        return same_text(self.signature(job_id, name, int(expires)), signature)
+
+
+def same_text(expected: str, given: str) -> bool:
+    """Constant-time comparison of the UTF-8 bytes: ``compare_digest`` on ``str`` raises
+    ``TypeError`` for non-ASCII input, and anyone can send non-ASCII."""
+    return hmac.compare_digest(
+        expected.encode("utf-8", "surrogatepass"), given.encode("utf-8", "surrogatepass")
+    )

@@ -52,7 +52,20 @@ class Quota:
     burst: int
     max_pending_per_user: int
     max_queue: int
-    max_pending_per_guild: int = 1_000_000  # per Discord guild / Slack workspace
+    max_pending_per_guild: int = 1_000_000  # per Discord guild / Slack workspace / web group
+    max_queued_platform: int | None = None  # queued jobs the request's platform may hold
+    # A second bucket every member of a group shares (the anonymous web users): "" for none.
+    group_bucket: str = ""
+    group_rate_per_second: float = 0.0
+    group_burst: int = 0
+
+    @property
+    def idle_seconds(self) -> float:
+        """How long until any of this quota's buckets has refilled: older rows may go."""
+        times = [self.burst / self.rate_per_second]
+        if self.group_bucket and self.group_rate_per_second > 0:
+            times.append(self.group_burst / self.group_rate_per_second)
+        return max(3600.0, *times)
 
 
 @dataclass(frozen=True)
@@ -100,10 +113,14 @@ class LeaseLost(StorageError):
 
 
 class QuotaRefused(GouacheError):
-    """Enqueue refused by a ``Quota``: "rate", "user_pending", "guild_pending" or "queue"."""
+    """Enqueue refused by a ``Quota``: "rate", "group_rate", "user_pending", "guild_pending",
+    "platform_queue" or "queue"."""
 
     def __init__(
-        self, limit: Literal["rate", "user_pending", "guild_pending", "queue"], maximum: float,
+        self,
+        limit: Literal["rate", "group_rate", "user_pending", "guild_pending", "platform_queue",
+                       "queue"],
+        maximum: float,
         retry_after: float = 0.0,
     ) -> None:
         super().__init__(f"quota {limit} reached (max {maximum:g})")

@@ -13,10 +13,10 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
-from typing import Any, ClassVar, Protocol, Self, TypeVar
+from typing import Any, ClassVar, Literal, Protocol, Self, TypeVar
 from uuid import uuid4
 
-from gouache.request import Request
+from gouache.request import Origin, Request
 from gouache.storage.base import (
     ClaimKey,
     Flag,
@@ -129,7 +129,7 @@ class SqlStorage:
             if existing is not None:
                 return job_from_row(existing), existing["id"] == new_id
             if quota is not None:
-                await _take_quota(conn, origin.user, origin.guild, quota)
+                await _take_quota(conn, origin, quota)
             row = await conn.fetchrow(
                 "insert_job", id=new_id, user_id=origin.user, channel=origin.channel,
                 guild=origin.guild, kind=request.kind.value, params=request.to_json(),
@@ -445,23 +445,46 @@ async def _upsert_artifact(conn: Conn, job_id: str, artifact: Artifact) -> None:
     )  # fmt: skip
 
 
-async def _take_quota(conn: Conn, user: str, guild: str, quota: Quota) -> None:
-    """Token bucket, then the user's and the guild's pending caps, then the global cap
-    (refusals roll back)."""
+async def _take_quota(conn: Conn, origin: Origin, quota: Quota) -> None:
+    """Token buckets (the user's, then its group's), then the user's and the guild's pending
+    caps, then the platform's share of the queue and the global cap (refusals roll back).
+    Rows idle long enough to have refilled are pruned first (a bounded batch per admission),
+    so no row per one-off identity lingers."""
+    user = origin.user
+    await conn.execute("prune_buckets", idle_seconds=quota.idle_seconds)  # before any row lock
     await conn.execute("lock_user", user_id=user)
-    await conn.execute("ensure_bucket", user_id=user, tokens=float(quota.burst))
-    bucket = await conn.fetchrow("read_bucket", user_id=user)
-    assert bucket is not None
-    tokens = refill(float(bucket["tokens"]), float(bucket["elapsed"]), quota.rate_per_second, quota.burst)
-    if tokens < 1.0:
-        wait = seconds_until_token(tokens, quota.rate_per_second)
-        raise QuotaRefused("rate", quota.rate_per_second * 60, retry_after=wait)
-    counts = await conn.fetchrow("pending_counts", user_id=user, guild=guild)
+    tokens = await _bucket(conn, user, quota.burst, quota.rate_per_second, "rate")
+    group_tokens = None
+    if quota.group_bucket:
+        await conn.execute("lock_user", user_id=quota.group_bucket)
+        group_tokens = await _bucket(conn, quota.group_bucket, quota.group_burst,
+                                     quota.group_rate_per_second, "group_rate")  # fmt: skip
+    counts = await conn.fetchrow(
+        "pending_counts", user_id=user, guild=origin.guild, platform=origin.platform
+    )
     assert counts is not None
     if int(counts["user_pending"]) >= quota.max_pending_per_user:
         raise QuotaRefused("user_pending", quota.max_pending_per_user)
     if int(counts["guild_pending"]) >= quota.max_pending_per_guild:
         raise QuotaRefused("guild_pending", quota.max_pending_per_guild)
+    platform_cap = quota.max_queued_platform
+    if platform_cap is not None and int(counts["platform_queued"]) >= platform_cap:
+        raise QuotaRefused("platform_queue", platform_cap)
     if int(counts["queued"]) >= quota.max_queue:
         raise QuotaRefused("queue", quota.max_queue)
     await conn.execute("write_bucket", user_id=user, tokens=tokens - 1.0)
+    if group_tokens is not None:
+        await conn.execute("write_bucket", user_id=quota.group_bucket, tokens=group_tokens - 1.0)
+
+
+async def _bucket(
+    conn: Conn, key: str, burst: int, rate: float, limit: Literal["rate", "group_rate"]
+) -> float:
+    """The bucket's tokens now (refilled); ``QuotaRefused`` when less than one is left."""
+    await conn.execute("ensure_bucket", user_id=key, tokens=float(burst))
+    bucket = await conn.fetchrow("read_bucket", user_id=key)
+    assert bucket is not None
+    tokens = refill(float(bucket["tokens"]), float(bucket["elapsed"]), rate, burst)
+    if tokens < 1.0:
+        raise QuotaRefused(limit, rate * 60, retry_after=seconds_until_token(tokens, rate))
+    return tokens

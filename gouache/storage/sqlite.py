@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ class SqliteStorage(SqlStorage):
         path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
         if path not in ("", ":memory:"):
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _private(Path(path))
         try:
             db = await aiosqlite.connect(path or ":memory:", isolation_level=None)
             db.row_factory = aiosqlite.Row
@@ -155,6 +157,24 @@ class SqliteStorage(SqlStorage):
         # Another process (the bot and its worker child open together) may have won the race.
         if migration.version not in await self.applied_versions():
             raise StorageError(f"SQLite migration {migration.version} failed: {error}") from error
+
+
+def _private(path: Path) -> None:
+    """The database holds prompts, uploads and reply tokens: owner-only (0600). SQLite makes
+    its -wal and -shm files with the database file's mode, so this covers them too."""
+    if path.name.startswith("file:"):
+        return  # a URI filename: the caller chose its own options
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            side = path.with_name(path.name + suffix)
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from gouache.bot.admission import DEFAULT_SECONDS_PER_IMAGE, Admission
+from gouache.bot.admission import DEFAULT_SECONDS_PER_IMAGE, WEB_GROUP, Admission
 from gouache.config import Admission as Policy
+from gouache.config import Settings
 from gouache.errors import NotAllowed, QueueFull, RateLimited
 from tests.support.factories import make_request
 
@@ -69,9 +70,9 @@ async def test_per_user_pending_cap(storage):
 async def test_global_queue_cap(storage):
     admission = _admission(storage, max_queue=3)
     for user in "abc":
-        await admission.admit(make_request(user=user))
+        await admission.admit(make_request(user=user, platform="cli"))
     with pytest.raises(QueueFull) as refused:
-        await admission.admit(make_request(user="d"))
+        await admission.admit(make_request(user="d", platform="cli"))
     assert "at most 3" in refused.value.message
 
 
@@ -137,3 +138,91 @@ async def test_per_guild_pending_cap_beside_the_per_user_one(storage):
     await admission.admit(make_request(user="dan", platform="discord", guild="g2"))
     for _ in range(4):  # DMs and the web have no guild: only the per-user cap applies
         await admission.admit(make_request(user="eve", platform="web", guild=""))
+
+
+# --- the web group and per-platform shares ----------------------------------------------------
+
+
+async def test_anonymous_web_users_share_the_groups_pending_cap(storage):
+    """However many identities one client collects, the web group's cap holds; a named
+    [web.users] person (no group) and Discord are not held by it."""
+    admission = _admission(storage, max_pending_per_guild=3, max_pending_per_user=5)
+    for user in ("web:a", "web:b", "web:c"):
+        await admission.admit(make_request(user=user, platform="web", guild=WEB_GROUP))
+    with pytest.raises(QueueFull) as refused:
+        await admission.admit(make_request(user="web:d", platform="web", guild=WEB_GROUP))
+    assert "web playground's guests already have 3" in refused.value.message
+    await admission.admit(make_request(user="web:user:kim", platform="web", guild=""))
+    await admission.admit(make_request(user="ann", platform="discord", guild="g1"))
+
+
+async def test_anonymous_web_users_share_one_rate_bucket(storage, tmp_path):
+    settings = Settings(data_dir=tmp_path, admission={"rate_per_minute": 600, "burst": 100},
+                        web={"group_rate_per_minute": 1, "group_burst": 2})  # fmt: skip
+    admission = Admission(storage, settings)
+    for user in ("web:a", "web:b"):
+        await admission.admit(make_request(user=user, platform="web", guild=WEB_GROUP))
+    with pytest.raises(RateLimited) as refused:
+        await admission.admit(make_request(user="web:c", platform="web", guild=WEB_GROUP))
+    assert "guests are sending requests faster" in refused.value.message
+    assert refused.value.retry_after > 1
+    await admission.admit(make_request(user="web:user:kim", platform="web", guild=""))
+    with pytest.raises(RateLimited):  # the refusal took no token from web:c's own bucket...
+        await admission.admit(make_request(user="web:c", platform="web", guild=WEB_GROUP))
+    await storage.reset_rate_limit("group:web")  # ...and the group's is shared, not web:c's
+    await admission.admit(make_request(user="web:c", platform="web", guild=WEB_GROUP))
+
+
+async def test_the_web_cannot_lock_chat_platforms_out_of_the_queue(storage):
+    admission = _admission(storage, max_queue=4, queue_shares={"web": 0.5})
+    for user in ("web:a", "web:b"):
+        await admission.admit(make_request(user=user, platform="web", guild=WEB_GROUP))
+    with pytest.raises(QueueFull) as refused:
+        await admission.admit(make_request(user="web:user:kim", platform="web"))
+    assert "the web playground already fill their share" in refused.value.message
+    await admission.admit(make_request(user="ann", platform="discord", guild="g1"))
+    await admission.admit(make_request(user="bo", platform="slack", guild="T1"))
+    with pytest.raises(QueueFull) as full:
+        await admission.admit(make_request(user="cy", platform="slack", guild="T1"))
+    assert "at most 4" in full.value.message
+
+
+def test_queue_shares_must_be_fractions():
+    with pytest.raises(ValueError, match="queue_shares"):
+        Policy(queue_shares={"web": 1.5})
+    assert Policy(max_queue=500).queue_cap("web") == 250
+    assert Policy(max_queue=500).queue_cap("discord") == 500
+
+
+async def _age_buckets(storage, seconds: float) -> None:
+    """Move every rate bucket's last use ``seconds`` into the past (straight in the database)."""
+    if storage.url.startswith("sqlite"):
+        import sqlite3
+
+        with sqlite3.connect(storage.url.removeprefix("sqlite:///")) as db:
+            db.execute("UPDATE rate_buckets SET updated_at = updated_at - ?", (seconds,))
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(storage.url)
+        try:
+            await conn.execute("UPDATE rate_buckets SET updated_at = updated_at - "
+                               "make_interval(secs => $1)", float(seconds))  # fmt: skip
+        finally:
+            await conn.close()
+
+
+async def _has_bucket(storage, users: list[str]) -> set[str]:
+    """Which of ``users`` still have a bucket row (reading it deletes it: ``reset_rate_limit``)."""
+    return {user for user in users if await storage.reset_rate_limit(user)}
+
+
+async def test_stale_rate_buckets_are_pruned(storage):
+    """A bucket idle long enough to have refilled is the same as none: it is deleted, so a
+    flood of one-off identities leaves no row per identity behind."""
+    admission = _admission(storage, rate_per_minute=60, burst=5)
+    for n in range(3):
+        await admission.admit(make_request(user=f"one-{n}", platform="cli"))
+    await _age_buckets(storage, 2 * 3600)
+    await admission.admit(make_request(user="late", platform="cli"))
+    assert await _has_bucket(storage, ["one-0", "one-1", "one-2", "late"]) == {"late"}

@@ -80,16 +80,20 @@ class Stack:
         self.server = TestServer(app)
         self.client = TestClient(self.server)
         await self.client.start_server()
+        await self.client.get("/")  # a browser opens the page first: that issues its user id
         return self
 
     def start_worker(self, engine: Any = None) -> None:
         worker = Worker(self.storage, engine or TimedEngine(), self.settings, "w-test")
         self.worker_task = asyncio.create_task(worker.run(self.stop))
 
-    def browser(self) -> ClientSession:
-        """A second browser: its own cookie jar, so its own user id."""
+    @contextlib.asynccontextmanager
+    async def browser(self) -> AsyncIterator[ClientSession]:
+        """A second browser: its own cookie jar, so its own user id (issued on its page load)."""
         root = str(self.server.make_url("/"))
-        return ClientSession(base_url=root, cookie_jar=CookieJar(unsafe=True))
+        async with ClientSession(base_url=root, cookie_jar=CookieJar(unsafe=True)) as session:
+            await session.get("/")
+            yield session
 
     async def __aexit__(self, *exc: object) -> None:
         self.stop.set()

@@ -67,3 +67,17 @@ def test_metric_names_follow_prometheus_conventions() -> None:
     assert "gouache_images_generated_total 3.0" in text
     names = {m.name for m in registry.collect()}
     assert all(name.startswith("gouache_") for name in names)
+
+
+def test_web_edge_secrets_and_user_ids_are_masked() -> None:
+    """aiohttp dumps request lines and headers: signed-link sigs, ?token=, cookies and
+    browser user ids (a user id is that user's key to their jobs) never reach a log line."""
+    user = "web:Zx9_aB3-cD4eF5gH6iJ7kL"
+    text = RedactingFilter().redact(
+        f"GET /files/j1/image-0.png?exp=1700000000&sig=0123456789abcdef HTTP/1.1 "
+        f"Cookie: gouache_user={user}.AbCdEfGhIjKlMnOpQrStUv; __Host-gouache_session=s3ss "
+        f"GET /?token=t0ps3cret user {user} and web:user:kim"
+    )
+    for secret in ("0123456789abcdef", "Zx9_aB3", "AbCdEfGh", "s3ss", "t0ps3cret"):
+        assert secret not in text
+    assert "sig=***" in text and "exp=1700000000" in text and "web:user:kim" in text

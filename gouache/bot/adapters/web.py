@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-import secrets
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gouache import messages
 from gouache.bot import commands
@@ -29,6 +30,8 @@ from gouache.bot.adapter import (
     Result,
     buttons_for,
 )
+from gouache.bot.adapters.web_streams import StreamHub
+from gouache.bot.admission import WEB_GROUP
 from gouache.bot.captions import artifact_label
 from gouache.bot.links import FILES_PREFIX, ArtifactLinks
 from gouache.bot.moderation import Screened, screen
@@ -43,13 +46,12 @@ from gouache.errors import (
     UserError,
 )
 from gouache.request import Origin, Request
-from gouache.storage.base import StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 if TYPE_CHECKING:
     pass
 
-__all__ = ["WebAdapter", "USER_KEY", "error_middleware"]
+__all__ = ["WebAdapter", "USER_KEY", "error_middleware", "is_named_user"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,16 @@ _STATUS_FOR = {
 }
 _SSE_POLL = 0.4
 _SSE_PING = 15.0
+_KEY_LIMIT = 100  # Idempotency-Key characters
+_FORM_SLACK = 64 * 1024  # multipart headers and boundaries around the command and the file
+# What a malformed, truncated or oddly encoded body makes aiohttp or the codecs raise.
+_UTF8 = ("utf-8", "utf8")
+_BODY_ERRORS = (ValueError, LookupError, AssertionError, KeyError, HttpProcessingError)
+
+
+def is_named_user(user: str) -> bool:
+    """A ``[web.users]`` person (``gouache.web.identity``): limits of their own, no group."""
+    return user.startswith("web:user:")
 
 
 def status_for(exc: UserError) -> int:
@@ -75,7 +87,8 @@ def status_for(exc: UserError) -> int:
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
-    """The web's one error funnel: user errors become ``{"error": message}``, bugs a 500."""
+    """The web's one error funnel: user errors and HTTP errors become ``{"error": message}``,
+    a client that hung up is a DEBUG line, bugs a 500."""
     try:
         return await handler(request)
     except UserError as exc:
@@ -83,8 +96,14 @@ async def error_middleware(request: web.Request, handler: Callable[..., Any]) ->
         if isinstance(exc, RateLimited):
             headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         return web.json_response({"error": exc.message}, status=status_for(exc), headers=headers)
-    except web.HTTPException:
-        raise
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        return web.json_response({"error": exc.reason}, status=exc.status, headers=headers)
+    except ConnectionResetError:
+        log.debug("web client went away during %s %s", request.method, request.path)
+        return web.Response(status=499)  # nobody reads it
     except Exception:
         ref = uuid.uuid4().hex
         log.exception("web request %s %s failed (ref %s)", request.method, request.path, ref[:8])
@@ -105,7 +124,10 @@ class WebAdapter:
         self._on_admitted = deps.on_admitted
         self._prompt_overflow = deps.prompt_overflow
         self._links = links
-        self._finished = asyncio.Event()  # pulsed by deliver(); SSE streams also poll
+        self._web = deps.settings.web
+        self._streams = StreamHub(self._stream_view, max_total=self._web.max_streams,
+                                  max_per_user=self._web.max_streams_per_user,
+                                  poll_seconds=_SSE_POLL)  # fmt: skip
 
     # --- Adapter protocol: the page pulls its results, so these only wake streams ----------
     async def acknowledge(self, ack: Acknowledgement) -> None:
@@ -123,8 +145,7 @@ class WebAdapter:
         return f"web:{job.id}"
 
     def _pulse(self) -> None:
-        self._finished.set()
-        self._finished = asyncio.Event()
+        self._streams.nudge()
 
     # --- routes ----------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -139,14 +160,30 @@ class WebAdapter:
             web.get(FILES_PREFIX + "{id}/{name}", self.linked_artifact),
         ]
 
-    def _origin(self, request: web.Request) -> Origin:
-        key = request.headers.get("Idempotency-Key", "")[:100] or uuid.uuid4().hex
+    def _origin(self, request: web.Request, endpoint: str, body: bytes) -> Origin:
+        """The request's origin. An ``Idempotency-Key`` is bound to the user, the endpoint and
+        the body: the same key again returns the first job, with another body it is a 422
+        (``_admit``); the body's fingerprint rides in ``channel``, which web jobs don't use."""
+        given = request.headers.get("Idempotency-Key")
+        if given is not None and not (
+            0 < len(given) <= _KEY_LIMIT and given.isascii() and given.isprintable()
+        ):
+            raise InvalidRequest(messages.web_idempotency_key(_KEY_LIMIT))
         user = request[USER_KEY]
-        return Origin(platform="web", request_id=f"{user}:{key}", user=user, channel="playground")
+        fingerprint = hashlib.sha256(endpoint.encode() + b"\0" + body).hexdigest()[:24]
+        key = f"{endpoint}:{given}" if given else uuid.uuid4().hex
+        return Origin(
+            platform="web", request_id=f"{user}:{key}", user=user,
+            channel=f"playground:{fingerprint}",
+            guild="" if is_named_user(user) else WEB_GROUP,
+        )  # fmt: skip
 
     async def create_job(self, request: web.Request) -> web.Response:
         text, upload = await self._read_command(request)
-        origin = self._origin(request)
+        if len(text.encode("utf-8", "surrogatepass")) > self._web.max_command_bytes:
+            raise TooLarge(messages.web_command_too_long(self._web.max_command_bytes))
+        body = text.encode("utf-8", "surrogatepass") + b"\0" + hashlib.sha256(upload or b"").digest()
+        origin = self._origin(request, "create", body)
         built = commands.build_request(
             commands.parse_text(text), origin, self._settings, prompt_overflow=self._prompt_overflow
         )
@@ -159,6 +196,8 @@ class WebAdapter:
         )
         self._on_admitted()
         job = admitted.job
+        if not admitted.created and job.request.origin.channel != built.origin.channel:
+            return web.json_response({"error": messages.web_idempotency_mismatch()}, status=422)
         return web.json_response(
             {
                 "id": job.id,
@@ -172,33 +211,78 @@ class WebAdapter:
             status=202 if admitted.created else 200,
         )
 
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        """At most ``limit`` bytes, refused by Content-Length before any is read, and read
+        within ``web.read_timeout_seconds``."""
+        if request.content_length is not None and request.content_length > limit:
+            raise TooLarge(messages.web_body_too_large(limit))
+        data = bytearray()
+        try:
+            async with asyncio.timeout(self._web.read_timeout_seconds):
+                while chunk := await request.content.read(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise TooLarge(messages.web_body_too_large(limit))
+        except TimeoutError as exc:
+            raise InvalidRequest(messages.web_body_timeout()) from exc
+        except HttpProcessingError as exc:  # a truncated or malformed chunked body
+            raise InvalidRequest(messages.web_body_malformed("HTTP")) from exc
+        return bytes(data)
+
     async def _read_command(self, request: web.Request) -> tuple[str, bytes | None]:
         if request.content_type == "application/json":
+            if (request.charset or "utf-8").lower() not in _UTF8:  # JSON is UTF-8 (RFC 8259)
+                raise InvalidRequest(messages.web_body_malformed("UTF-8 JSON"))
+            raw = await self._read_body(request, self._web.max_json_bytes)
             try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise InvalidRequest(messages.BODY_NOT_JSON) from exc
+                body = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:
+                raise InvalidRequest(messages.web_body_malformed("UTF-8 JSON")) from exc
             text = body.get("command") if isinstance(body, dict) else None
             if not isinstance(text, str):
                 raise InvalidRequest(messages.JSON_NEEDS_COMMAND)
             return text, None
         if request.content_type.startswith("multipart/"):
-            return await self._read_multipart(request)
+            try:
+                async with asyncio.timeout(self._web.read_timeout_seconds):
+                    return await self._read_multipart(request)
+            except TimeoutError as exc:
+                raise InvalidRequest(messages.web_body_timeout()) from exc
+            except _BODY_ERRORS as exc:
+                raise InvalidRequest(messages.web_body_malformed("multipart/form-data")) from exc
         raise InvalidRequest(messages.UNSUPPORTED_BODY)
 
     async def _read_multipart(self, request: web.Request) -> tuple[str, bytes | None]:
-        text, upload = None, None
+        """Two known parts at most (``command``, ``file``), each within its own limit."""
+        limits, command_limit = self._settings.limits, self._web.max_command_bytes
+        total = limits.max_upload_bytes + command_limit + _FORM_SLACK
+        if request.content_length is not None and request.content_length > total:
+            raise TooLarge(messages.web_body_too_large(total))
+        text, upload, seen = None, None, set()
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader):  # nested multipart: not ours
                 raise InvalidRequest(messages.NESTED_MULTIPART)
+            if part.name not in ("command", "file") or part.name in seen:
+                raise InvalidRequest(messages.web_form_fields())
+            seen.add(part.name)
+            encoding = part.headers.get("Content-Transfer-Encoding", "binary").lower()
+            if encoding not in ("binary", "7bit", "8bit"):
+                raise InvalidRequest(messages.web_body_malformed("multipart/form-data"))
+            data = bytearray()
+            cap = command_limit if part.name == "command" else limits.max_upload_bytes
+            while chunk := await part.read_chunk(64 * 1024):
+                data += chunk
+                if part.name == "file":
+                    check_size(len(data), limits)  # stop reading at the cap
+                elif len(data) > cap:
+                    raise TooLarge(messages.web_command_too_long(cap))
             if part.name == "command":
-                text = (await part.read(decode=True)).decode("utf-8", "replace")
-            elif part.name == "file":
-                data = bytearray()
-                while chunk := await part.read_chunk(64 * 1024):
-                    data += chunk
-                    check_size(len(data), self._settings.limits)  # stop reading at the cap
+                try:
+                    text = bytes(data).decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise InvalidRequest(messages.web_body_malformed("UTF-8 text")) from exc
+            else:
                 upload = bytes(data) or None
         if text is None:
             raise InvalidRequest(messages.FORM_NEEDS_COMMAND)
@@ -227,13 +311,17 @@ class WebAdapter:
         except ValueError as exc:
             raise NotFound(messages.unknown_action(a.value for a in Action)) from exc
         job = await self._job(request)
-        built, inputs = await self._actions.follow_up(job.id, action, self._origin(request))
+        if job.request.origin.user != request[USER_KEY]:  # nor reuse of someone else's upload
+            raise NotAllowed(messages.web_not_yours())
+        origin = self._origin(request, f"{job.id}/{action.value}", b"")
+        built, inputs = await self._actions.follow_up(job.id, action, origin)
         return await self._admit(built, inputs)
 
     async def linked_artifact(self, request: web.Request) -> web.Response:
         """A signed link posted to a chat platform instead of a file it refused (413)."""
         job_id, name = request.match_info["id"], request.match_info["name"]
-        if not self._links.verify(job_id, name, request.query.get("sig", "")):
+        query = request.query
+        if not self._links.verify(job_id, name, query.get("sig", ""), query.get("exp", "")):
             raise NotFound(messages.BAD_FILE_LINK)
         # A link has no blur to hide behind, so flagged images are withheld here.
         return await self._serve(await self._job(request), name, can_hide=False)
@@ -256,37 +344,40 @@ class WebAdapter:
         raise NotFound(messages.NO_SUCH_ARTIFACT)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        """Server-sent events: ``status`` while queued or running, one ``done``, then close."""
+        """Server-sent events: ``status`` while queued or running, one ``done``, then close.
+
+        Streams are capped per user and in total (429 past them: the page polls instead);
+        every stream of one job shares one poller (``web_streams``)."""
         job = await self._job(request)
-        response = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
-        await response.prepare(request)
-        last: dict[str, Any] | None = None
-        idle = 0.0
-        # A closed browser tab or a database outage ends the stream; the page falls back to polling.
-        with contextlib.suppress(ConnectionResetError, StorageError):
-            while True:
-                view = await self._view(job)
-                terminal = job.is_terminal
-                if view != last:
-                    event = "done" if terminal else "status"
-                    await response.write(f"event: {event}\ndata: {json.dumps(view)}\n\n".encode())
-                    last, idle = view, 0.0
-                elif idle >= _SSE_PING:
-                    await response.write(b": ping\n\n")
-                    idle = 0.0
-                if terminal:
-                    break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._finished.wait(), _SSE_POLL)
-                idle += _SSE_POLL
-                job = await self._storage.get_job(job.id)
-        return response
+        async with self._streams.open(request[USER_KEY], job.id) as watch:
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "X-Accel-Buffering": "no",
+                }
+            )
+            await response.prepare(request)
+            seen = 0
+            # A closed browser tab or a database outage ends the stream; the page falls back
+            # to polling.
+            with contextlib.suppress(ConnectionResetError):
+                while not watch.failed:
+                    if watch.version != seen and watch.view is not None:
+                        seen = watch.version
+                        event = "done" if watch.terminal else "status"
+                        await response.write(
+                            f"event: {event}\ndata: {json.dumps(watch.view)}\n\n".encode()
+                        )
+                        if watch.terminal:
+                            break
+                    elif not await watch.changed(_SSE_PING):
+                        await response.write(b": ping\n\n")
+            return response
+
+    async def _stream_view(self, job_id: str) -> tuple[dict[str, Any], bool]:
+        job = await self._storage.get_job(job_id)
+        return await self._view(job), job.is_terminal
 
     # --- translation: job -> JSON ------------------------------------------------------------
     async def _visible(self, job: Job, *, can_hide: bool = True) -> Screened:
@@ -349,8 +440,3 @@ def _display_order(artifact: Artifact) -> tuple[int, int, int]:
     if artifact.index is None and artifact.kind in (ArtifactKind.IMAGE, ArtifactKind.GIF):
         return 0, 0 if artifact.kind is ArtifactKind.GIF else 1, 0
     return 1, _KIND_ORDER.get(artifact.kind, 9), artifact.index if artifact.index is not None else -1
-
-
-def new_user_id() -> str:
-    """A random id for a browser; per-user limits then apply per browser."""
-    return "web-" + secrets.token_urlsafe(12)

@@ -25,7 +25,8 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = now() WHERE user_id = :us
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued')::int AS queued,
        count(*) FILTER (WHERE user_id = :user_id)::int AS user_pending,
-       count(*) FILTER (WHERE guild = :guild AND :guild <> '')::int AS guild_pending
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '')::int AS guild_pending,
+       count(*) FILTER (WHERE status = 'queued' AND platform = :platform)::int AS platform_queued
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
@@ -217,6 +218,13 @@ SET value = excluded.value, updated_by = excluded.updated_by, updated_at = exclu
 
 -- name: clear_flag
 DELETE FROM bot_flags WHERE name = :name RETURNING name
+
+-- name: prune_buckets
+-- A bucket idle this long has refilled to its burst: it is the same as no row at all.
+-- SKIP LOCKED: two admissions pruning at once never wait on each other's rows.
+DELETE FROM rate_buckets WHERE user_id IN (
+    SELECT user_id FROM rate_buckets WHERE updated_at < now() - make_interval(secs => :idle_seconds)
+    ORDER BY updated_at LIMIT 100 FOR UPDATE SKIP LOCKED)
 
 -- name: reset_bucket
 DELETE FROM rate_buckets WHERE user_id = :user_id RETURNING user_id

@@ -24,7 +24,8 @@ UPDATE rate_buckets SET tokens = :tokens, updated_at = :now WHERE user_id = :use
 -- name: pending_counts
 SELECT count(*) FILTER (WHERE status = 'queued') AS queued,
        count(*) FILTER (WHERE user_id = :user_id) AS user_pending,
-       count(*) FILTER (WHERE guild = :guild AND :guild <> '') AS guild_pending
+       count(*) FILTER (WHERE guild = :guild AND :guild <> '') AS guild_pending,
+       count(*) FILTER (WHERE status = 'queued' AND platform = :platform) AS platform_queued
 FROM jobs WHERE status IN ('queued', 'running')
 
 -- name: insert_job
@@ -215,6 +216,11 @@ SET value = excluded.value, updated_by = excluded.updated_by, updated_at = exclu
 
 -- name: clear_flag
 DELETE FROM bot_flags WHERE name = :name RETURNING name
+
+-- name: prune_buckets
+-- A bucket idle this long has refilled to its burst: it is the same as no row at all.
+DELETE FROM rate_buckets WHERE user_id IN (
+    SELECT user_id FROM rate_buckets WHERE updated_at < :now - :idle_seconds LIMIT 100)
 
 -- name: reset_bucket
 DELETE FROM rate_buckets WHERE user_id = :user_id RETURNING user_id

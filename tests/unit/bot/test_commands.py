@@ -18,6 +18,7 @@ from gouache.bot.commands import (
     from_options,
     parse_arguments,
     parse_text,
+    strip_invisible,
 )
 from gouache.bot.prompt_length import Overflow
 from gouache.config import Settings
@@ -461,3 +462,19 @@ def test_strength_is_for_depth_and_between_0_and_2() -> None:
         build_request(parse_text("/depth a hill --strength 2.5"), origin, settings)
     with pytest.raises(InvalidRequest, match="--strength only works with /depth"):
         build_request(parse_text("a fox --strength 0.5"), origin, settings)
+
+
+@pytest.mark.parametrize(
+    "invisible",
+    ["\u202e", "\u2066", "\u2069", "\u200b", "\u200c", "\u200f", "\u2060", "\ufeff", "\u00ad"],
+)
+def test_bidi_and_zero_width_characters_are_stripped_from_prompts(
+    invisible: str, cfg: Settings
+) -> None:
+    """Echoed to a chat, a bidi override reverses what follows and zero-width characters hide
+    words; they are dropped, and an emoji's zero-width joiner is kept."""
+    text = f"/imagine a{invisible} red{invisible}fox 👩\u200d💻 --no blur{invisible}ry"
+    request = build_request(parse_text(text), ORIGIN, cfg)
+    assert request.prompt == "a redfox 👩\u200d💻"
+    assert request.negative_prompt == "blurry"
+    assert strip_invisible("\u200dx") == "x"
