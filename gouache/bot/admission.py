@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gouache import messages
+from gouache.bot.generator import GeneratorWatch
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings
 from gouache.errors import NotAllowed, QueueFull, QueuePaused, RateLimited
@@ -35,12 +36,14 @@ class Admitted:
     created: bool  # False: the platform re-sent a request we already had
     position: int  # 1 = next in line; 0 = already running or finished
     eta_seconds: float | None  # until this job's images are done; None when not queued
+    generator_running: bool = True  # False: no worker heartbeats, so no ETA can be promised
 
     @property
     def message(self) -> str:
         if self.position < 1:
             return messages.started()
-        return messages.queued(self.position, self.eta_seconds)
+        return messages.queued(self.position, self.eta_seconds,
+                               generator_running=self.generator_running)  # fmt: skip
 
 
 class Admits(Protocol):
@@ -58,8 +61,10 @@ class Admission:
         policy: AdmissionSettings | Settings,
         *,
         default_seconds_per_image: float = DEFAULT_SECONDS_PER_IMAGE,
+        watch: GeneratorWatch | None = None,
     ) -> None:
         self._storage = storage
+        self._watch = watch  # None: assume a worker runs (tests, tools)
         self._policy = policy.admission if isinstance(policy, Settings) else policy
         self._default_spi = default_seconds_per_image
 
@@ -81,8 +86,8 @@ class Admission:
             job, created = await self._storage.enqueue(request, inputs, quota)
         except QuotaRefused as refused:
             raise self._refusal(refused, request) from refused
-        position, eta = await self._place(job)
-        return Admitted(job, created, position, eta)
+        position, eta, running = await self._place(job)
+        return Admitted(job, created, position, eta, running)
 
     def check_allowed(self, request: Request) -> None:
         """Empty allowlists allow everything; web and CLI requests have no guild or channel."""
@@ -107,12 +112,15 @@ class Admission:
             return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
         return QueueFull(f"{messages.queue_full()} (it holds at most {p.max_queue} requests)")
 
-    async def _place(self, job: Job) -> tuple[int, float | None]:
-        """Position in fair order and an ETA from recent throughput (seconds per image)."""
+    async def _place(self, job: Job) -> tuple[int, float | None, bool]:
+        """Position in fair order, an ETA from recent throughput (seconds per image), and
+        whether a worker is running at all (without one there is no ETA to give)."""
         place = await self._storage.queue_position(job.id)
         if place is None:
-            return 0, None
+            return 0, None, True
         jobs_ahead, images_through_mine = place
         stats = await self._storage.stats()
+        if self._watch is not None and not self._watch.judge(stats).live:
+            return jobs_ahead, None, False
         spi = stats.seconds_per_image or self._default_spi
-        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers)
+        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers), True

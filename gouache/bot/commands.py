@@ -19,7 +19,7 @@ from typing import Any
 
 from gouache import messages
 from gouache.config import Limits, ModelSpec, Settings
-from gouache.errors import InvalidRequest, NotFound
+from gouache.errors import InvalidRequest
 from gouache.request import (
     COMMAND_NAMES,
     DEFAULT_ENLARGE,
@@ -490,7 +490,7 @@ def _resolve_model(name: str, settings: Settings) -> str:
     folded = [known for known in settings.models if known.casefold() == name.casefold()]
     if len(folded) == 1:
         return folded[0]
-    raise NotFound(messages.unknown_model(name, settings.models))
+    raise InvalidRequest(messages.unknown_model(name, settings.models))
 
 
 def _resolve_sampler(name: str) -> str:

@@ -136,3 +136,19 @@ async def test_per_guild_pending_cap_beside_the_per_user_one(storage):
     await admission.admit(make_request(user="dan", platform="discord", guild="g2"))
     for _ in range(4):  # DMs and the web have no guild: only the per-user cap applies
         await admission.admit(make_request(user="eve", platform="web", guild=""))
+
+
+async def test_no_running_worker_still_queues_but_says_so(storage):
+    from gouache.bot.generator import GeneratorWatch
+    from gouache.config import Settings
+
+    watch = GeneratorWatch(Settings(), restarts=lambda: 3)
+    admission = Admission(storage, Policy(rate_per_minute=600, burst=100), watch=watch)
+    waiting = await admission.admit(make_request(user="ann"))
+    assert waiting.created and waiting.position == 1  # queued all the same: nothing is lost
+    assert waiting.eta_seconds is None and waiting.generator_running is False
+    assert "generator isn't running" in waiting.message and "ready in" not in waiting.message
+    await storage.worker_seen("w-1")
+    served = await admission.admit(make_request(user="bob"))
+    assert served.generator_running and served.eta_seconds is not None
+    assert "ready in about" in served.message

@@ -19,7 +19,7 @@ from gouache.bot.commands import (
     parse_text,
 )
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, NotFound, UserError
+from gouache.errors import InvalidRequest, UserError
 from gouache.request import Kind, Origin, Request
 
 ORIGIN = Origin(platform="slack", request_id="t-1", user="U1", channel="C1")
@@ -232,7 +232,7 @@ def test_validation_messages(cfg: Settings, text: str, message: str) -> None:
 
 
 def test_unknown_model_lists_the_known_ones(cfg: Settings) -> None:
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(InvalidRequest) as info:
         build("fox --model sdxl", cfg)
     assert info.value.message == (
         "Unknown model “sdxl”. Available models: builtin:demo, builtin:tiny, sd15.")
