@@ -132,7 +132,7 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
         ("fox --ar wide", "--ar must be two whole numbers like 16:9 (got “wide”)."),
         ("fox --ar 0:1", "--ar must be two whole numbers like 16:9 (got “0:1”)."),
         ("fox --size big", "--size must be width x height like 768x512 (got “big”)."),
-        ("fox --gif=yes", "--gif must be given without a value (got “yes”)."),
+        ("fox --gif=maybe", "--gif must be given alone, or yes or no (got “maybe”)."),
         ("fox --ar 1:1 --size 64x64", "Use either --ar or --size, not both."),
     ],
 )
@@ -451,3 +451,14 @@ def test_strength_is_for_depth_and_between_0_and_2() -> None:
         build_request(parse_text("/depth a hill --strength 2.5"), origin, settings)
     with pytest.raises(InvalidRequest, match="--strength only works with /depth"):
         build_request(parse_text("a fox --strength 0.5"), origin, settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "gif"),
+    [("a red circle --gif yes", True), ("a red circle --gif", True), ("a red circle --gif=true", True),
+     ("a red circle --gif no", False), ("a red circle --gif=no --seed 3", False)],
+)  # fmt: skip
+def test_a_switch_takes_yes_or_no_and_never_adds_it_to_the_prompt(text: str, gif: bool) -> None:
+    command = parse_text(text)
+    assert command.prompt == "a red circle"
+    assert command.options["gif"] is gif
