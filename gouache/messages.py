@@ -17,6 +17,7 @@ __all__ = [
     "queued",
     "generator_not_running",
     "no_worker_yet",
+    "worker_starting",
     "no_worker_since_start",
     "no_heartbeat_for",
     "worker_restarts",
@@ -98,10 +99,15 @@ def number(value: float) -> str:
 # Queue and lifecycle -------------------------------------------------------------------------
 
 
-def queued(position: int, eta_seconds: float | None = None, *, generator_running: bool = True) -> str:
+def queued(
+    position: int, eta_seconds: float | None = None, *, generator_running: bool = True,
+    generator_starting: bool = False,
+) -> str:
     """Acknowledgement after admission; ``position`` 1 means next in line. With no worker
     running there is no honest ETA: the reply says the request waits for one instead."""
     place = "next in line" if position <= 1 else f"#{position} in line"
+    if generator_starting:
+        return f"Queued: {place}. {worker_starting()}"
     if not generator_running:
         return f"Queued: {place}. {generator_not_running()}"
     eta = f", ready in about {duration(eta_seconds)}" if eta_seconds is not None else ""
@@ -111,6 +117,10 @@ def queued(position: int, eta_seconds: float | None = None, *, generator_running
 def generator_not_running() -> str:
     return ("The image generator isn't running right now, so nothing is being drawn; "
             "your request waits in the queue until it is back.")  # fmt: skip
+
+
+def worker_starting() -> str:
+    return "The image generator is starting (loading its models); the first images take a little longer."
 
 
 def no_worker_yet() -> str:

@@ -37,13 +37,14 @@ class Admitted:
     position: int  # 1 = next in line; 0 = already running or finished
     eta_seconds: float | None  # until this job's images are done; None when not queued
     generator_running: bool = True  # False: no worker heartbeats, so no ETA can be promised
+    generator_starting: bool = False  # our worker's first start: it will be running shortly
 
     @property
     def message(self) -> str:
         if self.position < 1:
             return messages.started()
-        return messages.queued(self.position, self.eta_seconds,
-                               generator_running=self.generator_running)  # fmt: skip
+        return messages.queued(self.position, self.eta_seconds, generator_running=self.generator_running,
+                               generator_starting=self.generator_starting)  # fmt: skip
 
 
 class Admits(Protocol):
@@ -86,8 +87,8 @@ class Admission:
             job, created = await self._storage.enqueue(request, inputs, quota)
         except QuotaRefused as refused:
             raise self._refusal(refused, request) from refused
-        position, eta, running = await self._place(job)
-        return Admitted(job, created, position, eta, running)
+        position, eta, running, starting = await self._place(job)
+        return Admitted(job, created, position, eta, running, starting)
 
     def check_allowed(self, request: Request) -> None:
         """Empty allowlists allow everything; web and CLI requests have no guild or channel."""
@@ -112,15 +113,16 @@ class Admission:
             return QueueFull(messages.guild_queue_full(p.max_pending_per_guild))
         return QueueFull(f"{messages.queue_full()} (it holds at most {p.max_queue} requests)")
 
-    async def _place(self, job: Job) -> tuple[int, float | None, bool]:
+    async def _place(self, job: Job) -> tuple[int, float | None, bool, bool]:
         """Position in fair order, an ETA from recent throughput (seconds per image), and
         whether a worker is running at all (without one there is no ETA to give)."""
         place = await self._storage.queue_position(job.id)
         if place is None:
-            return 0, None, True
+            return 0, None, True, False
         jobs_ahead, images_through_mine = place
         stats = await self._storage.stats()
-        if self._watch is not None and not self._watch.judge(stats).live:
-            return jobs_ahead, None, False
+        state = self._watch.judge(stats) if self._watch is not None else None
+        if state is not None and not state.live:
+            return jobs_ahead, None, False, state.starting
         spi = stats.seconds_per_image or self._default_spi
-        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers), True
+        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers), True, False

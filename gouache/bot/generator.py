@@ -17,7 +17,10 @@ from gouache import messages
 from gouache.config import Settings
 from gouache.storage.base import QueueStats
 
-__all__ = ["GeneratorState", "GeneratorWatch"]
+__all__ = ["GeneratorState", "GeneratorWatch", "STARTUP_GRACE_SECONDS"]
+
+# A first worker start loads torch and the models: up to a couple of minutes on a busy CPU.
+STARTUP_GRACE_SECONDS = 180.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class GeneratorState:
     live: bool
     reason: str  # "ok", or why no worker counts as running (a user-facing sentence)
     heartbeat_age: float | None  # seconds since the newest heartbeat, None when there is none
+    starting: bool = False  # our own worker is still in its first start (loading models)
 
 
 class GeneratorWatch:
@@ -52,6 +56,14 @@ class GeneratorWatch:
     def judge(self, stats: QueueStats) -> GeneratorState:
         seen = stats.last_worker_seen
         restarts = self._restarts()
+        seen_since_start = seen is not None and (self._since is None or _timestamp(seen) >= self._since)
+        if (not seen_since_start and self._since is not None and restarts == 0
+                and self._clock() - self._since < STARTUP_GRACE_SECONDS):
+            if seen is None:
+                return GeneratorState(False, messages.worker_starting(), None, starting=True)
+            age = max(0.0, self._clock() - _timestamp(seen))
+            reason = f"{messages.worker_starting()} {messages.no_worker_since_start(age)}"
+            return GeneratorState(False, reason, age, starting=True)
         if seen is None:
             return GeneratorState(False, self._why(messages.no_worker_yet(), restarts), None)
         seen_at = _timestamp(seen)

@@ -64,3 +64,12 @@ async def test_healthz_reports_the_previous_workers_heartbeat_as_unhealthy() -> 
     assert details["worker_heartbeat_age_seconds"] == 5
     ok, fresh = await Health(_Storage(_stats(NOW - 1)), Settings(), watch=_watch()).check()  # type: ignore[arg-type]
     assert ok and fresh["worker"] == "ok"
+
+
+def test_our_workers_first_start_is_starting_not_broken() -> None:
+    state = _watch(since=NOW - 20).judge(_stats(NOW - 600))  # only an old run's heartbeat so far
+    assert not state.live and state.starting and "starting" in state.reason
+    late = _watch(since=NOW - 600).judge(_stats(None))  # ten minutes and still nothing
+    assert not late.live and not late.starting
+    crashed = _watch(since=NOW - 20, restarts=lambda: 1).judge(_stats(None))
+    assert not crashed.starting and "exited once" in crashed.reason
