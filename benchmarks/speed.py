@@ -18,7 +18,7 @@ machine slows them alike:
 3. ``--gpu``: part 1 on a randomly initialised SD1.5 UNet at 64x64 latents in fp16/bf16/fp32.
 
 Writes ``benchmarks/results/speed{,-quick,-gpu}.{json,md}`` and, for the full CPU run, the
-README table between ``<!-- speed:begin -->`` and ``<!-- speed:end -->``.
+docs/benchmarks.md table between ``<!-- speed:begin -->`` and ``<!-- speed:end -->``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from gouache.generation.loop.speed import (  # noqa: E402
 from gouache.generation.models import ModelRegistry  # noqa: E402
 
 RESULTS = _HERE / "results"
-README = _HERE.parent / "README.md"
+README = _HERE.parent / "docs" / "benchmarks.md"  # its speed table
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 MODEL = "builtin:demo"
 SIZE = 32

@@ -17,17 +17,59 @@ from typing import Any
 from gouache import __version__
 from gouache.config import Settings
 from gouache.errors import UserError
-from gouache.request import ENLARGE_METHODS
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "split_prompt"]
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, *, queue: bool = True) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML settings file (GOUACHE_CONFIG)")
     parser.add_argument("--data-dir", type=Path, help="state directory (GOUACHE_DATA_DIR, default ./data)")
-    parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (GOUACHE_DATABASE_URL)")
+    if queue:  # generate and diversity run straight through the engine: no database
+        parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (GOUACHE_DATABASE_URL)")
     parser.add_argument("--model", dest="default_model", help="default model name (GOUACHE_DEFAULT_MODEL)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING (GOUACHE_LOG_LEVEL)")
+
+
+# `generate` and `diversity` take the chat command language: every word that is not one of
+# these options (with its value) belongs to the prompt, inside the quotes or outside them.
+_LOCAL_OPTIONS = {"-o": 1, "--out": 1, "--file": 1, "--config": 1, "--data-dir": 1,
+                  "--model": 1, "--log-level": 1, "-h": 0, "--help": 0}  # fmt: skip
+_PROMPT_FLAGS = """\
+prompt flags (inside or outside the quotes, as in chat):
+  --ar 16:9 | --size 768x512   aspect ratio or exact size
+  --seed 7                     seed (image i uses seed + i)
+  --steps 30, --cfg 6.5        denoising steps, guidance
+  --no blurry, text            negative prompt
+  --n 4                        images (default 1; /diversity: limits.diversity_count, 4)
+  --sampler NAME               ddim, euler-a, dpmpp-2m-karras, ...
+  --gif                        also write the denoising GIF
+  --sweep cfg=3,7,12           a parameter sweep (twice for a 2-D grid)
+  --process                    the forward and reverse process as a GIF and a strip
+  --strength 0.8, --input photo  /depth: ControlNet scale, how to read the file
+  --enlarge [METHOD]           /diversity: spread the set (default method: variants)
+commands: start the prompt with /depth (needs --file), /diversity or
+/interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]; none means /imagine.
+files are named as the web API names them: image-0.png, denoise-0.gif, depth-0.png,
+grid.png, report.json, report.png, interpolation.gif, strip.png, process.gif.
+"""
+
+
+def split_prompt(argv: Sequence[str]) -> tuple[list[str], str]:
+    """(the local options with their values, the prompt text) from ``generate``'s arguments."""
+    options: list[str] = []
+    words: list[str] = []
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        name = word.split("=", 1)[0]
+        if name in _LOCAL_OPTIONS:
+            takes = _LOCAL_OPTIONS[name] if "=" not in word else 0
+            options += argv[i : i + 1 + takes]
+            i += 1 + takes
+        else:
+            words.append(word)
+            i += 1
+    return options, " ".join(words)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,28 +107,30 @@ def build_parser() -> argparse.ArgumentParser:
                       help="file with KEDA's postgresql://USER:PASSWORD@... URL (the role to create)")  # fmt: skip
 
     health = sub.add_parser("healthcheck", help="exit 0 when /healthz on the configured port is OK")
-    _common(health)
+    _common(health, queue=False)
     health.add_argument("--host", help="the service's listen address (GOUACHE_HOST)")
     health.add_argument("--port", type=int, help="the service's port (GOUACHE_PORT)")
 
-    gen = sub.add_parser("generate", help="generate images locally, without the queue")
-    _common(gen)
-    gen.add_argument("command_text", metavar="PROMPT", help='e.g. "a red fox --ar 3:2 --seed 7 --n 2"')
-    gen.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
-    gen.add_argument("--gif", action="store_true", help="also write the denoising GIF")
-    gen.add_argument("--depth", type=Path, metavar="FILE",
-                     help="generate with /depth from this depth map (PNG, .npy) or photo (JPEG, "
-                          "WEBP, PNG); also writes the depth map used")  # fmt: skip
-    gen.add_argument("--file", type=Path, help="depth map or photo for a prompt starting with /depth")
+    gen = sub.add_parser("generate", help="generate images locally, without the queue",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_PROMPT_FLAGS,
+                         usage="gouache generate [options] PROMPT [prompt flags]")  # fmt: skip
+    _common(gen, queue=False)
+    gen.add_argument("prompt", metavar="PROMPT", nargs="*",
+                     help='e.g. a red circle --seed 3 --n 2 (quoted or not)')  # fmt: skip
+    gen.add_argument("-o", "--out", type=Path, default=Path("out"),
+                     help="output folder (default: out/ in the current directory)")  # fmt: skip
+    gen.add_argument("--file", type=Path, metavar="FILE",
+                     help="depth map (PNG, .npy) or photo (JPEG, WEBP, PNG): makes it a /depth "
+                          "command; also writes the depth map used")  # fmt: skip
 
-    div = sub.add_parser("diversity", help="a scored /diversity set, locally: report, images, composite")
-    _common(div)
-    div.add_argument("prompt", metavar="PROMPT", help='e.g. "a lighthouse"')
-    div.add_argument("--n", type=int, default=8, help="images in the set (default 8)")
-    div.add_argument("--enlarge", choices=ENLARGE_METHODS, default="",
-                     help="also run the set enlarged by this method on the same seeds")  # fmt: skip
-    div.add_argument("--seed", type=int, help="seed of image 1 (image i uses seed + i - 1)")
-    div.add_argument("-o", "--out", type=Path, default=Path("out"), help="output directory")
+    div = sub.add_parser("diversity", help="a scored /diversity set, locally: report, images, composite",
+                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_PROMPT_FLAGS,
+                         usage="gouache diversity [options] PROMPT [prompt flags]")  # fmt: skip
+    _common(div, queue=False)
+    div.add_argument("prompt", metavar="PROMPT", nargs="*",
+                     help="e.g. a red circle --n 8 --enlarge cads --seed 5")  # fmt: skip
+    div.add_argument("-o", "--out", type=Path, default=Path("out"),
+                     help="output folder (default: out/ in the current directory)")  # fmt: skip
 
     # Offline code (the demo world and judge) lives in tools/, which the runtime never imports:
     # this runs `python -m tools.evaluate` from a source checkout in a child process.
@@ -133,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["evaluate"]:  # every other argument belongs to tools/evaluate.py
         return _evaluate(argv[1:])
+    if argv[:1] in (["generate"], ["diversity"]):
+        options, prompt = split_prompt(argv[1:])
+        argv = [argv[0], *options] + (["--", prompt] if prompt else [])
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)
@@ -169,20 +216,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise UserError(str(exc)) from exc
             print(f"role {role}: may read jobs.status, jobs.model and jobs.images")
             return 0
+        prompt = " ".join(args.prompt)
+        if not prompt.strip():
+            print(f"gouache {args.command}: give a prompt, e.g. gouache {args.command} a red circle "
+                  "--seed 3", file=sys.stderr)  # fmt: skip
+            return 2
         if args.command == "diversity":
             from gouache.diversity_cli import diversity_to_dir
 
-            run = diversity_to_dir(settings, args.prompt, args.out, count=args.n,
-                                   enlarge=args.enlarge, seed=args.seed)  # fmt: skip
+            run = diversity_to_dir(settings, prompt, args.out)
             print(run.text)
             print(f"wrote {len(run.written)} files to {args.out}")
             return 0
         from gouache.generate import generate_to_dir
 
-        written = generate_to_dir(
-            settings, args.command_text, args.out, gif=args.gif, upload=args.file,
-            depth=args.depth,
-        )  # fmt: skip
+        written = generate_to_dir(settings, prompt, args.out, upload=args.file)
         for path in written:
             print(path)
         return 0

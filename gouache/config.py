@@ -45,15 +45,21 @@ class ModelSpec(BaseModel):
     """One named model: a diffusers pipeline plus the optional helpers that go with it."""
 
     path: str = Field(description="diffusers pipeline directory, hub id, or builtin:tiny")
-    family: Literal["auto", "sd", "sdxl"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    revision: str | None = None
-    label: str = ""
-    default_steps: int = Field(30, ge=1)
-    default_guidance: float = Field(7.0, ge=0)
-    default_width: int = Field(512, ge=8)
-    default_height: int = Field(512, ge=8)
-    default_sampler: str = "euler-a"
+    family: Literal["auto", "sd", "sdxl"] = Field(
+        "auto", description="pipeline family; auto reads it from the model"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="weights dtype; auto: float16 on CUDA, float32 on the CPU"
+    )
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit) to load")
+    label: str = Field("", description="a short description shown in the start-up log")
+    default_steps: int = Field(30, ge=1, description="denoising steps when --steps is not given")
+    default_guidance: float = Field(7.0, ge=0, description="guidance scale when --cfg is not given")
+    default_width: int = Field(
+        512, ge=8, description="width in pixels; --ar keeps width x height pixels"
+    )
+    default_height: int = Field(512, ge=8, description="height in pixels")
+    default_sampler: str = Field("euler-a", description="sampler when --sampler is not given")
     depth_controlnet: str | None = Field(None, description="ControlNetModel directory or hub id")
     depth_estimator: str | None = Field(
         None,
@@ -77,16 +83,28 @@ class ModelSpec(BaseModel):
 class Limits(BaseModel):
     """What one request may ask for."""
 
-    max_steps: int = Field(60, ge=1)
-    max_pixels: int = Field(1024 * 1024, ge=64 * 64)
-    max_side: int = Field(2048, ge=64)
-    min_side: int = Field(32, ge=8)
-    max_images: int = Field(4, ge=1)
-    max_prompt_chars: int = Field(1500, ge=1)
-    max_guidance: float = Field(30.0, gt=0)
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
-    max_upload_pixels: int = Field(4096 * 4096, ge=64 * 64)
-    diversity_count: int = Field(4, ge=2)
+    max_steps: int = Field(60, ge=1, description="most denoising steps a request may ask for")
+    max_pixels: int = Field(
+        1024 * 1024, ge=64 * 64, description="most pixels per image (width x height)"
+    )
+    max_side: int = Field(2048, ge=64, description="longest side of an image in pixels")
+    min_side: int = Field(32, ge=8, description="shortest side of an image in pixels")
+    max_images: int = Field(4, ge=1, description="most images per request (--n)")
+    max_prompt_chars: int = Field(
+        1500, ge=1, description="longest prompt or negative prompt in characters"
+    )
+    max_guidance: float = Field(30.0, gt=0, description="highest guidance scale (--cfg)")
+    max_upload_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="largest /depth upload in bytes"
+    )
+    max_upload_pixels: int = Field(
+        4096 * 4096,
+        ge=64 * 64,
+        description="most pixels an upload may decode to (checked before decoding)",
+    )
+    diversity_count: int = Field(
+        4, ge=2, description="images of a /diversity set when --n is not given"
+    )
 
 
 class Batching(BaseModel):
@@ -98,21 +116,31 @@ class Batching(BaseModel):
     (what request-level batchers do; kept for comparison).
     """
 
-    mode: Literal["step", "request"] = "step"
+    mode: Literal["step", "request"] = Field(
+        "step",
+        description="step: jobs join and leave a running batch between steps; "
+        "request: jobs with equal settings run together to the end",
+    )
     max_rows: int = Field(16, ge=1, description="UNet rows per step in step mode")
     decode_chunk: int = Field(2, ge=1, description="images per VAE call decoding finished lanes")
     max_batch_images: int = Field(8, ge=1, description="images per batch in request mode")
-    batch_window_ms: int = Field(200, ge=0)
+    batch_window_ms: int = Field(
+        200,
+        ge=0,
+        description="how long a free worker waits for more compatible jobs before starting",
+    )
 
 
 DEFAULT_COMPILE_BUCKETS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
 
 
 class Speed(BaseModel):
-    """Speed options for the UNet (gouache/generation/loop/speed.py); ``auto`` is what
-    ``benchmarks/speed.py`` measured to pay (see the README's speed table)."""
+    """Speed options for the denoiser (gouache/generation/loop/speed.py); ``auto`` is what
+    ``benchmarks/speed.py`` measured to pay (docs/benchmarks.md, the speed table)."""
 
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = Field(
+        "auto", description="channels_last memory format for the UNet (auto: on)"
+    )
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the UNet (about a minute per bucket at start-up)"
     )
@@ -128,22 +156,36 @@ class Speed(BaseModel):
 class Admission(BaseModel):
     """Per-user fairness and who may use the bot at all."""
 
-    rate_per_minute: float = Field(6.0, gt=0)
-    burst: int = Field(5, ge=1)
-    max_pending_per_user: int = Field(8, ge=1)
+    rate_per_minute: float = Field(
+        6.0, gt=0, description="requests per user per minute (token bucket refill)"
+    )
+    burst: int = Field(
+        5, ge=1, description="requests a user may send at once before the rate applies"
+    )
+    max_pending_per_user: int = Field(8, ge=1, description="queued + running jobs per user")
     max_pending_per_guild: int = Field(
         64, ge=1, description="queued + running jobs per Discord guild or Slack workspace"
     )
-    max_queue: int = Field(500, ge=1)
+    max_queue: int = Field(
+        500, ge=1, description="queued jobs in all; past it requests are refused"
+    )
     queue_shares: dict[str, float] = Field(
         default_factory=lambda: {"web": 0.5},
         description="largest share of max_queue one platform's queued jobs may take (0..1), "
         "so a busy web page cannot lock Discord and Slack out; platforms not named: all of it",
     )
-    allowed_guilds: list[str] = Field(default_factory=list, description="empty: every guild")
-    allowed_workspaces: list[str] = Field(default_factory=list)
-    allowed_channels: list[str] = Field(default_factory=list)
-    admin_users: list[str] = Field(default_factory=list, description="no limits; admin commands")
+    allowed_guilds: list[str] = Field(
+        default_factory=list, description="Discord guild ids; empty: every guild"
+    )
+    allowed_workspaces: list[str] = Field(
+        default_factory=list, description="Slack team ids; empty: every workspace"
+    )
+    allowed_channels: list[str] = Field(
+        default_factory=list, description="channel ids; empty: every channel"
+    )
+    admin_users: list[str] = Field(
+        default_factory=list, description="user ids with no rate limits who may use admin commands"
+    )
     admin_roles: list[str] = Field(
         default_factory=list, description="Discord role ids whose members may use admin commands"
     )
@@ -165,12 +207,23 @@ class WorkerSettings(BaseModel):
     """Leases, retries and the device the worker runs on."""
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    lease_seconds: float = Field(60.0, gt=0)
-    heartbeat_seconds: float = Field(10.0, gt=0)
-    poll_seconds: float = Field(1.0, gt=0)
-    max_attempts: int = Field(3, ge=1)
+    lease_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="a claimed job returns to the queue when its worker stops renewing it "
+        "for this long",
+    )
+    heartbeat_seconds: float = Field(
+        10.0, gt=0, description="how often a worker renews leases and heartbeats"
+    )
+    poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks for work")
+    max_attempts: int = Field(
+        3, ge=1, description="a job that kills its worker this often is marked dead"
+    )
     spawn: bool = Field(True, description="`gouache run` starts a worker child (off: scale-out)")
-    progress_interval_seconds: float = Field(1.0, ge=0)
+    progress_interval_seconds: float = Field(
+        1.0, ge=0, description="least time between progress writes of one job"
+    )
     engine: str = Field(
         "gouache.generation.loop.engine:Engine",
         description="import path of the engine class, called with the model registry",
@@ -190,15 +243,23 @@ class WorkerSettings(BaseModel):
 class GifSettings(BaseModel):
     """Denoising GIFs."""
 
-    max_bytes: int = Field(8 * 1024 * 1024, ge=16 * 1024)
+    max_bytes: int = Field(
+        8 * 1024 * 1024, ge=16 * 1024, description="a larger GIF drops frames to fit"
+    )
     every: int = Field(1, ge=1, description="keep the latents of every k-th step")
-    frame_ms: int = Field(120, ge=20)
-    hold_ms: int = Field(1500, ge=0)
+    frame_ms: int = Field(120, ge=20, description="time each frame is shown")
+    hold_ms: int = Field(
+        1500, ge=0, description="time the final image is held before the loop restarts"
+    )
 
 
 class DiscordSettings(BaseModel):
-    token: SecretStr | None = None
-    application_id: str | None = None
+    token: SecretStr | None = Field(
+        None, description="bot token (Developer Portal > Bot); enables Discord"
+    )
+    application_id: str | None = Field(
+        None, description="application id (learned at login when absent)"
+    )
     guild_ids: list[str] = Field(default_factory=list, description="sync commands to these only")
     api_base: str | None = Field(None, description="override for tests (a local fake)")
 
@@ -217,7 +278,9 @@ class SlackSettings(BaseModel):
     updates_per_minute: int = Field(
         50, ge=1, description="chat.update budget per workspace, shared by all progress messages"
     )
-    progress_seconds: float = Field(3.0, ge=0, description="least time between edits of one message")
+    progress_seconds: float = Field(
+        3.0, ge=0, description="least time between edits of one message"
+    )
 
     @field_validator("app_token")
     @classmethod
@@ -287,29 +350,48 @@ class WebSettings(BaseModel):
 class Moderation(BaseModel):
     """Prompts refused at admission; generated images screened by an optional classifier."""
 
-    blocked_words: list[str] = Field(default_factory=list)
-    blocked_patterns: list[str] = Field(default_factory=list)
+    blocked_words: list[str] = Field(
+        default_factory=list,
+        description="prompts containing these words are refused (whole words, any case)",
+    )
+    blocked_patterns: list[str] = Field(
+        default_factory=list,
+        description="regular expressions (any case); a matching prompt is refused",
+    )
     classifier: str | None = Field(
         None, description="transformers image-classification model (directory or hub id)"
     )
-    classifier_threshold: float = Field(0.5, gt=0, le=1)
+    classifier_threshold: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="summed probability of flagged_labels at which an image is flagged",
+    )
     flagged_labels: list[str] = Field(
         default_factory=lambda: ["nsfw", "unsafe", "porn", "hentai", "sexy", "explicit"],
         description="classifier labels whose summed probability flags an image",
     )
-    flagged_action: Literal["withhold", "spoiler"] = "withhold"
+    flagged_action: Literal["withhold", "spoiler"] = Field(
+        "withhold",
+        description="withhold flagged images, or send them as spoilers (blurred on the web)",
+    )
 
 
 class _FileSecretsSource(PydanticBaseSettingsSource):
     """Reads ``GOUACHE_<NAME>_FILE`` paths as the value of ``GOUACHE_<NAME>``."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+    def get_field_value(
+        self, field: Any, field_name: str
+    ) -> tuple[Any, str, bool]:  # pragma: no cover
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
         for key, path in os.environ.items():
-            if not (key.startswith(ENV_PREFIX) and key.endswith("_FILE")) or key == "GOUACHE_CONFIG_FILE":
+            if (
+                not (key.startswith(ENV_PREFIX) and key.endswith("_FILE"))
+                or key == "GOUACHE_CONFIG_FILE"
+            ):
                 continue
             name = key[len(ENV_PREFIX) : -len("_FILE")].lower()
             if os.environ.get(ENV_PREFIX + name.upper()):
@@ -337,23 +419,35 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="SQLite database, models cache, outputs")
     database_url: str | None = Field(None, description="sqlite:///path or postgresql://...")
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    log_level: str = "INFO"
-    log_json: bool = False
-    default_model: str = BUILTIN_DEMO
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    host: str = Field(
+        "127.0.0.1",
+        description="listen address of the web server; off loopback web.token is required",
+    )
+    port: int = Field(8080, ge=0, le=65535, description="listen port of the web server")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_json: bool = Field(False, description="one JSON object per log line")
+    default_model: str = Field(BUILTIN_DEMO, description="the model used when --model is not given")
+    models: dict[str, ModelSpec] = Field(
+        default_factory=dict,
+        description="named models; builtin:demo and builtin:tiny are always there",
+    )
     offline: bool = Field(True, description="load models with local_files_only")
-    limits: Limits = Field(default_factory=Limits)
-    batching: Batching = Field(default_factory=Batching)
-    speed: Speed = Field(default_factory=Speed)
-    admission: Admission = Field(default_factory=Admission)
-    worker: WorkerSettings = Field(default_factory=WorkerSettings)
-    gif: GifSettings = Field(default_factory=GifSettings)
-    discord: DiscordSettings = Field(default_factory=DiscordSettings)
-    slack: SlackSettings = Field(default_factory=SlackSettings)
-    web: WebSettings = Field(default_factory=WebSettings)
-    moderation: Moderation = Field(default_factory=Moderation)
+    limits: Limits = Field(default_factory=Limits, description="what one request may ask for")
+    batching: Batching = Field(default_factory=Batching, description="how jobs share UNet calls")
+    speed: Speed = Field(default_factory=Speed, description="UNet speed options")
+    admission: Admission = Field(
+        default_factory=Admission, description="per-user fairness and access"
+    )
+    worker: WorkerSettings = Field(
+        default_factory=WorkerSettings, description="leases, retries, device"
+    )
+    gif: GifSettings = Field(default_factory=GifSettings, description="denoising GIFs")
+    discord: DiscordSettings = Field(default_factory=DiscordSettings, description="the Discord bot")
+    slack: SlackSettings = Field(default_factory=SlackSettings, description="the Slack app")
+    web: WebSettings = Field(default_factory=WebSettings, description="the web playground and API")
+    moderation: Moderation = Field(
+        default_factory=Moderation, description="prompt and image moderation"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -411,7 +505,11 @@ class Settings(BaseSettings):
         found = [self.discord.token, self.slack.bot_token, self.slack.signing_secret,
                  self.slack.app_token, self.web.token, *self.web.users.values()]  # fmt: skip
         values = [s.get_secret_value() for s in found if s is not None]
-        if self.database_url and "@" in self.database_url and ":" in self.database_url.split("@")[0]:
+        if (
+            self.database_url
+            and "@" in self.database_url
+            and ":" in self.database_url.split("@")[0]
+        ):
             values.append(self.database_url.split("@")[0].rsplit(":", 1)[1])
         return values
 

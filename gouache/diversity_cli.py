@@ -1,7 +1,9 @@
 """`gouache diversity`: a /diversity set straight through the engine, its report on the terminal.
 
-Writes the images (``seed-<n>.png``; with ``--enlarge`` the baseline goes to ``baseline/``),
-``report.png`` (grid + heatmaps + text) and ``report.json``, and prints the text block. Models
+Takes the chat command language (``a red circle --n 8 --enlarge cads --seed 5``) with chat's
+defaults (``limits.diversity_count`` images). Writes the files under the web API's names
+(``image-<i>.png``; with ``--enlarge`` the baseline goes to ``baseline/``), ``report.png``
+(grid + heatmaps + text) and ``report.json``, and prints the text block. Models
 load through ``worker/loading.py`` like the worker's, so the figures are the worker's figures.
 """
 
@@ -16,7 +18,6 @@ from gouache.bot.commands import build_request, parse_text
 from gouache.bot.prompt_length import prompt_length_checker
 from gouache.config import Settings
 from gouache.request import Origin
-from gouache.storage.jobs import ArtifactKind
 from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
 
 __all__ = ["DiversityRun", "diversity_to_dir"]
@@ -29,17 +30,9 @@ class DiversityRun:
     report: dict
 
 
-def diversity_to_dir(
-    settings: Settings,
-    prompt: str,
-    out: Path,
-    *,
-    count: int = 8,
-    enlarge: str = "",
-    seed: int | None = None,
-) -> DiversityRun:
-    """Generate ``count`` images of ``prompt`` (baseline and enlarged with ``enlarge``), score
-    them and write everything into ``out``."""
+def diversity_to_dir(settings: Settings, text: str, out: Path) -> DiversityRun:
+    """Generate the /diversity set ``text`` asks for (baseline and enlarged with ``--enlarge``),
+    score it and write everything into ``out``."""
     from gouache.generation.diversity.enlarge import generate_enlarged
     from gouache.generation.diversity.report import scored
     from gouache.generation.diversity.scorer import DiversityScorer
@@ -48,16 +41,17 @@ def diversity_to_dir(
     from gouache.worker.loading import build_registry
 
     quiet_model_libraries()
+    words = text.split()
+    if words and words[0].lower() == "/diversity":
+        words = words[1:]
+    command = parse_text(" ".join(["/diversity", *words]))
+    # A terminal run is one user's: it may ask for a larger set than a chat request.
+    count = int(command.options.get("count", settings.limits.diversity_count))
     limits = settings.limits.model_copy(update={"max_images": max(settings.limits.max_images, count)})
     settings = settings.model_copy(update={"limits": limits})
-    text = f"/diversity {prompt} --n {count}"
-    if enlarge:
-        text += f" --enlarge {enlarge}"
-    if seed is not None:
-        text += f" --seed {seed}"
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
-    request = build_request(parse_text(text), origin, settings, prompt_overflow=prompt_length_checker(settings))
+    request = build_request(command, origin, settings, prompt_overflow=prompt_length_checker(settings))
     item = item_for("local", request, [], settings.limits, settings.gif)
     engine, scorer = Engine(registry), DiversityScorer(registry, device=str(registry.device))
     baseline, made = None, None
@@ -77,17 +71,13 @@ def diversity_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact in artifacts_for("local", request, result, settings.gif, report, picture, made):
-        if artifact.kind is ArtifactKind.IMAGE and artifact.index is not None:
-            seeds = made.seeds if made is not None else None
-            path = out / f"seed-{seeds[artifact.index] if seeds else request.image_seed(artifact.index)}.png"
-        else:
-            path = out / artifact.name
+        path = out / artifact.name  # the web API's names
         path.write_bytes(artifact.data)
         written.append(path)
     if baseline is not None:
         (out / "baseline").mkdir(exist_ok=True)
         for index, image in enumerate(baseline.images):
-            path = out / "baseline" / f"seed-{request.image_seed(index)}.png"
+            path = out / "baseline" / f"image-{index}.png"
             image.save(path)
             written.append(path)
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

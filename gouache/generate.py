@@ -15,7 +15,6 @@ from gouache.bot.uploads import attach
 from gouache.config import Settings
 from gouache.errors import InvalidRequest
 from gouache.request import KINDS, Origin
-from gouache.storage.jobs import ArtifactKind
 from gouache.worker.experiments import (
     experiment_job,
     is_experiment,
@@ -25,9 +24,6 @@ from gouache.worker.experiments import (
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
 __all__ = ["generate_to_dir"]
-
-_SUFFIXES = {ArtifactKind.GIF: "denoise", ArtifactKind.DEPTH: "depth"}
-
 
 def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar on a terminal; silence when piped."""
@@ -49,33 +45,25 @@ def generate_to_dir(
     text: str,
     out: Path,
     *,
-    gif: bool = False,
     upload: Path | None = None,
-    depth: Path | None = None,
 ) -> list[Path]:
-    """Parse ``text`` like a chat message, generate, and write PNGs (and GIFs) into ``out``.
+    """Parse ``text`` like a chat message, generate, and write the files into ``out``.
 
-    ``depth`` (``--depth FILE``) makes it a /depth command with that depth map or photo;
-    ``upload`` (``--file``) attaches a file to a command that must already be /depth. /depth
-    also writes the depth map used, ``seed-N-depth.png`` beside each image.
+    ``upload`` (``--file FILE``) is the depth map or photo of a /depth command; a prompt that
+    names no command becomes one. Files carry the names the web API gives them
+    (``image-0.png``, ``denoise-0.gif``, ``depth-0.png``, ``grid.png``, ...); each PNG's
+    ``parameters`` chunk records the seed and settings that reproduce it.
     """
     from gouache.generation.loop.engine import Engine
     from gouache.observability import quiet_model_libraries
     from gouache.worker.loading import build_estimators, build_registry
 
-    if depth is not None and upload is not None:
-        raise InvalidRequest(messages.DEPTH_AND_FILE)
-    if depth is not None:
-        first = text.split()[0].lower() if text.split() else ""
-        if first.startswith("/") and first != "/depth":
-            raise InvalidRequest(messages.only_with("--depth", "/depth"))
-        text = text if first == "/depth" else f"/depth {text}"
-        upload = depth
-    if gif and "--gif" not in text:
-        text = f"{text} --gif"
+    first = text.split()[0].lower() if text.split() else ""
+    if upload is not None and not first.startswith("/"):
+        text = f"/depth {text}"
     command = parse_text(text)
     if upload is not None and KINDS[command.kind].upload == "none":
-        raise InvalidRequest(messages.FILE_NEEDS_DEPTH)
+        raise InvalidRequest(messages.only_with("--file", "/depth"))
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)
@@ -111,19 +99,7 @@ def generate_to_dir(
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for artifact in artifacts:
-        # image 1 -> "seed-8.png", its GIF -> "seed-8-denoise.gif", the depth map it used
-        # -> "seed-8-depth.png": the file name says which seed reproduces it. A sweep's cells
-        # share a seed: "cell-3.png" beside "grid.png".
-        ext = artifact.name.rsplit(".", 1)[-1]
-        if request.sweep and artifact.index is not None:
-            path = out / f"cell-{artifact.index}.{ext}"
-        elif request.frames and artifact.index is not None:  # the endpoints
-            path = out / f"frame-{artifact.index}.{ext}"
-        elif artifact.index is None:
-            path = out / artifact.name
-        else:
-            suffix = "" if artifact.kind is ArtifactKind.IMAGE else f"-{_SUFFIXES[artifact.kind]}"
-            path = out / f"seed-{request.image_seed(artifact.index)}{suffix}.{ext}"
+        path = out / artifact.name  # the web API's names: one vocabulary everywhere
         path.write_bytes(artifact.data)
         written.append(path)
     return written

@@ -15,6 +15,12 @@ __all__ = [
     "duration",
     "number",
     "queued",
+    "generator_not_running",
+    "no_worker_yet",
+    "worker_starting",
+    "no_worker_since_start",
+    "no_heartbeat_for",
+    "worker_restarts",
     "started",
     "rate_limited",
     "queue_full",
@@ -102,11 +108,47 @@ def number(value: float) -> str:
 # Queue and lifecycle -------------------------------------------------------------------------
 
 
-def queued(position: int, eta_seconds: float | None = None) -> str:
-    """Acknowledgement after admission; ``position`` 1 means next in line."""
+def queued(
+    position: int, eta_seconds: float | None = None, *, generator_running: bool = True,
+    generator_starting: bool = False,
+) -> str:
+    """Acknowledgement after admission; ``position`` 1 means next in line. With no worker
+    running there is no honest ETA: the reply says the request waits for one instead."""
     place = "next in line" if position <= 1 else f"#{position} in line"
+    if generator_starting:
+        return f"Queued: {place}. {worker_starting()}"
+    if not generator_running:
+        return f"Queued: {place}. {generator_not_running()}"
     eta = f", ready in about {duration(eta_seconds)}" if eta_seconds is not None else ""
     return f"Queued: {place}{eta}."
+
+
+def generator_not_running() -> str:
+    return ("The image generator isn't running right now, so nothing is being drawn; "
+            "your request waits in the queue until it is back.")  # fmt: skip
+
+
+def worker_starting() -> str:
+    return "The image generator is starting (loading its models); the first images take a little longer."
+
+
+def no_worker_yet() -> str:
+    return "No worker has started yet."
+
+
+def no_worker_since_start(age: float) -> str:
+    return (f"No worker has started since the service did (the last heartbeat, "
+            f"{duration(age)} ago, came from before the restart).")  # fmt: skip
+
+
+def no_heartbeat_for(age: float) -> str:
+    return f"No worker heartbeat for {duration(age)}."
+
+
+def worker_restarts(count: int) -> str:
+    times = "once" if count == 1 else f"{count} times"
+    return (f"The worker process has exited {times} since start-up; the service log says why "
+            "(a model that cannot load, for example).")  # fmt: skip
 
 
 def started() -> str:

@@ -14,6 +14,7 @@ import contextlib
 import importlib
 import logging
 import signal
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from gouache.bot.adapter import Adapter, AdapterDeps
 from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.delivery import Delivery
+from gouache.bot.generator import GeneratorWatch
 from gouache.bot.links import ArtifactLinks, load_link_key
 from gouache.bot.moderation import ModeratedAdmission, PromptFilter
 from gouache.bot.prompt_length import prompt_length_checker
@@ -109,9 +111,13 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         log.info("storage: %s", _describe_url(settings.resolved_database_url))
         _log_choices(settings)
         metrics = Metrics(CollectorRegistry())
+        supervisor = WorkerSupervisor(settings)
+        # A spawned worker is ours: a heartbeat from before now is a previous run's worker.
+        watch = GeneratorWatch(settings, since=time.time() if spawn_worker else None,
+                               restarts=lambda: supervisor.restarts)  # fmt: skip
         admission = ModeratedAdmission(
             PromptFilter(settings.moderation),
-            _admission(storage, settings),
+            _admission(storage, settings, watch),
             on_refused=lambda exc: metrics.admission_refusals.labels(reason=type(exc).__name__).inc(),
         )
         wake_delivery = asyncio.Event()
@@ -135,8 +141,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         delivery = Delivery(storage, adapters, flagged_action=settings.moderation.flagged_action,
                             wake=wake_delivery)  # fmt: skip
         queue_metrics = QueueMetrics(storage, metrics)
-        app = make_app(AppDeps(settings, web_adapter, Health(storage, settings), queue_metrics,
-                               extra_routes, accepting=lambda: accepting,
+        app = make_app(AppDeps(settings, web_adapter, Health(storage, settings, watch=watch),
+                               queue_metrics, extra_routes, accepting=lambda: accepting,
                                signing_key=link_key))  # fmt: skip
         runner = web.AppRunner(app, access_log=None, **runner_options(settings))
         await runner.setup()
@@ -149,7 +155,6 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None, spawn_
         port = runner.addresses[0][1]
         log.info("web playground: http://%s:%d/ (%s)", _url_host(settings.host), port,
                  "loopback only" if settings.is_loopback else "token required")  # fmt: skip
-        supervisor = WorkerSupervisor(settings)
         tasks = [asyncio.create_task(delivery.run(), name="delivery"),
                  asyncio.create_task(queue_metrics.run(), name="metrics")]  # fmt: skip
         if spawn_worker:
@@ -182,10 +187,10 @@ def _log_choices(settings: Settings) -> None:
         log.info("moderation: no blocklist (GOUACHE_MODERATION__BLOCKED_WORDS)")
 
 
-def _admission(storage: Storage, settings: Settings) -> Any:
+def _admission(storage: Storage, settings: Settings, watch: GeneratorWatch) -> Any:
     from gouache.bot.admission import Admission
 
-    return Admission(storage, settings)
+    return Admission(storage, settings, watch=watch)
 
 
 async def _open_chat_adapter(platform: _ChatPlatform, deps: AdapterDeps, stack: AsyncExitStack) -> Adapter | None:

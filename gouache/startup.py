@@ -77,6 +77,7 @@ class DeviceReport:
     device: str  # what the worker will use: "cuda:0", "cpu"
     cuda_usable: bool
     summary: str  # one line for the log
+    gpu_present: bool = True  # False: no NVIDIA device at all here, so nothing to fix (a laptop)
 
 
 # --- data paths ------------------------------------------------------------------------------
@@ -208,7 +209,10 @@ def _announce(token: WebToken, settings: Settings, out: TextIO) -> None:
 
 
 # --- the device ------------------------------------------------------------------------------
-def cuda_report(device: str = "auto", torch_module: Any = None) -> DeviceReport:
+def cuda_report(
+    device: str = "auto", torch_module: Any = None, *, root: Path = Path("/"),
+    environ: MutableMapping[str, str] | None = None,
+) -> DeviceReport:
     """Which device the worker will use and whether CUDA works, checked by running on it.
 
     ``device`` is ``worker.device``: ``auto`` takes the first CUDA device when one is usable,
@@ -254,9 +258,15 @@ def cuda_report(device: str = "auto", torch_module: Any = None) -> DeviceReport:
             f"(torch {version}, CUDA {build}, {count} device(s) visible)"
         )
         return DeviceReport(f"cuda:{index}", True, summary)
-    hint = _gpu_hint()
+    environ = os.environ if environ is None else environ
+    hint = _gpu_hint(root, environ)
     if device != "auto":
         raise StartupError(f"worker.device = {device}, but CUDA is not usable: {reason}.{hint}")
+    gpu_present = any((root / "dev").glob("nvidia[0-9]*")) or in_container(root, environ)
+    if not gpu_present:  # a laptop or a CPU server: nothing to fix, only to know
+        return DeviceReport("cpu", False, f"device: cpu, no NVIDIA GPU on this machine ({reason}). "
+                            "builtin:demo runs well on a CPU; real models are slow without a GPU.",
+                            gpu_present=False)  # fmt: skip
     return DeviceReport(
         "cpu", False, f"device: cpu, CUDA not usable: {reason}.{hint} Generating on the CPU is slow."
     )
@@ -267,11 +277,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].rstrip(".")
 
 
-def _gpu_hint() -> str:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+def _gpu_hint(root: Path, environ: MutableMapping[str, str]) -> str:
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return f" CUDA_VISIBLE_DEVICES={visible!r} hides every GPU."
-    if not any(Path("/dev").glob("nvidia[0-9]*")):
+    if in_container(root, environ) and not any((root / "dev").glob("nvidia[0-9]*")):
         return (
             " No /dev/nvidia* device here: give the container a GPU (docker run --gpus all, or"
             " compose's deploy.resources.reservations.devices) and install the NVIDIA"
@@ -319,7 +329,8 @@ def prepare_worker(settings: Settings, *, environ: MutableMapping[str, str] | No
     prepare_environment(settings, environ)
     ensure_data_dir(settings, environ)
     report = cuda_report(settings.worker.device, torch_module)
-    (log.info if report.cuda_usable or settings.worker.device == "cpu" else log.warning)(
+    quiet = report.cuda_usable or settings.worker.device == "cpu" or not report.gpu_present
+    (log.info if quiet else log.warning)(
         "%s", report.summary
     )
     return report

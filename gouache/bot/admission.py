@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from gouache import messages
+from gouache.bot.generator import GeneratorWatch
 from gouache.config import Admission as AdmissionSettings
 from gouache.config import Settings, WebSettings
 from gouache.errors import NotAllowed, QueueFull, QueuePaused, RateLimited
@@ -41,12 +42,15 @@ class Admitted:
     created: bool  # False: the platform re-sent a request we already had
     position: int  # 1 = next in line; 0 = already running or finished
     eta_seconds: float | None  # until this job's images are done; None when not queued
+    generator_running: bool = True  # False: no worker heartbeats, so no ETA can be promised
+    generator_starting: bool = False  # our worker's first start: it will be running shortly
 
     @property
     def message(self) -> str:
         if self.position < 1:
             return messages.started()
-        return messages.queued(self.position, self.eta_seconds)
+        return messages.queued(self.position, self.eta_seconds, generator_running=self.generator_running,
+                               generator_starting=self.generator_starting)  # fmt: skip
 
 
 class Admits(Protocol):
@@ -64,8 +68,10 @@ class Admission:
         policy: AdmissionSettings | Settings,
         *,
         default_seconds_per_image: float = DEFAULT_SECONDS_PER_IMAGE,
+        watch: GeneratorWatch | None = None,
     ) -> None:
         self._storage = storage
+        self._watch = watch  # None: assume a worker runs (tests, tools)
         self._policy = policy.admission if isinstance(policy, Settings) else policy
         self._web = policy.web if isinstance(policy, Settings) else WebSettings()
         self._default_spi = default_seconds_per_image
@@ -99,8 +105,8 @@ class Admission:
             job, created = await self._storage.enqueue(request, inputs, self.quota_for(request))
         except QuotaRefused as refused:
             raise self._refusal(refused, request) from refused
-        position, eta = await self._place(job)
-        return Admitted(job, created, position, eta)
+        position, eta, running, starting = await self._place(job)
+        return Admitted(job, created, position, eta, running, starting)
 
     def check_allowed(self, request: Request) -> None:
         """Empty allowlists allow everything; web and CLI requests have no guild or channel."""
@@ -131,12 +137,16 @@ class Admission:
             return QueueFull(messages.platform_queue_full(request.origin.platform, int(refused.maximum)))
         return QueueFull(messages.queue_full(p.max_queue))
 
-    async def _place(self, job: Job) -> tuple[int, float | None]:
-        """Position in fair order and an ETA from recent throughput (seconds per image)."""
+    async def _place(self, job: Job) -> tuple[int, float | None, bool, bool]:
+        """Position in fair order, an ETA from recent throughput (seconds per image), and
+        whether a worker is running at all (without one there is no ETA to give)."""
         place = await self._storage.queue_position(job.id)
         if place is None:
-            return 0, None
+            return 0, None, True, False
         jobs_ahead, images_through_mine = place
         stats = await self._storage.stats()
+        state = self._watch.judge(stats) if self._watch is not None else None
+        if state is not None and not state.live:
+            return jobs_ahead, None, False, state.starting
         spi = stats.seconds_per_image or self._default_spi
-        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers)
+        return jobs_ahead, images_through_mine * spi / max(1, stats.active_workers), True, False

@@ -106,7 +106,9 @@ _EXPERIMENT_FILES = {
 def artifact_label(request: Request, artifact: Artifact) -> str | None:
     """What an experiment's file shows: the grid, a sweep cell's axis values (row-major, the
     first axis along the columns, as ``worker/sweeps.cells``), an interpolation endpoint, the
-    GIFs and strips. ``None`` for an ordinary job's files."""
+    GIFs and strips; an ordinary job's files say their kind and number ("image 2", "GIF 2")."""
+    if artifact.kind in _KIND_LABELS and artifact.index is None:
+        return _KIND_LABELS[artifact.kind]
     if artifact.index is None:
         label = _EXPERIMENT_FILES.get(artifact.name)
         if label == "sweep grid" and request.sweep:
@@ -121,4 +123,9 @@ def artifact_label(request: Request, artifact: Artifact) -> str | None:
     if request.frames and artifact.kind is ArtifactKind.IMAGE:
         end = "A" if artifact.index == 0 else "B"
         return f"endpoint {end} (frame {artifact.index + 1} of {request.frames})"
-    return None
+    noun = _INDEXED_LABELS.get(artifact.kind)
+    return f"{noun} {artifact.index + 1}" if noun else None
+
+
+_KIND_LABELS = {ArtifactKind.REPORT: "diversity report", ArtifactKind.COMPOSITE: "diversity report picture"}
+_INDEXED_LABELS = {ArtifactKind.IMAGE: "image", ArtifactKind.GIF: "GIF", ArtifactKind.DEPTH: "depth map"}

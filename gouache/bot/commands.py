@@ -20,7 +20,7 @@ from typing import Any
 from gouache import messages
 from gouache.bot.prompt_length import PromptCheck
 from gouache.config import Limits, ModelSpec, Settings
-from gouache.errors import InvalidRequest, NotFound
+from gouache.errors import InvalidRequest
 from gouache.request import (
     COMMAND_NAMES,
     DEFAULT_ENLARGE,
@@ -74,6 +74,7 @@ _RATIO_RE = re.compile(r"^([0-9]{1,6}):([0-9]{1,6})$")
 _SIZE_RE = re.compile(r"^([0-9]{1,6})[xX\u00d7]([0-9]{1,6})$")
 _BOOL_WORDS = MappingProxyType({"true": True, "yes": True, "1": True, "on": True,
                                 "false": False, "no": False, "0": False, "off": False})  # fmt: skip
+_SWITCH_WORDS = MappingProxyType({"yes": True, "true": True, "no": False, "false": False})
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
                           "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge",
@@ -152,9 +153,13 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
             options[key] = _parse_enlarge(flag, inline or DEFAULT_ENLARGE)
             continue
         if key in {"gif", "diversify", "process"}:
-            if inline is not None:
-                raise InvalidRequest(messages.bad_value(flag, "given without a value", inline))
-            options[key] = True
+            # A switch; "--gif yes" / "--gif=no" are read as the switch, never as prompt words.
+            if inline is None and i < len(words) and words[i].lower() in _SWITCH_WORDS:
+                inline = words[i]
+                i += 1
+            if inline is not None and inline.lower() not in _SWITCH_WORDS:
+                raise InvalidRequest(messages.bad_value(flag, "given alone, or yes or no", inline))
+            options[key] = _SWITCH_WORDS[inline.lower()] if inline is not None else True
             continue
         limit = len(words) if key == "negative" else i + (inline is None)
         while i < min(limit, len(words)) and not _FLAG_RE.match(words[i]):
@@ -524,7 +529,7 @@ def _resolve_model(name: str, settings: Settings) -> str:
     folded = [known for known in settings.models if known.casefold() == name.casefold()]
     if len(folded) == 1:
         return folded[0]
-    raise NotFound(messages.unknown_model(name, settings.models))
+    raise InvalidRequest(messages.unknown_model(name, settings.models))
 
 
 def _resolve_sampler(name: str) -> str:

@@ -1,19 +1,19 @@
-"""``/healthz``: is the database reachable and has a worker heartbeated recently?
+"""``/healthz``: is the database reachable and is a worker running (a fresh heartbeat)?
 
 A bot whose worker died still accepts commands but never answers them; an orchestrator should
-see that as unhealthy. "Recently" is a few heartbeat intervals, never less than 30 seconds.
-Where workers come and go on their own (KEDA scaling to zero), ``/healthz?worker=optional``
-asks about the bot and its database only.
+see that as unhealthy. "Fresh" is a few heartbeat intervals, never less than 30 seconds, and,
+when the service spawns its own worker, newer than the service itself: right after a restart
+the previous worker's heartbeat is not a live worker (``bot/generator.py`` decides). Where
+workers come and go on their own (KEDA scaling to zero), ``/healthz?worker=optional`` asks about
+the bot and its database only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
+from gouache.bot.generator import GeneratorWatch
 from gouache.config import Settings
 from gouache.storage.base import Storage
 
@@ -22,11 +22,10 @@ __all__ = ["Health"]
 
 class Health:
     def __init__(
-        self, storage: Storage, settings: Settings, *, clock: Callable[[], float] = time.time
+        self, storage: Storage, settings: Settings, *, watch: GeneratorWatch | None = None
     ) -> None:
         self._storage = storage
-        self._max_age = max(30.0, 3 * settings.worker.heartbeat_seconds, settings.worker.poll_seconds * 3)
-        self._clock = clock
+        self._watch = watch or GeneratorWatch(settings)
         self._timeout = 5.0
 
     async def check(self, worker_required: bool = True) -> tuple[bool, dict[str, Any]]:
@@ -40,20 +39,11 @@ class Health:
             "queued_jobs": stats.queued_jobs,
             "running_jobs": stats.running_jobs,
         }
-        seen = stats.last_worker_seen
-        if seen is None:
-            details.update(status="ok" if not worker_required else "unhealthy",
-                           worker="no worker has heartbeated yet")  # fmt: skip
-            return not worker_required, details
-        age = self._clock() - _timestamp(seen)
-        details["worker_heartbeat_age_seconds"] = round(age, 1)
-        if age > self._max_age:
-            details.update(status="ok" if not worker_required else "unhealthy",
-                           worker=f"no heartbeat for {age:.0f} s")  # fmt: skip
+        state = self._watch.judge(stats)
+        if state.heartbeat_age is not None:
+            details["worker_heartbeat_age_seconds"] = round(state.heartbeat_age, 1)
+        if not state.live:
+            details.update(status="ok" if not worker_required else "unhealthy", worker=state.reason)
             return not worker_required, details
         details.update(status="ok", worker="ok")
         return True, details
-
-
-def _timestamp(value: datetime) -> float:
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()

@@ -13,12 +13,12 @@ def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:
     page = browser.new_page()
     try:
         page.goto(service_url)
-        page.fill("#command", "/imagine a red fox --n 2 --gif")
+        page.fill("#command", "/imagine a large red circle in the center on a plain blue background --n 2 --gif")
         page.press("#command", "Enter")
 
         card = page.locator(".msg.job").first
         card.locator(".status").wait_for()
-        assert "/imagine a red fox" in card.locator(".command").inner_text()
+        assert "/imagine a large red circle" in card.locator(".command").inner_text()
 
         images = card.locator("img[data-kind=image]")
         gifs = card.locator("img[data-kind=gif]")
@@ -30,6 +30,8 @@ def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:
         )
         assert card.get_attribute("data-status") == "succeeded"
         assert card.locator(".status").inner_text() == "Done."
+        captions = card.locator("figcaption").all_inner_texts()  # every tile says what it is
+        assert {"image 1", "image 2", "GIF 1"} <= {c.strip() for c in captions}, captions
         buttons = card.locator(".buttons button")
         assert buttons.all_inner_texts() == ["Reroll", "Variations", "Diversify"]  # it already has a GIF
         page.locator("#recent li[data-status=succeeded]").first.wait_for()
@@ -77,5 +79,24 @@ def test_diversity_shows_the_composite_and_the_numbers_without_a_click(service_u
         page.wait_for_function("() => document.querySelector('.msg.job .report pre').textContent.includes('verdict:')")
         assert text.is_visible() and "distinct of 3" in text.inner_text()
         assert card.locator("img[data-kind=image]").count() == 3
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("width", [360, 768, 1280])
+def test_the_page_fits_the_screen_and_suggests_what_the_demo_draws(
+    service_url: str, browser, width: int
+) -> None:
+    page = browser.new_page(viewport={"width": width, "height": 800})
+    try:
+        page.goto(service_url)
+        assert "coloured shapes" in page.locator(".hint").inner_text()
+        assert page.locator("link[rel=icon]").count() == 1
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
+        channel = page.locator("#channel").bounding_box()
+        assert channel is not None
+        if width < 700:  # the sidebar goes below the messages instead of squeezing them
+            assert channel["width"] >= width * 0.9, channel
     finally:
         page.close()

@@ -226,3 +226,17 @@ async def test_stale_rate_buckets_are_pruned(storage):
     await _age_buckets(storage, 2 * 3600)
     await admission.admit(make_request(user="late", platform="cli"))
     assert await _has_bucket(storage, ["one-0", "one-1", "one-2", "late"]) == {"late"}
+async def test_no_running_worker_still_queues_but_says_so(storage):
+    from gouache.bot.generator import GeneratorWatch
+    from gouache.config import Settings
+
+    watch = GeneratorWatch(Settings(), restarts=lambda: 3)
+    admission = Admission(storage, Policy(rate_per_minute=600, burst=100), watch=watch)
+    waiting = await admission.admit(make_request(user="ann"))
+    assert waiting.created and waiting.position == 1  # queued all the same: nothing is lost
+    assert waiting.eta_seconds is None and waiting.generator_running is False
+    assert "generator isn't running" in waiting.message and "ready in" not in waiting.message
+    await storage.worker_seen("w-1")
+    served = await admission.admit(make_request(user="bob"))
+    assert served.generator_running and served.eta_seconds is not None
+    assert "ready in about" in served.message

@@ -1,4 +1,4 @@
-"""`gouache generate --depth FILE` end to end: a depth map PNG, a JPEG photo and a .npy, on
+"""`gouache generate --file FILE` end to end: a depth map PNG, a JPEG photo and a .npy, on
 builtin:demo and builtin:tiny, each writing the images and the depth map used."""
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ def test_generate_depth_writes_images_and_the_depth_map_used(
     uploads: dict[str, Path], data_dir: Path, tmp_path: Path, model: str, name: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    code = main(["generate", "a stone arch --seed 3 --steps 4", "--depth", str(uploads[name]),
+    code = main(["generate", "a stone arch --seed 3 --steps 4", "--file", str(uploads[name]),
                  "--model", model, "-o", str(tmp_path), "--data-dir", str(data_dir)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0, err
-    image, depth = Image.open(tmp_path / "seed-3.png"), Image.open(tmp_path / "seed-3-depth.png")
+    image, depth = Image.open(tmp_path / "image-0.png"), Image.open(tmp_path / "depth-0.png")
     assert image.size == depth.size and depth.mode == "L"
     assert "Model: " + model in image.info["parameters"]
     if name == "photo.jpg":
@@ -61,29 +61,26 @@ def test_generate_depth_writes_images_and_the_depth_map_used(
 def test_the_demo_estimate_follows_the_photo(uploads: dict[str, Path], data_dir: Path, tmp_path: Path) -> None:
     square = uploads["map.png"].parent / "square.png"
     Image.fromarray(RENDERED.image).save(square)
-    assert main(["generate", "a stone arch --seed 1 --steps 4 --input photo", "--depth", str(square),
+    assert main(["generate", "a stone arch --seed 1 --steps 4 --input photo", "--file", str(square),
                  "--model", "builtin:demo", "-o", str(tmp_path), "--data-dir", str(data_dir)]) == 0  # fmt: skip
-    used = np.asarray(Image.open(tmp_path / "seed-1-depth.png").resize((48, 48)), dtype=np.float32) / 255
+    used = np.asarray(Image.open(tmp_path / "depth-0.png").resize((48, 48)), dtype=np.float32) / 255
     a, b = used >= 0.5, RENDERED.depth >= 0.5
     assert (a & b).sum() / (a | b).sum() > 0.7
 
 
-def test_file_without_depth_is_refused(uploads: dict[str, Path], tmp_path: Path,
+def test_file_with_another_command_is_refused(uploads: dict[str, Path], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    code = main(["generate", "a stone arch", "--file", str(uploads["map.png"]), "-o", str(tmp_path),
-                 "--data-dir", str(tmp_path)])  # fmt: skip
-    assert code == 2
-    assert "--file only works with /depth" in capsys.readouterr().err
-    code = main(["generate", "/diversity a stone arch", "--depth", str(uploads["map.png"]),
-                 "-o", str(tmp_path), "--data-dir", str(tmp_path)])  # fmt: skip
-    assert code == 2 and "--depth only works with /depth" in capsys.readouterr().err
+    for command in ("/diversity a stone arch", "/imagine a stone arch"):
+        code = main(["generate", command, "--file", str(uploads["map.png"]),
+                     "-o", str(tmp_path), "--data-dir", str(tmp_path)])  # fmt: skip
+        assert code == 2 and "--file only works with /depth" in capsys.readouterr().err
     assert not list(tmp_path.glob("*.png"))
 
 
 def test_a_bad_upload_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "fake.png"
     bad.write_bytes(b"<!DOCTYPE html><html></html>")
-    assert main(["generate", "a stone arch", "--depth", str(bad), "-o", str(tmp_path),
+    assert main(["generate", "a stone arch", "--file", str(bad), "-o", str(tmp_path),
                  "--data-dir", str(tmp_path)]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert err.startswith("gouache: That file is a web page (HTML)") and "Traceback" not in err

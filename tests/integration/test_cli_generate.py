@@ -18,15 +18,18 @@ COMMAND = "a red fox --ar 3:2 --seed 7 --n 2"
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     data = tmp_path_factory.mktemp("data")
     first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
-    for out in (first, second):
-        assert main(["generate", COMMAND, "-o", str(out), "--gif", "--data-dir", str(data)]) == 0
+    # Flags outside the quotes and an unquoted prompt mean the same as one quoted command.
+    assert main(["generate", COMMAND, "-o", str(first), "--gif", "--data-dir", str(data)]) == 0
+    assert main(["generate", "--data-dir", str(data), *COMMAND.split(), "--gif", "-o", str(second)]) == 0
     return first, second
 
 
 def test_writes_two_3_2_pngs_with_a1111_parameters(runs: tuple[Path, Path]) -> None:
     first, _ = runs
-    for seed in (7, 8):
-        image = Image.open(first / f"seed-{seed}.png")
+    assert sorted(p.name for p in first.iterdir()) == [
+        "denoise-0.gif", "denoise-1.gif", "image-0.png", "image-1.png"]  # the web API's names
+    for index, seed in ((0, 7), (1, 8)):
+        image = Image.open(first / f"image-{index}.png")
         width, height = image.size
         assert width * 2 == height * 3 and width % 8 == 0 and height % 8 == 0
         params = image.info["parameters"]
@@ -45,24 +48,24 @@ def test_writes_two_3_2_pngs_with_a1111_parameters(runs: tuple[Path, Path]) -> N
 
 def test_same_command_twice_gives_identical_pixels(runs: tuple[Path, Path]) -> None:
     first, second = runs
-    for name in ("seed-7.png", "seed-8.png"):
+    for name in ("image-0.png", "image-1.png", "denoise-0.gif"):
         a = np.asarray(Image.open(first / name))
         b = np.asarray(Image.open(second / name))
         assert np.array_equal(a, b)
     # ...while the two seeds of one request differ
     assert not np.array_equal(
-        np.asarray(Image.open(first / "seed-7.png")), np.asarray(Image.open(first / "seed-8.png"))
+        np.asarray(Image.open(first / "image-0.png")), np.asarray(Image.open(first / "image-1.png"))
     )
 
 
 def test_gif_has_at_least_8_frames_ending_on_the_final_image(runs: tuple[Path, Path]) -> None:
     first, _ = runs
-    png = Image.open(first / "seed-7.png").convert("RGB")
+    png = Image.open(first / "image-0.png").convert("RGB")
     # A GIF holds 256 colours: compare with the final image reduced the same way.
     final = np.asarray(
         png.quantize(256, method=Image.Quantize.MEDIANCUT).convert("RGB"), dtype=np.float32
     )
-    gif = Image.open(first / "seed-7-denoise.gif")
+    gif = Image.open(first / "denoise-0.gif")
     assert gif.info.get("loop") == 0
     frames = [np.asarray(f.convert("RGB"), dtype=np.float32) for f in ImageSequence.Iterator(gif)]
     assert len(frames) >= 8

@@ -1,4 +1,4 @@
-"""`gouache diversity PROMPT --n 8 [--enlarge METHOD] -o out/` on both builtin models."""
+"""`gouache diversity PROMPT --n 8 [--enlarge [METHOD]] -o out/` on both builtin models."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def test_cli_prints_the_report_and_writes_images_and_composite(
     model: str, prompt: str, enlarge: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    argv = ["diversity", prompt, "--n", "8", "--seed", "5", "--model", model,
+    argv = ["diversity", *prompt.split(), "--n", "8", "--seed", "5", "--model", model,
             "--data-dir", str(tmp_path / "data"), "-o", str(out)]  # fmt: skip
     if enlarge:
         argv += ["--enlarge", enlarge]
@@ -42,20 +42,23 @@ def test_cli_prints_the_report_and_writes_images_and_composite(
     assert "distinct of 8" in printed and "verdict:" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["images"] == 8 and report["summary"] in printed
-    images = sorted(out.glob("seed-*.png"))
+    images = sorted(out.glob("image-*.png"))
     assert len(images) == 8
     with Image.open(out / "report.png") as composite:
         assert composite.width > 400
     if enlarge:
         assert report["enlarge"] == enlarge and "->" in printed
-        assert sorted(p.name for p in (out / "baseline").glob("seed-*.png")) == [f"seed-{s}.png" for s in sorted(range(5, 13), key=str)]
+        assert sorted(p.name for p in (out / "baseline").glob("*.png")) == sorted(f"image-{i}.png" for i in range(8))
         if enlarge == "cads":  # same seeds as the baseline
-            assert sorted(p.name for p in images) == sorted(p.name for p in (out / "baseline").glob("*.png"))
+            for index, path in enumerate(sorted(images)):
+                with Image.open(path) as image:
+                    assert f"Seed: {5 + index}," in image.info["parameters"]
     else:
         assert "baseline" not in report and not (out / "baseline").exists()
 
 
 def test_cli_refuses_an_unknown_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["diversity", "x", "--enlarge", "magic", "-o", str(tmp_path)])
-    assert "invalid choice" in capsys.readouterr().err
+    # As in chat: a word after --enlarge that is no method is part of the prompt, and
+    # --enlarge=magic names a method that does not exist.
+    assert main(["diversity", "x", "--enlarge=magic", "-o", str(tmp_path)]) == 2
+    assert "--enlarge must be one of cads, variants, interval" in capsys.readouterr().err

@@ -359,7 +359,7 @@ async def test_the_playground_gets_each_experiments_files_in_order_with_labels(t
         shown = [(a["name"], a["mime"], a["wide"], bool(a["label"])) for a in process_job["artifacts"]]
         assert shown == [("process.gif", "image/gif", False, True),
                          ("process-strip.png", "image/png", True, True),
-                         ("image-0.png", "image/png", False, False)]  # fmt: skip
+                         ("image-0.png", "image/png", False, True)]  # fmt: skip
         for job in done:
             for artifact in job["artifacts"]:
                 body = await client.get(artifact["url"])

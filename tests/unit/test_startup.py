@@ -146,8 +146,22 @@ def test_cuda_check_on_this_machine_says_why_and_falls_back_to_cpu() -> None:
         assert report.device.startswith("cuda:") and "CUDA usable" in report.summary
     else:
         assert report.device == "cpu"
-        assert report.summary.startswith("device: cpu, CUDA not usable: ")
-        assert "Generating on the CPU is slow" in report.summary
+        assert report.summary.startswith(("device: cpu, CUDA not usable: ",
+                                          "device: cpu, no NVIDIA GPU on this machine"))  # fmt: skip
+
+
+def test_a_laptop_without_a_gpu_is_told_so_without_docker_advice(tmp_path: Path) -> None:
+    report = cuda_report("auto", _fake_torch(count=0, build=None), root=tmp_path, environ={})
+    assert report.device == "cpu" and not report.gpu_present
+    assert "no NVIDIA GPU on this machine" in report.summary and "docker" not in report.summary
+
+
+def test_a_container_without_a_gpu_is_told_how_to_pass_one(tmp_path: Path) -> None:
+    (tmp_path / ".dockerenv").write_text("")
+    report = cuda_report("auto", _fake_torch(count=0, init_error="Found no NVIDIA driver on your system."),
+                         root=tmp_path, environ={})  # fmt: skip
+    assert report.gpu_present and "docker run --gpus all" in report.summary
+    assert "Generating on the CPU is slow" in report.summary
 
 
 def test_an_explicit_cuda_device_that_is_not_usable_is_an_error() -> None:

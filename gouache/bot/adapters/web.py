@@ -204,6 +204,8 @@ class WebAdapter:
                 "created": admitted.created,
                 "position": admitted.position,
                 "eta_seconds": admitted.eta_seconds,
+                "generator_running": admitted.generator_running,
+                "message": admitted.message,
                 "command": commands.format_command(job.request),
                 "notes": list(job.request.notes),
                 "url": f"/api/jobs/{job.id}",

@@ -110,10 +110,11 @@ function renderArtifacts(card, job) {
       const link = el("a", { href: art.url, target: "_blank", rel: "noopener" },
         el("img", { src: art.url, alt: art.label || `${art.kind} ${art.name}`,
           className: art.wide ? "wide" : "", dataset: { kind: art.kind, name: art.name } }));
-      // An experiment's files say what they are: the sweep grid, "cell 3: cfg=7, steps=25",
-      // the interpolation's and --process's GIF and strip (wide ones at their own size).
-      box.append(art.label ? el("figure", { className: art.wide ? "wide" : "" }, link,
-        el("figcaption", {}, art.label)) : link);
+      // Every tile says what it is ("image 2", "GIF 2", "cell 3: cfg=7", the sweep grid, the
+      // strips); GIFs are marked, and wide pictures keep their own size and scroll sideways.
+      const caption = art.label || art.name;
+      box.append(el("figure", { className: [art.wide ? "wide" : "", art.kind === "gif" ? "gif" : ""].join(" ").trim() },
+        link, el("figcaption", {}, caption)));
     }
   }
   const buttons = card.querySelector(".buttons");

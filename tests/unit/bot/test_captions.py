@@ -30,3 +30,17 @@ def test_report_text_and_composite_reach_chat() -> None:
     from gouache.bot.adapters.slack import app
 
     assert outbox._SHOWN[0] is app._SHOWN[0] is ArtifactKind.COMPOSITE  # posted first, on both
+
+
+def test_every_tile_of_an_ordinary_job_says_what_it_is() -> None:
+    from gouache.bot.captions import artifact_label
+    from gouache.storage.jobs import Artifact, ArtifactKind
+    from tests.support.factories import make_request
+
+    request = make_request(count=2)
+    made = [Artifact("j", "image-1.png", ArtifactKind.IMAGE, "image/png", b"", 1),
+            Artifact("j", "denoise-1.gif", ArtifactKind.GIF, "image/gif", b"", 1),
+            Artifact("j", "depth-0.png", ArtifactKind.DEPTH, "image/png", b"", 0),
+            Artifact("j", "report.png", ArtifactKind.COMPOSITE, "image/png", b"")]  # fmt: skip
+    assert [artifact_label(request, a) for a in made] == [
+        "image 2", "GIF 2", "depth map 1", "diversity report picture"]

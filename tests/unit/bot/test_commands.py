@@ -22,7 +22,7 @@ from gouache.bot.commands import (
 )
 from gouache.bot.prompt_length import Overflow
 from gouache.config import Settings
-from gouache.errors import InvalidRequest, NotFound, UserError
+from gouache.errors import InvalidRequest, UserError
 from gouache.request import Kind, Origin, Request
 
 ORIGIN = Origin(platform="slack", request_id="t-1", user="U1", channel="C1")
@@ -143,7 +143,7 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
         ("fox --ar wide", "--ar must be two whole numbers like 16:9 (got “wide”)."),
         ("fox --ar 0:1", "--ar must be two whole numbers like 16:9 (got “0:1”)."),
         ("fox --size big", "--size must be width x height like 768x512 (got “big”)."),
-        ("fox --gif=yes", "--gif must be given without a value (got “yes”)."),
+        ("fox --gif=maybe", "--gif must be given alone, or yes or no (got “maybe”)."),
         ("fox --ar 1:1 --size 64x64", "Use either --ar or --size, not both."),
     ],
 )
@@ -243,7 +243,7 @@ def test_validation_messages(cfg: Settings, text: str, message: str) -> None:
 
 
 def test_unknown_model_lists_the_known_ones(cfg: Settings) -> None:
-    with pytest.raises(NotFound) as info:
+    with pytest.raises(InvalidRequest) as info:
         build("fox --model sdxl", cfg)
     assert info.value.message == (
         "Unknown model “sdxl”. Available models: builtin:demo, builtin:tiny, sd15.")
@@ -478,3 +478,14 @@ def test_bidi_and_zero_width_characters_are_stripped_from_prompts(
     assert request.prompt == "a redfox 👩\u200d💻"
     assert request.negative_prompt == "blurry"
     assert strip_invisible("\u200dx") == "x"
+
+
+@pytest.mark.parametrize(
+    ("text", "gif"),
+    [("a red circle --gif yes", True), ("a red circle --gif", True), ("a red circle --gif=true", True),
+     ("a red circle --gif no", False), ("a red circle --gif=no --seed 3", False)],
+)  # fmt: skip
+def test_a_switch_takes_yes_or_no_and_never_adds_it_to_the_prompt(text: str, gif: bool) -> None:
+    command = parse_text(text)
+    assert command.prompt == "a red circle"
+    assert command.options["gif"] is gif
