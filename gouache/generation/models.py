@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,8 @@ import torch
 
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
-from gouache.generation.families import Family, family_for
+from gouache.generation.families import family_for
+from gouache.generation.families.base import LoadedModel
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
 
 __all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
@@ -32,40 +32,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def demo_root() -> Path:
     """Where the shipped demo model lives (pipeline/, controlnet-depth/, clip/)."""
     return Path(__file__).resolve().parent.parent / "models" / "demo"
-
-
-@dataclass
-class LoadedModel:
-    """One model's components on its device; shared by every batch that names it."""
-
-    name: str
-    spec: ModelSpec
-    family: Family
-    device: torch.device
-    dtype: torch.dtype
-    tokenizers: tuple[Any, ...]
-    text_encoders: tuple[torch.nn.Module, ...]
-    denoiser: torch.nn.Module  # the UNet or transformer
-    vae: torch.nn.Module
-    scheduler_config: dict[str, Any]
-    force_zeros_for_empty_prompt: bool = False
-    controlnet: torch.nn.Module | None = None
-    preview_decoder: torch.nn.Module | None = None
-    clip_path: str | None = None
-    image_encoder_path: str | None = None  # semantic embeddings for /diversity
-    style_encoder_path: str | None = None  # Gram style features for /diversity
-    label: str = field(default="")
-    # How the denoiser is called (the module itself, or speed.BucketedUNet when compiled) and
-    # whether lanes of one scheduler class are stepped together: set by speed.apply_speed_options.
-    denoiser_call: Any = field(init=False)
-    batched_steps: bool = False
-
-    def __post_init__(self) -> None:
-        self.denoiser_call = self.denoiser
-
-    @property
-    def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 class ModelRegistry:
@@ -86,7 +52,6 @@ class ModelRegistry:
         self.device = _pick_device(device)
         self._offline = offline
         self._loaded: dict[str, LoadedModel] = {}
-        self._tokenizers: dict[str, Any] = {}
         self._lock = threading.RLock()
 
     @property
@@ -112,31 +77,7 @@ class ModelRegistry:
                 self._loaded[name] = model
             return self._loaded[name]
 
-    def prompt_overflow(self, model_name: str, prompt: str) -> str | None:
-        """The part of ``prompt`` beyond the text encoder's token limit, or None if it fits.
-
-        Loads only the tokenizer, so the command validator can warn before a job is queued.
-        """
-        tokenizer = self._tokenizer(model_name)
-        ids = tokenizer(prompt, truncation=False, verbose=False).input_ids
-        limit = tokenizer.model_max_length
-        if len(ids) <= limit:
-            return None
-        # The same slice diffusers reports as truncated: after the last kept token, before EOS.
-        return tokenizer.decode(ids[limit - 1 : -1]).strip()
-
     # -- loading -----------------------------------------------------------------------------
-
-    def _tokenizer(self, name: str) -> Any:
-        spec = self.spec(name)
-        with self._lock:
-            if name in self._loaded:
-                return self._loaded[name].tokenizers[0]
-            if name not in self._tokenizers:
-                path = self._pipeline_path(spec)
-                index = self._model_index(path, spec)
-                self._tokenizers[name] = self._component(path, spec, index, "tokenizer", None)
-            return self._tokenizers[name]
 
     def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
         path = self._pipeline_path(spec)

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gouache.config import Settings
@@ -21,7 +19,7 @@ if TYPE_CHECKING:
     from gouache.generation.safety import SafetyClassifier
     from gouache.worker.engine_like import EngineLike
 
-__all__ = ["build_registry", "build_estimators", "load_generation", "prompt_overflow_checker"]
+__all__ = ["build_registry", "build_estimators", "load_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -50,37 +48,6 @@ def build_estimators(settings: Settings, *, device: str | None = None) -> Estima
         device=device or settings.worker.device,
         offline=settings.offline,
     )
-
-
-def prompt_overflow_checker(settings: Settings) -> Callable[[str, str], str | None]:
-    """The bot's check that a prompt fits the text encoder, before it is queued.
-
-    The worker's own registry code on the CPU, loading tokenizers only (no weights), on first
-    use. A tokenizer that cannot be loaded is the worker's problem to report, not a reason to
-    refuse every prompt: that is logged once and the check is skipped for the model.
-    """
-    registry: ModelRegistry | None = None
-    broken: set[str] = set()
-    lock = threading.Lock()
-
-    def overflow(model: str, text: str) -> str | None:
-        nonlocal registry
-        if model in broken:
-            return None
-        with lock:
-            if registry is None:
-                registry = build_registry(settings, device="cpu")
-        try:
-            return registry.prompt_overflow(model, text)
-        except UserError:
-            raise
-        except Exception:
-            broken.add(model)
-            log.warning("cannot load the tokenizer of %s; prompt lengths go unchecked", model,
-                        exc_info=True)  # fmt: skip
-            return None
-
-    return overflow
 
 
 def load_generation(

@@ -20,13 +20,12 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from gouache.generation.diversity.metrics import cosine_kernel, histogram_roots, vendi
-from gouache.generation.diversity.scorer import ClipEmbedder
+from gouache.generation.diversity.scorer import ClipEmbedder, known_by
 from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult
 from gouache.request import ENLARGE_METHODS
 
@@ -218,20 +217,3 @@ def generate_enlarged(
         out[item.item_id] = Enlarged(baselines[item.item_id], result, method,
                                      (item.prompt,) * item.count, seeds)  # fmt: skip
     return out
-
-
-def known_by(tokenizer: Any) -> Callable[[str], bool]:
-    """Whether ``tokenizer`` knows every word of a phrase: no unknown token, and, for a small
-    closed vocabulary (the demo model's: one token per word), each word one whole token. A
-    variant in words the model never saw would only add noise."""
-    unk = getattr(tokenizer, "unk_token_id", None)
-    closed = len(tokenizer) < 10_000
-
-    def known(phrase: str) -> bool:
-        for word in phrase.split():
-            ids = tokenizer(word, add_special_tokens=False).input_ids
-            if unk in ids or (closed and len(ids) != 1):
-                return False
-        return True
-
-    return known

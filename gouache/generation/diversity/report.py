@@ -197,7 +197,7 @@ def scored(
     if baseline is not None:
         before = scorer.report(model, prompt, baseline)
         text = report_text(report, before, method)
-        data["baseline"] = {k: v for k, v in before.to_dict().items() if k != "summary"}
+        data["baseline"] = before.to_dict()
         data["enlarge"] = method
-        data["summary"] = text
+    data["summary"] = text
     return data, composite_png(images, report, text=text)

@@ -11,7 +11,7 @@ reads in ``diversity_report``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,12 +176,6 @@ class DiversityReport:
     def fidelity(self) -> float | None:
         return float(np.mean(self.clip_scores)) if self.clip_scores else None
 
-    @property
-    def summary(self) -> str:
-        from gouache.generation.diversity.report import report_text
-
-        return report_text(self)
-
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "images": self.images,
@@ -194,7 +188,6 @@ class DiversityReport:
             "fidelity": None if self.fidelity is None else round(self.fidelity, 2),
             "near_duplicates": [list(pair) for pair in self.near_duplicates],
             "near_duplicate_similarity": NEAR_DUPLICATE,
-            "summary": self.summary,
         }
         if self.semantic is not None:
             data["semantic_vendi"] = round(self.semantic.vendi, 4)
@@ -266,9 +259,24 @@ class DiversityScorer:
         """Whether the model's tokenizer knows a phrase (for prompt variants); None: all known."""
         if self._registry is None:
             return None
-        from gouache.generation.diversity.enlarge import known_by
-
         return known_by(self._registry.get(model).tokenizers[0])
 
     def report(self, model: str, prompt: str, images: Sequence[Image.Image]) -> DiversityReport:
         return diversity_report(prompt, images, encoders=self.encoders_for(model))
+
+
+def known_by(tokenizer: Any) -> Callable[[str], bool]:
+    """Whether ``tokenizer`` knows every word of a phrase: no unknown token, and, for a small
+    closed vocabulary (the demo model's: one token per word), each word one whole token. A
+    variant in words the model never saw would only add noise."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    closed = len(tokenizer) < 10_000
+
+    def known(phrase: str) -> bool:
+        for word in phrase.split():
+            ids = tokenizer(word, add_special_tokens=False).input_ids
+            if unk in ids or (closed and len(ids) != 1):
+                return False
+        return True
+
+    return known

@@ -12,7 +12,7 @@ branches of the loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -21,11 +21,45 @@ from gouache import messages
 from gouache.errors import InvalidRequest
 
 if TYPE_CHECKING:
+    from gouache.config import ModelSpec
     from gouache.generation.loop.batch import BatchItem, LaneSpec
     from gouache.generation.loop.conditioning import Conditioning
-    from gouache.generation.models import LoadedModel
 
-__all__ = ["Family", "Rows"]
+__all__ = ["Family", "LoadedModel", "Rows"]
+
+
+@dataclass
+class LoadedModel:
+    """One model's components on its device; shared by every batch that names it."""
+
+    name: str
+    spec: ModelSpec
+    family: Family
+    device: torch.device
+    dtype: torch.dtype
+    tokenizers: tuple[Any, ...]
+    text_encoders: tuple[torch.nn.Module, ...]
+    denoiser: torch.nn.Module  # the UNet or transformer
+    vae: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    force_zeros_for_empty_prompt: bool = False
+    controlnet: torch.nn.Module | None = None
+    preview_decoder: torch.nn.Module | None = None
+    clip_path: str | None = None
+    image_encoder_path: str | None = None  # semantic embeddings for /diversity
+    style_encoder_path: str | None = None  # Gram style features for /diversity
+    label: str = field(default="")
+    # How the denoiser is called (the module itself, or speed.BucketedUNet when compiled) and
+    # whether lanes of one scheduler class are stepped together: set by speed.apply_speed_options.
+    denoiser_call: Any = field(init=False)
+    batched_steps: bool = False
+
+    def __post_init__(self) -> None:
+        self.denoiser_call = self.denoiser
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
 @dataclass

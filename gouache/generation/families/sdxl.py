@@ -18,8 +18,8 @@ from gouache.generation.families.unet import UNetFamily, prepare_control
 from gouache.generation.loop.conditioning import Conditioning
 
 if TYPE_CHECKING:
+    from gouache.generation.families.base import LoadedModel
     from gouache.generation.loop.batch import BatchItem, LaneSpec
-    from gouache.generation.models import LoadedModel
 
 __all__ = ["SDXL"]
 

@@ -18,8 +18,8 @@ from gouache.generation.families.base import Family, Rows
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from gouache.generation.families.base import LoadedModel
     from gouache.generation.loop.batch import LaneSpec
-    from gouache.generation.models import LoadedModel
 
 __all__ = ["UNetFamily", "guidance_embedding", "prepare_control"]
 

@@ -23,11 +23,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 
 from gouache.config import DEFAULT_COMPILE_BUCKETS, Speed
+from gouache.generation.families.base import LoadedModel
 
 __all__ = [
     "EAGER",
@@ -42,19 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Switch = Literal["auto", "on", "off"]
-
-
-class LoadedModel(Protocol):
-    """What the options touch of ``models.LoadedModel`` (structural, so that ``models.py``
-    imports this module and not the other way round)."""
-
-    name: str
-    denoiser: torch.nn.Module
-    vae: torch.nn.Module
-    controlnet: torch.nn.Module | None
-    text_encoders: tuple[torch.nn.Module, ...]
-    denoiser_call: Any
-    batched_steps: bool
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from gouache.generation.diversity.metrics import (
     vendi,
     vendi_infinity,
 )
+from gouache.generation.diversity.report import report_text
 from gouache.generation.diversity.scorer import (
     ClipEmbedder,
     Encoders,
@@ -122,6 +123,7 @@ def test_report_fields_and_serialisation() -> None:
     data = report.to_dict()
     assert data["images"] == 3 and data["semantic"]["vendi"] == pytest.approx(report.semantic.vendi, abs=1e-4)
     assert set(data["semantic"]) == {"vendi", "vendi_per_image", "vendi_infinity", "mean_distance"}
-    assert "distinct of 3" in data["summary"] and "verdict:" in data["summary"]
+    summary = report_text(report)
+    assert "distinct of 3" in summary and "verdict:" in summary
     with pytest.raises(ValueError, match="at least two"):
         diversity_report("one", images[:1])

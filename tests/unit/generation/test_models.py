@@ -74,8 +74,6 @@ def test_missing_demo_is_a_clear_error(tmp_path, monkeypatch):
     )
     with pytest.raises(NotFound, match="builtin:demo is not installed"):
         registry.get("builtin:demo")
-    with pytest.raises(NotFound, match="builtin:demo is not installed"):
-        registry.prompt_overflow("builtin:demo", "a cat")
 
 
 def test_a_missing_local_model_is_not_downloaded(tmp_path):
@@ -86,9 +84,3 @@ def test_a_missing_local_model_is_not_downloaded(tmp_path):
         registry.get("gone")
 
 
-def test_prompt_overflow(registry):
-    assert registry.prompt_overflow("builtin:tiny", "a small red cat") is None
-    # "at" is one token of the tiny vocabulary: start + 80 words + zebra + end > 77 tokens.
-    overflow = registry.prompt_overflow("builtin:tiny", " ".join(["at"] * 80) + " zebra")
-    # Kept: the start token and 75 words (the end token takes the last place).
-    assert overflow == " ".join(["at"] * 5) + " zebra"
