@@ -14,13 +14,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gouache.bot.commands import build_request, parse_text
+from gouache.bot.commands import Command, build_request, parse_arguments
 from gouache.bot.prompt_length import prompt_length_checker
 from gouache.config import Settings
-from gouache.request import Origin
+from gouache.request import Kind, Origin
 from gouache.worker.jobs import Made, artifacts_for, batch_key_for, item_for
 
-__all__ = ["DiversityRun", "diversity_to_dir"]
+__all__ = ["DiversityRun", "diversity_command", "diversity_to_dir"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,15 @@ class DiversityRun:
     text: str  # the report's text block
     written: list[Path]
     report: dict
+
+
+def diversity_command(text: str) -> Command:
+    """The /diversity command ``text`` asks for; a leading ``/diversity`` (the chat form, typed
+    out of habit) is dropped."""
+    words = text.split()
+    if words and words[0].lower() == "/diversity":
+        text = " ".join(words[1:])
+    return parse_arguments(Kind.DIVERSITY, text)
 
 
 def diversity_to_dir(settings: Settings, text: str, out: Path) -> DiversityRun:
@@ -41,10 +50,7 @@ def diversity_to_dir(settings: Settings, text: str, out: Path) -> DiversityRun:
     from gouache.worker.loading import build_registry
 
     quiet_model_libraries()
-    words = text.split()
-    if words and words[0].lower() == "/diversity":
-        words = words[1:]
-    command = parse_text(" ".join(["/diversity", *words]))
+    command = diversity_command(text)
     # A terminal run is one user's: it may ask for a larger set than a chat request.
     count = int(command.options.get("count", settings.limits.diversity_count))
     limits = settings.limits.model_copy(update={"max_images": max(settings.limits.max_images, count)})

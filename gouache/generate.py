@@ -9,12 +9,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from gouache import messages
-from gouache.bot.commands import build_request, parse_text
+from gouache.bot.commands import Command, build_request, parse_arguments, parse_text
 from gouache.bot.prompt_length import prompt_length_checker
 from gouache.bot.uploads import attach
 from gouache.config import Settings
 from gouache.errors import InvalidRequest
-from gouache.request import KINDS, Origin
+from gouache.request import KINDS, Kind, Origin
 from gouache.worker.experiments import (
     experiment_job,
     is_experiment,
@@ -23,7 +23,19 @@ from gouache.worker.experiments import (
 )
 from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 
-__all__ = ["generate_to_dir"]
+__all__ = ["command_for", "generate_to_dir"]
+
+
+def command_for(text: str, *, with_file: bool) -> Command:
+    """``text`` as chat reads it; with ``--file``, a prompt that names no command is a /depth
+    (and a command that takes no file is refused)."""
+    words = text.split()
+    if with_file and not (words and words[0].startswith("/")):
+        return parse_arguments(Kind.DEPTH, text)
+    command = parse_text(text)
+    if with_file and KINDS[command.kind].upload == "none":
+        raise InvalidRequest(messages.only_with("--file", "/depth"))
+    return command
 
 def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar on a terminal; silence when piped."""
@@ -58,12 +70,7 @@ def generate_to_dir(
     from gouache.observability import quiet_model_libraries
     from gouache.worker.loading import build_estimators, build_registry
 
-    first = text.split()[0].lower() if text.split() else ""
-    if upload is not None and not first.startswith("/"):
-        text = f"/depth {text}"
-    command = parse_text(text)
-    if upload is not None and KINDS[command.kind].upload == "none":
-        raise InvalidRequest(messages.only_with("--file", "/depth"))
+    command = command_for(text, with_file=upload is not None)
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)

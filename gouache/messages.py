@@ -75,6 +75,53 @@ __all__ = [
     "steps_too_few",
     "size_not_multiple_of_8",
     "out_of_memory_alone",
+    "human_size",
+    "file_too_large",
+    "image_file_empty",
+    "image_too_many_pixels",
+    "not_an_image",
+    "image_damaged",
+    "image_truncated",
+    "image_no_pixels",
+    "image_pixels_over",
+    "upload_empty",
+    "upload_is_other",
+    "upload_unknown_kind",
+    "upload_animated",
+    "upload_exif_too_large",
+    "upload_cmyk",
+    "upload_palette",
+    "upload_one_bit",
+    "png_mode_unsupported",
+    "image_mode_unsupported",
+    "png_truncated",
+    "png_chunk_past_end",
+    "png_no_header",
+    "png_16bit_colour",
+    "png_trailing_data",
+    "webp_truncated",
+    "webp_trailing_data",
+    "npy_not_numbers",
+    "npy_dtype",
+    "npy_bad_shape",
+    "npy_not_2d",
+    "npy_empty",
+    "depth_map_too_large",
+    "npy_size_mismatch",
+    "npy_header_damaged",
+    "npy_version",
+    "input_mode_invalid",
+    "npy_is_not_photo",
+    "depth_no_finite",
+    "depth_flat",
+    "depth_nonfinite_taken_far",
+    "depth_flipped",
+    "photo_without_estimator",
+    "depth_estimate_flat",
+    "depth_estimated_with",
+    "photo_not_depth_map",
+    "demo_estimator_not_installed",
+    "estimator_cannot_load",
 ]
 
 
@@ -594,3 +641,235 @@ def web_body_timeout() -> str:
 
 def web_form_fields() -> str:
     return "The form takes one command field and at most one file field."
+
+
+# Uploads and generation inputs -----------------------------------------------------------------
+# What the hostile-upload readers (generation/inputs/), the depth estimators and the worker's
+# request translation say. Admission in the bot runs the same readers, so these are what a user
+# sees when an attachment is refused.
+
+
+def human_size(count: int) -> str:
+    """``512 KB`` / ``10.0 MB`` for messages."""
+    if count < 1024:
+        return f"{count} bytes"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.0f} KB"
+    return f"{count / (1024 * 1024):.1f} MB"
+
+
+def file_too_large(size: int, limit: int) -> str:
+    return f"The file is {human_size(size)}; the limit is {human_size(limit)}."
+
+
+def image_file_empty(formats: str) -> str:
+    return f"The file is empty; please upload a {formats} image."
+
+
+def image_too_many_pixels(max_pixels: int) -> str:
+    return f"The image has too many pixels (limit {max_pixels:,})."
+
+
+def not_an_image(formats: str) -> str:
+    return f"That file is not a {formats} image."
+
+
+def image_damaged(formats: str) -> str:
+    return f"That {formats} image is damaged and cannot be read."
+
+
+def image_truncated(fmt: str) -> str:
+    return f"That {fmt} image is truncated or damaged and cannot be read."
+
+
+def image_no_pixels() -> str:
+    return "The image has no pixels."
+
+
+def image_pixels_over(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"The image is {width}x{height} = {width * height:,} pixels; "
+        f"the limit is {max_pixels:,} pixels."
+    )
+
+
+def upload_empty() -> str:
+    return "The file is empty: attach a depth map (PNG or .npy) or a photo."
+
+
+def upload_is_other(what: str) -> str:
+    """``what`` names what the bytes look like: ``a GIF``, ``a PDF document``, ..."""
+    return f"That file is {what}: /depth takes a PNG, JPEG or WEBP image, or a .npy depth map."
+
+
+def upload_unknown_kind() -> str:
+    return "That file is not a PNG, JPEG or WEBP image or a .npy depth map."
+
+
+def upload_animated(fmt: str, frames: int) -> str:
+    return f"That {fmt} is animated ({frames} frames): attach a still image."
+
+
+def upload_exif_too_large(fmt: str, size: int, limit: int) -> str:
+    return (
+        f"That {fmt}'s EXIF metadata is {human_size(size)} (more than "
+        f"{human_size(limit)}): re-save the image without it."
+    )
+
+
+def upload_cmyk() -> str:
+    return "That JPEG is in CMYK (print) colours: re-save it as an RGB JPEG or PNG."
+
+
+def upload_palette() -> str:
+    return "That PNG uses a colour palette: re-save it as greyscale (depth maps) or RGB (photos)."
+
+
+def upload_one_bit() -> str:
+    return "That PNG is black and white only (1 bit): a depth map needs grey levels."
+
+
+def png_mode_unsupported(mode: str) -> str:
+    return f"PNGs in {mode} mode are not supported: use 8/16-bit grey or 8-bit RGB."
+
+
+def image_mode_unsupported(fmt: str, mode: str) -> str:
+    return f"{fmt} images in {mode} mode are not supported: re-save it as RGB."
+
+
+def png_truncated() -> str:
+    return "That PNG is truncated (it ends before its last chunk)."
+
+
+def png_chunk_past_end() -> str:
+    return "That PNG is truncated or damaged (a chunk runs past the file's end)."
+
+
+def png_no_header() -> str:
+    return "That PNG is damaged: it does not start with an image header."
+
+
+def png_16bit_colour() -> str:
+    return "That PNG has 16-bit colour: save depth maps as 16-bit grey, photos as 8-bit RGB."
+
+
+def png_trailing_data(count: int) -> str:
+    return (
+        f"That PNG has {count:,} bytes after its end (a file hidden inside an image?): "
+        "re-save it as a plain PNG."
+    )
+
+
+def webp_truncated() -> str:
+    return "That WEBP is truncated (shorter than its header says)."
+
+
+def webp_trailing_data(count: int) -> str:
+    return f"That WEBP has {count:,} bytes after its end: re-save it as a plain WEBP."
+
+
+def npy_not_numbers() -> str:
+    return "The .npy file must hold plain numbers, not objects or records."
+
+
+def npy_dtype(name: str) -> str:
+    return f"The .npy file holds {name} values; use integers or float16/32/64."
+
+
+def npy_bad_shape(shape: object) -> str:
+    return f"The .npy header's shape {shorten(str(shape), 60)} is not a list of sizes."
+
+
+def npy_not_2d(shape: tuple[int, ...]) -> str:
+    dims = len(shape)
+    return (
+        f"The .npy depth map must be 2-D (height x width) but has {dims} "
+        f"dimension{'s' if dims != 1 else ''}: shape {shorten(str(shape), 60)}."
+    )
+
+
+def npy_empty(shape: tuple[int, ...]) -> str:
+    return f"The .npy depth map is empty: shape {shape}."
+
+
+def depth_map_too_large(width: int, height: int, max_pixels: int) -> str:
+    return (
+        f"The depth map is {width}x{height} = {width * height:,} values; "
+        f"the limit is {max_pixels:,}."
+    )
+
+
+def npy_size_mismatch(expected: int, held: int) -> str:
+    return (
+        f"The .npy file is truncated or padded: its header promises {expected:,} bytes "
+        f"of data but it holds {held:,}."
+    )
+
+
+def npy_header_damaged() -> str:
+    return "The .npy file's header is damaged."
+
+
+def npy_version(major: int, minor: int) -> str:
+    return f"Unsupported .npy format version {major}.{minor}."
+
+
+def input_mode_invalid(mode: str) -> str:
+    return f"--input takes depth or photo, not {shorten(mode, 24)!r}."
+
+
+def npy_is_not_photo() -> str:
+    return "That file is a .npy array, which is a depth map, not a photo."
+
+
+def depth_no_finite() -> str:
+    return "The depth map holds no finite numbers (all NaN or infinite)."
+
+
+def depth_flat(value: float) -> str:
+    return f"The depth map is one flat value ({value:g}) everywhere: there is no shape to follow."
+
+
+def depth_nonfinite_taken_far(count: int) -> str:
+    return f"{count:,} depth values were NaN or infinite; they were taken as far."
+
+
+def depth_flipped() -> str:
+    return (
+        "The depth map looked inverted (far bright, near dark); it was flipped to the "
+        "ControlNet convention, near = bright. Use a map with near bright to avoid this."
+    )
+
+
+def photo_without_estimator() -> str:
+    return (
+        "That looks like a photo, and this model has no depth estimator: attach a depth "
+        "map (near = bright), or choose a model with one."
+    )
+
+
+def depth_estimate_flat() -> str:
+    return (
+        "The depth estimator found no depth in that photo (a flat result): try another "
+        "photo or attach a depth map."
+    )
+
+
+def depth_estimated_with(estimator: str) -> str:
+    return f"The photo's depth was estimated with {estimator}."
+
+
+def photo_not_depth_map(name: str, reason: str) -> str:
+    """``name`` is the upload's file name as shown (``uploads._shown``: no folders, 40 chars)."""
+    return f"“{name}” looks like a photo, not a depth map ({reason})."
+
+
+def demo_estimator_not_installed(folder: object) -> str:
+    return f"builtin:demo's depth estimator is not installed ({folder} is missing)."
+
+
+def estimator_cannot_load(model: str, estimator: str) -> str:
+    return (
+        f"The depth estimator of {model} ({estimator}) cannot be loaded; "
+        "attach a depth map instead, or ask an admin to fix the model."
+    )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 from PIL import Image
 
+from gouache import messages
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
 
@@ -206,7 +207,7 @@ def load_estimator(
 
         folder = demo_root() / "depth-estimator"
         if not folder.is_dir():
-            raise NotFound(f"builtin:demo's depth estimator is not installed ({folder} is missing).")
+            raise NotFound(messages.demo_estimator_not_installed(folder))
         return DemoEstimator(str(folder), device=device)
     if location == BUILTIN_TINY:
         from gouache.generation.tiny import ensure_tiny_depth_estimator
@@ -257,8 +258,5 @@ class EstimatorRegistry:
                     raise
                 except Exception as exc:  # missing or broken weights: say which, not a trace
                     log.exception("cannot load depth estimator %s", wanted.label)
-                    raise NotFound(
-                        f"The depth estimator of {model} ({wanted.label}) cannot be loaded; "
-                        "attach a depth map instead, or ask an admin to fix the model."
-                    ) from exc
+                    raise NotFound(messages.estimator_cannot_load(model, wanted.label)) from exc
             return self._loaded[wanted]

@@ -107,9 +107,7 @@ def prepare_depth(
 
     upload_artifact = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
     if upload_artifact is None:
-        raise InvalidRequest(
-            f"/{request.kind.value} needs a depth map (PNG or .npy) or a photo attached."
-        )
+        raise InvalidRequest(messages.upload_needed(request.kind.value))
     upload = read_upload(
         upload_artifact.data, max_bytes=limits.max_upload_bytes,
         max_pixels=limits.max_upload_pixels, input_mode=request.depth_input,

@@ -3,8 +3,7 @@
 Uploads are hostile. Only PNG, JPEG and WEBP decoders are ever consulted, and the header's
 dimensions are checked against *our* pixel cap before any pixel is decoded: Pillow's own
 decompression-bomb limit (89 M pixels) is far above what a bot should accept, and a 66-byte PNG
-can claim 20000x20000. The messages here are shown to users (this package may not import
-``gouache.bot``, so they live beside the checks).
+can claim 20000x20000. The messages shown to users live in ``gouache.messages``.
 """
 
 from __future__ import annotations
@@ -19,28 +18,19 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from gouache import messages
 from gouache.errors import InvalidRequest, TooLarge
 
 __all__ = [
     "ALLOWED_FORMATS",
     "open_image",
     "decode_image",
-    "human_size",
 ]
 
 ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 # What a damaged or hostile file makes Pillow's decoders raise.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error,
                   IndexError, KeyError, TypeError, MemoryError)  # fmt: skip
-
-
-def human_size(count: int) -> str:
-    """``512 KB`` / ``10.0 MB`` for messages."""
-    if count < 1024:
-        return f"{count} bytes"
-    if count < 1024 * 1024:
-        return f"{count / 1024:.0f} KB"
-    return f"{count / (1024 * 1024):.1f} MB"
 
 
 def open_image(
@@ -58,30 +48,25 @@ def open_image(
     admission needs to know without decoding a single pixel.
     """
     if len(data) > max_bytes:
-        raise TooLarge(
-            f"The file is {human_size(len(data))}; the limit is {human_size(max_bytes)}."
-        )
+        raise TooLarge(messages.file_too_large(len(data), max_bytes))
     names = "/".join(formats)
     if not data:
-        raise InvalidRequest(f"The file is empty; please upload a {names} image.")
+        raise InvalidRequest(messages.image_file_empty(names))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=list(formats))
     except Image.DecompressionBombError as exc:
-        raise TooLarge(f"The image has too many pixels (limit {max_pixels:,}).") from exc
+        raise TooLarge(messages.image_too_many_pixels(max_pixels)) from exc
     except UnidentifiedImageError as exc:
-        raise InvalidRequest(f"That file is not a {names} image.") from exc
+        raise InvalidRequest(messages.not_an_image(names)) from exc
     except _DECODE_ERRORS as exc:
-        raise InvalidRequest(f"That {names} image is damaged and cannot be read.") from exc
+        raise InvalidRequest(messages.image_damaged(names)) from exc
     width, height = image.size
     if width < 1 or height < 1:
-        raise InvalidRequest("The image has no pixels.")
+        raise InvalidRequest(messages.image_no_pixels())
     if width * height > max_pixels:
-        raise TooLarge(
-            f"The image is {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {max_pixels:,} pixels."
-        )
+        raise TooLarge(messages.image_pixels_over(width, height, max_pixels))
     if not load:
         return image
     try:
@@ -90,11 +75,9 @@ def open_image(
             image.seek(0)
             image.load()
     except Image.DecompressionBombError as exc:  # pragma: no cover - caught by our cap first
-        raise TooLarge(f"The image has too many pixels (limit {max_pixels:,}).") from exc
+        raise TooLarge(messages.image_too_many_pixels(max_pixels)) from exc
     except _DECODE_ERRORS as exc:
-        raise InvalidRequest(
-            f"That {image.format or names} image is truncated or damaged and cannot be read."
-        ) from exc
+        raise InvalidRequest(messages.image_truncated(image.format or names)) from exc
     return image
 
 

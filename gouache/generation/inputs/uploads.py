@@ -49,8 +49,9 @@ import numpy as np
 from numpy.lib import format as npy_format
 from PIL import Image
 
+from gouache import messages
 from gouache.errors import BadUpload, InvalidRequest, TooLarge
-from gouache.generation.inputs.images import decode_image, human_size, open_image
+from gouache.generation.inputs.images import decode_image, open_image
 
 __all__ = [
     "DepthInput",
@@ -157,9 +158,9 @@ def inspect_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> UploadHea
     pixels: magic, caps, PNG chunk walk (truncation, trailing data, 16-bit colour, palette),
     WEBP container size, EXIF size, frame count, ``.npy`` header. Raises a ``UserError``."""
     if len(data) > max_bytes:
-        raise TooLarge(f"The file is {human_size(len(data))}; the limit is {human_size(max_bytes)}.")
+        raise TooLarge(messages.file_too_large(len(data), max_bytes))
     if not data:
-        raise BadUpload("The file is empty: attach a depth map (PNG or .npy) or a photo.")
+        raise BadUpload(messages.upload_empty())
     if data.startswith(_NPY_MAGIC):
         shape, dtype, _ = _npy_header(data, max_bytes=max_bytes, max_pixels=max_pixels)
         return UploadHeader("NPY", shape[1], shape[0], dtype.str)
@@ -174,34 +175,26 @@ def inspect_upload(data: bytes, *, max_bytes: int, max_pixels: int) -> UploadHea
     else:
         other = _sniff_other(data)
         if other is not None:
-            raise BadUpload(
-                f"That file is {other}: /depth takes a PNG, JPEG or WEBP image, "
-                "or a .npy depth map."
-            )
-        raise BadUpload("That file is not a PNG, JPEG or WEBP image or a .npy depth map.")
+            raise BadUpload(messages.upload_is_other(other))
+        raise BadUpload(messages.upload_unknown_kind())
     image = open_image(data, max_bytes=max_bytes, max_pixels=max_pixels, formats=(fmt,), load=False)
     frames = getattr(image, "n_frames", 1)
     if frames > 1:
-        raise BadUpload(f"That {fmt} is animated ({frames} frames): attach a still image.")
+        raise BadUpload(messages.upload_animated(fmt, frames))
     exif = image.info.get("exif") or b""
     if len(exif) > MAX_EXIF_BYTES:
-        raise BadUpload(
-            f"That {fmt}'s EXIF metadata is {human_size(len(exif))} (more than "
-            f"{human_size(MAX_EXIF_BYTES)}): re-save the image without it."
-        )
+        raise BadUpload(messages.upload_exif_too_large(fmt, len(exif), MAX_EXIF_BYTES))
     mode = image.mode
     if mode == "CMYK":
-        raise BadUpload("That JPEG is in CMYK (print) colours: re-save it as an RGB JPEG or PNG.")
+        raise BadUpload(messages.upload_cmyk())
     if mode in ("P", "PA"):
-        raise BadUpload(
-            "That PNG uses a colour palette: re-save it as greyscale (depth maps) or RGB (photos)."
-        )
+        raise BadUpload(messages.upload_palette())
     if mode == "1":
-        raise BadUpload("That PNG is black and white only (1 bit): a depth map needs grey levels.")
+        raise BadUpload(messages.upload_one_bit())
     if fmt == "PNG" and mode not in _PNG_OK_MODES:
-        raise BadUpload(f"PNGs in {mode} mode are not supported: use 8/16-bit grey or 8-bit RGB.")
+        raise BadUpload(messages.png_mode_unsupported(mode))
     if fmt != "PNG" and mode not in ("L", "RGB", "RGBA", "RGBX"):
-        raise BadUpload(f"{fmt} images in {mode} mode are not supported: re-save it as RGB.")
+        raise BadUpload(messages.image_mode_unsupported(fmt, mode))
     width, height = image.size
     return UploadHeader(fmt, width, height, mode)
 
@@ -211,28 +204,22 @@ def _walk_png(data: bytes) -> None:
     pos, seen_ihdr = 8, False
     while True:
         if pos + 8 > len(data):
-            raise BadUpload("That PNG is truncated (it ends before its last chunk).")
+            raise BadUpload(messages.png_truncated())
         (length,) = struct.unpack(">I", data[pos : pos + 4])
         kind = data[pos + 4 : pos + 8]
         end = pos + 12 + length
         if length > 2**31 - 1 or end > len(data):
-            raise BadUpload("That PNG is truncated or damaged (a chunk runs past the file's end).")
+            raise BadUpload(messages.png_chunk_past_end())
         if not seen_ihdr:
             if kind != b"IHDR" or length != 13:
-                raise BadUpload("That PNG is damaged: it does not start with an image header.")
+                raise BadUpload(messages.png_no_header())
             seen_ihdr = True
             bit_depth, colour_type = data[pos + 16], data[pos + 17]
             if bit_depth == 16 and colour_type in (2, 6):
-                raise BadUpload(
-                    "That PNG has 16-bit colour: save depth maps as 16-bit grey, photos as "
-                    "8-bit RGB."
-                )
+                raise BadUpload(messages.png_16bit_colour())
         if kind == b"IEND":
             if end != len(data):
-                raise BadUpload(
-                    f"That PNG has {len(data) - end:,} bytes after its end (a file hidden "
-                    "inside an image?): re-save it as a plain PNG."
-                )
+                raise BadUpload(messages.png_trailing_data(len(data) - end))
             return
         pos = end
 
@@ -240,12 +227,9 @@ def _walk_png(data: bytes) -> None:
 def _check_riff(data: bytes) -> None:
     (size,) = struct.unpack("<I", data[4:8])
     if size + 8 > len(data):
-        raise BadUpload("That WEBP is truncated (shorter than its header says).")
+        raise BadUpload(messages.webp_truncated())
     if size + 8 < len(data) - 1:  # one pad byte is allowed
-        raise BadUpload(
-            f"That WEBP has {len(data) - size - 8:,} bytes after its end: re-save it as a "
-            "plain WEBP."
-        )
+        raise BadUpload(messages.webp_trailing_data(len(data) - size - 8))
 
 
 # .npy -----------------------------------------------------------------------------------------
@@ -258,32 +242,23 @@ def _npy_header(
     stream = io.BytesIO(data)
     shape, _fortran, dtype = _read_npy_header(stream)
     if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
-        raise BadUpload("The .npy file must hold plain numbers, not objects or records.")
+        raise BadUpload(messages.npy_not_numbers())
     if dtype.kind not in _NUMERIC_KINDS or dtype.itemsize > 8:
-        raise BadUpload(f"The .npy file holds {dtype.name} values; use integers or float16/32/64.")
+        raise BadUpload(messages.npy_dtype(dtype.name))
     if any(not isinstance(side, int) or side < 0 for side in shape):
-        raise BadUpload(f"The .npy header's shape {shape} is not a list of sizes.")
+        raise BadUpload(messages.npy_bad_shape(shape))
     if len(shape) == 3 and shape[2] == 1:
         shape = shape[:2]
     if len(shape) != 2:
-        raise BadUpload(
-            f"The .npy depth map must be 2-D (height x width) but has {len(shape)} "
-            f"dimension{'s' if len(shape) != 1 else ''}: shape {shape}."
-        )
+        raise BadUpload(messages.npy_not_2d(shape))
     if min(shape) < 1:
-        raise BadUpload(f"The .npy depth map is empty: shape {shape}.")
+        raise BadUpload(messages.npy_empty(shape))
     height, width = shape
     if height * width > max_pixels:
-        raise TooLarge(
-            f"The depth map is {width}x{height} = {width * height:,} values; "
-            f"the limit is {max_pixels:,}."
-        )
+        raise TooLarge(messages.depth_map_too_large(width, height, max_pixels))
     expected = height * width * dtype.itemsize
     if expected > max_bytes or len(data) - stream.tell() != expected:
-        raise BadUpload(
-            f"The .npy file is truncated or padded: its header promises {expected:,} bytes "
-            f"of data but it holds {len(data) - stream.tell():,}."
-        )
+        raise BadUpload(messages.npy_size_mismatch(expected, len(data) - stream.tell()))
     return (height, width), dtype, stream.tell()
 
 
@@ -295,8 +270,8 @@ def _read_npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], bool, np.dtyp
         if version == (2, 0):
             return npy_format.read_array_header_2_0(stream, max_header_size=_NPY_MAX_HEADER)
     except Exception as exc:  # numpy's header parser raises many kinds (tokenize errors too)
-        raise BadUpload("The .npy file's header is damaged.") from exc
-    raise BadUpload(f"Unsupported .npy format version {version[0]}.{version[1]}.")
+        raise BadUpload(messages.npy_header_damaged()) from exc
+    raise BadUpload(messages.npy_version(version[0], version[1]))
 
 
 def _load_npy(data: bytes, *, max_bytes: int, max_pixels: int) -> np.ndarray:
@@ -322,11 +297,11 @@ def read_upload(
     and refuse exactly the same files.
     """
     if input_mode not in INPUT_MODES:
-        raise InvalidRequest(f"--input takes depth or photo, not {input_mode!r}.")
+        raise InvalidRequest(messages.input_mode_invalid(input_mode))
     header = inspect_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
     if header.format == "NPY":
         if input_mode == "photo":
-            raise BadUpload("That file is a .npy array, which is a depth map, not a photo.")
+            raise BadUpload(messages.npy_is_not_photo())
         raw = _load_npy(data, max_bytes=max_bytes, max_pixels=max_pixels)
         return _map_upload(header, raw.astype(np.float64), "a .npy array", scale=None)
     image = decode_image(
@@ -385,17 +360,13 @@ def normalise_map(raw: np.ndarray, *, scale: float | None) -> tuple[np.ndarray, 
     values = raw.astype(np.float64, copy=False)
     finite = np.isfinite(values)
     if not finite.any():
-        raise BadUpload("The depth map holds no finite numbers (all NaN or infinite).")
+        raise BadUpload(messages.depth_no_finite())
     notes: list[str] = []
     low, high = float(values[finite].min()), float(values[finite].max())
     if high - low <= 0:
-        raise BadUpload(
-            f"The depth map is one flat value ({low:g}) everywhere: there is no shape to follow."
-        )
+        raise BadUpload(messages.depth_flat(low))
     if not finite.all():
-        notes.append(
-            f"{int((~finite).sum()):,} depth values were NaN or infinite; they were taken as far."
-        )
+        notes.append(messages.depth_nonfinite_taken_far(int((~finite).sum())))
     if scale is None:
         out = np.zeros(values.shape, dtype=np.float32)
         out[finite] = ((values[finite] - low) / (high - low)).astype(np.float32)
@@ -404,10 +375,7 @@ def normalise_map(raw: np.ndarray, *, scale: float | None) -> tuple[np.ndarray, 
     if looks_inverted(out):
         out = (1.0 - out).astype(np.float32)
         out[~finite] = 0.0
-        notes.append(
-            "The depth map looked inverted (far bright, near dark); it was flipped to the "
-            "ControlNet convention, near = bright. Use a map with near bright to avoid this."
-        )
+        notes.append(messages.depth_flipped())
     return out, notes
 
 
@@ -445,20 +413,14 @@ def resolve_depth(
     assert upload.photo is not None
     model = estimator()
     if model is None:
-        raise BadUpload(
-            "That looks like a photo, and this model has no depth estimator: attach a depth "
-            "map (near = bright), or choose a model with one."
-        )
+        raise BadUpload(messages.photo_without_estimator())
     depth = np.asarray(model.estimate(upload.photo), dtype=np.float64)
     finite = np.isfinite(depth)
     if depth.ndim != 2 or not finite.any() or float(np.ptp(depth[finite])) <= 1e-6:
-        raise BadUpload(
-            "The depth estimator found no depth in that photo (a flat result): try another "
-            "photo or attach a depth map."
-        )
+        raise BadUpload(messages.depth_estimate_flat())
     low, high = float(depth[finite].min()), float(depth[finite].max())
     out = np.where(finite, (depth - low) / (high - low), 0.0).astype(np.float32)
-    notes.append(f"The photo's depth was estimated with {model.name}.")
+    notes.append(messages.depth_estimated_with(model.name))
     return out, notes
 
 
@@ -503,7 +465,7 @@ def load_depth_map(data: bytes, filename: str, *, max_bytes: int, max_pixels: in
     """A depth map upload as float32 HxW in [0, 1] (near = bright); photos are refused."""
     upload = read_upload(data, max_bytes=max_bytes, max_pixels=max_pixels, filename=filename)
     if upload.kind != "depth" or upload.depth is None:
-        raise BadUpload(f"“{_shown(filename)}” looks like a photo, not a depth map ({upload.reason}).")
+        raise BadUpload(messages.photo_not_depth_map(_shown(filename), upload.reason))
     return upload.depth
 
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from gouache import messages
 from gouache.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -55,9 +56,7 @@ def sampler_entry(name: str) -> SamplerEntry:
     try:
         return _TABLE[name]
     except KeyError:
-        raise InvalidRequest(
-            f"Unknown sampler {name!r}. Choose one of: {', '.join(SAMPLERS)}."
-        ) from None
+        raise InvalidRequest(messages.unknown_sampler(name, SAMPLERS)) from None
 
 
 def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:

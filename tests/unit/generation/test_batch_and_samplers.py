@@ -90,5 +90,5 @@ def test_sampler_overrides(name, cls, config):
 def test_unknown_sampler_lists_the_allowed_names():
     with pytest.raises(InvalidRequest) as info:
         make_scheduler("k_lms_plus", BASE)
-    assert "'k_lms_plus'" in info.value.message
+    assert "“k_lms_plus”" in info.value.message  # the bot's wording: one message for both paths
     assert all(name in info.value.message for name in SAMPLERS)
