@@ -120,7 +120,7 @@ def parse_arguments(kind: Kind, text: str) -> Command:
     """Parse ``prompt --flag value ...`` for a command whose kind the platform already knows
     (a Slack slash command, the /depth modal): the text is taken as it is, a leading
     ``/word`` included, as the prompt's first word."""
-    prompt, options = _scan(text.split())
+    prompt, options = _scan(strip_invisible(text).split())
     return Command(kind, prompt, options)
 
 

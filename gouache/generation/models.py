@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from gouache import messages
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
 from gouache.generation.families import family_for
@@ -63,9 +64,7 @@ class ModelRegistry:
         try:
             return self._specs[name]
         except KeyError:
-            raise NotFound(
-                f"Unknown model {name!r}. Choose one of: {', '.join(sorted(self._specs))}."
-            ) from None
+            raise NotFound(messages.unknown_model(name, self._specs)) from None
 
     def get(self, name: str) -> LoadedModel:
         """The loaded model, loading it on first use (once, even with concurrent callers)."""
@@ -184,10 +183,7 @@ class ModelRegistry:
         if value == BUILTIN_DEMO:
             root = demo_root()
             if not (root / subfolder).is_dir():
-                raise NotFound(
-                    f"builtin:demo is not installed: {root / subfolder} is missing. "
-                    "Install a gouache build that ships the demo weights, or pick another model."
-                )
+                raise NotFound(messages.demo_not_installed(root / subfolder))
             return str(root / subfolder)
         return value
 
