@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from gouache import messages
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 _TOKEN_LINE = re.compile(r"^  token: (\S+)$", re.MULTILINE)
@@ -231,7 +233,7 @@ def test_scale_out_bot_without_worker_child_and_a_separate_worker(tmp_path: Path
         assert "worker: started child process" not in bot.text()
         token = _TOKEN_LINE.findall(bot.text())[0]
         status, body = call(base, "GET", "/healthz")
-        assert status == 503 and body["worker"] == "no worker has heartbeated yet"
+        assert status == 503 and body["worker"] == messages.no_worker_yet()
         status, created = call(base, "POST", "/api/jobs", token, {"command": "/imagine a blue square"})
         assert status == 202, created
 

@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 from prometheus_client import CollectorRegistry
 
+from gouache import messages
 from gouache.bot.adapters.web import WebAdapter
 from gouache.bot.admission import Admission
 from gouache.bot.delivery import Delivery
@@ -232,7 +233,7 @@ async def test_healthz_needs_a_recent_worker_heartbeat(stack: Stack) -> None:
     assert before.status == 503 and "worker" in await before.json()
     # Workers scaled to zero (KEDA): the bot's own probe asks about the bot and database only.
     optional = await stack.client.get("/healthz?worker=optional")
-    assert optional.status == 200 and (await optional.json())["worker"] == "no worker has heartbeated yet"
+    assert optional.status == 200 and (await optional.json())["worker"] == messages.no_worker_yet()
     stack.start_worker()
     for _ in range(100):
         if (await stack.client.get("/healthz")).status == 200:
