@@ -474,6 +474,9 @@ class Run:
     db_password: str = ""
     port: int = 0
     web_token: str = field(default_factory=lambda: "webtok-" + secrets.token_hex(12))
+    # Each simulated web user is a named person ([web.users]) with a token of their own, as a
+    # team would set it up: anonymous browsers share one group's limits by design.
+    web_user_tokens: dict[str, str] = field(default_factory=dict)
     bot_token: str = field(default_factory=lambda: "xoxb-chaos-" + secrets.token_hex(10))
     signing_secret: str = field(default_factory=lambda: "sign-" + secrets.token_hex(16))
     fake: FakeSlack | None = None
@@ -528,15 +531,24 @@ class Run:
             "GOUACHE_SLACK__SIGNING_SECRET": self.signing_secret,
             "GOUACHE_SLACK__API_BASE": self.fake.api_base,
             "GOUACHE_WEB__TOKEN": self.web_token,
+            "GOUACHE_WEB__USERS": json.dumps(self.user_tokens()),
             "GOUACHE_ADMISSION__RATE_PER_MINUTE": "600",
             "GOUACHE_ADMISSION__BURST": "100",
             "GOUACHE_ADMISSION__MAX_PENDING_PER_USER": "100",
             "GOUACHE_ADMISSION__MAX_QUEUE": "5000",
         }
 
+    def user_tokens(self) -> dict[str, str]:
+        """A token for every web user the run can make (and the poison pill's sender)."""
+        if not self.web_user_tokens:
+            names = [f"web-chaos-u{i:03d}" for i in range(self.config.users)] + ["web-chaos-poison"]
+            self.web_user_tokens = {name: "usertok-" + secrets.token_hex(12) for name in names}
+        return self.web_user_tokens
+
     def secrets(self) -> dict[str, str]:
         found = {"slack bot token": self.bot_token, "slack signing secret": self.signing_secret,
                  "web token": self.web_token}  # fmt: skip
+        found |= {f"web token of {name}": token for name, token in self.user_tokens().items()}
         if self.db_password:
             found["database password"] = self.db_password
         for sub in self.submissions:
@@ -748,9 +760,9 @@ _DOWN = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 async def _submit_web(run: Run, session: aiohttp.ClientSession, sub: Submission, give_up: float) -> None:
-    headers = {"Authorization": f"Bearer {run.web_token}", "Cookie": f"gouache_user={sub.user}",
+    headers = {"Authorization": f"Bearer {run.user_tokens()[sub.user]}",
                "Idempotency-Key": f"chaos-{sub.n}"}  # fmt: skip
-    sub.request_ids.append(f"{sub.user}:chaos-{sub.n}")
+    sub.request_ids.append(f"chaos-{sub.n}")  # the server binds it to the user and endpoint
     while time.monotonic() < give_up:
         sub.tries += 1
         started = time.perf_counter()
@@ -944,7 +956,9 @@ async def verdict(run: Run) -> dict[str, Any]:
     c = run.config
     data = await run.db.dump()
     jobs = {j["id"]: j for j in data["jobs"]}
-    by_request = {(j["platform"], j["request_id"]): j for j in data["jobs"]}
+    # A web job's request id is "<user>:<endpoint>:<Idempotency-Key>": matched by the key.
+    by_request = {(j["platform"], j["request_id"].rsplit(":", 1)[-1] if j["platform"] == "web"
+                   else j["request_id"]): j for j in data["jobs"]}  # fmt: skip
     images: dict[str, list[int | None]] = {}
     for art in data["artifacts"]:
         if art["kind"] == "image":
