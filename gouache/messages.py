@@ -594,3 +594,22 @@ def web_body_timeout() -> str:
 
 def web_form_fields() -> str:
     return "The form takes one command field and at most one file field."
+
+
+# -- starting from an image: remix, upscale, vary, edit ----------------------------------------
+
+IMAGE_STRENGTH_RANGE_TEXT = "0 to 1"
+
+
+def image_strength_out_of_range(value: float) -> str:
+    return (
+        f"--strength {value:g} is outside {IMAGE_STRENGTH_RANGE_TEXT}: with an image it says how "
+        "much of the image is redrawn (0.3 keeps it close, 0.9 nearly starts over)."
+    )
+
+
+def image_strength_too_low(value: float, steps: int) -> str:
+    return (
+        f"--strength {value:g} with {steps} steps runs no step at all (strength x steps must be at "
+        f"least 1): raise --strength to at least {1 / steps:.2f} or add steps."
+    )
