@@ -46,11 +46,13 @@ def generate_to_dir(
     out: Path,
     *,
     upload: Path | None = None,
+    image: bool = False,
 ) -> list[Path]:
     """Parse ``text`` like a chat message, generate, and write the files into ``out``.
 
     ``upload`` (``--file FILE``) is the depth map or photo of a /depth command; a prompt that
-    names no command becomes one. Files carry the names the web API gives them
+    names no command becomes one. With ``image`` (``--image FILE``) it is an image to start
+    from instead: a remix (/imagine) unless the prompt names /upscale. Files carry the names the web API gives them
     (``image-0.png``, ``denoise-0.gif``, ``depth-0.png``, ``grid.png``, ...); each PNG's
     ``parameters`` chunk records the seed and settings that reproduce it.
     """
@@ -60,9 +62,12 @@ def generate_to_dir(
 
     first = text.split()[0].lower() if text.split() else ""
     if upload is not None and not first.startswith("/"):
-        text = f"/depth {text}"
+        text = f"/imagine {text}" if image else f"/depth {text}"
     command = parse_text(text)
-    if upload is not None and KINDS[command.kind].upload == "none":
+    spec = KINDS[command.kind]
+    if upload is not None and image and spec.image == "none":
+        raise InvalidRequest(messages.only_with("--image", "/imagine or /upscale"))
+    if upload is not None and not image and spec.depth_map == "none":
         raise InvalidRequest(messages.only_with("--file", "/depth"))
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")

@@ -134,7 +134,7 @@ class SlackAdapter:
         kind = Kind(str(body.get("command", "")).lstrip("/"))
 
         async def work() -> None:
-            if KINDS[kind].upload == "required":  # a file: only a modal can ask for one
+            if KINDS[kind].needs_file:  # a file: only a modal can ask for one
                 view = modal.depth_view(text, channel=origin.channel,
                                         response_url=origin.reply_token)  # fmt: skip
                 await self.client.views_open(trigger_id=str(body.get("trigger_id")), view=view)
