@@ -652,3 +652,7 @@ def remix_used(width: int, height: int, strength: float) -> str:
 def upscaled_from(up_w: int, up_h: int, width: int, height: int, strength: float, tiles: int = 0) -> str:
     how = f" in {tiles} overlapping tiles" if tiles > 1 else ""
     return f"Upscaled {up_w}x{up_h} to {width}x{height}, detail redrawn at strength {strength:g}{how}."
+
+
+def image_gone() -> str:
+    return "That image is no longer stored (results expire): attach it to /upscale or /imagine instead."

@@ -434,6 +434,8 @@ def _with_sweep(
         raise InvalidRequest(messages.sweep_refused("a sweep makes one image per cell; leave out --n"))
     if base.gif or base.process:
         raise InvalidRequest(messages.sweep_refused("--gif and --process are for single images"))
+    if "strength" in names and KINDS[command.kind].pipeline != "depth":
+        raise InvalidRequest(messages.sweep_refused("strength is not a parameter of this command"))
     if "prompt" in names and "{}" not in base.prompt:
         raise InvalidRequest(messages.sweep_refused("a prompt axis fills a {} in the prompt"))
     fixed = {k: v for k, v in command.options.items() if k != "sweep"}
