@@ -32,7 +32,7 @@ def _common(parser: argparse.ArgumentParser, *, queue: bool = True) -> None:
 
 # `generate` and `diversity` take the chat command language: every word that is not one of
 # these options (with its value) belongs to the prompt, inside the quotes or outside them.
-_LOCAL_OPTIONS = {"-o": 1, "--out": 1, "--file": 1, "--config": 1, "--data-dir": 1,
+_LOCAL_OPTIONS = {"-o": 1, "--out": 1, "--file": 1, "--image": 1, "--config": 1, "--data-dir": 1,
                   "--model": 1, "--log-level": 1, "-h": 0, "--help": 0}  # fmt: skip
 _PROMPT_FLAGS = """\
 prompt flags (inside or outside the quotes, as in chat):
@@ -46,8 +46,10 @@ prompt flags (inside or outside the quotes, as in chat):
   --sweep cfg=3,7,12           a parameter sweep (twice for a 2-D grid)
   --process                    the forward and reverse process as a GIF and a strip
   --strength 0.8, --input photo  /depth: ControlNet scale, how to read the file
+  --strength 0.6               with --image: how much of the image is redrawn (0-1)
+  --scale 2                    /upscale (needs --image): the size factor (at most 4)
   --enlarge [METHOD]           /diversity: spread the set (default method: variants)
-commands: start the prompt with /depth (needs --file), /diversity or
+commands: start the prompt with /depth (needs --file), /upscale (needs --image), /diversity or
 /interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]; none means /imagine.
 files are named as the web API names them: image-0.png, denoise-0.gif, depth-0.png,
 grid.png, report.json, report.png, interpolation.gif, strip.png, process.gif.
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--file", type=Path, metavar="FILE",
                      help="depth map (PNG, .npy) or photo (JPEG, WEBP, PNG): makes it a /depth "
                           "command; also writes the depth map used")  # fmt: skip
+    gen.add_argument("--image", type=Path, metavar="FILE",
+                     help="an image to start from (PNG, JPEG, WEBP): a remix with /imagine "
+                          "(--strength, default 0.6), or the image /upscale enlarges")  # fmt: skip
 
     div = sub.add_parser("diversity", help="a scored /diversity set, locally: report, images, composite",
                          formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_PROMPT_FLAGS,
@@ -230,7 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         from gouache.generate import generate_to_dir
 
-        written = generate_to_dir(settings, prompt, args.out, upload=args.file)
+        if args.image is not None and args.file is not None:
+            print("gouache: give --file (a /depth map) or --image (an image to start from), not both",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        if args.image is not None:
+            written = generate_to_dir(settings, prompt, args.out, upload=args.image, image=True)
+        else:
+            written = generate_to_dir(settings, prompt, args.out, upload=args.file)
         for path in written:
             print(path)
         return 0

@@ -26,16 +26,20 @@ from gouache.worker.jobs import artifacts_for, batch_key_for, item_for
 __all__ = ["command_for", "generate_to_dir"]
 
 
-def command_for(text: str, *, with_file: bool) -> Command:
-    """``text`` as chat reads it; with ``--file``, a prompt that names no command is a /depth
-    (and a command that takes no file is refused)."""
+def command_for(text: str, *, with_file: bool, image: bool = False) -> Command:
+    """``text`` as chat reads it. With ``--file``, a prompt that names no command is a /depth;
+    with ``--image``, an /imagine (a remix); a command that takes no such file is refused."""
     words = text.split()
     if with_file and not (words and words[0].startswith("/")):
-        return parse_arguments(Kind.DEPTH, text)
+        return parse_arguments(Kind.IMAGINE if image else Kind.DEPTH, text)
     command = parse_text(text)
-    if with_file and KINDS[command.kind].upload == "none":
+    spec = KINDS[command.kind]
+    if with_file and image and spec.image == "none":
+        raise InvalidRequest(messages.only_with("--image", "/imagine or /upscale"))
+    if with_file and not image and spec.depth_map == "none":
         raise InvalidRequest(messages.only_with("--file", "/depth"))
     return command
+
 
 def _progress_bar(total: int) -> tuple[Callable[[int, int], None], Callable[[], None]]:
     """A tqdm bar on a terminal; silence when piped."""
@@ -58,19 +62,21 @@ def generate_to_dir(
     out: Path,
     *,
     upload: Path | None = None,
+    image: bool = False,
 ) -> list[Path]:
     """Parse ``text`` like a chat message, generate, and write the files into ``out``.
 
     ``upload`` (``--file FILE``) is the depth map or photo of a /depth command; a prompt that
-    names no command becomes one. Files carry the names the web API gives them
-    (``image-0.png``, ``denoise-0.gif``, ``depth-0.png``, ``grid.png``, ...); each PNG's
+    names no command becomes one. With ``image`` (``--image FILE``) it is an image to start
+    from instead: a remix (/imagine) unless the prompt names /upscale. Files carry the names
+    the web API gives them (``image-0.png``, ``denoise-0.gif``, ``depth-0.png``, ``grid.png``, ...); each PNG's
     ``parameters`` chunk records the seed and settings that reproduce it.
     """
     from gouache.generation.loop.engine import Engine
     from gouache.observability import quiet_model_libraries
     from gouache.worker.loading import build_estimators, build_registry
 
-    command = command_for(text, with_file=upload is not None)
+    command = command_for(text, with_file=upload is not None, image=image)
     quiet_model_libraries()
     origin = Origin(platform="cli", request_id=uuid.uuid4().hex, user="cli")
     registry = build_registry(settings)

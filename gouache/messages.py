@@ -873,3 +873,63 @@ def estimator_cannot_load(model: str, estimator: str) -> str:
         f"The depth estimator of {model} ({estimator}) cannot be loaded; "
         "attach a depth map instead, or ask an admin to fix the model."
     )
+# -- starting from an image: remix, upscale, vary, edit ----------------------------------------
+
+IMAGE_STRENGTH_RANGE_TEXT = "0 to 1"
+
+
+def image_strength_out_of_range(value: float) -> str:
+    return (
+        f"--strength {value:g} is outside {IMAGE_STRENGTH_RANGE_TEXT}: with an image it says how "
+        "much of the image is redrawn (0.3 keeps it close, 0.9 nearly starts over)."
+    )
+
+
+def image_strength_too_low(value: float, steps: int) -> str:
+    return (
+        f"--strength {value:g} with {steps} steps runs no step at all (strength x steps must be at "
+        f"least 1): raise --strength to at least {1 / steps:.2f} or add steps."
+    )
+
+
+def upscale_scale_out_of_range(value: float, limit: float) -> str:
+    return f"--scale {value:g} is outside what /upscale does: more than 1, at most {limit:g} (2 if left out)."
+
+
+def upscale_too_large(width: int, height: int, max_side: int, max_pixels: int) -> str:
+    return (
+        f"The upscaled image would be {width}x{height}, past this server's limit "
+        f"({max_side} pixels a side, {max_pixels:,} pixels in all): use a smaller --scale."
+    )
+
+
+def no_edit_model() -> str:
+    return (
+        "/edit needs an image-editing model (such as Flux Kontext or Qwen-Image-Edit) and this "
+        "server has none configured. To change an image with a prompt, use /imagine with the image "
+        "attached (remix) and --strength."
+    )
+
+
+def image_needed(command: str) -> str:
+    return f"/{command} needs an image attached (PNG, JPEG or WebP)."
+
+
+def strength_needs_image() -> str:
+    return (
+        "--strength on /imagine says how much of an attached image is redrawn: attach an image "
+        "to remix, or leave --strength out."
+    )
+
+
+def remix_used(width: int, height: int, strength: float) -> str:
+    return f"Remixing the image at strength {strength:g} (0 keeps it, 1 redraws it all), output {width}x{height}."
+
+
+def upscaled_from(up_w: int, up_h: int, width: int, height: int, strength: float, tiles: int = 0) -> str:
+    how = f" in {tiles} overlapping tiles" if tiles > 1 else ""
+    return f"Upscaled {up_w}x{up_h} to {width}x{height}, detail redrawn at strength {strength:g}{how}."
+
+
+def image_gone() -> str:
+    return "That image is no longer stored (results expire): attach it to /upscale or /imagine instead."

@@ -32,6 +32,11 @@ __all__ = [
     "ENLARGE_METHODS",
     "DEFAULT_ENLARGE",
     "STRENGTH_RANGE",
+    "IMAGE_STRENGTH",
+    "VARY_STRENGTH",
+    "UPSCALE_SCALE",
+    "UPSCALE_MAX_SCALE",
+    "PER_IMAGE",
     "VARIATION_COUNT",
     "image_seed",
     "SWEEP_AXES",
@@ -46,6 +51,12 @@ __all__ = [
 GUIDANCE_DECIMALS = 2
 STRENGTH_RANGE = (0.0, 2.0)  # /depth: how strongly the depth map steers (ControlNet scale)
 VARIATION_COUNT = 4  # images a Variations press asks for (capped by limits.max_images)
+# Starting from an image (remix, upscale, vary): ``--strength`` is the share of the schedule
+# redrawn, 0 < s <= 1 (diffusers' img2img ``strength``); the default per command.
+IMAGE_STRENGTH = {"imagine": 0.6, "upscale": 0.35}
+VARY_STRENGTH = {"vary-subtle": 0.35, "vary-strong": 0.7}  # the V buttons
+UPSCALE_SCALE = 2.0  # /upscale's default --scale
+UPSCALE_MAX_SCALE = 4.0  # and its limit (the output must also fit limits.max_side)
 
 # `--sweep NAME=v1,v2,...`: the axes a sweep may vary (``ar`` is stored as the sizes it gives),
 # at most two of them and this many cells in all; every cell is charged as an image.
@@ -67,6 +78,8 @@ class Kind(StrEnum):
     DEPTH = "depth"
     DIVERSITY = "diversity"
     INTERPOLATE = "interpolate"
+    UPSCALE = "upscale"
+    EDIT = "edit"
 
 
 class FollowUp(StrEnum):
@@ -76,6 +89,14 @@ class FollowUp(StrEnum):
     GIF = "gif"  # same request and seed, with the denoising GIF
     DIVERSIFY = "diversify"  # same prompt as a /diversity batch
     VARIATIONS = "variations"  # four images on the seeds around this one
+    # Per image of a result (the button carries the image's index): a 2x /upscale of it, and
+    # image-to-image from it with a new seed at VARY_STRENGTH.
+    UPSCALE = "upscale"
+    VARY_SUBTLE = "vary-subtle"
+    VARY_STRONG = "vary-strong"
+
+
+PER_IMAGE = frozenset({FollowUp.UPSCALE, FollowUp.VARY_SUBTLE, FollowUp.VARY_STRONG})
 
 
 @dataclass(frozen=True)
@@ -83,18 +104,31 @@ class KindSpec:
     """Everything that differs between commands, in one row."""
 
     pipeline: Literal["txt2img", "depth"]
-    upload: Literal["none", "required"]  # does the command take a file?
+    depth_map: Literal["none", "required"]  # does it take a depth map (or photo) to follow?
     summary: str  # one line for help texts and the list of commands
     min_images: int = 1
     default_images: Literal["one", "diversity_count"] = "one"
     buttons: tuple[FollowUp, ...] = (
-        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.GIF, FollowUp.DIVERSIFY
+        FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.GIF, FollowUp.DIVERSIFY,
+        FollowUp.UPSCALE, FollowUp.VARY_SUBTLE, FollowUp.VARY_STRONG,
     )  # fmt: skip
     scored: bool = False  # the worker writes a diversity report for it
+    # Does it take an image to start from (image-to-image: remix, upscale, edit)?
+    image: Literal["none", "optional", "required"] = "none"
+
+    @property
+    def takes_file(self) -> bool:
+        """Whether any upload is accepted (a depth map or an image)."""
+        return self.depth_map != "none" or self.image != "none"
+
+    @property
+    def needs_file(self) -> bool:
+        return self.depth_map == "required" or self.image == "required"
 
 
 KINDS: dict[Kind, KindSpec] = {
-    Kind.IMAGINE: KindSpec("txt2img", "none", "generate images from a prompt"),
+    Kind.IMAGINE: KindSpec("txt2img", "none", "generate images from a prompt (and an image to remix)",
+                           image="optional"),
     Kind.DEPTH: KindSpec("depth", "required", "generate following an uploaded depth map or photo"),
     Kind.DIVERSITY: KindSpec(
         "txt2img", "none", "several images scored for semantic and style diversity",
@@ -104,6 +138,14 @@ KINDS: dict[Kind, KindSpec] = {
     Kind.INTERPOLATE: KindSpec(
         "txt2img", "none", "walk from one prompt (and seed) to another: a looping GIF and a strip",
         buttons=(FollowUp.REROLL,),
+    ),
+    Kind.UPSCALE: KindSpec(
+        "txt2img", "none", "enlarge an image (--scale, default 2x) and redraw its detail",
+        image="required", buttons=(FollowUp.VARY_SUBTLE, FollowUp.VARY_STRONG),
+    ),
+    Kind.EDIT: KindSpec(
+        "txt2img", "none", "change an image by instruction (needs an editing model)",
+        image="required", buttons=(),
     ),
 }  # fmt: skip
 COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
@@ -186,11 +228,29 @@ class Request:
     prompt_b: str = ""
     seed_b: int | None = None
     frames: int = 0
+    # Image-to-image (an /imagine with an image, /upscale, the V buttons): the share of the
+    # schedule redrawn, 0 < s <= 1 (``--strength`` on those commands); 0: not given.
+    denoise: float = 0.0
+    scale: float = 0.0  # /upscale --scale (the output size already includes it)
+    # /upscale past the model's comfortable size: the tile side its pass runs in (0: whole).
+    tile: int = 0
 
     def __post_init__(self) -> None:
         low, high = STRENGTH_RANGE
         if not low <= self.strength <= high:
             raise ValueError(f"strength {self.strength!r} is outside {low}..{high}")
+        if not 0.0 <= self.denoise <= 1.0:
+            raise ValueError(f"denoise {self.denoise!r} is outside 0..1")
+
+    @property
+    def from_image(self) -> bool:
+        """Whether it starts from an uploaded image (image-to-image) rather than from noise."""
+        return self.spec.image != "none" and self.attachment is not None
+
+    @property
+    def image_strength(self) -> float:
+        """The image-to-image strength it runs with: as given, else the command's default."""
+        return self.denoise or IMAGE_STRENGTH.get(self.kind.value, IMAGE_STRENGTH["imagine"])
 
     @property
     def spec(self) -> KindSpec:
@@ -211,10 +271,14 @@ class Request:
         parts: list[object] = [self.model, self.pipeline, self.width, self.height, self.steps,
                                self.sampler, repr(float(self.guidance)), int(self.diversify),
                                repr(float(self.strength)), self.enlarge]  # fmt: skip
+        if self.from_image:  # the strength is per lane, but experiments run whole
+            parts.append(f"image={self.image_strength!r}")
         if self.sweep:  # a sweep's cells are batched by the worker, never with other jobs
             parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
         if self.process:
             parts.append("process")
+        if self.tile:  # a tiled upscale runs alone
+            parts.append(f"tile={self.tile}")
         if self.frames:  # an interpolation runs alone
             parts.append(f"frames={self.frames}")
         return "|".join(str(part) for part in parts)
@@ -223,7 +287,7 @@ class Request:
     def is_experiment(self) -> bool:
         """Sweeps, interpolations, --process and /diversity --enlarge (a baseline and an
         enlarged set, paired) run through the worker's request-level path."""
-        return bool(self.sweep or self.process or self.frames or self.enlarge)
+        return bool(self.sweep or self.process or self.frames or self.enlarge or self.tile)
 
     @property
     def shape_key(self) -> str:

@@ -1,4 +1,5 @@
-"""What a button press does, the same on every platform: cancel, reroll, make a GIF, diversify.
+"""What a button press does, the same on every platform: cancel, reroll, make a GIF, diversify,
+upscale (U) or vary (V) one image of a result.
 
 Adapters decode the platform's button id and call these; the rules (only the author may cancel,
 a finished job cannot be cancelled, a follow-up gets a fresh seed and keeps the /depth upload)
@@ -12,9 +13,10 @@ import secrets
 from gouache import messages
 from gouache.bot.adapter import Action, follow_up
 from gouache.bot.commands import SEED_MAX
+from gouache.bot.uploads import attach
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, NotAllowed
-from gouache.request import Origin, Request
+from gouache.request import PER_IMAGE, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -37,9 +39,12 @@ class ButtonActions:
         return await self._storage.cancel(job.id)
 
     async def follow_up(
-        self, job_id: str, action: Action, origin: Origin
+        self, job_id: str, action: Action, origin: Origin, index: int | None = None
     ) -> tuple[Request, list[Artifact]]:
-        """The request the press stands for (``origin`` is the presser) and its uploads."""
+        """The request the press stands for (``origin`` is the presser) and its uploads.
+
+        U and V (``index``: which image) start from that image of the job: it is attached as
+        an upload would be (``uploads.attach``: the same reader, the output size)."""
         job = await self._storage.get_job(job_id)
         request = follow_up(
             job.request,
@@ -49,7 +54,14 @@ class ButtonActions:
             diversity_count=self._limits.diversity_count,
             max_images=self._limits.max_images,
             seed_max=SEED_MAX,
+            index=index,
         )
+        if action in PER_IMAGE:
+            images = [a for a in await self._storage.artifacts(job.id)
+                      if a.kind is ArtifactKind.IMAGE and a.index == (index or 0)]  # fmt: skip
+            if not images:
+                raise InvalidRequest(messages.image_gone())
+            return attach(request, images[0].data, self._limits)
         inputs: list[Artifact] = []
         if request.attachment:
             inputs = [

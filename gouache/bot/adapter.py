@@ -12,7 +12,16 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from gouache.config import Settings
-from gouache.request import DEFAULT_ENLARGE, VARIATION_COUNT, FollowUp, Kind, Origin, Request
+from gouache.request import (
+    DEFAULT_ENLARGE,
+    PER_IMAGE,
+    VARIATION_COUNT,
+    VARY_STRENGTH,
+    FollowUp,
+    Kind,
+    Origin,
+    Request,
+)
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -29,6 +38,7 @@ __all__ = [
     "Adapter",
     "buttons_for",
     "follow_up",
+    "parse_press",
     "AdapterDeps",
 ]
 
@@ -41,6 +51,25 @@ class Button:
     action: Action
     job_id: str
     label: str
+    index: int | None = None  # U and V: which image of the result (0-based)
+
+    @property
+    def token(self) -> str:
+        """The action as a press carries it: ``upscale.2`` for image 2 (``parse_press``)."""
+        return self.action.value if self.index is None else f"{self.action.value}.{self.index}"
+
+
+def parse_press(token: str) -> tuple[Action, int | None]:
+    """A pressed button's ``Button.token`` back to (action, image index); ValueError if not one."""
+    name, dot, index = token.partition(".")
+    action = Action(name)
+    if not dot:
+        if action in PER_IMAGE:
+            raise ValueError(token)
+        return action, None
+    if action not in PER_IMAGE or not index.isdigit() or len(index) > 2:
+        raise ValueError(token)
+    return action, int(index)
 
 
 @dataclass(frozen=True)
@@ -122,15 +151,25 @@ _LABELS = {Action.REROLL: "Reroll", Action.VARIATIONS: "Variations", Action.GIF:
            Action.DIVERSIFY: "Diversify"}  # fmt: skip
 
 
+_PER_IMAGE_LABELS = {Action.UPSCALE: "U{n}", Action.VARY_SUBTLE: "V{n} subtle",
+                     Action.VARY_STRONG: "V{n} strong"}  # fmt: skip
+
+
 def buttons_for(job: Job) -> tuple[Button, ...]:
-    """The follow-up buttons that make sense for a finished job."""
-    actions = [a for a in job.request.spec.buttons if not (a is Action.GIF and job.request.gif)]
-    return tuple(Button(a, job.id, _LABELS[a]) for a in actions)
+    """The follow-up buttons that make sense for a finished job: U and V once per image
+    (not under sweeps and interpolations, whose images are cells and frames)."""
+    request = job.request
+    actions = [a for a in request.spec.buttons if not (a is Action.GIF and request.gif)]
+    out = [Button(a, job.id, _LABELS[a]) for a in actions if a not in PER_IMAGE]
+    if not (request.sweep or request.frames):
+        out += [Button(a, job.id, _PER_IMAGE_LABELS[a].format(n=i + 1), i)
+                for i in range(request.count) for a in actions if a in PER_IMAGE]  # fmt: skip
+    return tuple(out)
 
 
 def follow_up(
     request: Request, action: Action, origin: Origin, *, seed: int, diversity_count: int,
-    max_images: int = VARIATION_COUNT, seed_max: int = 2**32 - 1,
+    max_images: int = VARIATION_COUNT, seed_max: int = 2**32 - 1, index: int | None = None,
 ) -> Request:  # fmt: skip
     """The request a button press stands for; ``origin`` is the presser, not the author.
 
@@ -141,6 +180,15 @@ def follow_up(
     already shown and any one of them can be made alone again.
     """
     base = replace(request, origin=origin, notes=())
+    if action in PER_IMAGE:  # the caller attaches that image (``actions.ButtonActions``)
+        start = replace(base, count=1, gif=False, diversify=False, enlarge="", sweep=(), process=False,
+                        frames=0, prompt_b="", seed_b=None, strength=1.0, depth_input="auto",
+                        attachment=None, size_from_upload=False, scale=0.0, tile=0)  # fmt: skip
+        if action is Action.UPSCALE:
+            side = int(max(request.width, request.height) * 1.5 + 4) // 8 * 8  # as commands' rule
+            return replace(start, kind=Kind.UPSCALE, seed=request.image_seed(index or 0), denoise=0.0,
+                           tile=side)  # fmt: skip
+        return replace(start, kind=Kind.IMAGINE, seed=seed, denoise=VARY_STRENGTH[action.value])
     if action is Action.REROLL:
         return replace(base, seed=seed)
     if action is Action.VARIATIONS:

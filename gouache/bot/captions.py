@@ -9,6 +9,7 @@ a platform's upload rules and its markup (Slack's Block Kit, Discord's Markdown 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 
 from gouache import messages
@@ -30,6 +31,7 @@ __all__ = [
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "3:2", "2:3", "16:9", "9:16", "21:9")
 CANCEL = "cancel"  # a button only chat adapters show (queued jobs); not a follow-up Request
 _ACTIONS = ("reroll", "variations", "gif", "diversify", CANCEL)
+_PER_IMAGE = re.compile(r"(?:upscale|vary-subtle|vary-strong)\.[0-9]{1,2}")  # U and V, per image
 
 
 def action_id(action: str, job_id: str) -> str:
@@ -39,7 +41,9 @@ def action_id(action: str, job_id: str) -> str:
 
 def parse_action_id(value: str) -> tuple[str, str] | None:
     parts = value.split(":")
-    if len(parts) != 3 or parts[0] != "gouache" or parts[1] not in _ACTIONS or not parts[2]:
+    if len(parts) != 3 or parts[0] != "gouache" or not parts[2]:
+        return None
+    if parts[1] not in _ACTIONS and _PER_IMAGE.fullmatch(parts[1]) is None:
         return None
     return parts[1], parts[2][:64]
 

@@ -26,12 +26,14 @@ from gouache.request import (
     DEFAULT_ENLARGE,
     ENLARGE_METHODS,
     GUIDANCE_DECIMALS,
+    IMAGE_STRENGTH,
     INTERPOLATE_FRAMES,
     INTERPOLATE_MAX_FRAMES,
     KINDS,
     STRENGTH_RANGE,
     SWEEP_MAX_AXES,
     SWEEP_MAX_CELLS,
+    UPSCALE_MAX_SCALE,
     Kind,
     Origin,
     Request,
@@ -55,16 +57,17 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "cfg": "guidance", "guidance": "guidance", "no": "negative", "n": "count",
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
     "diversify": "diversify", "strength": "strength", "sweep": "sweep", "process": "process",
-    "frames": "frames", "enlarge": "enlarge", "input": "depth_input",
+    "frames": "frames", "enlarge": "enlarge", "input": "depth_input", "scale": "scale",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
     "strength": "0.8", "sweep": "cfg=3,7,12", "frames": "16", "depth_input": "photo",
+    "scale": "2",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
                 "--model", "--gif", "--diversify", "--strength", "--sweep", "--process",
-                "--frames", "--enlarge", "--input")  # fmt: skip
+                "--frames", "--enlarge", "--input", "--scale")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -78,7 +81,7 @@ _SWITCH_WORDS = MappingProxyType({"yes": True, "true": True, "no": False, "false
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
                           "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge",
-                          "depth_input"})  # fmt: skip
+                          "depth_input", "scale"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count",
                                     "input": "depth_input"})  # fmt: skip
@@ -183,7 +186,7 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options["seed"], options["seed_b"] = _parse_int(flag, first), _parse_int(flag, second)
     elif key in {"seed", "steps", "count", "frames"}:
         options[key] = _parse_int(flag, value)
-    elif key in {"guidance", "strength"}:
+    elif key in {"guidance", "strength", "scale"}:
         options[key] = _parse_float(flag, value)
     elif key == "depth_input":
         options[key] = _parse_depth_input(flag, value)
@@ -301,7 +304,7 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
 def _coerce(key: str, value: Any) -> Any:
     if key in {"seed", "steps", "count", "width", "height", "frames", "seed_b"}:
         return _parse_int(key, value)
-    if key in {"guidance", "strength"}:
+    if key in {"guidance", "strength", "scale"}:
         return _parse_float(key, value)
     if key == "depth_input":
         return _parse_depth_input("input", value)
@@ -333,7 +336,7 @@ def build_request(
     spec = settings.models[model]
     prompt = _clean_text(command.prompt, "prompt", limits)
     negative = _clean_text(str(opts.get("negative", "")), "negative prompt", limits)
-    if not prompt:
+    if not prompt and command.kind is not Kind.UPSCALE:  # /upscale: the image's own prompt
         raise InvalidRequest(messages.prompt_empty())
     steps = _in_range("steps", opts.get("steps", min(spec.default_steps, limits.max_steps)),
                       1, limits.max_steps)  # fmt: skip
@@ -350,10 +353,16 @@ def build_request(
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
     if opts.get("enlarge") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--enlarge", "/diversity"))
-    if "depth_input" in opts and KINDS[command.kind].upload == "none":
+    if command.kind is Kind.EDIT:  # no editing family exists yet (Flux Kontext, Qwen-Image-Edit)
+        raise InvalidRequest(messages.no_edit_model())
+    if "depth_input" in opts and KINDS[command.kind].depth_map == "none":
         raise InvalidRequest(messages.only_with("--input", "/depth"))
-    takes_upload = KINDS[command.kind].upload != "none"
+    takes_upload = KINDS[command.kind].takes_file
     strength = _strength(command.kind, opts.get("strength"))
+    denoise = _image_strength(command.kind, opts.get("strength"), steps)
+    scale = _scale(command.kind, opts.get("scale"))
+    if command.kind is Kind.UPSCALE and count != 1:
+        raise InvalidRequest(messages.only_with("--n", "/imagine"))
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
@@ -368,6 +377,7 @@ def build_request(
         enlarge=str(opts.get("enlarge") or ""), strength=strength,
         depth_input=str(opts.get("depth_input", "auto")),
         size_from_upload=size_from_upload, notes=tuple(notes), process=bool(opts.get("process", False)),
+        denoise=denoise, scale=scale, tile=_comfortable_side(spec) if command.kind is Kind.UPSCALE else 0,
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
@@ -424,6 +434,8 @@ def _with_sweep(
         raise InvalidRequest(messages.sweep_refused("a sweep makes one image per cell; leave out --n"))
     if base.gif or base.process:
         raise InvalidRequest(messages.sweep_refused("--gif and --process are for single images"))
+    if "strength" in names and KINDS[command.kind].pipeline != "depth":
+        raise InvalidRequest(messages.sweep_refused("strength is not a parameter of this command"))
     if "prompt" in names and "{}" not in base.prompt:
         raise InvalidRequest(messages.sweep_refused("a prompt axis fills a {} in the prompt"))
     fixed = {k: v for k, v in command.options.items() if k != "sweep"}
@@ -473,11 +485,45 @@ def _in_range(name: str, value: Any, low: float, high: float) -> Any:
 
 def _strength(kind: Kind, value: float | None) -> float:
     """``--strength``: only where a control image steers (``/depth``), within ``STRENGTH_RANGE``."""
-    if value is None:
+    if value is None or KINDS[kind].image != "none":
         return 1.0
     if KINDS[kind].pipeline != "depth":
-        raise InvalidRequest(messages.only_with("--strength", "/depth"))
+        raise InvalidRequest(messages.only_with("--strength", "/depth, /upscale or /imagine with an image"))
     return float(_in_range("strength", value, *STRENGTH_RANGE))
+
+
+def _image_strength(kind: Kind, value: float | None, steps: int) -> float:
+    """``--strength`` on a command that starts from an image: 0 < s <= 1, and s x steps >= 1
+    (the engine runs ``int(steps * s)`` steps); 0.0 when not given (the command's default)."""
+    if KINDS[kind].image == "none":
+        return 0.0
+    if value is None:
+        value = IMAGE_STRENGTH.get(kind.value, IMAGE_STRENGTH["imagine"])
+        given = False
+    else:
+        given = True
+    if not 0.0 < value <= 1.0:
+        raise InvalidRequest(messages.image_strength_out_of_range(value))
+    if int(steps * value) < 1:
+        raise InvalidRequest(messages.image_strength_too_low(value, steps))
+    return float(value) if given else 0.0
+
+
+def _comfortable_side(spec: ModelSpec) -> int:
+    """The largest tile an upscale's pass runs in on this model: 1.5x its default side
+    (``bot/uploads.attach_image`` clears it when the whole output fits)."""
+    return _snap(max(spec.default_width, spec.default_height) * 1.5)
+
+
+def _scale(kind: Kind, value: float | None) -> float:
+    """``/upscale --scale``: more than 1, at most ``UPSCALE_MAX_SCALE``."""
+    if value is None:
+        return 0.0
+    if kind is not Kind.UPSCALE:
+        raise InvalidRequest(messages.only_with("--scale", "/upscale"))
+    if not 1.0 < value <= UPSCALE_MAX_SCALE:
+        raise InvalidRequest(messages.upscale_scale_out_of_range(value, UPSCALE_MAX_SCALE))
+    return float(value)
 
 
 def _count(kind: Kind, value: int | None, limits: Limits) -> int:
@@ -658,6 +704,10 @@ def format_command(request: Request) -> str:
         parts.append(f"--enlarge {request.enlarge}")
     if request.strength != 1.0:
         parts.append(f"--strength {_number(request.strength)}")
+    if request.denoise:
+        parts.append(f"--strength {_number(request.denoise)}")
+    if request.scale:
+        parts.append(f"--scale {_number(request.scale)}")
     if request.process:
         parts.append("--process")
     if request.frames:

@@ -35,7 +35,7 @@ def is_experiment(request: Request) -> bool:
     """Jobs that are many lanes of running batches of their own: sweeps and interpolations.
 
     (``--process`` jobs are one ordinary lane each, plus the forward-noising artifacts.)"""
-    return bool(request.sweep) or bool(request.frames)
+    return bool(request.sweep) or bool(request.frames) or bool(request.tile)
 
 
 def experiment_job(
@@ -54,6 +54,8 @@ def experiment_job(
     batching = batching or Batching()
     if request.frames:
         return interpolate_job(engine, job_id, request, gif, on_step, should_stop, batching=batching)
+    if request.tile:
+        return tiled_upscale_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop)
     return sweep_job(engine, job_id, request, inputs, limits, gif, on_step, should_stop,
                      estimators=estimators, batching=batching)  # fmt: skip
 
@@ -105,6 +107,42 @@ def interpolate_job(
         Artifact(job_id, f"image-{last}.png", ArtifactKind.IMAGE, "image/png",
                  encode_png(frames[last], png_parameters(end_b)), last),
     ]  # fmt: skip
+
+
+def tiled_upscale_job(
+    engine: Any,
+    job_id: str,
+    request: Request,
+    inputs: Sequence[Artifact],
+    limits: Limits,
+    gif: GifSettings,
+    on_step: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[str], bool] | None = None,
+) -> tuple[ItemResult, list[Artifact]]:
+    """/upscale past the model's comfortable size: the resized image redrawn in overlapping
+    tiles of ``request.tile`` (image-to-image items of one running batch, the same seed),
+    blended back without seams (``generation/upscale.py``)."""
+    from dataclasses import replace
+
+    from gouache.generation.loop.batch import BatchItem
+    from gouache.generation.upscale import blend_tiles, tile_boxes
+    from gouache.worker.jobs import artifacts_for, start_image
+
+    whole = start_image(request, inputs, limits)
+    overlap = request.tile // 4
+    boxes = tile_boxes(request.width, request.height, request.tile, overlap)
+    items = [BatchItem(f"{job_id}:tile{n}", request.prompt, request.negative_prompt, seed=request.seed,
+                       init_image=whole.crop(box)) for n, box in enumerate(boxes)]  # fmt: skip
+    left, top, right, bottom = boxes[0]
+    key = replace(batch_key_for(request), width=right - left, height=bottom - top)
+    results = engine.generate(key, items, on_step=on_step,
+                              should_stop=(lambda _: should_stop(job_id)) if should_stop else None)  # fmt: skip
+    failed = next((r for r in results if not r.ok), None)
+    if failed is not None:
+        return ItemResult(job_id, error=failed.error, cancelled=failed.cancelled), []
+    image = blend_tiles([r.images[0] for r in results], boxes, request.width, request.height, overlap)
+    result = ItemResult(job_id, images=[image])
+    return result, artifacts_for(job_id, request, result, gif)
 
 
 def loaded_model(engine: Any, name: str) -> LoadedModel:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from gouache.generation.inputs.uploads import DepthEstimatorLike
 
-__all__ = ["batch_key_for", "shape_of", "lane_spec", "item_for", "prepare_depth", "artifacts_for", "image_parameters",
+__all__ = ["batch_key_for", "shape_of", "lane_spec", "item_for", "prepare_depth", "start_image", "artifacts_for", "image_parameters",
            "EstimatorLookup", "frames_every", "Made"]  # fmt: skip
 
 # The model's depth estimator, or None (EstimatorRegistry.get); loaded only if a photo needs it.
@@ -47,6 +47,7 @@ def batch_key_for(request: Request) -> BatchKey:
         sampler=request.sampler,
         guidance=request.guidance,
         diversify=request.diversify,
+        denoise=request.image_strength if request.from_image else 1.0,
     )
 
 
@@ -58,7 +59,7 @@ def shape_of(request: Request) -> ShapeKey:
 def lane_spec(request: Request) -> LaneSpec:
     """The per-lane settings of a request (everything the shape key leaves out)."""
     return LaneSpec(request.steps, request.sampler, request.guidance, request.pipeline,
-                    request.diversify)  # fmt: skip
+                    request.diversify, request.image_strength if request.from_image else 1.0)  # fmt: skip
 
 
 def item_for(
@@ -79,6 +80,7 @@ def item_for(
         from gouache.generation.inputs.uploads import depth_to_image
 
         control = depth_to_image(depth).convert("RGB")
+    init = start_image(request, inputs, limits) if request.from_image else None
     return BatchItem(
         item_id=item_id,
         prompt=request.prompt,
@@ -88,7 +90,25 @@ def item_for(
         control_image=control,
         frames_every=frames_every(request, gif),
         control_scale=request.strength,
+        init_image=init,
     )
+
+
+def start_image(request: Request, inputs: Sequence[Artifact], limits: Limits) -> Image:
+    """The image an image-to-image request starts from, at its output size: read by the same
+    hostile-input reader admission used, then resized (for /upscale, this is the upscale of
+    the pixels that the img2img pass then redraws)."""
+    from PIL import Image as PILImage
+
+    from gouache.generation.inputs.uploads import read_image
+
+    upload = next((a for a in inputs if a.kind is ArtifactKind.INPUT), None)
+    if upload is None:
+        raise InvalidRequest(messages.image_needed(request.kind.value))
+    image = read_image(upload.data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels)
+    if image.size == (request.width, request.height):
+        return image
+    return image.resize((request.width, request.height), PILImage.Resampling.LANCZOS)
 
 
 def prepare_depth(

@@ -15,6 +15,7 @@ from gouache.request import (
     COMMAND_NAMES,
     GUIDANCE_DECIMALS,
     KINDS,
+    PER_IMAGE,
     FollowUp,
     Kind,
     Origin,
@@ -30,7 +31,7 @@ ORIGIN = Origin(platform="web", request_id="r1", user="u1")
 
 def test_every_kind_has_one_row_and_a_command_name() -> None:
     assert set(KINDS) == set(Kind)
-    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity", "/interpolate")
+    assert COMMAND_NAMES == ("/imagine", "/depth", "/diversity", "/interpolate", "/upscale", "/edit")
 
 
 def test_the_shape_key_has_one_encoding() -> None:
@@ -90,19 +91,24 @@ def test_image_i_uses_seed_plus_i_and_artifacts_carry_their_index() -> None:
 
 
 def test_uploads_and_buttons_follow_the_table() -> None:
-    assert [k for k in Kind if takes_file(k)] == [Kind.DEPTH]
-    with pytest.raises(InvalidRequest, match="/imagine takes no file.*/depth"):
-        attach(make_request(), b"\x89PNG\r\n\x1a\n", Limits())
+    assert [k for k in Kind if takes_file(k)] == [Kind.IMAGINE, Kind.DEPTH, Kind.UPSCALE, Kind.EDIT]
+    assert [k for k in Kind if KINDS[k].depth_map != "none"] == [Kind.DEPTH]
+    assert [k for k in Kind if KINDS[k].image == "required"] == [Kind.UPSCALE, Kind.EDIT]
+    with pytest.raises(InvalidRequest, match="/diversity takes no file.*/imagine or /depth"):
+        attach(make_request(kind=Kind.DIVERSITY, count=2), b"\x89PNG\r\n\x1a\n", Limits())
     with pytest.raises(InvalidRequest, match="/depth needs"):
         attach(make_request(kind=Kind.DEPTH), None, Limits())
     job = _job(make_request(kind=Kind.DIVERSITY, count=4))
-    assert [b.action for b in buttons_for(job)] == list(KINDS[Kind.DIVERSITY].buttons)
+    assert [b.action for b in buttons_for(job) if b.index is None] == [
+        a for a in KINDS[Kind.DIVERSITY].buttons if a not in PER_IMAGE]
+    per_image = [b.token for b in buttons_for(_job(make_request(count=4))) if b.index is not None]
+    assert per_image[:3] == ["upscale.0", "vary-subtle.0", "vary-strong.0"] and len(per_image) == 12
     assert FollowUp.DIVERSIFY not in KINDS[Kind.DIVERSITY].buttons
-    assert [b.action for b in buttons_for(_job(make_request(gif=True)))] == [
+    assert [b.action for b in buttons_for(_job(make_request(gif=True))) if b.index is None] == [
         FollowUp.REROLL, FollowUp.VARIATIONS, FollowUp.DIVERSIFY]
 
 
-@pytest.mark.parametrize("text", ["/nosuchcommand x", "/upscale a fox", "/IMAGINEX fox"])
+@pytest.mark.parametrize("text", ["/nosuchcommand x", "/upscalex a fox", "/IMAGINEX fox"])
 def test_an_unknown_leading_command_is_refused_with_the_list(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_text(text)

@@ -29,6 +29,7 @@ from gouache.bot.adapter import (
     Progress,
     Result,
     buttons_for,
+    parse_press,
 )
 from gouache.bot.adapters.web_streams import StreamHub
 from gouache.bot.admission import WEB_GROUP
@@ -309,14 +310,14 @@ class WebAdapter:
 
     async def act(self, request: web.Request) -> web.Response:
         try:
-            action = Action(request.match_info["action"])
+            action, index = parse_press(request.match_info["action"])
         except ValueError as exc:
             raise NotFound(messages.unknown_action(a.value for a in Action)) from exc
         job = await self._job(request)
         if job.request.origin.user != request[USER_KEY]:  # nor reuse of someone else's upload
             raise NotAllowed(messages.web_not_yours())
-        origin = self._origin(request, f"{job.id}/{action.value}", b"")
-        built, inputs = await self._actions.follow_up(job.id, action, origin)
+        origin = self._origin(request, f"{job.id}/{request.match_info['action']}", b"")
+        built, inputs = await self._actions.follow_up(job.id, action, origin, index)
         return await self._admit(built, inputs)
 
     async def linked_artifact(self, request: web.Request) -> web.Response:
@@ -425,7 +426,7 @@ class WebAdapter:
             ]
             view["withheld"] = visible.withheld
             view["actions"] = (
-                [b.action.value for b in buttons_for(job)]
+                [b.token for b in buttons_for(job)]
                 if job.status is JobStatus.SUCCEEDED
                 else []
             )

@@ -130,6 +130,12 @@ class Family:
         """[-1, 1] images to latents (the mean of the VAE's posterior), for forward noising."""
         raise NotImplementedError
 
+    def encode_posterior(
+        self, model: LoadedModel, pixels: torch.Tensor, tiled: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[-1, 1] images to the VAE posterior's (mean, std), for image-to-image lanes."""
+        raise NotImplementedError
+
     def decode_frames(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
         """Denoising frames: the cheap preview decoder when configured, else ``decode``."""
         decoder = model.preview_decoder

@@ -112,6 +112,29 @@ class UNetFamily(Family):
             if upcast:
                 vae.to(dtype=torch.float16)
 
+    def encode_posterior(
+        self, model: LoadedModel, pixels: torch.Tensor, tiled: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """[-1, 1] images to the VAE posterior's (mean, std), unscaled: an image-to-image
+        lane samples it with its own generator (``lanes.start_from_image``). The fp32 upcast
+        follows ``StableDiffusionXLImg2ImgPipeline.prepare_latents``."""
+        vae = model.vae
+        upcast = self.upcast_vae and vae.dtype == torch.float16 and vae.config.force_upcast
+        pixels = pixels.to(model.device, model.dtype)
+        if upcast:
+            vae.to(dtype=torch.float32)
+            pixels = pixels.float()
+        if tiled:
+            vae.enable_tiling()
+        try:
+            posterior = vae.encode(pixels.to(vae.dtype)).latent_dist
+            return posterior.mean, posterior.std
+        finally:
+            if tiled:
+                vae.disable_tiling()
+            if upcast:
+                vae.to(dtype=torch.float16)
+
     def encode_image(self, model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
         vae = model.vae
         mean = vae.encode(pixels.to(model.device, vae.dtype)).latent_dist.mean

@@ -61,6 +61,8 @@ __all__ = [
     "DepthEstimatorLike",
     "inspect_upload",
     "read_upload",
+    "read_image",
+    "made_with",
     "classify",
     "looks_inverted",
     "normalise_map",
@@ -321,6 +323,30 @@ def read_upload(
     if kind == "photo":
         return Upload(header, "photo", reason, photo=image.convert("RGB"))
     return _map_upload(header, np.asarray(image.convert("L"), dtype=np.float64), reason, scale=255.0)
+
+
+def read_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """An image to start from (remix, upscale, vary) as upright RGB, through the same header
+    checks and decoder as /depth's ``read_upload``: the same file is refused the same way."""
+    header = inspect_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
+    if header.format == "NPY":
+        raise BadUpload("That file is a .npy array (a depth map, for /depth): attach a PNG, JPEG or WEBP image.")
+    image = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, formats=(header.format,))
+    return image.convert("RGB")
+
+
+def made_with(data: bytes) -> tuple[str, str] | None:
+    """(prompt, negative prompt) from the A1111 ``parameters`` text our PNGs carry, if any
+    (``png.png_parameters`` writes it); read after ``read_image`` accepted the file."""
+    try:
+        text = Image.open(io.BytesIO(data), formats=["PNG"]).info.get("parameters")
+    except Exception:  # not a PNG, or no text: nothing to read
+        return None
+    if not isinstance(text, str) or "\nSteps: " not in text:
+        return None
+    head = text.rsplit("\nSteps: ", 1)[0]
+    prompt, _, negative = head.partition("\nNegative prompt: ")
+    return prompt.strip(), negative.strip()
 
 
 def classify(image: Image.Image) -> tuple[Literal["depth", "photo"], str]:

@@ -43,6 +43,7 @@ class BatchKey:
     sampler: str
     guidance: float
     diversify: bool = False
+    denoise: float = 1.0  # image-to-image: the share of the schedule run (LaneSpec.denoise)
 
     @property
     def shape(self) -> ShapeKey:
@@ -52,25 +53,35 @@ class BatchKey:
     @property
     def spec(self) -> LaneSpec:
         """The per-lane settings a step-level running batch takes per item."""
-        return LaneSpec(self.steps, self.sampler, self.guidance, self.pipeline, self.diversify)
+        return LaneSpec(self.steps, self.sampler, self.guidance, self.pipeline, self.diversify,
+                        self.denoise)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class LaneSpec:
-    """How one item is sampled in a running batch: these differ freely between lanes."""
+    """How one item is sampled in a running batch: these differ freely between lanes.
+
+    ``denoise`` (0 < s <= 1) applies to items with an ``init_image`` only: how much of the
+    schedule an image-to-image lane runs, diffusers' img2img ``strength`` (a lane of ``steps``
+    starts at index ``steps - int(steps * s)``). It is not called strength because /depth's
+    ``--strength`` is the ControlNet scale (``BatchItem.control_scale``).
+    """
 
     steps: int
     sampler: str
     guidance: float
     pipeline: Pipeline = "txt2img"
     diversify: bool = False
+    denoise: float = 1.0
 
 
 @dataclass(frozen=True)
 class BatchItem:
     """One job's share of a batch: image ``i`` of the item uses ``seed + i``.
 
-    ``control_image`` is required for the "depth" pipeline. ``frames_every=k`` keeps a decoded
+    ``control_image`` is required for the "depth" pipeline. ``init_image`` makes the item's
+    lanes image-to-image: they start from it, noised to the start timestep ``LaneSpec.denoise``
+    gives (resized to the batch's size as diffusers' ``VaeImageProcessor.preprocess`` does). ``frames_every=k`` keeps a decoded
     frame every ``k`` steps (0: no frames); the last frame is the final image.
 
     ``guidance_interval=(lo, hi)`` limits classifier-free guidance to the steps whose noise
@@ -90,6 +101,7 @@ class BatchItem:
     frames_every: int = 0
     guidance_interval: tuple[float, float] | None = None
     control_scale: float = 1.0  # ControlNet conditioning scale for this item's rows (--strength)
+    init_image: Image | None = field(default=None, compare=False)
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

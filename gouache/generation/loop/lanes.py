@@ -25,8 +25,8 @@ from gouache.generation.loop.batch import BatchItem, LaneSpec
 from gouache.generation.loop.conditioning import Conditioning, annealed, guidance_scale
 from gouache.generation.models import LoadedModel
 
-__all__ = ["STATELESS_SCHEDULERS", "Lane", "advance_lanes", "assemble", "new_lane",
-           "row_positions"]
+__all__ = ["STATELESS_SCHEDULERS", "Lane", "advance_lanes", "assemble", "begin_index", "new_lane",
+           "row_positions", "start_from_image"]
 
 _CADS_SEED = 0x5EED_CAD5  # CADS noise must not reuse the latents' random stream
 
@@ -48,6 +48,8 @@ class Lane:
     i: int = 0  # the next entry of scheduler.timesteps (UNet calls made)
     steps_done: int = 0  # sampler steps, ticked as diffusers' progress bar ticks
     frames: list[Any] = field(default_factory=list)
+    begin: int | None = None  # image-to-image: the first entry of timesteps (None: from noise)
+    generator: torch.Generator | None = None  # image-to-image: draws the lane's first latents
 
     @property
     def rows(self) -> int:
@@ -176,16 +178,24 @@ def new_lane(
     template: Any,
     shape: tuple[int, ...],
     start: torch.Tensor | None = None,
+    begin: int | None = None,
 ) -> Lane:
     """Lane ``index`` of ``item``: its seed's generator, a private copy of the scheduler.
 
     Adapted from StableDiffusionPipeline.prepare_latents and prepare_extra_step_kwargs. The
     seed's noise is always drawn, so the generator is where the pipeline's would be; ``start``
     (an interpolation's mixed noise) replaces it as the initial noise, as ``latents=`` does.
+    With ``begin`` (image-to-image) the lane starts at that timestep index and draws nothing
+    yet: its latents come from ``start_from_image`` once its image is encoded.
     """
     generator = torch.Generator("cpu").manual_seed(item.image_seed(index))
     scheduler = private_scheduler(template)
-    noise = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
+    if begin is not None:
+        if hasattr(scheduler, "set_begin_index"):  # as StableDiffusionImg2ImgPipeline.get_timesteps
+            scheduler.set_begin_index(begin)
+        noise = torch.empty(0, device=model.device, dtype=model.dtype)
+    else:
+        noise = randn_tensor(shape, generator=generator, device=model.device, dtype=model.dtype)
     if start is not None:
         noise = start.to(device=model.device, dtype=model.dtype)
     params = set(inspect.signature(scheduler.step).parameters)
@@ -195,10 +205,41 @@ def new_lane(
     cads = None
     if spec.diversify:
         cads = torch.Generator("cpu").manual_seed(item.image_seed(index) ^ _CADS_SEED)
+    if begin is not None:
+        return Lane(item=item, spec=spec, index=index, user=user, cond=cond, cfg=cfg,
+                    scheduler=scheduler, step_kwargs=step_kwargs, latents=noise,
+                    cads_generator=cads, i=begin, begin=begin, generator=generator)  # fmt: skip
     return Lane(item=item, spec=spec, index=index, user=user, cond=cond, cfg=cfg,
                 scheduler=scheduler, step_kwargs=step_kwargs,
                 latents=model.family.initial_latents(model, noise, scheduler),
                 cads_generator=cads)  # fmt: skip
+
+
+def begin_index(steps: int, denoise: float, order: int) -> int:
+    """Where an image-to-image lane of ``steps`` starts in its scheduler's timesteps.
+
+    As diffusers' ``StableDiffusionImg2ImgPipeline.get_timesteps``: ``int(steps * denoise)``
+    steps are run (at least one: the caller refuses fewer), the first ``steps - that`` skipped.
+    """
+    init_timestep = min(int(steps * denoise), steps)
+    return max(steps - init_timestep, 0) * order
+
+
+def start_from_image(lane: Lane, model: LoadedModel, mean: torch.Tensor, std: torch.Tensor) -> None:
+    """An image-to-image lane's first latents: its image's posterior sampled and noised.
+
+    Adapted from ``StableDiffusionImg2ImgPipeline.prepare_latents`` (and SDXL's): the VAE
+    posterior sample draws from the lane's generator first, then the noise, and the lane's own
+    scheduler noises the sample to its first timestep (``add_noise``). ``mean``/``std`` are the
+    posterior of the item's image, encoded once for all its lanes (``encode_posterior``).
+    """
+    generator, begin = lane.generator, lane.begin
+    assert generator is not None and begin is not None, "an image-to-image lane"
+    eps = randn_tensor(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    sample = model.family.scale(model, (mean + std * eps).to(model.dtype))
+    noise = randn_tensor(sample.shape, generator=generator, device=model.device, dtype=model.dtype)
+    first = lane.scheduler.timesteps[begin : begin + 1]
+    lane.latents = lane.scheduler.add_noise(sample.to(model.device), noise, first)
 
 
 def private_scheduler(template: Any) -> Any:

@@ -45,8 +45,10 @@ from gouache.generation.loop.lanes import (
     Lane,
     advance_lanes,
     assemble,
+    begin_index,
     new_lane,
     row_positions,
+    start_from_image,
 )
 from gouache.generation.loop.samplers import timed_scheduler
 from gouache.generation.models import LoadedModel, ModelRegistry
@@ -106,6 +108,7 @@ class RunningBatch:
         self._finished: list[Lane] = []  # denoised, waiting for their decode chunk
         self._cancelled: set[str] = set()
         self._templates: dict[tuple[str, int], Any] = {}
+        self._to_start: list[str] = []  # image-to-image items whose image awaits its encode
 
     # -- feeding ---------------------------------------------------------------------------
 
@@ -163,10 +166,14 @@ class RunningBatch:
         self._items[item.item_id] = _Item(
             item, spec, user, [None] * item.count, [[] for _ in range(item.count)], item.count
         )
+        begin = None
+        if item.init_image is not None:  # image-to-image: starts later, from its encoded image
+            begin = begin_index(spec.steps, spec.denoise, template.order)
+            self._to_start.append(item.item_id)
         for index in range(item.count):
             start = starts[index] if starts is not None else None
             self._lanes.append(
-                new_lane(model, item, spec, index, user, cond, cfg, template, shape, start)
+                new_lane(model, item, spec, index, user, cond, cfg, template, shape, start, begin)
             )
 
     def check(self, spec: LaneSpec) -> None:
@@ -175,6 +182,10 @@ class RunningBatch:
             raise InvalidRequest(messages.unknown_pipeline(spec.pipeline))
         if spec.steps < 1:
             raise InvalidRequest(messages.steps_too_few(spec.steps))
+        if not 0.0 < spec.denoise <= 1.0:
+            raise InvalidRequest(messages.image_strength_out_of_range(spec.denoise))
+        if int(spec.steps * spec.denoise) < 1:
+            raise InvalidRequest(messages.image_strength_too_low(spec.denoise, spec.steps))
         self._template(spec)  # an unknown sampler raises here
         self.model.family.check(self.model, spec)
 
@@ -208,7 +219,8 @@ class RunningBatch:
         done: dict[str, int] = {}
         for lane in [*self._lanes, *self._finished]:
             item_id = lane.item.item_id
-            done[item_id] = min(done.get(item_id, lane.steps_done), lane.steps_done)
+            steps = lane.steps_done + (lane.begin or 0) // lane.scheduler.order  # skipped ones
+            done[item_id] = min(done.get(item_id, steps), steps)
         return {
             item_id: (done.get(item_id, 0) if entry.started else 0, entry.spec.steps)
             for item_id, entry in self._items.items()
@@ -217,6 +229,7 @@ class RunningBatch:
     def _step(self, should_stop: ShouldStop | None) -> list[ItemResult]:
         self.stats = StepStats()
         retired = self._drop_cancelled(should_stop)
+        retired += self._start_images()
         chosen = self._choose()
         waiting_decode = len(self._finished)
         if chosen:
@@ -306,6 +319,49 @@ class RunningBatch:
                 text = uncond + lane.guidance(num_train_timesteps) * (text - uncond)
             out[id(lane)] = text
         return out
+
+    def _start_images(self) -> list[ItemResult]:
+        """Encode the images of newly admitted image-to-image items (``decode_chunk`` per VAE
+        call) and start their lanes; out of memory, a tiled VAE, then those items fail alone."""
+        waiting = [item_id for item_id in self._to_start if item_id in self._items]
+        self._to_start = []
+        retired: list[ItemResult] = []
+        model = self.model
+        for at in range(0, len(waiting), self.decode_chunk):
+            chunk = waiting[at : at + self.decode_chunk]
+            pixels = torch.cat([self._pixels(self._items[i].item) for i in chunk])
+            try:
+                mean, std = self._encode(chunk, pixels, tiled=False)
+            except torch.OutOfMemoryError:
+                free_device_memory()
+                try:
+                    mean, std = self._encode(chunk, pixels, tiled=True)
+                except torch.OutOfMemoryError:
+                    free_device_memory()
+                    retired += [self._fail(i) for i in chunk]
+                    continue
+            rows = {item_id: r for r, item_id in enumerate(chunk)}
+            for lane in self._lanes:
+                r = rows.get(lane.item.item_id)
+                if r is not None:
+                    start_from_image(lane, model, mean[r : r + 1], std[r : r + 1])
+        return retired
+
+    def _encode(
+        self, item_ids: list[str], pixels: torch.Tensor, *, tiled: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fault is not None:
+            self._fault("encode", item_ids)
+        return self.model.family.encode_posterior(self.model, pixels, tiled=tiled)
+
+    def _pixels(self, item: BatchItem) -> torch.Tensor:
+        """The item's image at the batch's size in [-1, 1], as ``VaeImageProcessor.preprocess``."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        assert item.init_image is not None
+        processor = VaeImageProcessor(vae_scale_factor=self.model.vae_scale_factor)
+        return processor.preprocess(item.init_image.convert("RGB"), height=self.shape.height,
+                                    width=self.shape.width)  # fmt: skip
 
     def _decode_chunk(self) -> list[ItemResult]:
         """Decode up to ``decode_chunk`` finished lanes; hand back items now complete.

@@ -130,7 +130,7 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
         ("fox --foo 1", messages.unknown_option("--foo", [
             "--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
             "--model", "--gif", "--diversify", "--strength", "--sweep", "--process", "--frames", "--enlarge",
-            "--input"])),
+            "--input", "--scale"])),
         ("fox --seed", "--seed needs a value, like --seed 7."),
         ("fox --steps --seed 3", "--steps needs a value, like --steps 30."),
         ("fox --no --seed 3", "--no needs a value, like --no blurry, text."),
@@ -461,7 +461,7 @@ def test_strength_is_for_depth_and_between_0_and_2() -> None:
     with pytest.raises(InvalidRequest, match=r"strength must be between 0(\.0)? and 2"):
         build_request(parse_text("/depth a hill --strength 2.5"), origin, settings)
     with pytest.raises(InvalidRequest, match="--strength only works with /depth"):
-        build_request(parse_text("a fox --strength 0.5"), origin, settings)
+        build_request(parse_text("/diversity a fox --strength 0.5"), origin, settings)
 
 
 @pytest.mark.parametrize(

@@ -102,7 +102,8 @@ async def test_results_carry_outputs_and_buttons_but_not_the_upload() -> None:
     (result,) = web.results
     assert [a.name for a in result.artifacts] == ["image-0.png"]
     assert [b.action for b in result.buttons] == [
-        Action.REROLL, Action.VARIATIONS, Action.GIF, Action.DIVERSIFY]
+        Action.REROLL, Action.VARIATIONS, Action.GIF, Action.DIVERSIFY,
+        Action.UPSCALE, Action.VARY_SUBTLE, Action.VARY_STRONG]
 
 
 async def test_a_restarted_bot_delivers_what_finished_while_it_was_down() -> None:

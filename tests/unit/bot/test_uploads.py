@@ -35,8 +35,8 @@ def test_depth_takes_exactly_one_file() -> None:
     assert [(a.name, a.kind, a.mime) for a in inputs] == [("input-0.png", ArtifactKind.INPUT, "image/png")]
     with pytest.raises(InvalidRequest, match="/depth needs a depth map"):
         attach(depth, None, LIMITS)
-    with pytest.raises(InvalidRequest, match="/imagine takes no file: remove it, or use /depth"):
-        attach(make_request(), PNG, LIMITS)
+    with pytest.raises(InvalidRequest, match="/diversity takes no file: remove it, or use /imagine or /depth"):
+        attach(make_request(kind=Kind.DIVERSITY, count=2), PNG, LIMITS)
     assert attach(make_request(), None, LIMITS)[1] == []
 
 

@@ -23,7 +23,7 @@ MAX_BUTTONS = 25  # 5 action rows of 5
 
 class ActionButton(
     discord.ui.DynamicItem[discord.ui.Button],
-    template=r"gouache:(?P<action>reroll|variations|gif|diversify|cancel):(?P<job_id>[0-9a-fA-F-]{1,64})",
+    template=r"gouache:(?P<action>reroll|variations|gif|diversify|cancel|(?:upscale|vary-subtle|vary-strong)\.[0-9]{1,2}):(?P<job_id>[0-9a-fA-F-]{1,64})",
 ):
     """A persistent button for one job."""
 
@@ -53,7 +53,7 @@ class ActionButton(
 def result_view(buttons: Sequence[Button]) -> discord.ui.View:
     view = discord.ui.View(timeout=None)
     for button in buttons[:MAX_BUTTONS]:
-        view.add_item(ActionButton(button.action.value, button.job_id, button.label))
+        view.add_item(ActionButton(button.token, button.job_id, button.label))
     return view
 
 

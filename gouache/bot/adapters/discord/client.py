@@ -26,7 +26,7 @@ from discord import app_commands
 from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
-from gouache.bot.adapter import Acknowledgement, Action, AdapterDeps, Progress, Result
+from gouache.bot.adapter import Acknowledgement, AdapterDeps, Progress, Result, parse_press
 from gouache.bot.adapters.discord.admin import run_admin
 from gouache.bot.adapters.discord.buttons import ActionButton, cancel_view
 from gouache.bot.adapters.discord.commands import Choices, build_commands, matching
@@ -201,8 +201,9 @@ class DiscordAdapter(discord.Client):
                 await self._actions.cancel(job_id, str(interaction.user.id))
                 await self._reply(interaction, messages.cancelled())
                 return
+            pressed, index = parse_press(action)
             request, inputs = await self._actions.follow_up(
-                job_id, Action(action), self._origin(interaction)
+                job_id, pressed, self._origin(interaction), index
             )
             await self._admit(interaction, request, inputs)
 

@@ -33,7 +33,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from gouache import messages
 from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
-from gouache.bot.adapter import Acknowledgement, Action, AdapterDeps, Progress, Result
+from gouache.bot.adapter import Acknowledgement, AdapterDeps, Progress, Result, parse_press
 from gouache.bot.adapters.slack import modal, replies
 from gouache.bot.adapters.slack.blocks import slack_blocks, slack_caption, slack_escape
 from gouache.bot.adapters.slack.budget import UpdateBudget
@@ -134,7 +134,7 @@ class SlackAdapter:
         kind = Kind(str(body.get("command", "")).lstrip("/"))
 
         async def work() -> None:
-            if KINDS[kind].upload == "required":  # a file: only a modal can ask for one
+            if KINDS[kind].needs_file:  # a file: only a modal can ask for one
                 view = modal.depth_view(text, channel=origin.channel,
                                         response_url=origin.reply_token)  # fmt: skip
                 await self.client.views_open(trigger_id=str(body.get("trigger_id")), view=view)
@@ -228,7 +228,8 @@ class SlackAdapter:
                 await self._actions.cancel(job_id, origin.user)
                 await self._tell(origin, messages.cancelled())
                 return
-            request, inputs = await self._actions.follow_up(job_id, Action(name), origin)
+            pressed, index = parse_press(name)
+            request, inputs = await self._actions.follow_up(job_id, pressed, origin, index)
             await self._admit(request, inputs)
 
         await self._funnel(origin, work)

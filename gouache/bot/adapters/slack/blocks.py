@@ -28,7 +28,7 @@ def slack_blocks(
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
     ]
-    triples = [(b.action.value, b.job_id, b.label) if isinstance(b, Button) else b
+    triples = [(b.token, b.job_id, b.label) if isinstance(b, Button) else b
                for b in buttons]  # fmt: skip
     if triples:
         blocks.append({"type": "actions", "elements": [
