@@ -175,7 +175,11 @@ class LoraBank:
                     continue
                 parent_name, _, child = name.rpartition(".")
                 parent = roots[part].get_submodule(parent_name) if parent_name else roots[part]
-                setattr(parent, child, RowLora(getattr(parent, child), part, name, self))
+                layer = getattr(parent, child)
+                if isinstance(layer, RowLora):  # wrapped by an earlier bank of this model
+                    layer._bank[0] = self
+                else:
+                    setattr(parent, child, RowLora(layer, part, name, self))
                 self._wrapped.add((part, name))
 
 

@@ -145,7 +145,8 @@ def _check_fits(prefix: str, root: torch.nn.Module, module: str, down: torch.Ten
         target: Any = root.get_submodule(module)
     except AttributeError:
         raise LoraFileError(f"{prefix}.{module} is not a module of this model (a LoRA for another model?)") from None
-    target = getattr(target, "base", target)  # already wrapped by the bank
+    while hasattr(target, "_key") and hasattr(target, "base"):  # already wrapped by a bank
+        target = target.base
     if isinstance(target, torch.nn.Linear):
         fits = down.ndim == 2 and down.shape[1] == target.in_features and up.shape[0] == target.out_features
     elif isinstance(target, torch.nn.Conv2d):
