@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib
 import threading
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,8 +22,8 @@ from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
 from gouache.generation.families import family_for
 from gouache.generation.families.base import LoadedModel
-from gouache.generation.loras.bank import LoraBank
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
+from gouache.generation.loras.bank import LoraBank
 
 __all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
 

@@ -1,9 +1,10 @@
 """Per-row LoRAs: every row of one denoiser call gets its own adapters at its own scales.
 
 The base weights are never fused or changed. Each Linear/Conv2d layer a loaded LoRA touches is
-wrapped once by ``RowLora``, which adds, for each LoRA active in the current call,
-``scale[row] * scaling * up(down(x))`` to the rows that use it (a gather and an ``index_add``
-when only some rows do, one full-batch term when all do). The active set is the bank's state
+wrapped once by ``RowLora``, which adds ``sum_k scale[row, k] * scaling_k * up_k(down_k(x))``
+over the LoRAs active in the current call, as one grouped pair of products (the active LoRAs'
+ranks side by side, each rank column scaled per row; zero for a row without that LoRA). The
+active set is the bank's state
 for the length of one call (``LoraBank.rows``), set by the family's ``predict`` from
 ``Rows.loras``/``Rows.lora_scales``, and by the text encoding of one item (``LoraBank.item``).
 With nothing active a wrapped layer is its base layer plus one empty loop.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from gouache.generation.loras.weights import Factor, LoraWeights, load_lora, parts_of
+from gouache.generation.loras.weights import LoraWeights, load_lora, parts_of
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
@@ -37,16 +38,32 @@ PathOf = Callable[[str], "Path | None"]  # a LoRA's file from its name (None: un
 
 
 @dataclass
-class _Term:
-    """One active LoRA in this call: its weights, the rows using it (None: all), their scales."""
+class _Active:
+    """The LoRAs of this call and each row's scale for each (a row of 1 applies to all rows)."""
 
-    weights: LoraWeights
-    rows: torch.Tensor | None
-    scale: torch.Tensor | float
+    names: tuple[str, ...]
+    weights: list[LoraWeights]
+    scales: torch.Tensor  # (rows or 1, len(names))
+
+
+@dataclass
+class _Group:
+    """One layer's factors of the active LoRAs side by side: ``down`` (R, in...), ``up``
+    (out, R...), and for each of the R rank columns its LoRA's index and scaling."""
+
+    down: torch.Tensor
+    up: torch.Tensor
+    lora: torch.Tensor  # (R,) index into _Active.names
+    scaling: torch.Tensor  # (R,)
 
 
 class RowLora(torch.nn.Module):
-    """A Linear or Conv2d layer plus the low-rank updates of the LoRAs active in this call."""
+    """A Linear or Conv2d layer plus the low-rank updates of the LoRAs active in this call.
+
+    All active LoRAs are applied as one grouped pair of products: ``h = down_all(x)`` (their
+    ranks side by side), each column scaled by its row's scale for that LoRA (zero for a row
+    that does not use it), then ``up_all(h)``: two calls whatever the number of LoRAs.
+    """
 
     def __init__(self, base: torch.nn.Module, part: str, name: str, bank: LoraBank) -> None:
         super().__init__()
@@ -56,36 +73,28 @@ class RowLora(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
-        part, name = self._key
-        for term in self._bank[0].active:
-            factor = term.weights.parts.get(part, {}).get(name)
-            if factor is not None:
-                out = _add(out, x, factor, term, self.base)
-        return out
+        bank = self._bank[0]
+        active = bank.active
+        if active is None:
+            return out
+        group = bank.group(self._key)
+        if group is None:
+            return out
+        column = (active.scales[:, group.lora] * group.scaling).to(out.dtype)  # (rows, R)
+        if group.down.ndim == 4:  # Conv2d: down has the base's kernel, up is 1x1 (as PEFT's)
+            base: Any = self.base
+            h = F.conv2d(x, group.down, stride=base.stride, padding=base.padding, dilation=base.dilation)
+            h = h * column.view(column.shape[0], -1, 1, 1)
+            return out + F.conv2d(h, group.up)
+        h = F.linear(x, group.down)
+        h = h * column.view(column.shape[0], *([1] * (h.ndim - 2)), -1)
+        return out + F.linear(h, group.up)
 
     def __getattr__(self, attr: str) -> Any:  # weight, bias, in_features... of the base layer
         try:
             return super().__getattr__(attr)
         except AttributeError:
             return getattr(self._modules["base"], attr)
-
-
-def _add(out: torch.Tensor, x: torch.Tensor, factor: Factor, term: _Term, base: Any) -> torch.Tensor:
-    if term.rows is not None:
-        x = x.index_select(0, term.rows)
-    if factor.down.ndim == 4:  # Conv2d: down has the base's kernel, up is 1x1 (as PEFT's)
-        h = F.conv2d(x, factor.down, stride=base.stride, padding=base.padding, dilation=base.dilation)
-        delta = F.conv2d(h, factor.up)
-    else:
-        delta = F.linear(F.linear(x, factor.down), factor.up)
-    scale = term.scale
-    if isinstance(scale, torch.Tensor):
-        scale = (scale * factor.scaling).to(delta.dtype).view(-1, *([1] * (delta.ndim - 1)))
-    else:
-        scale = scale * factor.scaling
-    if term.rows is None:
-        return out + delta * scale
-    return out.index_add(0, term.rows, delta * scale)
 
 
 class LoraBank:
@@ -95,9 +104,11 @@ class LoraBank:
         self.model = model
         self.path_of = path_of
         self.budget_bytes = budget_bytes
-        self.active: list[_Term] = []
+        self.active: _Active | None = None
         self._loaded: OrderedDict[str, LoraWeights] = OrderedDict()
         self._wrapped: set[tuple[str, str]] = set()
+        # Grouped factors per (active names, layer), built on first use; cleared on any change.
+        self._groups: dict[tuple[tuple[str, ...], tuple[str, str]], _Group | None] = {}
 
     @property
     def loaded(self) -> tuple[str, ...]:
@@ -123,6 +134,7 @@ class LoraBank:
                 weights = load_lora(name, path, self.model)
                 self._wrap(weights)
                 self._loaded[name] = weights
+                self._groups.clear()
             self._loaded.move_to_end(name)
             out.append(self._loaded[name])
         keep = set(names)
@@ -131,6 +143,7 @@ class LoraBank:
                 break
             if name not in keep:
                 del self._loaded[name]
+                self._groups.clear()
         return out
 
     @contextlib.contextmanager
@@ -139,28 +152,30 @@ class LoraBank:
         if not names or scales is None:
             yield
             return
-        terms = []
-        for k, weights in enumerate(self.prepare(names)):
-            column = scales[:, k]
-            used = torch.nonzero(column).flatten()
-            if len(used) == len(column):
-                terms.append(_Term(weights, None, column))
-            elif len(used):
-                terms.append(_Term(weights, used, column.index_select(0, used)))
-        with self._active(terms):
+        with self._active(_Active(tuple(names), self.prepare(names), scales)):
             yield
 
     @contextlib.contextmanager
     def item(self, loras: Sequence[tuple[str, float]]) -> Iterator[None]:
         """Activate one item's LoRAs on every row (its text encoding)."""
-        weights = self.prepare([name for name, _ in loras]) if loras else []
-        terms = [_Term(w, None, float(scale)) for w, (_, scale) in zip(weights, loras, strict=True)]
-        with self._active(terms):
+        names = [name for name, _ in loras]
+        weights = self.prepare(names) if loras else []
+        scales = torch.tensor([[float(scale) for _, scale in loras]], device=self.model.device)
+        with self._active(_Active(tuple(names), weights, scales) if loras else None):
             yield
 
+    def group(self, key: tuple[str, str]) -> _Group | None:
+        """The active LoRAs' factors of layer ``key`` side by side (None: none touches it)."""
+        active = self.active
+        assert active is not None
+        cached = (active.names, key)
+        if cached not in self._groups:
+            self._groups[cached] = _grouped(active, key, self.model.device)
+        return self._groups[cached]
+
     @contextlib.contextmanager
-    def _active(self, terms: list[_Term]) -> Iterator[None]:
-        before, self.active = self.active, terms
+    def _active(self, active: _Active | None) -> Iterator[None]:
+        before, self.active = self.active, active
         try:
             yield
         finally:
@@ -181,6 +196,19 @@ class LoraBank:
                 else:
                     setattr(parent, child, RowLora(layer, part, name, self))
                 self._wrapped.add((part, name))
+
+
+def _grouped(active: _Active, key: tuple[str, str], device: torch.device) -> _Group | None:
+    part, name = key
+    found = [(k, f) for k, w in enumerate(active.weights) if (f := w.parts.get(part, {}).get(name)) is not None]
+    if not found:
+        return None
+    ranks = [f.down.shape[0] for _, f in found]
+    lora = torch.tensor([k for (k, _), r in zip(found, ranks, strict=True) for _ in range(r)], device=device)
+    scaling = torch.tensor([f.scaling for (_, f), r in zip(found, ranks, strict=True) for _ in range(r)],
+                           device=device)  # fmt: skip
+    return _Group(torch.cat([f.down for _, f in found]), torch.cat([f.up for _, f in found], dim=1),
+                  lora, scaling)  # fmt: skip
 
 
 def bank_of(model: LoadedModel) -> LoraBank | None:

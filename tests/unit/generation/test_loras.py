@@ -157,7 +157,7 @@ def test_base_weights_are_never_changed(lora_registry, float_engine_cls):
     after = weights()
     assert before.keys() == after.keys()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
-    assert model.loras.active == []
+    assert model.loras.active is None
 
 
 def test_a_broken_file_fails_its_item_at_admission(lora_registry, float_running_cls):
