@@ -32,6 +32,8 @@ __all__ = [
     "WebSettings",
     "Moderation",
     "GifSettings",
+    "LoraSpec",
+    "StyleSpec",
     "BUILTIN_TINY",
     "BUILTIN_DEMO",
 ]
@@ -104,6 +106,10 @@ class Limits(BaseModel):
     )
     diversity_count: int = Field(
         4, ge=2, description="images of a /diversity set when --n is not given"
+    )
+    max_loras: int = Field(3, ge=0, description="most LoRAs one request may stack (--lora)")
+    max_lora_scale: float = Field(
+        2.0, gt=0, description="largest --lora NAME:SCALE in absolute value (scales may be negative)"
     )
 
 
@@ -377,6 +383,36 @@ class Moderation(BaseModel):
     )
 
 
+class LoraSpec(BaseModel):
+    """One named LoRA file (diffusers/PEFT or kohya format, as diffusers reads them)."""
+
+    path: Path = Field(description="the .safetensors file")
+    family: Literal["auto", "sd", "sdxl"] = Field(
+        "auto", description="model family it was trained for; auto reads it from the file"
+    )
+    model: str | None = Field(None, description="the one model it applies to (default: any of its family)")
+    trigger: list[str] = Field(
+        default_factory=list, description="words added to the prompt unless --no-trigger"
+    )
+    default_scale: float = Field(1.0, description="strength when --lora NAME has no :SCALE")
+    description: str = Field("", description="a short line shown by /loras")
+
+
+class StyleSpec(BaseModel):
+    """A named prompt template (--style NAME): a hidden wrapper around the user's prompt."""
+
+    prompt: str = Field(
+        "{prompt}", description='the template; "{prompt}" is replaced by what the user typed'
+    )
+    negative: str = Field("", description="negative prompt added to the user's --no")
+    loras: list[str] = Field(
+        default_factory=list, description='LoRAs it applies, as "NAME" or "NAME:SCALE"'
+    )
+    steps: int | None = Field(None, ge=1, description="denoising steps when --steps is not given")
+    cfg: float | None = Field(None, ge=0, description="guidance scale when --cfg is not given")
+    description: str = Field("", description="a short line shown by /loras")
+
+
 class _FileSecretsSource(PydanticBaseSettingsSource):
     """Reads ``GOUACHE_<NAME>_FILE`` paths as the value of ``GOUACHE_<NAME>``."""
 
@@ -432,6 +468,18 @@ class Settings(BaseSettings):
         description="named models; builtin:demo and builtin:tiny are always there",
     )
     offline: bool = Field(True, description="load models with local_files_only")
+    loras: dict[str, LoraSpec] = Field(
+        default_factory=dict, description="named LoRAs (--lora NAME); see also loras_dir"
+    )
+    loras_dir: Path | None = Field(
+        None, description="a folder of .safetensors LoRAs scanned at start (name: the file stem)"
+    )
+    lora_memory_mb: int = Field(
+        1024, ge=1, description="LoRA weights a worker keeps loaded per model (least recently used dropped)"
+    )
+    styles: dict[str, StyleSpec] = Field(
+        default_factory=dict, description="named prompt templates (--style NAME)"
+    )
     limits: Limits = Field(default_factory=Limits, description="what one request may ask for")
     batching: Batching = Field(default_factory=Batching, description="how jobs share UNet calls")
     speed: Speed = Field(default_factory=Speed, description="UNet speed options")

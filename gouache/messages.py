@@ -537,6 +537,61 @@ def size_not_multiple_of_8(width: int, height: int) -> str:
     return f"Size {width}x{height} must be multiples of 8."
 
 
+def lora_unknown(name: str, nearest: Iterable[str]) -> str:
+    near = list(nearest)
+    hint = f" Did you mean {', '.join(near)}?" if near else ""
+    return f"Unknown LoRA {shorten(name)!r}.{hint} `/loras` lists the ones available."
+
+
+def lora_wrong_family(name: str, family: str, model: str, model_family: str) -> str:
+    return (f"LoRA {name!r} was made for {family.upper()} models; {model!r} is "
+            f"{model_family.upper()}. Pick a LoRA listed by `/loras` for this model.")
+
+
+def lora_other_model(name: str, wanted: str, model: str) -> str:
+    return f"LoRA {name!r} is for the model {wanted!r}, not {model!r}: add --model {wanted}."
+
+
+def lora_broken(name: str, reason: str) -> str:
+    return f"LoRA {name!r} cannot be used: its file is unreadable ({reason}). Tell the bot's admin."
+
+
+def lora_unusable(name: str, model: str, reason: str) -> str:
+    return f"LoRA {name!r} could not be applied to {model!r}: {reason}"
+
+
+def lora_scale_range(name: str, scale: float, limit: float) -> str:
+    return f"The scale of LoRA {name!r} must be between -{number(limit)} and {number(limit)}, not {number(scale)}."
+
+
+def too_many_loras(given: int, limit: int) -> str:
+    if limit == 0:
+        return "LoRAs are turned off here (limits.max_loras = 0)."
+    return f"At most {limit} LoRAs per request (got {given})."
+
+
+def lora_twice(name: str) -> str:
+    return f"LoRA {name!r} is given twice: give it once, with the scale you want (--lora {name}:0.8)."
+
+
+def unknown_style(name: str, known: Iterable[str]) -> str:
+    names = sorted(known)
+    listed = f" Styles: {', '.join(names)}." if names else " No styles are configured."
+    return f"Unknown style {shorten(name)!r}.{listed}"
+
+
+def no_loras_listed(model: str) -> str:
+    return f"No LoRAs or styles are configured for {model!r}."
+
+
+def loras_listing(model: str, loras: Iterable[str], styles: Iterable[str]) -> str:
+    lines = [f"**LoRAs for {model}** (`--lora NAME:SCALE`)", *loras]
+    styles = list(styles)
+    if styles:
+        lines += ["**Styles** (`--style NAME`)", *styles]
+    return "\n".join(lines)
+
+
 def out_of_memory_alone(images: int, width: int, height: int, steps: int) -> str:
     return (
         f"The GPU ran out of memory for this request ({images} image(s) at {width}x{height}, "

@@ -234,6 +234,24 @@ class Request:
     scale: float = 0.0  # /upscale --scale (the output size already includes it)
     # /upscale past the model's comfortable size: the tile side its pass runs in (0: whole).
     tile: int = 0
+    # `--lora NAME[:SCALE]` (and a style's LoRAs): (name, scale) pairs, applied to this
+    # request's rows only; never part of a batch or shape key.
+    loras: tuple[tuple[str, float], ...] = ()
+    style: str = ""  # `--style NAME`
+    no_trigger: bool = False  # `--no-trigger`: the LoRAs' trigger words are not added
+    # What the model reads when a style or trigger words changed the text ("": as typed).
+    model_prompt: str = ""
+    model_negative: str = ""
+
+    @property
+    def text(self) -> str:
+        """The prompt the model reads (the style's template and trigger words applied)."""
+        return self.model_prompt or self.prompt
+
+    @property
+    def negative_text(self) -> str:
+        """The negative prompt the model reads (the style's negative added)."""
+        return self.model_negative or self.negative_prompt
 
     def __post_init__(self) -> None:
         low, high = STRENGTH_RANGE
@@ -345,6 +363,7 @@ class Request:
         data["origin"] = Origin(**data["origin"])
         data["notes"] = tuple(data.get("notes", ()))
         data["sweep"] = tuple((str(axis), tuple(values)) for axis, values in data.get("sweep", ()))
+        data["loras"] = tuple((str(name), float(scale)) for name, scale in data.get("loras", ()))
         return cls(**data)
 
     @classmethod

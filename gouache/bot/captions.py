@@ -63,6 +63,10 @@ def result_text(result: Result, escape: Callable[[str], str] = lambda s: s) -> s
              f"guidance {messages.number(r.guidance)}", r.sampler, escape(r.model)]  # fmt: skip
     if r.pipeline == "depth" and r.strength != 1.0:
         facts.append(f"strength {messages.number(r.strength)}")
+    if r.style:
+        facts.append(f"style {escape(r.style)}")
+    if r.loras:
+        facts.append("LoRA " + ", ".join(f"{escape(name)} {messages.number(scale)}" for name, scale in r.loras))
     taken = _time_taken(result.job)
     if taken is not None:
         facts.append(f"{messages.number(round(taken, 1))} s")

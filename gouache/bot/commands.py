@@ -18,6 +18,8 @@ from types import MappingProxyType
 from typing import Any
 
 from gouache import messages
+from gouache.bot.loras import Styled
+from gouache.bot.loras import resolve as resolve_loras
 from gouache.bot.prompt_length import PromptCheck
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest
@@ -58,16 +60,18 @@ _FLAGS: Mapping[str, str] = MappingProxyType({
     "count": "count", "sampler": "sampler", "model": "model", "gif": "gif",
     "diversify": "diversify", "strength": "strength", "sweep": "sweep", "process": "process",
     "frames": "frames", "enlarge": "enlarge", "input": "depth_input", "scale": "scale",
+    "lora": "lora", "style": "style", "no-trigger": "no_trigger", "no_trigger": "no_trigger",
 })  # fmt: skip
 _FORMS: Mapping[str, str] = MappingProxyType({
     "aspect_ratio": "16:9", "size": "768x512", "seed": "7", "steps": "30", "guidance": "7",
     "negative": "blurry, text", "count": "2", "sampler": "euler-a", "model": "NAME",
     "strength": "0.8", "sweep": "cfg=3,7,12", "frames": "16", "depth_input": "photo",
-    "scale": "2",
+    "scale": "2", "lora": "NAME:0.8", "style": "NAME",
 })  # fmt: skip
 _SHOWN_FLAGS = ("--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
                 "--model", "--gif", "--diversify", "--strength", "--sweep", "--process",
-                "--frames", "--enlarge", "--input", "--scale")  # fmt: skip
+                "--frames", "--enlarge", "--input", "--scale", "--lora", "--style",
+                "--no-trigger")  # fmt: skip
 _FLAG_RE = re.compile(r"^(?:--|[\u2013\u2014])([A-Za-z][A-Za-z0-9_-]*)(?:=(.*))?$", re.S)
 # "/word" or "/word" glued to nothing else: a command, known or not (paths like "/a/b" are prompts).
 _COMMAND_RE = re.compile(r"^/[A-Za-z][A-Za-z0-9_-]*$")
@@ -81,10 +85,11 @@ _SWITCH_WORDS = MappingProxyType({"yes": True, "true": True, "no": False, "false
 _OPTION_KEYS = frozenset({"negative", "seed", "steps", "guidance", "aspect_ratio", "width",
                           "height", "sampler", "count", "model", "gif", "diversify",
                           "attachment", "strength", "sweep", "process", "frames", "seed_b", "enlarge",
-                          "depth_input", "scale"})  # fmt: skip
+                          "depth_input", "scale", "lora", "style", "no_trigger"})  # fmt: skip
 _OPTION_ALIASES = MappingProxyType({"negative_prompt": "negative", "cfg": "guidance",
                                     "ar": "aspect_ratio", "n": "count",
-                                    "input": "depth_input"})  # fmt: skip
+                                    "input": "depth_input", "loras": "lora",
+                                    "no-trigger": "no_trigger"})  # fmt: skip
 _DEPTH_INPUTS = ("auto", "depth", "photo")
 
 
@@ -144,7 +149,7 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
         key = _FLAGS.get(name)
         if key is None:
             raise InvalidRequest(messages.unknown_option(words[i], _SHOWN_FLAGS))
-        if key in seen and key != "sweep":  # --sweep is given once per axis
+        if key in seen and key not in ("sweep", "lora"):  # given once per axis / per LoRA
             raise InvalidRequest(messages.duplicate_option(flag))
         seen.add(key)
         values = [] if inline is None else [inline] if inline else []
@@ -155,7 +160,7 @@ def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
                 i += 1
             options[key] = _parse_enlarge(flag, inline or DEFAULT_ENLARGE)
             continue
-        if key in {"gif", "diversify", "process"}:
+        if key in {"gif", "diversify", "process", "no_trigger"}:
             # A switch; "--gif yes" / "--gif=no" are read as the switch, never as prompt words.
             if inline is None and i < len(words) and words[i].lower() in _SWITCH_WORDS:
                 inline = words[i]
@@ -192,6 +197,8 @@ def _store(options: dict[str, Any], key: str, flag: str, value: str) -> None:
         options[key] = _parse_depth_input(flag, value)
     elif key == "sweep":
         options.setdefault(key, []).append(_parse_sweep_axis(flag, value))
+    elif key == "lora":
+        options.setdefault(key, []).append(value)
     else:
         options[key] = value
 
@@ -293,6 +300,9 @@ def from_options(kind: Kind, options: Mapping[str, Any]) -> Command:
         given[key] = _coerce(key, value)
     prompt, typed = _scan(str(options.get("prompt") or "").split())
     for key, value in typed.items():
+        if key == "lora" and key in given:  # typed options and --lora in the prompt add up
+            given[key] = [*given[key], *value]
+            continue
         if key in given:
             raise InvalidRequest(messages.duplicate_option(key))
         given[key] = value
@@ -310,8 +320,11 @@ def _coerce(key: str, value: Any) -> Any:
         return _parse_depth_input("input", value)
     if key == "aspect_ratio":
         return _parse_ratio(key, value)
-    if key in {"gif", "diversify", "process"}:
+    if key in {"gif", "diversify", "process", "no_trigger"}:
         return _parse_bool(key, value)
+    if key == "lora":  # "a:0.7 b" or ["a:0.7", "b"]
+        texts = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
+        return [text for text in texts if text]
     if key == "enlarge":
         return "" if value is False else _parse_enlarge(key, value)
     if key == "sweep":
@@ -338,9 +351,12 @@ def build_request(
     negative = _clean_text(str(opts.get("negative", "")), "negative prompt", limits)
     if not prompt and command.kind is not Kind.UPSCALE:  # /upscale: the image's own prompt
         raise InvalidRequest(messages.prompt_empty())
-    steps = _in_range("steps", opts.get("steps", min(spec.default_steps, limits.max_steps)),
+    styled = _styled(command, settings, model, prompt, negative)
+    default_steps = styled.steps if styled.steps is not None else spec.default_steps
+    steps = _in_range("steps", opts.get("steps", min(default_steps, limits.max_steps)),
                       1, limits.max_steps)  # fmt: skip
-    given = float(opts.get("guidance", min(spec.default_guidance, limits.max_guidance)))
+    default_guidance = styled.guidance if styled.guidance is not None else spec.default_guidance
+    given = float(opts.get("guidance", min(default_guidance, limits.max_guidance)))
     given = _in_range("guidance", given, 0, limits.max_guidance)
     guidance = round(given, GUIDANCE_DECIMALS)
     count = _count(command.kind, opts.get("count"), limits)
@@ -368,7 +384,7 @@ def build_request(
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
     # /depth without --ar/--size: bot/uploads.attach gives the output the upload's aspect.
     size_from_upload = takes_upload and not {"aspect_ratio", "width", "height"} & set(opts)
-    _check_overflow(prompt_overflow, model, prompt, negative)
+    _check_overflow(prompt_overflow, model, styled.prompt, styled.negative)
     request = Request(
         kind=command.kind, prompt=prompt, origin=origin, model=model, width=width,
         height=height, steps=steps, guidance=guidance, sampler=sampler, seed=seed,
@@ -378,6 +394,9 @@ def build_request(
         depth_input=str(opts.get("depth_input", "auto")),
         size_from_upload=size_from_upload, notes=tuple(notes), process=bool(opts.get("process", False)),
         denoise=denoise, scale=scale, tile=_comfortable_side(spec) if command.kind is Kind.UPSCALE else 0,
+        loras=styled.loras, style=str(opts.get("style") or ""), no_trigger=bool(opts.get("no_trigger", False)),
+        model_prompt=styled.prompt if styled.prompt != prompt else "",
+        model_negative=styled.negative if styled.negative != negative else "",
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
@@ -386,6 +405,15 @@ def build_request(
     elif "frames" in opts or "seed_b" in opts:
         raise InvalidRequest(messages.only_with("--frames and --seed A,B", "/interpolate"))
     return request
+
+
+def _styled(command: Command, settings: Settings, model: str, prompt: str, negative: str) -> Styled:
+    """The style and LoRAs of a request (``bot/loras.py``); not for /interpolate."""
+    opts = command.options
+    if command.kind is Kind.INTERPOLATE and (opts.get("lora") or opts.get("style")):
+        raise InvalidRequest(messages.only_with("--lora and --style", "/imagine, /depth and /diversity"))
+    return resolve_loras(settings, model, prompt, negative, list(opts.get("lora") or ()),
+                         str(opts.get("style") or ""), bool(opts.get("no_trigger", False)))  # fmt: skip
 
 
 def _interpolation(
@@ -714,4 +742,9 @@ def format_command(request: Request) -> str:
         parts.append(f"--frames {request.frames}")
     for axis, values in request.sweep:
         parts.append(f"--sweep {axis}={','.join(values)}")
+    if request.style:
+        parts.append(f"--style {request.style}")
+    parts += [f"--lora {name}:{_number(scale)}" for name, scale in request.loras]
+    if request.no_trigger:
+        parts.append("--no-trigger")
     return " ".join(parts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from gouache.errors import NotFound
 from gouache.generation.families import family_for
 from gouache.generation.families.base import LoadedModel
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
+from gouache.generation.loras.bank import LoraBank
 
 __all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
 
@@ -46,8 +48,12 @@ class ModelRegistry:
         device: str = "auto",
         offline: bool = True,
         speed: SpeedOptions = EAGER,
+        loras: Callable[[str], Path | None] | None = None,
+        lora_budget_bytes: int = 1 << 30,
     ) -> None:
         self._specs = dict(specs)
+        self._lora_paths = loras or (lambda name: None)  # a LoRA's file by name
+        self._lora_budget = lora_budget_bytes
         self.speed = speed
         self._cache_dir = Path(cache_dir)
         self.device = _pick_device(device)
@@ -73,6 +79,7 @@ class ModelRegistry:
             if name not in self._loaded:
                 model = self._load(name, spec)
                 apply_speed_options(model, self.speed)
+                model.loras = LoraBank(model, self._lora_paths, self._lora_budget)
                 self._loaded[name] = model
             return self._loaded[name]
 

@@ -83,14 +83,15 @@ def item_for(
     init = start_image(request, inputs, limits) if request.from_image else None
     return BatchItem(
         item_id=item_id,
-        prompt=request.prompt,
-        negative_prompt=request.negative_prompt,
+        prompt=request.text,
+        negative_prompt=request.negative_text,
         seed=request.seed,
         count=request.count,
         control_image=control,
         frames_every=frames_every(request, gif),
         control_scale=request.strength,
         init_image=init,
+        loras=request.loras,
     )
 
 
@@ -155,9 +156,13 @@ def image_parameters(request: Request, index: int, made: Made | None = None) -> 
     """A1111-style ``parameters`` text: the seed (and prompt) this very image used."""
     from gouache.generation.png import png_parameters
 
+    prompt, seed = request.text, request.image_seed(index)
     if made is not None and index < len(made.seeds):
-        return png_parameters(replace(request, prompt=made.prompts[index]), seed=made.seeds[index])
-    return png_parameters(request, seed=request.image_seed(index))
+        prompt, seed = made.prompts[index], made.seeds[index]
+    tags = [f"<lora:{name}:{scale:g}>" for name, scale in request.loras]  # A1111's form
+    shown = replace(request, prompt=" ".join([prompt, *tags]), negative_prompt=request.negative_text)
+    text = png_parameters(shown, seed=seed)
+    return f"{text}, Style: {request.style}" if request.style else text
 
 
 @dataclass(frozen=True)

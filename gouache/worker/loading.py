@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 def build_registry(settings: Settings, *, device: str | None = None) -> ModelRegistry:
     """The model registry every generating process uses (``device`` overrides the worker's)."""
     from gouache.generation.loop.speed import resolve_speed
+    from gouache.generation.loras.catalog import LoraCatalog
     from gouache.generation.models import ModelRegistry
 
     return ModelRegistry(
@@ -35,6 +36,8 @@ def build_registry(settings: Settings, *, device: str | None = None) -> ModelReg
         device=device or settings.worker.device,
         offline=settings.offline,
         speed=resolve_speed(settings.speed),
+        loras=LoraCatalog.from_settings(settings).path_for,
+        lora_budget_bytes=settings.lora_memory_mb << 20,
     )
 
 

@@ -37,7 +37,8 @@ class Cell:
 
 def _apply(request: Request, axis: str, value: str) -> Request:
     if axis == "prompt":
-        return replace(request, prompt=request.prompt.replace("{}", value))
+        return replace(request, prompt=request.prompt.replace("{}", value),
+                       model_prompt=request.model_prompt.replace("{}", value))  # fmt: skip
     if axis == "size":
         width, _, height = value.partition("x")
         return replace(request, width=int(width), height=int(height))

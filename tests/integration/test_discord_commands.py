@@ -212,3 +212,30 @@ async def test_invite_link_is_logged_at_start(
     assert "scope=bot+applications.commands" in line
     value = invite_permissions().value
     assert f"permissions={value}" in line and value == 1 << 38 | 0x400 | 0x800 | 0x4000 | 0x8000
+
+
+async def test_loras_autocomplete_past_25_list_and_reach_the_request(fake: FakeDiscord, tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    for i in range(30):  # more than one autocomplete answer holds
+        save_file({"lora_unet_x_attn2_to_k.lora_down.weight": np.zeros((2, 768), np.float32)},
+                  str(folder / f"look-{i:02d}.safetensors"))  # fmt: skip
+    styles = {"poster": {"prompt": "{prompt}, poster", "description": "flat colours"}}
+    async with running_bot(fake, tmp_path, admission=_admission(), loras_dir=folder, styles=styles) as bot:
+        first = await fake.autocomplete("imagine", {"prompt": "x", "lora": ""}, "lora")
+        assert len(first) == 25
+        last = await fake.autocomplete("imagine", {"prompt": "x", "lora": "look-00:0.5 look-29"}, "lora")
+        assert [c["value"] for c in last] == ["look-00:0.5 look-29"]
+        style = await fake.autocomplete("diversity", {"prompt": "x", "style": "po"}, "style")
+        assert [c["value"] for c in style] == ["poster"]
+        listed = await _reply(bot, "loras", {})
+        assert "`look-29` (default 1)" in listed and "`poster`: flat colours" in listed
+        await _reply(bot, "imagine", {"prompt": "a fox", "lora": "look-03:0.5 look-07", "style": "poster"})
+        (job,) = await bot.jobs()
+        assert job.request.loras == (("look-03", 0.5), ("look-07", 1.0))
+        assert job.request.text == "a fox, poster"
+        refused = await _reply(bot, "imagine", {"prompt": "a fox", "lora": "lok-03"})
+        assert refused.startswith("Unknown LoRA 'lok-03'. Did you mean look-03")

@@ -53,6 +53,7 @@ class LoadedModel:
     # whether lanes of one scheduler class are stepped together: set by speed.apply_speed_options.
     denoiser_call: Any = field(init=False)
     batched_steps: bool = False
+    loras: Any = None  # the LoraBank (generation/loras/bank.py) when the worker has LoRAs
 
     def __post_init__(self) -> None:
         self.denoiser_call = self.denoiser
@@ -76,6 +77,8 @@ class Rows:
     control_rows: torch.Tensor | None  # rows that belong to lanes with a control image
     control: torch.Tensor | None  # their control images, in control_rows order
     control_scale: torch.Tensor | None  # their conditioning scales (each item's --strength)
+    loras: tuple[str, ...] = ()  # the LoRAs any row uses, the columns of lora_scales
+    lora_scales: torch.Tensor | None = None  # (rows, len(loras)): each row's scale, 0 unused
 
 
 class Family:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gouache.generation.families.base import Family, Rows
+from gouache.generation.loras.apply import row_loras
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -55,9 +56,10 @@ class UNetFamily(Family):
         residuals: dict[str, Any] = {}
         if rows.control_rows is not None:
             residuals = self._control_residuals(model, rows, kwargs)
-        return model.denoiser_call(
-            rows.sample, rows.timesteps, **kwargs, return_dict=False, **residuals
-        )[0]
+        with row_loras(model, rows):  # each row's own LoRAs at its own scales
+            return model.denoiser_call(
+                rows.sample, rows.timesteps, **kwargs, return_dict=False, **residuals
+            )[0]
 
     def _control_residuals(
         self, model: LoadedModel, rows: Rows, kwargs: dict[str, Any]

@@ -102,6 +102,8 @@ class BatchItem:
     guidance_interval: tuple[float, float] | None = None
     control_scale: float = 1.0  # ControlNet conditioning scale for this item's rows (--strength)
     init_image: Image | None = field(default=None, compare=False)
+    # (LoRA name, scale) pairs applied to this item's rows only (generation/loras/bank.py)
+    loras: tuple[tuple[str, float], ...] = ()
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

@@ -275,7 +275,20 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
         control=torch.cat([lane.cond.control for lane in controlled]) if controlled else None,
         control_scale=torch.tensor([float(lane.item.control_scale) for lane in controlled],
                                    device=device) if controlled else None,  # fmt: skip
+        **lora_rows([lane.item.loras for lane, _ in parts], device),
     )
+
+
+def lora_rows(per_row: list[tuple[tuple[str, float], ...]], device: torch.device) -> dict[str, Any]:
+    """``Rows.loras`` (every LoRA any row uses) and ``Rows.lora_scales`` (rows x LoRAs)."""
+    names = list(dict.fromkeys(name for loras in per_row for name, _ in loras))
+    if not names:
+        return {}
+    scales = torch.zeros(len(per_row), len(names))
+    for r, loras in enumerate(per_row):
+        for name, scale in loras:
+            scales[r, names.index(name)] += scale
+    return {"loras": tuple(names), "lora_scales": scales.to(device)}
 
 
 def row_positions(lanes: list[Lane]) -> tuple[list[int], list[int | None]]:

@@ -51,6 +51,7 @@ from gouache.generation.loop.lanes import (
     start_from_image,
 )
 from gouache.generation.loop.samplers import timed_scheduler
+from gouache.generation.loras.apply import item_loras
 from gouache.generation.models import LoadedModel, ModelRegistry
 
 __all__ = ["RunningBatch", "StepStats", "to_pil"]
@@ -158,8 +159,9 @@ class RunningBatch:
             raise InvalidRequest(messages.depth_image_required())
         template = self._template(spec)
         cfg = self.cfg(spec)
+        loras = item_loras(model, item.loras)  # loads them; a bad file fails this item here
         if cond is None:
-            with torch.inference_mode():
+            with torch.inference_mode(), loras:
                 cond = family.encode(model, [item], spec, cfg, self.shape.width, self.shape.height)
         user = user if user is not None else item.item_id
         shape = family.latent_shape(model, self.shape.width, self.shape.height)

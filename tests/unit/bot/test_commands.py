@@ -130,7 +130,7 @@ def test_flags_may_come_first_and_prompt_words_are_joined() -> None:
         ("fox --foo 1", messages.unknown_option("--foo", [
             "--ar", "--size", "--seed", "--steps", "--cfg", "--no", "--n", "--sampler",
             "--model", "--gif", "--diversify", "--strength", "--sweep", "--process", "--frames", "--enlarge",
-            "--input", "--scale"])),
+            "--input", "--scale", "--lora", "--style", "--no-trigger"])),
         ("fox --seed", "--seed needs a value, like --seed 7."),
         ("fox --steps --seed 3", "--steps needs a value, like --steps 30."),
         ("fox --no --seed 3", "--no needs a value, like --no blurry, text."),

@@ -35,6 +35,7 @@ from gouache.bot.adapters.discord.outbox import TOKEN_LIFETIME, DiscordOutbox
 from gouache.bot.adapters.discord.text import NO_MENTIONS, clip, escape
 from gouache.bot.admin import AdminActions
 from gouache.bot.captions import CANCEL
+from gouache.bot.loras import listing
 from gouache.bot.queue_view import QueueView
 from gouache.bot.uploads import attach, check_size
 from gouache.errors import InvalidRequest, UserError
@@ -158,6 +159,13 @@ class DiscordAdapter(discord.Client):
             await interaction.edit_original_response(
                 content=clip(text), view=view, allowed_mentions=NO_MENTIONS
             )
+
+        await self._funnel(interaction, work)
+
+    async def show_loras(self, interaction: discord.Interaction, model: str | None) -> None:
+        async def work() -> None:
+            name = model if model in self._settings.models else self._settings.default_model
+            await self._reply(interaction, clip(listing(self._settings, name)))
 
         await self._funnel(interaction, work)
 

@@ -17,10 +17,11 @@ from discord import app_commands
 
 from gouache.bot.captions import ASPECT_RATIOS
 from gouache.bot.commands import SEED_MAX
+from gouache.bot.loras import lora_names, style_names
 from gouache.config import Settings
 from gouache.request import KINDS, STRENGTH_RANGE, Kind
 
-__all__ = ["Handlers", "build_commands", "matching", "MAX_CHOICES"]
+__all__ = ["Handlers", "build_commands", "matching", "lora_completions", "MAX_CHOICES"]
 
 MAX_CHOICES = 25  # Discord's cap on choices and autocomplete results
 _MAX_STRING = 6000  # the longest max_length Discord accepts on a string option
@@ -35,6 +36,8 @@ class Handlers(Protocol):
     ) -> None: ...
 
     async def show_queue(self, interaction: discord.Interaction) -> None: ...
+
+    async def show_loras(self, interaction: discord.Interaction, model: str | None) -> None: ...
 
     async def cancel_job(self, interaction: discord.Interaction, job: str | None) -> None: ...
 
@@ -68,6 +71,13 @@ def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.
     async def sampler_choices(interaction: discord.Interaction, current: str) -> Choices:
         return matching(samplers, current)
 
+    async def lora_choices(interaction: discord.Interaction, current: str) -> Choices:
+        model = str(getattr(interaction.namespace, "model", None) or settings.default_model)
+        return lora_completions(settings, model, current)
+
+    async def style_choices(interaction: discord.Interaction, current: str) -> Choices:
+        return matching([(name, name) for name in style_names(settings)], current)
+
     generation = _generation_commands(handlers)
     for command in generation:
         names = {parameter.name for parameter in command.parameters}
@@ -75,8 +85,31 @@ def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.
             command.autocomplete("model")(model_choices)
         if "sampler" in names:
             command.autocomplete("sampler")(sampler_choices)
+        if "lora" in names:
+            command.autocomplete("lora")(lora_choices)
+            command.autocomplete("style")(style_choices)
         _guide(command, settings)
-    return [*generation, *_queue_commands(handlers), _admin_group(handlers)]
+    loras = _loras_command(handlers)
+    loras.autocomplete("model")(model_choices)
+    return [*generation, *_queue_commands(handlers), loras, _admin_group(handlers)]
+
+
+def lora_completions(settings: Settings, model: str, current: str) -> Choices:
+    """Completions for the last name in ``lora`` ("a:0.7 b" -> "a:0.7 b..."): the names
+    usable with ``model``, filtered by what is typed (every name reachable, 25 at a time)."""
+    done, _, last = current.rpartition(" ")
+    prefix = f"{done} " if done else ""
+    names = [(f"{prefix}{name}", f"{prefix}{name}") for name in lora_names(settings, model)]
+    return matching(names, current) if last else matching(names, "")
+
+
+def _loras_command(h: Handlers) -> app_commands.Command[Any, Any, Any]:
+    @app_commands.command(name="loras", description="The LoRAs and styles you can use")
+    @app_commands.describe(model="For this model (type to search); the default when left out")
+    async def loras(interaction: discord.Interaction, model: str | None = None) -> None:
+        await h.show_loras(interaction, model)
+
+    return loras
 
 
 def _guide(command: app_commands.Command[Any, Any, Any], settings: Settings) -> None:
@@ -106,6 +139,8 @@ _DESCRIBE: dict[str, Any] = dict(
     aspect_ratio="Shape of the image", width="Width in pixels (multiples of 8)",
     height="Height in pixels (multiples of 8)", sampler="Sampler (type to search)",
     count="How many images", model="Model (type to search)", gif="Also a denoising GIF",
+    lora="LoRAs as NAME or NAME:SCALE, several with spaces (type to search)",
+    style="A named style (type to search)", no_trigger="Leave out the LoRAs' trigger words",
 )  # fmt: skip
 
 
@@ -122,12 +157,13 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
         seed: int | None = None, steps: int | None = None, guidance: float | None = None,
         aspect_ratio: str | None = None, width: int | None = None, height: int | None = None,
         sampler: str | None = None, count: int | None = None, model: str | None = None,
-        gif: bool | None = None,
+        gif: bool | None = None, lora: str | None = None, style: str | None = None,
+        no_trigger: bool | None = None,
     ) -> None:  # fmt: skip
         await h.run_command(interaction, Kind.IMAGINE, dict(
             prompt=prompt, negative=negative, seed=seed, steps=steps, guidance=guidance,
             aspect_ratio=aspect_ratio, width=width, height=height, sampler=sampler,
-            count=count, model=model, gif=gif,
+            count=count, model=model, gif=gif, lora=lora, style=style, no_trigger=no_trigger,
         ))  # fmt: skip
 
     @app_commands.command(name="depth", description="Generate following a depth map or photo")
@@ -140,12 +176,14 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
         steps: int | None = None, guidance: float | None = None,
         aspect_ratio: str | None = None, width: int | None = None, height: int | None = None,
         sampler: str | None = None, count: int | None = None, model: str | None = None,
-        gif: bool | None = None,
+        gif: bool | None = None, lora: str | None = None, style: str | None = None,
+        no_trigger: bool | None = None,
     ) -> None:  # fmt: skip
         await h.run_command(interaction, Kind.DEPTH, dict(
             prompt=prompt, image=image, strength=strength, negative=negative, seed=seed,
             steps=steps, guidance=guidance, aspect_ratio=aspect_ratio, width=width,
-            height=height, sampler=sampler, count=count, model=model, gif=gif,
+            height=height, sampler=sampler, count=count, model=model, gif=gif, lora=lora,
+            style=style, no_trigger=no_trigger,
         ))  # fmt: skip
 
     @app_commands.command(name="diversity", description="A deliberately varied batch")
@@ -155,11 +193,13 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
         interaction: discord.Interaction, prompt: str, count: int | None = None,
         diversify: bool | None = None, negative: str | None = None, seed: int | None = None,
         steps: int | None = None, guidance: float | None = None, sampler: str | None = None,
-        model: str | None = None,
+        model: str | None = None, lora: str | None = None, style: str | None = None,
+        no_trigger: bool | None = None,
     ) -> None:  # fmt: skip
         await h.run_command(interaction, Kind.DIVERSITY, dict(
             prompt=prompt, count=count, diversify=diversify, negative=negative, seed=seed,
-            steps=steps, guidance=guidance, sampler=sampler, model=model,
+            steps=steps, guidance=guidance, sampler=sampler, model=model, lora=lora,
+            style=style, no_trigger=no_trigger,
         ))  # fmt: skip
 
     @app_commands.command(name="interpolate", description="Walk from one prompt (and seed) to another")
