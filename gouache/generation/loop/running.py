@@ -175,8 +175,8 @@ class RunningBatch:
             raise InvalidRequest(messages.unknown_pipeline(spec.pipeline))
         if spec.steps < 1:
             raise InvalidRequest(messages.steps_too_few(spec.steps))
-        self._template(spec)  # an unknown sampler raises here
-        self.model.family.check(self.model, spec)
+        self.model.family.check(self.model, spec)  # an unknown or foreign sampler raises here
+        self._template(spec)
 
     def cancel(self, item_id: str) -> None:
         """Drop ``item_id`` at the next step; it comes back from ``step()`` as cancelled."""
@@ -395,8 +395,10 @@ class RunningBatch:
     def _template(self, spec: LaneSpec) -> Any:
         key = (spec.sampler, spec.steps)
         if key not in self._templates:
+            model, shape = self.model, self.shape
+            schedule = model.family.schedule(model, spec.steps, shape.width, shape.height)
             self._templates[key] = timed_scheduler(
-                spec.sampler, self.model.scheduler_config, spec.steps, self.model.device
+                spec.sampler, model.scheduler_config, spec.steps, model.device, **schedule
             )
         return self._templates[key]
 
