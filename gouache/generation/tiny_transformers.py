@@ -103,7 +103,11 @@ def _flux(parts: dict[str, Any], dev: bool):  # -> FluxPipeline
 
 
 def _sd3(parts: dict[str, Any]):  # -> StableDiffusion3Pipeline
-    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
 
     torch.manual_seed(_SEED)
     transformer = SD3Transformer2DModel(
