@@ -47,12 +47,12 @@ class ModelSpec(BaseModel):
     """One named model: a diffusers pipeline plus the optional helpers that go with it."""
 
     path: str = Field(description="diffusers pipeline directory, hub id, or builtin:tiny")
-    family: Literal["auto", "sd", "sdxl", "flux", "sd3"] = Field(
+    family: Literal["auto", "sd", "sdxl", "flux", "sd3", "z-image"] = Field(
         "auto",
         description=(
             "pipeline family; auto reads it from the folder's model_index.json. Unset "
             "default_steps/default_guidance/default_sampler take the family's (flux: 28 steps, "
-            "distilled guidance 3.5, schnell 4 steps; sd3: 28 steps, CFG 4.5; flow-euler)"
+            "distilled guidance 3.5, schnell 4 steps; sd3: 28 steps, CFG 4.5; z-image: Turbo's 8 steps, CFG off; flow-euler)"
         ),
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

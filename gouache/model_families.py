@@ -37,6 +37,7 @@ _SDXL = FamilyFacts("sdxl", "eps", "cfg", 30, 7.0, "euler-a")
 _FLUX_DEV = FamilyFacts("flux", "flow", "distilled", 28, 3.5, "flow-euler", negative_prompt=False)
 _FLUX_SCHNELL = FamilyFacts("flux", "flow", "none", 4, 0.0, "flow-euler", negative_prompt=False)
 _SD3 = FamilyFacts("sd3", "flow", "cfg", 28, 4.5, "flow-euler")
+_Z_IMAGE_TURBO = FamilyFacts("z-image", "flow", "cfg", 8, 0.0, "flow-euler")  # CFG off
 
 _PIPELINES: dict[str, FamilyFacts] = {
     "StableDiffusionPipeline": _SD,
@@ -48,6 +49,7 @@ _PIPELINES: dict[str, FamilyFacts] = {
     "StableDiffusionXLControlNetPipeline": _SDXL,
     "FluxPipeline": _FLUX_DEV,
     "StableDiffusion3Pipeline": _SD3,
+    "ZImagePipeline": _Z_IMAGE_TURBO,
 }
 _NAMED = {facts.name: facts for facts in _PIPELINES.values()}
 FAMILY_NAMES: tuple[str, ...] = tuple(_NAMED)

@@ -1,11 +1,12 @@
-"""Tiny flow-matching transformer models (Flux.1 dev/schnell, SD3) built from config in code.
+"""Tiny flow-matching transformer models (Flux.1 dev/schnell, SD3, Z-Image) built in code.
 
 Like ``tiny.py`` for the UNets: random weights at the sizes of diffusers' own pipeline tests'
 ``get_dummy_components()``, seeded, saved with the pipeline's ``save_pretrained`` and loaded
 back through the registry's ``from_pretrained`` path, so the families and their parity tests
 run offline on a CPU. Tokenizers are generated too: CLIP from ``tiny.make_tokenizer``'s byte
 vocabulary, T5 from a small unigram model built with the ``tokenizers`` library (the real T5
-tokenizer is a SentencePiece unigram). The images are noise.
+tokenizer is a SentencePiece unigram), Qwen from a byte-level BPE with a chat template. The
+images are noise.
 
 Layout written by ``build_tiny_transformer(root, variant)``: ``root/pipeline/`` (model_index.json,
 transformer/, vae/, text encoders, tokenizers, scheduler/).
@@ -24,10 +25,15 @@ import torch
 
 from gouache.generation.tiny import LABEL, _text_config, make_tokenizer
 
-__all__ = ["VARIANTS", "Variant", "build_tiny_transformer", "ensure_tiny_transformer", "make_t5_tokenizer"]
+__all__ = ["VARIANTS", "Variant", "build_tiny_transformer", "ensure_tiny_transformer", "make_qwen_tokenizer",
+           "make_t5_tokenizer"]
 
-Variant = Literal["flux-dev", "flux-schnell", "sd3"]
-VARIANTS: tuple[Variant, ...] = ("flux-dev", "flux-schnell", "sd3")
+Variant = Literal["flux-dev", "flux-schnell", "sd3", "z-image"]
+VARIANTS: tuple[Variant, ...] = ("flux-dev", "flux-schnell", "sd3", "z-image")
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 _DONE = ".complete"
 _SEED = 0
 
@@ -50,6 +56,64 @@ def make_t5_tokenizer(directory: Path) -> None:
     T5TokenizerFast(
         tokenizer_object=tokenizer, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
     ).save_pretrained(directory)
+
+
+def make_qwen_tokenizer(directory: Path) -> None:
+    """A Qwen-style byte-level BPE tokenizer with a chat template into ``directory``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    from gouache.generation.tiny import _bytes_to_unicode
+
+    chars = list(_bytes_to_unicode().values())
+    letters = "etaoinshrdlu"
+    merges = [(a, b) for a in letters for b in letters]
+    tokens = chars + [a + b for a, b in merges]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    vocab = {token: i for i, token in enumerate(tokens + specials)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    Qwen2TokenizerFast(
+        tokenizer_object=tokenizer, unk_token=None, bos_token=None, eos_token="<|im_end|>",
+        pad_token="<|endoftext|>", additional_special_tokens=specials[1:], chat_template=_CHAT_TEMPLATE,
+    ).save_pretrained(directory)  # fmt: skip
+
+
+def _z_image(parts: dict[str, Any]):  # -> ZImagePipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        ZImagePipeline,
+        ZImageTransformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    torch.manual_seed(_SEED)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2,
+        n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16,
+        rope_theta=256.0, t_scale=1000.0, axes_dims=[8, 4, 4], axes_lens=[256, 32, 32],
+    )  # fmt: skip
+    with torch.no_grad():  # created with torch.empty: fixed, as diffusers' tests do
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    torch.manual_seed(_SEED)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], block_out_channels=[32, 64],
+        layers_per_block=1, latent_channels=16, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159,
+    )  # fmt: skip
+    torch.manual_seed(_SEED)
+    text_encoder = Qwen3Model(Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=8, vocab_size=len(parts["qwen"]), max_position_embeddings=512,
+    ))  # fmt: skip
+    # Z-Image Turbo's scheduler config: a fixed shift of 3 (mu is passed but not used).
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=text_encoder,
+        tokenizer=parts["qwen"], transformer=transformer,
+    )  # fmt: skip
 
 
 def _t5(d_model: int, vocab_size: int):  # -> T5EncoderModel
@@ -131,9 +195,16 @@ def build_tiny_transformer(root: Path, variant: Variant) -> Path:
     with tempfile.TemporaryDirectory() as raw:
         make_tokenizer(Path(raw, "clip"))
         make_t5_tokenizer(Path(raw, "t5"))
+        make_qwen_tokenizer(Path(raw, "qwen"))
         parts = {"clip": CLIPTokenizer.from_pretrained(Path(raw, "clip")),
-                 "t5": AutoTokenizer.from_pretrained(Path(raw, "t5"))}  # fmt: skip
-        pipe = _sd3(parts) if variant == "sd3" else _flux(parts, dev=variant == "flux-dev")
+                 "t5": AutoTokenizer.from_pretrained(Path(raw, "t5")),
+                 "qwen": AutoTokenizer.from_pretrained(Path(raw, "qwen"))}  # fmt: skip
+        if variant == "sd3":
+            pipe = _sd3(parts)
+        elif variant == "z-image":
+            pipe = _z_image(parts)
+        else:
+            pipe = _flux(parts, dev=variant == "flux-dev")
         pipe.save_pretrained(root / "pipeline", safe_serialization=True)
     return root
 

@@ -51,9 +51,11 @@ def mixed_equals_alone(registry: ModelRegistry, running_cls, engine_cls,
         widest = max(widest, batch.stats.rows)
     engine = engine_cls(registry)
     for item, spec in jobs:
-        key = BatchKey("m", "txt2img", SIZE, SIZE, spec.steps, spec.sampler, spec.guidance)
+        key = BatchKey("m", spec.pipeline, SIZE, SIZE, spec.steps, spec.sampler, spec.guidance,
+                       spec.diversify)  # fmt: skip
         (solo,) = engine.generate(key, [item])
         got = results[item.item_id]
         assert got.ok and solo.ok
-        assert np.abs(np.stack(got.images) - np.stack(solo.images)).max() <= LANE_TOL, item.item_id
+        diff = np.abs(np.stack(got.images) - np.stack(solo.images)).max()
+        assert diff <= LANE_TOL, (item.item_id, diff)
     return widest

@@ -17,10 +17,11 @@ from gouache.generation.families.flux import Flux
 from gouache.generation.families.sd import SD
 from gouache.generation.families.sd3 import SD3
 from gouache.generation.families.sdxl import SDXL
+from gouache.generation.families.z_image import ZImage
 
 __all__ = ["FAMILIES", "Family", "Rows", "family_for", "family_named"]
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL(), Flux(), SD3())}
+FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL(), Flux(), SD3(), ZImage())}
 _BY_PIPELINE = {cls: family for family in FAMILIES.values() for cls in family.pipeline_classes}
 
 
