@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gouache.model_families import facts_for
+
 __all__ = [
     "Settings",
     "ModelSpec",
@@ -47,8 +49,13 @@ class ModelSpec(BaseModel):
     """One named model: a diffusers pipeline plus the optional helpers that go with it."""
 
     path: str = Field(description="diffusers pipeline directory, hub id, or builtin:tiny")
-    family: Literal["auto", "sd", "sdxl"] = Field(
-        "auto", description="pipeline family; auto reads it from the model"
+    family: Literal["auto", "sd", "sdxl", "flux", "sd3", "z-image"] = Field(
+        "auto",
+        description=(
+            "pipeline family; auto reads it from the folder's model_index.json. Unset "
+            "default_steps/default_guidance/default_sampler take the family's (flux: 28 steps, "
+            "distilled guidance 3.5, schnell 4 steps; sd3: 28 steps, CFG 4.5; z-image: Turbo's 8 steps, CFG off; flow-euler)"
+        ),
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="weights dtype; auto: float16 on CUDA, float32 on the CPU"
@@ -80,6 +87,18 @@ class ModelSpec(BaseModel):
         None, description="CLIP or DINOv2 folder whose Gram features measure style diversity"
     )
     preview_decoder: str | None = Field(None, description="AutoencoderTiny for cheap GIF frames")
+
+    @model_validator(mode="after")
+    def _family_defaults(self) -> ModelSpec:
+        """Steps, guidance and sampler not set here are the family's (Flux schnell: 4 steps)."""
+        facts = facts_for(self.path, self.family)
+        if facts is None or facts.name in ("sd", "sdxl"):
+            return self
+        for field, value in (("default_steps", facts.steps), ("default_guidance", facts.cfg),
+                             ("default_sampler", facts.sampler)):  # fmt: skip
+            if field not in self.model_fields_set:
+                object.__setattr__(self, field, value)
+        return self
 
 
 class Limits(BaseModel):

@@ -399,6 +399,22 @@ def unknown_sampler(name: str, known: Iterable[str]) -> str:
     return f"Unknown sampler “{shorten(name)}”. Choose one of: {', '.join(known)}."
 
 
+def sampler_not_for_family(name: str, model: str, family: str, kind: str, usable: Iterable[str]) -> str:
+    how = "a flow-matching model" if kind == "flow" else "a noise-prediction diffusion model"
+    return (
+        f"Sampler “{shorten(name)}” does not apply to {shorten(model)}: it is a {family} model, "
+        f"{how}, which needs a sampler of its kind. Choose one of: {', '.join(usable)}."
+    )
+
+
+def guidance_meaning(model: str, kind: str, guidance: float, negative: bool) -> str:
+    ignored = " --no is not used: the model runs no negative-prompt pass." if negative else ""
+    if kind == "distilled":
+        return (f"--cfg {number(guidance)} is {shorten(model)}'s distilled guidance (an input of "
+                f"the model, not classifier-free guidance).{ignored}")
+    return f"{shorten(model)} takes no guidance: --cfg has no effect.{ignored}"
+
+
 def unknown_option(flag: str, known: Iterable[str]) -> str:
     return f"Unknown option {shorten(flag, 24)}. Options are: {', '.join(known)}."
 

@@ -23,6 +23,7 @@ from gouache.bot.loras import resolve as resolve_loras
 from gouache.bot.prompt_length import PromptCheck
 from gouache.config import Limits, ModelSpec, Settings
 from gouache.errors import InvalidRequest
+from gouache.model_families import FamilyFacts, facts_for
 from gouache.request import (
     COMMAND_NAMES,
     DEFAULT_ENLARGE,
@@ -360,7 +361,8 @@ def build_request(
     given = _in_range("guidance", given, 0, limits.max_guidance)
     guidance = round(given, GUIDANCE_DECIMALS)
     count = _count(command.kind, opts.get("count"), limits)
-    sampler = _resolve_sampler(str(opts.get("sampler") or spec.default_sampler))
+    facts = facts_for(spec.path, spec.family)
+    sampler = _resolve_sampler(str(opts.get("sampler") or spec.default_sampler), model, facts)
     if "seed" in opts:
         seed = _in_range("seed", opts["seed"], 0, SEED_MAX)
     else:
@@ -382,6 +384,8 @@ def build_request(
     width, height, notes = _resolve_size(opts, spec, limits)
     if guidance != given:
         notes.append(messages.guidance_rounded(given, guidance, GUIDANCE_DECIMALS))
+    if facts is not None and facts.guidance != "cfg":  # the reply says what --cfg meant
+        notes.append(messages.guidance_meaning(model, facts.guidance, guidance, bool(negative)))
     # /depth without --ar/--size: bot/uploads.attach gives the output the upload's aspect.
     size_from_upload = takes_upload and not {"aspect_ratio", "width", "height"} & set(opts)
     _check_overflow(prompt_overflow, model, styled.prompt, styled.negative)
@@ -606,12 +610,16 @@ def _resolve_model(name: str, settings: Settings) -> str:
     raise InvalidRequest(messages.unknown_model(name, settings.models))
 
 
-def _resolve_sampler(name: str) -> str:
+def _resolve_sampler(name: str, model: str = "", facts: FamilyFacts | None = None) -> str:
+    """A known sampler of the kind the model's family takes (unknown family: any known one)."""
     # Imported here: the sampler table imports diffusers, which `import gouache.bot` must not.
-    from gouache.generation.loop.samplers import SAMPLERS
+    from gouache.generation.loop.samplers import SAMPLERS, sampler_entry, samplers_of_kind
 
     if name.lower() not in SAMPLERS:
         raise InvalidRequest(messages.unknown_sampler(name, SAMPLERS))
+    if facts is not None and sampler_entry(name.lower()).kind != facts.sampler_kind:
+        raise InvalidRequest(messages.sampler_not_for_family(
+            name, model, facts.name, facts.sampler_kind, samplers_of_kind(facts.sampler_kind)))  # fmt: skip
     return name.lower()
 
 

@@ -13,12 +13,15 @@ from typing import Any
 from gouache import messages
 from gouache.errors import InvalidRequest
 from gouache.generation.families.base import Family, Rows
+from gouache.generation.families.flux import Flux
 from gouache.generation.families.sd import SD
+from gouache.generation.families.sd3 import SD3
 from gouache.generation.families.sdxl import SDXL
+from gouache.generation.families.z_image import ZImage
 
 __all__ = ["FAMILIES", "Family", "Rows", "family_for", "family_named"]
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL())}
+FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL(), Flux(), SD3(), ZImage())}
 _BY_PIPELINE = {cls: family for family in FAMILIES.values() for cls in family.pipeline_classes}
 
 

@@ -89,17 +89,33 @@ class Family:
     text_parts: ClassVar[tuple[str, ...]] = ("tokenizer", "text_encoder")
     denoiser_part: ClassVar[str] = "unet"
     single_file: ClassVar[bool] = False  # whether diffusers' from_single_file reads it
+    sampler_kind: ClassVar[str] = "eps"  # which samplers of loop/samplers.py apply ("eps", "flow")
 
     # -- what a request may ask --------------------------------------------------------------
 
     def check(self, model: LoadedModel, spec: LaneSpec) -> None:
         """The user's errors specific to this family, raised before any work."""
+        from gouache.generation.loop.samplers import sampler_entry, samplers_of_kind
+
+        if sampler_entry(spec.sampler).kind != self.sampler_kind:
+            raise InvalidRequest(messages.sampler_not_for_family(
+                spec.sampler, model.name, self.name, self.sampler_kind, samplers_of_kind(self.sampler_kind)))  # fmt: skip
         if spec.pipeline == "depth" and model.controlnet is None:
             raise InvalidRequest(messages.no_depth_controlnet(model.name))
 
     def uses_cfg(self, model: LoadedModel, spec: LaneSpec) -> bool:
         """Whether a lane takes an unconditional row (classifier-free guidance)."""
         return spec.guidance > 1
+
+    def cfg_scale(self, model: LoadedModel, spec: LaneSpec) -> float:
+        """The scale ``uncond + scale * (cond - uncond)`` takes for a CFG lane (Z-Image's
+        ``cond + g * (cond - uncond)`` is scale ``g + 1``)."""
+        return spec.guidance
+
+    def schedule(self, model: LoadedModel, steps: int, width: int, height: int) -> dict[str, Any]:
+        """What ``scheduler.set_timesteps`` takes beyond the step count (a flow model's sigmas
+        and resolution-dependent shift ``mu``, as its pipeline computes them)."""
+        return {}
 
     # -- inputs ------------------------------------------------------------------------------
 

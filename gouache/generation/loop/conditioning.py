@@ -98,7 +98,9 @@ def annealed(
         rescaled = (mixed - mixed.mean(dims, keepdim=True)) / spread * std + mean
         return psi * rescaled + (1 - psi) * mixed
 
-    return replace(cond, positive={k: noised(v) for k, v in cond.positive.items()})
+    # Only embeddings are noised (not a row's integer caption length, say).
+    positive = {k: noised(v) if v.is_floating_point() else v for k, v in cond.positive.items()}
+    return replace(cond, positive=positive)
 
 
 def guidance_scale(

@@ -45,6 +45,7 @@ class Lane:
     step_kwargs: dict[str, Any]
     latents: torch.Tensor
     cads_generator: torch.Generator | None = None
+    cfg_scale: float | None = None  # the family's CFG scale for spec.guidance (None: as given)
     i: int = 0  # the next entry of scheduler.timesteps (UNet calls made)
     steps_done: int = 0  # sampler steps, ticked as diffusers' progress bar ticks
     frames: list[Any] = field(default_factory=list)
@@ -67,7 +68,8 @@ class Lane:
     def guidance(self, num_train_timesteps: int) -> float:
         """This step's CFG scale: the lane's guidance, or 1 outside its guidance interval."""
         level = float(self.timestep) / num_train_timesteps
-        return guidance_scale(self.spec.guidance, self.item.guidance_interval, level)
+        scale = self.spec.guidance if self.cfg_scale is None else self.cfg_scale
+        return guidance_scale(scale, self.item.guidance_interval, level)
 
     def advance(self, noise_pred: torch.Tensor) -> bool:
         """One scheduler step with this lane's noise prediction; True when a frame is due.
@@ -116,6 +118,7 @@ STATELESS_SCHEDULERS = frozenset(
         "DDPMScheduler",
         "EulerDiscreteScheduler",
         "EulerAncestralDiscreteScheduler",
+        "FlowMatchEulerDiscreteScheduler",
         "LCMScheduler",
     }
 )
@@ -212,7 +215,7 @@ def new_lane(
     return Lane(item=item, spec=spec, index=index, user=user, cond=cond, cfg=cfg,
                 scheduler=scheduler, step_kwargs=step_kwargs,
                 latents=model.family.initial_latents(model, noise, scheduler),
-                cads_generator=cads)  # fmt: skip
+                cads_generator=cads, cfg_scale=model.family.cfg_scale(model, spec))  # fmt: skip
 
 
 def begin_index(steps: int, denoise: float, order: int) -> int:
@@ -266,8 +269,7 @@ def assemble(lanes: list[Lane], num_train_timesteps: int) -> Rows:
     control_rows = [r for r, (lane, _) in enumerate(parts) if lane.cond.control is not None]
     controlled = [parts[r][0] for r in control_rows]
     return Rows(
-        sample=torch.cat([lane.scheduler.scale_model_input(lane.latents, lane.timestep)
-                          for lane, _ in parts]),  # fmt: skip
+        sample=torch.cat([_model_input(lane) for lane, _ in parts]),
         # Every row's own timestep; float32 holds the schedulers' int and float steps exactly.
         timesteps=torch.stack([lane.timestep.to(torch.float32).reshape(()) for lane, _ in parts]).to(device),
         inputs={name: torch.cat([inputs[name] for _, inputs in parts]) for name in parts[0][1]},
@@ -289,6 +291,11 @@ def lora_rows(per_row: list[tuple[tuple[str, float], ...]], device: torch.device
         for name, scale in loras:
             scales[r, names.index(name)] += scale
     return {"loras": tuple(names), "lora_scales": scales.to(device)}
+def _model_input(lane: Lane) -> torch.Tensor:
+    """The lane's latents as its scheduler scales them for the denoiser (flow-matching
+    schedulers have no ``scale_model_input``: the latents go in as they are)."""
+    scale = getattr(lane.scheduler, "scale_model_input", None)
+    return lane.latents if scale is None else scale(lane.latents, lane.timestep)
 
 
 def row_positions(lanes: list[Lane]) -> tuple[list[int], list[int | None]]:

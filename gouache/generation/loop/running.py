@@ -188,8 +188,8 @@ class RunningBatch:
             raise InvalidRequest(messages.image_strength_out_of_range(spec.denoise))
         if int(spec.steps * spec.denoise) < 1:
             raise InvalidRequest(messages.image_strength_too_low(spec.denoise, spec.steps))
-        self._template(spec)  # an unknown sampler raises here
-        self.model.family.check(self.model, spec)
+        self.model.family.check(self.model, spec)  # an unknown or foreign sampler raises here
+        self._template(spec)
 
     def cancel(self, item_id: str) -> None:
         """Drop ``item_id`` at the next step; it comes back from ``step()`` as cancelled."""
@@ -453,8 +453,10 @@ class RunningBatch:
     def _template(self, spec: LaneSpec) -> Any:
         key = (spec.sampler, spec.steps)
         if key not in self._templates:
+            model, shape = self.model, self.shape
+            schedule = model.family.schedule(model, spec.steps, shape.width, shape.height)
             self._templates[key] = timed_scheduler(
-                spec.sampler, self.model.scheduler_config, spec.steps, self.model.device
+                spec.sampler, model.scheduler_config, spec.steps, model.device, **schedule
             )
         return self._templates[key]
 

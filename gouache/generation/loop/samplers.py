@@ -18,7 +18,8 @@ from gouache.errors import InvalidRequest
 if TYPE_CHECKING:
     from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-__all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry", "timed_scheduler"]
+__all__ = ["SAMPLERS", "SamplerEntry", "make_scheduler", "sampler_entry", "samplers_of_kind",
+           "timed_scheduler"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class SamplerEntry:
 
     scheduler: str  # a class name in ``diffusers``
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    # What the sampler integrates: "eps" (the UNet families' noise/v schedules) or "flow"
+    # (rectified-flow transformers); a family takes only samplers of its own kind.
+    kind: str = "eps"
 
 
 _TABLE: dict[str, SamplerEntry] = {
@@ -46,9 +50,21 @@ _TABLE: dict[str, SamplerEntry] = {
     ),
     "unipc": SamplerEntry("UniPCMultistepScheduler"),
     "lcm": SamplerEntry("LCMScheduler"),
+    # Flow matching (Flux, SD3, Z-Image, Flux.2): the model's own FlowMatchEulerDiscreteScheduler
+    # config (its shift, or the resolution-dependent ``mu`` the family computes), as the
+    # pipelines run it; ``-karras`` respaces the same sigmas as Karras et al.
+    "flow-euler": SamplerEntry("FlowMatchEulerDiscreteScheduler", kind="flow"),
+    "flow-euler-karras": SamplerEntry(
+        "FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}, kind="flow"
+    ),
 }
 
 SAMPLERS: tuple[str, ...] = tuple(_TABLE)
+
+
+def samplers_of_kind(kind: str) -> tuple[str, ...]:
+    """The samplers a family of sampler kind ``kind`` takes ("eps" or "flow")."""
+    return tuple(name for name, entry in _TABLE.items() if entry.kind == kind)
 
 
 def sampler_entry(name: str) -> SamplerEntry:
@@ -69,7 +85,7 @@ def make_scheduler(name: str, base_config: Mapping[str, Any]) -> SchedulerMixin:
 
 
 def timed_scheduler(
-    name: str, base_config: Mapping[str, Any], steps: int, device: Any = None
+    name: str, base_config: Mapping[str, Any], steps: int, device: Any = None, **schedule: Any
 ) -> SchedulerMixin:
     """A fresh scheduler for ``name`` with its timesteps set, stepped by index from 0.
 
@@ -78,9 +94,11 @@ def timed_scheduler(
     sigmas on a squaredcos schedule (the demo model) repeat the first timestep, so the lookup
     starts one step late and runs off the end (IndexError). Pinning the begin index to 0 is what
     diffusers' SDXL and img2img pipelines do; on schedules without repeats it is the same index.
+    ``schedule`` is what the family adds to ``set_timesteps`` (a flow model's ``sigmas`` and
+    resolution-dependent ``mu``).
     """
     scheduler = make_scheduler(name, base_config)
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=device, **schedule)
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
     return scheduler

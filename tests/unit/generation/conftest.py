@@ -102,3 +102,16 @@ def demo_registry(tiny_cache_dir: Path):
 
     specs = {"builtin:demo": builtin_demo_spec(), "builtin:tiny": builtin_tiny_spec()}
     return ModelRegistry(specs, cache_dir=tiny_cache_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_transformers(tmp_path_factory: pytest.TempPathFactory):
+    """``variant -> pipeline folder`` of the tiny flow-matching models, each built on first use."""
+    from gouache.generation.tiny_transformers import ensure_tiny_transformer
+
+    root = tmp_path_factory.mktemp("transformers")
+
+    def folder(variant: str) -> Path:
+        return ensure_tiny_transformer(root / variant, variant) / "pipeline"  # type: ignore[arg-type]
+
+    return folder

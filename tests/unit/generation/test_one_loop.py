@@ -1,5 +1,6 @@
-"""The engine's shape, read from the source: one place calls the denoiser, family names are
-branched on only inside ``generation/families/``."""
+"""The engine's shape, read from the source: the denoiser is called in one place per family
+(its ``predict``, which the one loop asks), and family names are branched on only inside
+``generation/families/``."""
 
 from __future__ import annotations
 
@@ -36,9 +37,10 @@ def _family_name_branches(path: Path) -> list[int]:
 
 
 def test_one_place_calls_the_denoiser() -> None:
-    callers = {str(p.relative_to(ROOT)): lines for p in _modules() if (lines := _denoiser_calls(p))}
-    assert callers == {"generation/families/unet.py": callers.get("generation/families/unet.py")}
-    assert len(callers["generation/families/unet.py"]) == 1
+    """Each family's ``predict`` is the one call of its denoiser; the loop asks it."""
+    callers = {p: lines for p in _modules() if (lines := _denoiser_calls(p))}
+    assert callers and all(p.is_relative_to(FAMILIES) for p in callers), callers
+    assert all(len(lines) == 1 for lines in callers.values()), callers
 
 
 def test_family_names_are_branched_on_only_in_the_family_modules() -> None:

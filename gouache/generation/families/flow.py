@@ -1,0 +1,65 @@
+"""What the flow-matching transformer families (Flux, SD3, Z-Image, Flux.2) share.
+
+They are sampled by ``FlowMatchEulerDiscreteScheduler`` (sampler kind ``flow``), whose
+timesteps are ``sigma * 1000``, so the loop's noise level ``t / num_train_timesteps`` (guidance
+intervals, CADS) is the flow's sigma; their initial latents are the seed's noise as drawn (no
+``init_noise_sigma``); the VAE reads ``latents / scaling_factor + shift_factor``. ``mu`` is
+diffusers 0.42.1's ``calculate_shift`` (pipeline_flux.py), the resolution-dependent shift of the
+sigmas from the image's token count.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from gouache.generation.families.base import Family
+
+if TYPE_CHECKING:
+    from gouache.generation.families.base import LoadedModel
+
+__all__ = ["FlowFamily", "calculate_shift"]
+
+
+def calculate_shift(image_seq_len: int, config: dict[str, Any], max_shift: float = 1.15) -> float:
+    """``mu`` for ``image_seq_len`` tokens from the scheduler config (diffusers' defaults)."""
+    base_len = config.get("base_image_seq_len", 256)
+    max_len = config.get("max_image_seq_len", 4096)
+    base, top = config.get("base_shift", 0.5), config.get("max_shift", max_shift)
+    m = (top - base) / (max_len - base_len)
+    return image_seq_len * m + (base - m * base_len)
+
+
+class FlowFamily(Family):
+    """A rectified-flow transformer with an ``AutoencoderKL`` that has a shift factor."""
+
+    sampler_kind = "flow"
+    denoiser_part = "transformer"
+
+    def initial_latents(self, model: LoadedModel, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
+        return noise
+
+    def unscale(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+        config = model.vae.config
+        return latents / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
+
+    def scale(self, model: LoadedModel, latents: torch.Tensor) -> torch.Tensor:
+        config = model.vae.config
+        return (latents - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
+
+    def decode(self, model: LoadedModel, latents: torch.Tensor, tiled: bool = False) -> torch.Tensor:
+        vae = model.vae
+        latents = self.unscale(model, latents.to(vae.dtype))
+        if tiled:
+            vae.enable_tiling()
+        try:
+            return vae.decode(latents, return_dict=False)[0]
+        finally:
+            if tiled:
+                vae.disable_tiling()
+
+    def encode_image(self, model: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+        vae = model.vae
+        mean = vae.encode(pixels.to(model.device, vae.dtype)).latent_dist.mean
+        return self.scale(model, mean)
