@@ -118,8 +118,9 @@ def _rows(model: type[BaseModel], keys: list[str]) -> list[str]:
             continue  # a section of its own
         key = ".".join([*keys, name])
         env = ENV_PREFIX + "__".join([*keys, name]).upper()
-        if typing.get_origin(annotation) is dict:
-            env += "__<NAME>__..."
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) is dict and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+            env += "__<NAME>__..."  # a table of sections: one variable per field of each entry
         rows.append(
             f"| `{key}` | {_type_name(annotation)} | {_default(info)} | `{env}` | {_describe(info)} |"
         )
