@@ -92,7 +92,7 @@ class ModelSpec(BaseModel):
     def _family_defaults(self) -> ModelSpec:
         """Steps, guidance and sampler not set here are the family's (Flux schnell: 4 steps)."""
         facts = facts_for(self.path, self.family)
-        if facts is None or facts.name in ("sd", "sdxl"):
+        if facts is None or facts.sampler_kind == "eps":  # the UNets keep the global defaults
             return self
         for field, value in (("default_steps", facts.steps), ("default_guidance", facts.cfg),
                              ("default_sampler", facts.sampler)):  # fmt: skip

@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 
 __all__ = [
+    "npy_is_not_an_image",
     "shorten",
     "duration",
     "number",
@@ -1004,3 +1005,7 @@ def upscaled_from(up_w: int, up_h: int, width: int, height: int, strength: float
 
 def image_gone() -> str:
     return "That image is no longer stored (results expire): attach it to /upscale or /imagine instead."
+
+
+def npy_is_not_an_image() -> str:
+    return "That file is a .npy array (a depth map, for /depth): attach a PNG, JPEG or WEBP image."

@@ -330,7 +330,7 @@ def read_image(data: bytes, *, max_bytes: int, max_pixels: int) -> Image.Image:
     checks and decoder as /depth's ``read_upload``: the same file is refused the same way."""
     header = inspect_upload(data, max_bytes=max_bytes, max_pixels=max_pixels)
     if header.format == "NPY":
-        raise BadUpload("That file is a .npy array (a depth map, for /depth): attach a PNG, JPEG or WEBP image.")
+        raise BadUpload(messages.npy_is_not_an_image())
     image = decode_image(data, max_bytes=max_bytes, max_pixels=max_pixels, formats=(header.format,))
     return image.convert("RGB")
 

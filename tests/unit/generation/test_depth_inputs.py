@@ -164,7 +164,7 @@ def test_strength_and_input_flags(tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(InvalidRequest, match="strength must be between 0 and 2"):
         build_request(parse_text("/depth an arch --strength 2.5"), ORIGIN, settings)
     with pytest.raises(InvalidRequest, match="--strength only works with /depth"):
-        build_request(parse_text("an arch --strength 1"), ORIGIN, settings)
+        build_request(parse_text("/diversity an arch --strength 1"), ORIGIN, settings)
     with pytest.raises(InvalidRequest, match="--input only works with /depth"):
         build_request(parse_text("an arch --input photo"), ORIGIN, settings)
     with pytest.raises(InvalidRequest, match="depth or photo"):

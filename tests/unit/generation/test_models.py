@@ -64,7 +64,7 @@ def test_tiny_build_is_reused(tiny_model_dir):
 def test_unknown_model_lists_the_configured_ones(registry):
     with pytest.raises(NotFound) as info:
         registry.get("sd-9000")
-    assert "'sd-9000'" in info.value.message and "builtin:tiny" in info.value.message
+    assert "sd-9000" in info.value.message and "builtin:tiny" in info.value.message
 
 
 def test_missing_demo_is_a_clear_error(tmp_path, monkeypatch):

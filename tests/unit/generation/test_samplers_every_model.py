@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from gouache.generation.loop.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
-from gouache.generation.loop.samplers import SAMPLERS, timed_scheduler
+from gouache.generation.loop.samplers import samplers_of_kind, timed_scheduler
+
+SAMPLERS = samplers_of_kind("eps")  # the UNet models' (the flow samplers: test_families_*.py)
 
 MODELS = [("builtin:demo", 32), ("builtin:tiny", 64), ("tiny-xl", 64)]
 STEPS = 5
