@@ -185,9 +185,10 @@ def test_generate_cli_writes_the_grid_cells_and_process(tmp_path: Path, tiny_mod
     settings = Settings(data_dir=tmp_path / "data", default_model="builtin:tiny")
     written = generate_to_dir(settings, "a {} cat --steps 2 --sweep prompt=red,blue --sweep cfg=3,7",
                               tmp_path / "sweep")  # fmt: skip
-    assert sorted(p.name for p in written) == ["cell-0.png", "cell-1.png", "cell-2.png", "cell-3.png", "grid.png"]
+    # the web API's names (one vocabulary everywhere)
+    assert sorted(p.name for p in written) == ["grid.png", "image-0.png", "image-1.png", "image-2.png", "image-3.png"]
     written = generate_to_dir(settings, "a cat --steps 3 --process --seed 5", tmp_path / "process")
-    assert {p.name for p in written} == {"seed-5.png", "process.gif", "process-strip.png"}
+    assert {p.name for p in written} == {"image-0.png", "process.gif", "process-strip.png"}
 
 
 def test_sweep_cells_charge_as_images() -> None:
