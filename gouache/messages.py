@@ -497,6 +497,10 @@ def model_load_failed(model: str, cause: str, detail: str) -> str:
     return f"Model {shorten(model)!r} could not be loaded ({cause}): {shorten(detail, 300)}"
 
 
+def out_of_memory_in(what: str) -> str:
+    return f"The GPU ran out of memory in {what} for this request. Try again in a moment."
+
+
 def out_of_memory_admit(images: int) -> str:
     return (
         f"The GPU ran out of memory encoding this prompt for {images} image(s) even on its own. "

@@ -17,8 +17,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
+
+from gouache import messages
+from gouache.errors import ResourceExhausted
+
+T = TypeVar("T")
 
 __all__ = [
     "FatalDeviceError",
@@ -26,6 +32,7 @@ __all__ = [
     "OnStep",
     "ShouldStop",
     "free_device_memory",
+    "guarded",
     "is_out_of_memory",
     "is_sticky",
     "raise_if_sticky",
@@ -103,3 +110,20 @@ def free_device_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def guarded(call: Callable[[], T], *, what: str) -> T:
+    """One GPU call outside the denoising loop (safety, CLIP, depth estimators, ``--process``).
+
+    Out of memory: the cache is freed and the call retried once, then ``ResourceExhausted``
+    naming ``what`` fails that job alone. A sticky device error is ``FatalDeviceError``.
+    """
+    for _attempt in (1, 2):
+        try:
+            return call()
+        except Exception as exc:
+            raise_if_sticky(exc)
+            if not is_out_of_memory(exc):
+                raise
+            free_device_memory()
+    raise ResourceExhausted(messages.out_of_memory_in(what))
