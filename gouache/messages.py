@@ -497,6 +497,14 @@ def model_load_failed(model: str, cause: str, detail: str) -> str:
     return f"Model {shorten(model)!r} could not be loaded ({cause}): {shorten(detail, 300)}"
 
 
+def compile_unavailable(missing: str) -> str:
+    return (
+        f'speed.compile = "on" cannot work on this machine: {missing}. Install a C compiler '
+        '(gcc; the slim container image has none, docs/deploy.md) or set speed.compile = '
+        '"auto" or "off".'
+    )
+
+
 def out_of_memory_in(what: str) -> str:
     return f"The GPU ran out of memory in {what} for this request. Try again in a moment."
 

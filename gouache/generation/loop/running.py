@@ -92,6 +92,7 @@ class RunningBatch:
         decode_chunk: int = 2,
         fault: Fault | None = None,
         postprocess: Any = None,
+        learned: dict[ShapeKey, int] | None = None,
     ) -> None:
         if shape.width % 8 or shape.height % 8:
             raise InvalidRequest(messages.size_not_multiple_of_8(shape.width, shape.height))
@@ -101,6 +102,7 @@ class RunningBatch:
         self.decode_chunk = max(1, decode_chunk)
         self.stats = StepStats()
         self._fault = fault
+        self._learned = learned  # the engine's memory of budgets per shape, updated on a shrink
         self._to_pictures = postprocess  # None: PIL images (parity tests keep floats)
         self._items: dict[str, _Item] = {}
         self._share = FairShare()
@@ -303,6 +305,8 @@ class RunningBatch:
             failed.append(lanes[0].item.item_id)
             return
         self.row_budget = max(1, min(self.row_budget, rows // 2))
+        if self._learned is not None:
+            self._learned[self.shape] = self.row_budget
         for half in split_in_halves(lanes):
             self._predict_splitting(half, out, failed)
 

@@ -170,3 +170,18 @@ def test_the_gpu_calls_outside_the_loop_share_the_handling(site, oom, monkeypatc
     assert len(calls) == 2  # retried once after freeing the cache
     with pytest.raises(FatalDeviceError):
         guarded(lambda: (_ for _ in ()).throw(RuntimeError("CUDA error: misaligned address")), what="x")
+
+
+def test_the_budget_a_shape_learned_is_where_its_next_batch_starts(registry):
+    from gouache.generation.loop.engine import Engine
+
+    def fault(stage, ids):
+        if stage == "denoiser" and len(ids) > 1:
+            raise ERRORS["torch"]()
+
+    engine = Engine(registry, fault=fault)
+    first = engine.running_batch(SD, row_budget=16, decode_chunk=2)
+    _run(first, _items())
+    assert first.row_budget == 2 and engine.learned_budgets[SD] == 2
+    assert engine.running_batch(SD, row_budget=16, decode_chunk=2).row_budget == 2
+    assert engine.running_batch(ShapeKey(SD.model, 32, 32), row_budget=16, decode_chunk=2).row_budget == 16
