@@ -48,7 +48,28 @@ BUILTIN_DEMO = "builtin:demo"
 class ModelSpec(BaseModel):
     """One named model: a diffusers pipeline plus the optional helpers that go with it."""
 
-    path: str = Field(description="diffusers pipeline directory, hub id, or builtin:tiny")
+    path: str = Field(
+        description=(
+            "diffusers pipeline directory, hub id, builtin:tiny, or one .safetensors/.ckpt "
+            "checkpoint file (SD 1.x, SD 2.x, SDXL; docs/deploy.md)"
+        )
+    )
+    config: str | None = Field(
+        None,
+        description=(
+            "for a single-file path: a diffusers-layout folder (or cached hub id) with the "
+            "pipeline's configs and tokenizers; default: the shipped configs of the file's "
+            "architecture (tokenizer vocabularies must still come from such a folder)"
+        ),
+    )
+    variant: str | None = Field(
+        None,
+        description=(
+            "weights variant tried first for folders and hub ids (fp16 reads "
+            "*.fp16.safetensors), full-precision files as the fallback; unset: full precision, "
+            "then fp16 when a folder has only those"
+        ),
+    )
     family: Literal["auto", "sd", "sdxl", "flux", "sd3", "z-image"] = Field(
         "auto",
         description=(

@@ -18,6 +18,7 @@ __all__ = [
     "NotFound",
     "TooLarge",
     "ResourceExhausted",
+    "ModelUnavailable",
     "BadUpload",
 ]
 
@@ -76,3 +77,8 @@ class TooLarge(UserError):
 
 class ResourceExhausted(UserError):
     """The GPU ran out of memory even for a single image."""
+
+
+class ModelUnavailable(UserError):
+    """A configured model that cannot be loaded (missing file, wrong format, out of memory):
+    the message names the model and the cause; the job fails, the worker goes on."""

@@ -534,6 +534,52 @@ def unknown_pipeline_class(model: str, pipeline: str, known: Iterable[str]) -> s
     )
 
 
+def single_file_unknown_architecture(model: str, kind: str) -> str:
+    return (
+        f"Model {shorten(model)!r} is a single-file checkpoint of a kind gouache ships no configs "
+        f"for ({shorten(kind)}). Set `config = \"FOLDER\"` in its [models] entry to a folder with "
+        "the base model's diffusers configs and tokenizers (docs/deploy.md)."
+    )
+
+
+def single_file_needs_tokenizer(model: str, folder: str) -> str:
+    return (
+        f"Model {shorten(model)!r} is a single-file checkpoint whose tokenizer files are missing "
+        f"({shorten(folder, 120)} has no vocab.json). Set `config = \"FOLDER\"` in its [models] "
+        "entry to a folder with the base model's small files (docs/deploy.md)."
+    )
+
+
+def single_file_not_supported(model: str, family: str) -> str:
+    return (
+        f"Model {shorten(model)!r} is a single file, but the {family} family is read only from "
+        "a diffusers folder or hub id."
+    )
+
+
+def model_load_failed(model: str, cause: str, detail: str) -> str:
+    return f"Model {shorten(model)!r} could not be loaded ({cause}): {shorten(detail, 300)}"
+
+
+def compile_unavailable(missing: str) -> str:
+    return (
+        f'speed.compile = "on" cannot work on this machine: {missing}. Install a C compiler '
+        '(gcc; the slim container image has none, docs/deploy.md) or set speed.compile = '
+        '"auto" or "off".'
+    )
+
+
+def out_of_memory_in(what: str) -> str:
+    return f"The GPU ran out of memory in {what} for this request. Try again in a moment."
+
+
+def out_of_memory_admit(images: int) -> str:
+    return (
+        f"The GPU ran out of memory encoding this prompt for {images} image(s) even on its own. "
+        "Try again in a moment or with fewer images."
+    )
+
+
 def no_depth_controlnet(model: str) -> str:
     return f"Model {shorten(model)!r} has no depth ControlNet configured."
 

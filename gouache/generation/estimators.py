@@ -197,6 +197,20 @@ class DemoEstimator:
         return _resize_to(np.clip(depth, 0.0, 1.0), image.size)
 
 
+class GuardedEstimator:
+    """An estimator behind the device handling every GPU call shares (``device.guarded``):
+    out of memory fails that job alone, a sticky device error restarts the worker."""
+
+    def __init__(self, inner: DepthEstimator) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def estimate(self, image: Image.Image) -> np.ndarray:
+        from gouache.generation.loop.device import guarded
+
+        return guarded(lambda: self.inner.estimate(image), what="the depth estimate")
+
+
 def load_estimator(
     spec: EstimatorSpec, *, device: torch.device, offline: bool, cache_dir: Path
 ) -> DepthEstimator:
@@ -251,9 +265,9 @@ class EstimatorRegistry:
                     if self._device_name == "auto" else self._device_name
                 )  # fmt: skip
                 try:
-                    self._loaded[wanted] = load_estimator(
+                    self._loaded[wanted] = GuardedEstimator(load_estimator(
                         wanted, device=device, offline=self._offline, cache_dir=self._cache_dir
-                    )
+                    ))  # fmt: skip
                 except NotFound:
                     raise
                 except Exception as exc:  # missing or broken weights: say which, not a trace

@@ -3,9 +3,14 @@
 The loop runs its own denoising, so it needs the parts rather than a pipeline object: tokenizers,
 text encoders, the denoiser (a UNet or a transformer), VAE, the scheduler config, and the optional
 depth ControlNet and preview decoder. Which parts a model has, and what they mean, is its
-family's (``families/``), read from the folder's ``model_index.json``. Everything goes through
-``from_pretrained`` (``local_files_only`` when offline),
-including ``builtin:tiny``, which is built once into the cache and loaded back like any model.
+family's (``families/``), read from the folder's ``model_index.json``. Folders and hub ids go
+through ``from_pretrained`` (``local_files_only`` when offline), trying the configured
+``variant`` (unset: full precision, then ``fp16``), including ``builtin:tiny``, which is built
+once into the cache and loaded back like any model. A single ``.safetensors``/``.ckpt`` file
+goes through diffusers' ``from_single_file`` with a config folder, never the network
+(``single_file.py``). Whatever goes wrong while loading (a missing file, a wrong format, out of
+memory) is a ``ModelUnavailable`` naming the model and the cause: that job fails, the worker
+goes on.
 """
 
 from __future__ import annotations
@@ -20,11 +25,12 @@ import torch
 
 from gouache import messages
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
-from gouache.errors import NotFound
+from gouache.errors import InvalidRequest, ModelUnavailable, NotFound, UserError
 from gouache.generation.families import family_for
 from gouache.generation.families.base import LoadedModel
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
 from gouache.generation.loras.bank import LoraBank
+from gouache.generation.single_file import builtin_config, check_config_folder, is_single_file
 
 __all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
 
@@ -73,11 +79,15 @@ class ModelRegistry:
             raise NotFound(messages.unknown_model(name, self._specs)) from None
 
     def get(self, name: str) -> LoadedModel:
-        """The loaded model, loading it on first use (once, even with concurrent callers)."""
+        """The loaded model, loading it on first use (once, even with concurrent callers).
+
+        Raises ``ModelUnavailable`` (a ``UserError``: the job fails, not the worker) when the
+        model cannot be loaded; a sticky device error still escapes as ``FatalDeviceError``.
+        """
         spec = self.spec(name)
         with self._lock:
             if name not in self._loaded:
-                model = self._load(name, spec)
+                model = self._load_reporting(name, spec)
                 apply_speed_options(model, self.speed)
                 model.loras = LoraBank(model, self._lora_paths, self._lora_budget)
                 self._loaded[name] = model
@@ -85,19 +95,50 @@ class ModelRegistry:
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
-        path = self._pipeline_path(spec)
-        index = self._model_index(path, spec)
-        family = family_for(name, index, spec.family)
-        dtype = _pick_dtype(spec.dtype, self.device)
-        parts = {
-            part: self._component(path, spec, index, part, dtype)
-            for part in (*family.text_parts, family.denoiser_part, "vae")
-        }
-        scheduler_cls = _import_class(index["scheduler"])
-        scheduler_config = dict(
-            scheduler_cls.load_config(path, subfolder="scheduler", **self._hub_kwargs(spec))
+    def _load_reporting(self, name: str, spec: ModelSpec) -> LoadedModel:
+        from gouache.generation.loop.device import (
+            free_device_memory,
+            is_out_of_memory,
+            raise_if_sticky,
         )
+
+        try:
+            return self._load(name, spec)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise_if_sticky(exc)
+            if is_out_of_memory(exc):
+                free_device_memory()
+                cause = "out of memory while loading"
+            elif isinstance(exc, (FileNotFoundError, OSError)):
+                cause = "missing file"
+            else:
+                cause = "wrong format"
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelUnavailable(messages.model_load_failed(name, cause, detail)) from exc
+
+    def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
+        dtype = _pick_dtype(spec.dtype, self.device)
+        if is_single_file(spec.path):
+            path, index, family, parts = self._load_single_file(name, spec, dtype)
+            hub: dict[str, Any] = {"local_files_only": True}
+        else:
+            path = self._pipeline_path(spec)
+            index = self._model_index(path, spec)
+            family = family_for(name, index, spec.family)
+            parts = {
+                part: self._component(path, spec, index, part, dtype)
+                for part in (*family.text_parts, family.denoiser_part, "vae")
+            }
+            hub = self._hub_kwargs(spec)
+        vae = parts["vae"]
+        if dtype == torch.float16 and getattr(family, "upcast_vae", False) and vae.config.get(
+            "force_upcast", False
+        ):
+            vae.to(dtype=torch.float32)  # once, here: decode never casts the shared VAE
+        scheduler_cls = _import_class(index["scheduler"])
+        scheduler_config = dict(scheduler_cls.load_config(path, subfolder="scheduler", **hub))
         controlnet = preview = None
         if spec.depth_controlnet:
             from diffusers import ControlNetModel
@@ -148,6 +189,26 @@ class ModelRegistry:
             label=spec.label,
         )
 
+    def _load_single_file(
+        self, name: str, spec: ModelSpec, dtype: torch.dtype
+    ) -> tuple[str, dict[str, Any], Any, dict[str, Any]]:
+        """One checkpoint file through ``from_single_file`` with a config folder, offline."""
+        import diffusers
+
+        file = Path(spec.path).expanduser()
+        config = Path(spec.config).expanduser() if spec.config else builtin_config(name, file)
+        index = self._model_index(str(config), spec)
+        family = family_for(name, index, spec.family)
+        if not family.single_file:
+            raise InvalidRequest(messages.single_file_not_supported(name, family.name))
+        check_config_folder(name, config, index)
+        pipeline_cls = getattr(diffusers, str(index["_class_name"]))
+        pipe = pipeline_cls.from_single_file(
+            str(file), config=str(config), local_files_only=True, torch_dtype=dtype
+        )
+        parts = {part: pipe.components.get(part) for part in (*family.text_parts, family.denoiser_part, "vae")}
+        return str(config), index, family, parts
+
     def _component(
         self,
         path: str,
@@ -161,11 +222,12 @@ class ModelRegistry:
             return None
         cls = _import_class(entry)
         kwargs: dict[str, Any] = {"subfolder": part, **self._hub_kwargs(spec)}
-        if not part.startswith(("tokenizer", "scheduler")):
-            kwargs["dtype"] = dtype
-            if entry[0] == "transformers" and self.device.type == "cuda":
-                kwargs["attn_implementation"] = "sdpa"
-        return cls.from_pretrained(path, **kwargs)
+        if part.startswith(("tokenizer", "scheduler")):
+            return cls.from_pretrained(path, **kwargs)
+        kwargs["dtype"] = dtype
+        if entry[0] == "transformers" and self.device.type == "cuda":
+            kwargs["attn_implementation"] = "sdpa"
+        return _first_variant(lambda variant: cls.from_pretrained(path, **kwargs, variant=variant), spec.variant)
 
     def _model_index(self, path: str, spec: ModelSpec) -> dict[str, Any]:
         from diffusers import DiffusionPipeline
@@ -193,6 +255,20 @@ class ModelRegistry:
                 raise NotFound(messages.demo_not_installed(root / subfolder))
             return str(root / subfolder)
         return value
+
+
+def _first_variant(load: Any, variant: str | None) -> Any:
+    """``load(variant)`` with the configured variant, then full precision; unset, full
+    precision then ``fp16`` (a folder that holds only ``*.fp16.safetensors``)."""
+    order = [variant, None] if variant else [None, "fp16"]
+    first: Exception | None = None
+    for choice in order:
+        try:
+            return load(choice)
+        except (OSError, ValueError) as exc:
+            first = first or exc
+    assert first is not None
+    raise first
 
 
 def _import_class(entry: list[Any] | tuple[Any, ...]) -> Any:

@@ -58,12 +58,23 @@ class SafetyClassifier:
             return []
         import torch
 
+        from gouache.generation.loop.device import guarded
+
         model, processor = self._load()
         inputs = processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
-        with torch.inference_mode():
-            logits = model(**{k: v.to(self.device) for k, v in inputs.items()}).logits
+
+        def classify() -> Any:
+            with torch.inference_mode():
+                return model(**{k: v.to(self.device, _float_dtype(model, v)) for k, v in inputs.items()}).logits
+
+        logits = guarded(classify, what="the safety check")
         probs = logits.float().softmax(-1).cpu()
         columns = [
             i for i, label in model.config.id2label.items() if str(label).lower() in self.flagged_labels
         ]
         return [bool(row[columns].sum() >= self.threshold) for row in probs]
+
+
+def _float_dtype(model: Any, value: Any) -> Any:
+    """Pixel inputs in the model's dtype (a half-precision classifier), integers as they are."""
+    return model.dtype if value.is_floating_point() else value.dtype

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 __all__ = ["LABEL", "Family", "build_tiny", "ensure_tiny", "make_tokenizer", "build_tiny_depth_estimator",
-           "ensure_tiny_depth_estimator"]
+           "ensure_tiny_depth_estimator", "build_single_file_pair"]
 
 LABEL = "builtin:tiny (random weights: noise only)"
 Family = Literal["sd", "sdxl"]
@@ -85,7 +85,7 @@ def _text_config(**extra: object):  # -> CLIPTextConfig
     from transformers import CLIPTextConfig
 
     vocab, _ = _vocab_and_merges()
-    return CLIPTextConfig(
+    config: dict[str, object] = dict(
         bos_token_id=vocab["<|startoftext|>"],
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
@@ -95,11 +95,11 @@ def _text_config(**extra: object):  # -> CLIPTextConfig
         num_attention_heads=4,
         num_hidden_layers=5,
         vocab_size=1000,
-        **extra,
     )
+    return CLIPTextConfig(**(config | extra))
 
 
-def _unet(family: Family):  # -> UNet2DConditionModel
+def _unet(family: Family, width_2: int = 32):  # -> UNet2DConditionModel
     from diffusers import UNet2DConditionModel
 
     common = dict(
@@ -120,7 +120,7 @@ def _unet(family: Family):  # -> UNet2DConditionModel
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,  # 6 time ids * 8 + 32 pooled
-        cross_attention_dim=64,
+        cross_attention_dim=32 + width_2,
         norm_num_groups=1,
         **common,
     )
@@ -184,12 +184,12 @@ def _controlnet(family: Family):  # -> ControlNetModel
     )
 
 
-def _pipeline(family: Family, tokenizer_dir: Path):  # -> DiffusionPipeline
+def _pipeline(family: Family, tokenizer_dir: Path, width_2: int = 32):  # -> DiffusionPipeline
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     torch.manual_seed(_SEED)
-    unet = _unet(family)
+    unet = _unet(family, width_2)
     torch.manual_seed(_SEED)
     vae = _vae()
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
@@ -208,7 +208,9 @@ def _pipeline(family: Family, tokenizer_dir: Path):  # -> DiffusionPipeline
         )
     text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32))
     torch.manual_seed(_SEED)
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32))
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(hidden_act="gelu", projection_dim=32, hidden_size=width_2)
+    )
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -357,3 +359,22 @@ def ensure_tiny_depth_estimator(root: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def build_single_file_pair(root: Path, family: Family = "sd") -> tuple[Path, Path, Path]:
+    """A tiny pipeline as a folder, the same weights as ONE original-layout ``.safetensors``,
+    and a config folder (the folder without weights): ``(folder, file, config)``.
+
+    The SDXL one's second text encoder is wider than the first, as in the real SDXL, because
+    diffusers tells SDXL's two encoders in a single file apart by their widths.
+    """
+    from gouache.generation.ldm_layout import write_single_file
+
+    tokenizer_dir = root / "_tokenizer"
+    make_tokenizer(tokenizer_dir)
+    pipeline = _pipeline(family, tokenizer_dir, width_2=48 if family == "sdxl" else 32)
+    folder, config = root / "pipeline", root / "config"
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    shutil.copytree(folder, config, ignore=shutil.ignore_patterns("*.safetensors"))
+    shutil.rmtree(tokenizer_dir)
+    return folder, write_single_file(pipeline.components, root / f"tiny-{family}.safetensors"), config

@@ -189,7 +189,11 @@ class Worker:
         elif result.error is not None:
             await self.storage.fail(job.id, self.worker_id, result.error.message)
         else:
-            artifacts = await asyncio.to_thread(self._artifacts, job, result, made, enlarged, control)
+            try:  # --process, the /diversity report and the safety check run on the GPU too
+                artifacts = await asyncio.to_thread(self._artifacts, job, result, made, enlarged, control)
+            except UserError as exc:  # out of memory there: this job fails, the batch goes on
+                await self.storage.fail(job.id, self.worker_id, exc.message)
+                return
             await self.storage.complete(job.id, self.worker_id, artifacts)
 
     def _artifacts(

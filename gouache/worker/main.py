@@ -27,7 +27,7 @@ async def _serve(settings: Settings, worker_id: str) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with open_storage(settings.resolved_database_url) as storage:
         worker = Worker(storage, engine, settings, worker_id, scorer, safety)
-        log.info("worker %s ready (default model %s loaded)", worker_id, settings.default_model)
+        log.info("worker %s ready (default model %s)", worker_id, settings.default_model)
         try:
             abandoned = await drain(worker.run(stop), stop, storage, worker_id, settings.worker.drain_seconds)
         except DeviceLost as exc:

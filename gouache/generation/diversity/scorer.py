@@ -79,8 +79,13 @@ class ClipEmbedder:
             text=list(prompts), images=list(images), return_tensors="pt", padding="max_length",
             truncation=True,
         )  # fmt: skip
-        with torch.inference_mode():
-            out = model(**{k: v.to(self.device) for k, v in inputs.items()})
+        from gouache.generation.loop.device import guarded
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return model(**{k: v.to(self.device) for k, v in inputs.items()})
+
+        out = guarded(run, what="the CLIP scores")
         return out.text_embeds.float().cpu().numpy(), out.image_embeds.float().cpu().numpy()
 
     def scores(self, prompt: str, images: Sequence[Image.Image]) -> np.ndarray:
@@ -103,13 +108,18 @@ def _vision_tokens(path: str, device: str, images: Sequence[Image.Image], layer:
         _VISION_CACHE[key] = (model, processor)
     model, processor = _VISION_CACHE[key]
     pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device)
-    with torch.inference_mode():
+    from gouache.generation.loop.device import guarded
+
+    @torch.inference_mode()
+    def run() -> Any:
         if isinstance(model, transformers.CLIPModel):
             if layer == "pooled":
                 return model.get_image_features(pixel_values=pixels)
             return model.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
         out = model(pixel_values=pixels, output_hidden_states=True)
         return out.pooler_output if layer == "pooled" else out.hidden_states
+
+    return guarded(run, what="the diversity report")
 
 
 _VISION_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from gouache import messages
 from gouache.generation.loop.samplers import make_scheduler
 
 if TYPE_CHECKING:
@@ -55,15 +56,24 @@ def noised(model: LoadedModel, image: Image, timesteps: Sequence[int], seed: int
     from diffusers.image_processor import VaeImageProcessor
     from diffusers.utils.torch_utils import randn_tensor
 
+    from gouache.errors import ResourceExhausted
+    from gouache.generation.loop.decoding import decode_each
+    from gouache.generation.loop.device import guarded
+
     processor = VaeImageProcessor(vae_scale_factor=model.vae_scale_factor)
     family = model.family
-    clean = family.encode_image(model, processor.preprocess(image.convert("RGB")))
+    pixels = processor.preprocess(image.convert("RGB"))
+    clean = guarded(lambda: family.encode_image(model, pixels), what="the --process frames")
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = randn_tensor(tuple(clean.shape), generator=generator, device=model.device, dtype=clean.dtype)
     schedule = DDPMScheduler.from_config(dict(model.scheduler_config))
     levels = torch.tensor([min(int(t), schedule.config.num_train_timesteps - 1) for t in timesteps])
     latents = schedule.add_noise(clean.repeat(len(levels), 1, 1, 1), noise.repeat(len(levels), 1, 1, 1), levels)
-    decoded = family.decode(model, latents)  # the one decode path (an fp16 VAE's upcast too)
+    # The one decode path: chunks retried one at a time and tiled, the fp32 retry when not finite.
+    frames = decode_each(model, list(latents.split(1)), 2)
+    if any(frame is None for frame in frames):
+        raise ResourceExhausted(messages.out_of_memory_in("the --process frames"))
+    decoded = torch.cat([frame for frame in frames if frame is not None])
     return list(processor.postprocess(decoded, output_type="pil"))
 
 

@@ -28,7 +28,7 @@ __all__ = ["UNetFamily", "guidance_embedding", "prepare_control"]
 class UNetFamily(Family):
     """A latent-diffusion UNet family with an ``AutoencoderKL`` and optional depth ControlNet."""
 
-    upcast_vae: bool = False  # decode in fp32 when the VAE's config says force_upcast
+    upcast_vae: bool = False  # keep the VAE in fp32 (at load) when its config says force_upcast
 
     def uses_cfg(self, model: LoadedModel, spec: LaneSpec) -> bool:
         # As diffusers: CFG off for guidance <= 1 and for guidance-distilled (LCM) UNets.
@@ -98,21 +98,14 @@ class UNetFamily(Family):
         return latents * model.vae.config.scaling_factor
 
     def decode(self, model: LoadedModel, latents: torch.Tensor, tiled: bool = False) -> torch.Tensor:
+        # A force_upcast VAE was put in fp32 once at load (models.py): the latents follow it,
+        # the shared VAE is never cast here.
+        from gouache.generation.loop.decoding import tiled_vae
+
         vae = model.vae
-        upcast = self.upcast_vae and vae.dtype == torch.float16 and vae.config.force_upcast
-        if upcast:
-            vae.to(dtype=torch.float32)
-            latents = latents.to(torch.float32)
-        latents = self.unscale(model, latents)
-        if tiled:
-            vae.enable_tiling()
-        try:
+        latents = self.unscale(model, latents.to(vae.dtype))
+        with tiled_vae(vae, latents, tiled):
             return vae.decode(latents, return_dict=False)[0]
-        finally:
-            if tiled:
-                vae.disable_tiling()
-            if upcast:
-                vae.to(dtype=torch.float16)
 
     def encode_posterior(
         self, model: LoadedModel, pixels: torch.Tensor, tiled: bool = False

@@ -15,6 +15,7 @@ from typing import Any
 from gouache.errors import UserError
 from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, ShapeKey
 from gouache.generation.loop.device import FatalDeviceError, Fault, OnStep, ShouldStop
+from gouache.generation.loop.memory import plan_memory
 from gouache.generation.loop.running import RunningBatch, to_pil
 from gouache.generation.models import LoadedModel, ModelRegistry
 
@@ -27,6 +28,9 @@ class Engine:
     def __init__(self, registry: ModelRegistry, *, fault: Fault | None = None) -> None:
         self.registry = registry
         self._fault = fault  # called before each denoiser call and decode; tests raise OOM from it
+        # The row budget each shape learned by shrinking after an out-of-memory: the next batch
+        # of that shape starts there instead of meeting the same out-of-memory again.
+        self.learned_budgets: dict[ShapeKey, int] = {}
 
     def warm_up(self, model: str) -> None:
         """Load ``model`` now rather than on the first batch."""
@@ -37,9 +41,23 @@ class Engine:
         return self.registry.get(name)
 
     def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatch:
-        """A running batch for ``shape`` that items join and leave at step boundaries."""
+        """A running batch for ``shape`` that items join and leave at step boundaries.
+
+        On CUDA the configured budgets are capped by what the card's free memory allows
+        (``memory.plan_memory``); a shape that shrank before starts at what it learned.
+        """
+        model = self.registry.get(shape.model)
+        if model.device.type == "cuda":
+            import torch
+
+            free, _total = torch.cuda.mem_get_info(model.device)
+            plan = plan_memory(free, 0, shape.width, shape.height,
+                               dtype_bytes=torch.finfo(model.dtype).bits // 8)  # fmt: skip
+            row_budget, decode_chunk = min(row_budget, plan.row_budget), min(decode_chunk, plan.decode_chunk)
+        row_budget = min(row_budget, self.learned_budgets.get(shape, row_budget))
         return RunningBatch(self.registry, shape, row_budget=row_budget, decode_chunk=decode_chunk,
-                            fault=self._fault, postprocess=self._postprocess)  # fmt: skip
+                            fault=self._fault, postprocess=self._postprocess,
+                            learned=self.learned_budgets)  # fmt: skip
 
     def generate(
         self,

@@ -34,10 +34,12 @@ from gouache import messages
 from gouache.errors import InvalidRequest, ResourceExhausted
 from gouache.generation.loop.batch import BatchItem, ItemResult, LaneSpec, ShapeKey, split_in_halves
 from gouache.generation.loop.conditioning import Conditioning
+from gouache.generation.loop.decoding import decode_each
 from gouache.generation.loop.device import (
     Fault,
     ShouldStop,
     free_device_memory,
+    is_out_of_memory,
     sticky_device_errors,
 )
 from gouache.generation.loop.fairness import FairShare
@@ -93,6 +95,7 @@ class RunningBatch:
         decode_chunk: int = 2,
         fault: Fault | None = None,
         postprocess: Any = None,
+        learned: dict[ShapeKey, int] | None = None,
     ) -> None:
         if shape.width % 8 or shape.height % 8:
             raise InvalidRequest(messages.size_not_multiple_of_8(shape.width, shape.height))
@@ -102,6 +105,7 @@ class RunningBatch:
         self.decode_chunk = max(1, decode_chunk)
         self.stats = StepStats()
         self._fault = fault
+        self._learned = learned  # the engine's memory of budgets per shape, updated on a shrink
         self._to_pictures = postprocess  # None: PIL images (parity tests keep floats)
         self._items: dict[str, _Item] = {}
         self._share = FairShare()
@@ -162,7 +166,7 @@ class RunningBatch:
         loras = item_loras(model, item.loras)  # loads them; a bad file fails this item here
         if cond is None:
             with torch.inference_mode(), loras:
-                cond = family.encode(model, [item], spec, cfg, self.shape.width, self.shape.height)
+                cond = self._encode_prompt(item, spec, cfg)
         user = user if user is not None else item.item_id
         shape = family.latent_shape(model, self.shape.width, self.shape.height)
         self._items[item.item_id] = _Item(
@@ -177,6 +181,23 @@ class RunningBatch:
             self._lanes.append(
                 new_lane(model, item, spec, index, user, cond, cfg, template, shape, start, begin)
             )
+
+    @torch.inference_mode()
+    def _encode_prompt(self, item: BatchItem, spec: LaneSpec, cfg: bool) -> Conditioning:
+        """The text encoders for one item; out of memory, retried once after freeing the
+        cache, then ``ResourceExhausted`` for this item alone (the batch goes on)."""
+        model = self.model
+        for _attempt in (1, 2):
+            try:
+                with sticky_device_errors():
+                    self._check_fault("encode", [item.item_id])
+                    return model.family.encode(model, [item], spec, cfg, self.shape.width,
+                                               self.shape.height)  # fmt: skip
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                free_device_memory()
+        raise ResourceExhausted(messages.out_of_memory_admit(item.count))
 
     def check(self, spec: LaneSpec) -> None:
         """The user's errors every item of ``spec`` would meet (sampler, pipeline, steps)."""
@@ -291,13 +312,17 @@ class RunningBatch:
             self._check_fault("denoiser", lanes)
             out.update(self._predict(lanes))
             return
-        except torch.OutOfMemoryError:
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
             free_device_memory()
         rows = sum(lane.rows for lane in lanes)
         if len(lanes) == 1:
             failed.append(lanes[0].item.item_id)
             return
         self.row_budget = max(1, min(self.row_budget, rows // 2))
+        if self._learned is not None:
+            self._learned[self.shape] = self.row_budget
         for half in split_in_halves(lanes):
             self._predict_splitting(half, out, failed)
 
@@ -378,20 +403,18 @@ class RunningBatch:
         )
         if not chunk:
             return []
-        self._check_fault("decode", chunk)
-        latents = torch.cat([lane.latents for lane in chunk])
-        try:
-            images = self._postprocess(self.model.family.decode(self.model, latents))
-        except torch.OutOfMemoryError:
-            free_device_memory()
-            try:  # a tiled VAE, then the items of this chunk fail alone
-                images = self._postprocess(self.model.family.decode(self.model, latents, tiled=True))
-            except torch.OutOfMemoryError:
-                free_device_memory()
-                failed = dict.fromkeys(lane.item.item_id for lane in chunk)
-                return [self._fail(i) for i in failed if i in self._items]
+        decoded = decode_each(self.model, [lane.latents for lane in chunk], len(chunk),
+                              check=self._fault_check("decode", chunk))  # fmt: skip
+        retired = [self._fail(i) for i in dict.fromkeys(
+            lane.item.item_id for lane, image in zip(chunk, decoded, strict=True) if image is None
+        ) if i in self._items]  # fmt: skip
+        kept = [(lane, image) for lane, image in zip(chunk, decoded, strict=True)
+                if image is not None and lane.item.item_id in self._items]  # fmt: skip
+        if not kept:
+            return retired
+        chunk = [lane for lane, _ in kept]
+        images = self._postprocess(torch.cat([image for _, image in kept]))
         self.stats.decoded += len(chunk)
-        retired = []
         for lane, image in zip(chunk, images, strict=True):
             entry = self._items.get(lane.item.item_id)
             if entry is None:
@@ -407,13 +430,16 @@ class RunningBatch:
         return retired
 
     def _keep_frames(self, lanes: list[Lane]) -> None:
-        """Decode a denoising frame for lanes that want one at this step."""
+        """Decode a denoising frame for lanes that want one at this step, ``decode_chunk`` at
+        a time; a frame that does not fit even alone is dropped (the job goes on)."""
         start = time.perf_counter()
-        model = self.model
-        latents = torch.cat([lane.latents for lane in lanes])
-        decoded = model.family.decode_frames(model, latents)
-        for lane, frame in zip(lanes, self._postprocess(decoded), strict=True):
-            lane.frames.append(frame)
+        decoded = decode_each(self.model, [lane.latents for lane in lanes], self.decode_chunk,
+                              frames=True, check=self._fault_check("frames", lanes))  # fmt: skip
+        kept = [(lane, frame) for lane, frame in zip(lanes, decoded, strict=True) if frame is not None]
+        if kept:
+            pictures = self._postprocess(torch.cat([frame for _, frame in kept]))
+            for (lane, _), picture in zip(kept, pictures, strict=True):
+                lane.frames.append(picture)
         self.stats.frame_seconds += time.perf_counter() - start
 
     def _postprocess(self, image: torch.Tensor) -> list[Any]:
@@ -460,9 +486,15 @@ class RunningBatch:
             )
         return self._templates[key]
 
-    def _check_fault(self, stage: str, lanes: Sequence[Lane]) -> None:
+    def _check_fault(self, stage: str, lanes: Sequence[Lane] | Sequence[str]) -> None:
         if self._fault is not None:
-            self._fault(stage, [lane.item.item_id for lane in lanes])
+            self._fault(stage, [x if isinstance(x, str) else x.item.item_id for x in lanes])
+
+    def _fault_check(self, stage: str, lanes: Sequence[Lane]) -> Any:
+        """The fault seam for a decode: called with the indices of the lanes about to decode."""
+        if self._fault is None:
+            return None
+        return lambda indices: self._check_fault(stage, [lanes[i] for i in indices])
 
 
 def _chunks(lanes: list[Lane], budget: int) -> list[list[Lane]]:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import torch
 
+from gouache import messages
 from gouache.config import DEFAULT_COMPILE_BUCKETS, Speed
 from gouache.generation.families.base import LoadedModel
 
@@ -71,12 +72,32 @@ def resolve_speed(speed: Speed) -> SpeedOptions:
     def pick(value: Switch, auto: bool) -> bool:
         return auto if value == "auto" else value == "on"
 
+    if speed.compile == "on" and (missing := compile_missing()) is not None:
+        raise ValueError(messages.compile_unavailable(missing))
+
     return SpeedOptions(
         channels_last=pick(speed.channels_last, True),
         compile=pick(speed.compile, False),
         compile_buckets=tuple(sorted(set(speed.compile_buckets))),
         batched_steps=pick(speed.batched_steps, True),
     )
+
+
+def compile_missing() -> str | None:
+    """Why ``torch.compile`` cannot work here (None when it can): Inductor builds its kernels
+    with a C compiler (Triton's launchers on CUDA, C++ on the CPU); the slim image has none."""
+    import os
+    import shutil
+
+    compilers = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
+    if not any(c and shutil.which(c) for c in compilers):
+        return "no C compiler (cc, gcc or clang) on PATH"
+    if torch.cuda.is_available():
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "the triton package is not installed"
+    return None
 
 
 def apply_speed_options(model: LoadedModel, options: SpeedOptions) -> None:

@@ -90,7 +90,7 @@ def test_cancelling_everything_stops_without_decoding(registry):
     engine = Engine(registry, fault=lambda stage, ids: decoded.append(stage))
     results = engine.generate(key(), ITEMS, should_stop=lambda item_id: True)
     assert all(r.cancelled and not r.images for r in results)
-    assert decoded == []
+    assert set(decoded) <= {"encode"}  # the prompts were encoded at admit; nothing denoised or decoded
 
 
 @pytest.mark.parametrize("model_name", ["builtin:tiny", "tiny-preview"])
@@ -143,7 +143,7 @@ def test_item_that_never_fits_is_resource_exhausted_alone(registry):
     tried: list[tuple[str, ...]] = []
 
     def fault(stage: str, ids) -> None:
-        if "b" in ids:
+        if stage == "denoiser" and "b" in ids:  # the text encoders: tests/unit/generation/test_oom_sites.py
             tried.append(tuple(dict.fromkeys(ids)))
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 

@@ -27,6 +27,7 @@ from gouache.generation.estimators import (
     DemoEstimator,
     EstimatorRegistry,
     EstimatorSpec,
+    GuardedEstimator,
     TransformersEstimator,
     parse_estimator,
 )
@@ -116,9 +117,10 @@ def test_the_registry_loads_per_model_once_and_builtins_resolve(tmp_path: Path) 
     )  # fmt: skip
     assert registry.get("plain") is None and registry.get("unknown") is None
     demo = registry.get("demo")
-    assert isinstance(demo, DemoEstimator) and registry.get("demo") is demo
+    assert isinstance(demo, GuardedEstimator) and registry.get("demo") is demo
+    assert isinstance(demo.inner, DemoEstimator)  # behind the device handling every GPU call has
     tiny = registry.get("tiny")
-    assert isinstance(tiny, TransformersEstimator)
+    assert isinstance(tiny, GuardedEstimator) and isinstance(tiny.inner, TransformersEstimator)
     assert (tmp_path / "builtin-tiny-depth" / "config.json").is_file()
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from gouache.config import ModelSpec, builtin_demo_spec, builtin_tiny_spec
-from gouache.errors import NotFound
+from gouache.errors import ModelUnavailable, NotFound
 from gouache.generation import models as models_module
 from gouache.generation.models import ModelRegistry
 from gouache.generation.tiny import ensure_tiny
@@ -80,7 +80,8 @@ def test_a_missing_local_model_is_not_downloaded(tmp_path):
     registry = ModelRegistry(
         {"gone": ModelSpec(path=str(tmp_path / "nothing"))}, cache_dir=tmp_path
     )
-    with pytest.raises(OSError):
+    with pytest.raises(ModelUnavailable, match="missing file") as caught:
         registry.get("gone")
+    assert isinstance(caught.value.__cause__, OSError)  # from_pretrained, offline: no download
 
 

@@ -37,3 +37,18 @@ def test_quick_speed_benchmark_measures_every_option(tmp_path: Path) -> None:
     assert all(fig["images_per_s"] > 0 and fig["runs"] == 1 for fig in running.values())
     assert running["shipped_defaults"]["options"]["batched_steps"] is True
     assert (tmp_path / "speed-quick.md").read_text().count("| eager |") == 2
+
+
+def test_compile_on_is_refused_clearly_where_no_c_compiler_exists(monkeypatch):
+    import shutil
+
+    import pytest
+
+    from gouache.config import Speed
+    from gouache.generation.loop.speed import resolve_speed
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv("CC", raising=False)
+    with pytest.raises(ValueError, match=r'compile = "on" cannot work.*no C compiler'):
+        resolve_speed(Speed(compile="on"))
+    assert resolve_speed(Speed(compile="auto")).compile is False  # auto never needs one
