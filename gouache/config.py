@@ -274,6 +274,11 @@ class WorkerSettings(BaseModel):
         "gouache.generation.loop.engine:Engine",
         description="import path of the engine class, called with the model registry",
     )
+    on_demand: bool = Field(
+        False,
+        description="workers are started by the queue (Kubernetes with KEDA scaling to zero): "
+        "with none running, a reply says one is being started instead of that none runs",
+    )
     drain_seconds: float = Field(
         20.0, ge=0,
         description="on SIGTERM: seconds to finish running lanes before handing the rest back "

@@ -18,6 +18,7 @@ __all__ = [
     "queued",
     "generator_not_running",
     "no_worker_yet",
+    "worker_scaling_up",
     "worker_starting",
     "no_worker_since_start",
     "no_heartbeat_for",
@@ -178,6 +179,11 @@ def generator_not_running() -> str:
 
 def worker_starting() -> str:
     return "The image generator is starting (loading its models); the first images take a little longer."
+
+
+def worker_scaling_up() -> str:
+    return ("No image generator is running right now; one is being started for your request "
+            "(it loads its models first, so this one takes a minute or two longer).")  # fmt: skip
 
 
 def no_worker_yet() -> str:

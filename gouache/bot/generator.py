@@ -50,6 +50,7 @@ class GeneratorWatch:
         worker = settings.worker
         self.max_age = max(30.0, 3 * worker.heartbeat_seconds, 3 * worker.poll_seconds)
         self._since = since
+        self._on_demand = worker.on_demand
         self._restarts = restarts
         self._clock = clock
 
@@ -65,11 +66,15 @@ class GeneratorWatch:
             reason = f"{messages.worker_starting()} {messages.no_worker_since_start(age)}"
             return GeneratorState(False, reason, age, starting=True)
         if seen is None:
+            if self._on_demand:  # the queue starts a worker (KEDA): the job is its reason
+                return GeneratorState(False, messages.worker_scaling_up(), None, starting=True)
             return GeneratorState(False, self._why(messages.no_worker_yet(), restarts), None)
         seen_at = _timestamp(seen)
         age = max(0.0, self._clock() - seen_at)
         if self._since is not None and seen_at < self._since:
             return GeneratorState(False, self._why(messages.no_worker_since_start(age), restarts), age)
+        if age > self.max_age and self._on_demand:
+            return GeneratorState(False, messages.worker_scaling_up(), age, starting=True)
         if age > self.max_age:
             return GeneratorState(False, self._why(messages.no_heartbeat_for(age), restarts), age)
         return GeneratorState(True, "ok", age)

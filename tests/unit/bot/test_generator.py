@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from gouache import messages
 from gouache.bot.generator import GeneratorWatch
 from gouache.config import Settings
 from gouache.storage.base import QueueStats
@@ -73,3 +74,14 @@ def test_our_workers_first_start_is_starting_not_broken() -> None:
     assert not late.live and not late.starting
     crashed = _watch(since=NOW - 20, restarts=lambda: 1).judge(_stats(None))
     assert not crashed.starting and "exited once" in crashed.reason
+
+
+def test_workers_on_demand_are_being_started_not_missing() -> None:
+    """Scaled to zero by the queue (KEDA): no worker is the normal idle state, and the job
+    that just arrived is what starts one, so the reply says that."""
+    watch = GeneratorWatch(Settings(worker={"on_demand": True}), clock=lambda: NOW)
+    for stats in (_stats(None), _stats(NOW - 3600)):
+        state = watch.judge(stats)
+        assert not state.live and state.starting
+        assert state.reason == messages.worker_scaling_up()
+    assert watch.judge(_stats(NOW - 5)).live
