@@ -52,7 +52,8 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "diversity", "interpolate", "queue", "cancel", "gouache"}
+    assert set(commands) == {"imagine", "depth", "diversity", "interpolate", "loras", "queue", "cancel",
+                             "gouache"}
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
     assert imagine["prompt"]["max_length"] == settings.limits.max_prompt_chars
@@ -129,7 +130,8 @@ async def test_delivery_posts_files_with_mentions_disabled(bot: Bot) -> None:
     assert [name for name, _ in post.files] == ["image-0.png", "denoise-0.gif"]
     assert "a cube @\u200beveryone" in post.content and f"seed {job.request.seed}" in post.content
     ids = [c["custom_id"] for row in post.json["components"] for c in row["components"]]
-    assert ids == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")]
+    assert ids == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")] + [
+        f"gouache:{a}.0:{job.id}" for a in ("upscale", "vary-subtle", "vary-strong")]  # U and V per image
 
 
 async def test_upload_too_large_degrades_to_fewer_files(bot: Bot) -> None:

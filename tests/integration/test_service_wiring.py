@@ -184,7 +184,7 @@ async def test_flagged_images_are_never_shown_in_the_clear(running: Running) -> 
     assert running.slack.find("upload") == []  # the flagged image was never sent
 
 
-@pytest.mark.parametrize("text", ["/nosuchcommand x", "/upscale a fox"])
+@pytest.mark.parametrize("text", ["/nosuchcommand x", "/inpaint a fox"])
 async def test_an_unknown_command_is_refused_with_the_list(running: Running, text: str) -> None:
     status, body = await running.web("POST", "/api/jobs", {"command": text})
     assert status == 400

@@ -128,7 +128,8 @@ async def test_delivery_uploads_into_the_job_thread_and_escapes_user_text(app: S
     assert "<!channel>" not in complete.args["initial_comment"]
     assert "<!channel>" not in root.args["text"]
     values = [e["value"] for b in blocks_of(root) if b["type"] == "actions" for e in b["elements"]]
-    assert values == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")]
+    assert values == [f"gouache:{a}:{job.id}" for a in ("reroll", "variations", "gif", "diversify")] + [
+        f"gouache:{a}.0:{job.id}" for a in ("upscale", "vary-subtle", "vary-strong")]  # U and V per image
 
 
 async def test_reroll_button_creates_a_new_job_with_a_new_seed(app: SlackApp) -> None:

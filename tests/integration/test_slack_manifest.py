@@ -50,6 +50,8 @@ async def test_every_manifest_command_is_answered_by_the_real_app(tmp_path: Path
         for entry in manifest()["features"]["slash_commands"]:
             sent = await app.slack.command(entry["command"], "a cube")
             assert sent["status"] == 200, entry
-        await app.replies(2)  # /imagine and /diversity queue; /depth opens its modal
-        assert len(app.fake.find("views.open")) == 1
+        await app.replies(2)  # /imagine and /diversity queue; the commands a file needs open
+        # the file modal (/depth, /upscale, /edit); /interpolate without its "|" is refused
+        needs_file = [k for k, spec in KINDS.items() if spec.needs_file]
+        assert len(needs_file) == 3 and len(app.fake.find("views.open")) == len(needs_file)
         assert {j.request.kind.value for j in await app.jobs()} == {"imagine", "diversity"}

@@ -190,7 +190,7 @@ class RunningBatch:
         for _attempt in (1, 2):
             try:
                 with sticky_device_errors():
-                    self._check_fault("encode", [item.item_id])
+                    self._check_fault("prompt", [item.item_id])
                     return model.family.encode(model, [item], spec, cfg, self.shape.width,
                                                self.shape.height)  # fmt: skip
             except Exception as exc:

@@ -90,7 +90,7 @@ def test_cancelling_everything_stops_without_decoding(registry):
     engine = Engine(registry, fault=lambda stage, ids: decoded.append(stage))
     results = engine.generate(key(), ITEMS, should_stop=lambda item_id: True)
     assert all(r.cancelled and not r.images for r in results)
-    assert set(decoded) <= {"encode"}  # the prompts were encoded at admit; nothing denoised or decoded
+    assert set(decoded) <= {"prompt"}  # the prompts were encoded at admit; nothing denoised or decoded
 
 
 @pytest.mark.parametrize("model_name", ["builtin:tiny", "tiny-preview"])

@@ -55,7 +55,7 @@ def test_the_predicates():
 
 def test_out_of_memory_in_the_text_encoders_fails_that_item_alone(registry, float_running_cls, oom):
     def fault(stage, ids):
-        if stage == "encode" and "mine" in ids:
+        if stage == "prompt" and "mine" in ids:
             raise oom()
 
     batch = float_running_cls(registry, SD, fault=fault)
@@ -70,7 +70,7 @@ def test_a_passing_out_of_memory_in_the_text_encoders_is_retried(registry, float
     raised: list[str] = []
 
     def fault(stage, ids):
-        if stage == "encode" and not raised:
+        if stage == "prompt" and not raised:
             raised.append(ids[0])
             raise oom()
 

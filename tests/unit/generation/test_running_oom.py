@@ -60,7 +60,7 @@ def test_a_lane_that_never_fits_fails_alone(registry, float_running_cls):
         assert np.abs(results[item_id].images[0] - expected[item_id].images[0]).max() <= TOL
 
 
-@pytest.mark.parametrize("stage", ["encode", "denoiser", "decode", "frames"])
+@pytest.mark.parametrize("stage", ["prompt", "denoiser", "decode", "frames"])
 @pytest.mark.parametrize("error", [
     RuntimeError("CUDA error: an illegal memory access was encountered"),
     RuntimeError("CUDA error: unspecified launch failure"),
