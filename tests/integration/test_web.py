@@ -149,7 +149,8 @@ async def test_imagine_streams_progress_and_serves_images_and_gif(stack: Stack) 
         body = await stack.client.get(artifact["url"])
         assert body.status == 200 and body.headers["Content-Type"] == artifact["mime"]
         Image.open(io.BytesIO(await body.read())).verify()
-    assert set(last["actions"]) == {"reroll", "variations", "diversify"}  # it already has a GIF
+    per_image = {f"{a}.{i}" for a in ("upscale", "vary-subtle", "vary-strong") for i in (0, 1)}
+    assert set(last["actions"]) == {"reroll", "variations", "diversify"} | per_image  # it has a GIF
 
 
 async def test_user_errors_are_json_with_the_users_message(stack: Stack) -> None:

@@ -118,13 +118,23 @@ function renderArtifacts(card, job) {
     }
   }
   const buttons = card.querySelector(".buttons");
-  const labels = { reroll: "Reroll", variations: "Variations", gif: "Make GIF", diversify: "Diversify" };
   for (const action of job.actions || []) {
+    const label = actionLabel(action);
     buttons.append(el("button", {
       type: "button", dataset: { action },
-      onclick: () => submit(api(`/api/jobs/${job.id}/actions/${action}`, { method: "POST" }), labels[action]),
-    }, labels[action]));
+      onclick: () => submit(api(`/api/jobs/${job.id}/actions/${action}`, { method: "POST" }), label),
+    }, label));
   }
+}
+
+// A button's label: the job's own actions by name; per-image ones ("upscale.0") as U1, V1 subtle...
+function actionLabel(action) {
+  const labels = { reroll: "Reroll", variations: "Variations", gif: "Make GIF", diversify: "Diversify" };
+  const [name, index] = action.split(".");
+  if (index === undefined) return labels[name] || name;
+  const n = Number(index) + 1;
+  const perImage = { upscale: `U${n}`, "vary-subtle": `V${n} subtle`, "vary-strong": `V${n} strong` };
+  return perImage[name] || action;
 }
 
 function jobCard(job) {
