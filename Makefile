@@ -23,8 +23,10 @@ lint: $(STAMP)
 	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec compose.yaml
 
+# Four workers on two cores: most integration tests wait on subprocesses and sockets, and each
+# worker gets its own PostgreSQL database and temporary folders (tests/integration/conftest.py).
 test: lint services
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 4 --durations=25
 
 bench: $(STAMP) services
 	$(PY) benchmarks/queue.py

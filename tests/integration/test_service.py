@@ -36,10 +36,6 @@ class Service:
             "GOUACHE_WORKER__HEARTBEAT_SECONDS": "0.3",
             "GOUACHE_WORKER__PROGRESS_INTERVAL_SECONDS": "0.1",
             "GOUACHE_WORKER__LEASE_SECONDS": "3",
-            # One test client sends bursts of jobs: it is one web identity now (signed cookies),
-            # so its own and the web group's buckets must hold a burst.
-            "GOUACHE_ADMISSION__BURST": "50",
-            "GOUACHE_WEB__GROUP_BURST": "50",
             **env,
         }
         self._log = log.open("ab")
@@ -121,7 +117,10 @@ def _alive(pid: int) -> bool:
 
 
 def test_run_serves_reports_metrics_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    service = Service(tmp_path / "data", tmp_path / "run.log").start()
+    # One test client sends a burst of six jobs: it is one web identity (signed cookies), so
+    # its own and the web group's buckets must hold the burst.
+    service = Service(tmp_path / "data", tmp_path / "run.log", GOUACHE_ADMISSION__BURST="50",
+                      GOUACHE_WEB__GROUP_BURST="50").start()
     try:
         log = service.text()
         assert "Discord: disabled, no GOUACHE_DISCORD__TOKEN" in log
