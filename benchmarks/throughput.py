@@ -333,7 +333,7 @@ def run_request(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -
     hook = meter.hook(ctx["model"].denoiser_call)  # outside a compiled graph
 
     def fault(stage: str, ids: Any) -> None:
-        if stage != "unet":
+        if stage != "denoiser":
             return
         now = clock.now()
         for rid in dict.fromkeys(ids):
