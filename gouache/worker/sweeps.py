@@ -133,9 +133,23 @@ def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result:
     return out
 
 
+# The A1111 field each sweep axis varies (prompt: the first line, with its "{}").
+_PARAMETER_LABELS = {"cfg": "CFG scale", "steps": "Steps", "sampler": "Sampler", "seed": "Seed",
+                     "size": "Size", "ar": "Size"}  # fmt: skip
+
+
 def sweep_description(request: Request) -> str:
-    """The grid's ``parameters`` text: the base parameters and the axes."""
+    """The grid's ``parameters`` text: the base parameters with every swept field showing the
+    values its cells used (``CFG scale: 3/7/12``), then the axes."""
+    import re
+
     from gouache.generation.png import png_parameters
 
+    text = png_parameters(request)
+    for axis, values in request.sweep:
+        label = _PARAMETER_LABELS.get(axis)
+        if label is not None:
+            shown = f"{label}: {'/'.join(values)}"
+            text = re.sub(rf"{label}: [^,\n]+", lambda _m, shown=shown: shown, text, count=1)
     axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
-    return f"{png_parameters(request)}\nSweep: {axes}"
+    return f"{text}\nSweep: {axes}"

@@ -290,3 +290,13 @@ def test_a_depth_strength_sweep_on_a_photo_estimates_its_depth_once(registry) ->
     assert seen == [(48, 48)]  # one estimate for the three cells
     first, _, last = (np.asarray(im, np.int16) for im in result.images)
     assert np.abs(first - last).mean() > 0.5  # strength 0 vs 2: the control shows
+
+
+def test_the_grid_metadata_shows_the_values_its_cells_used() -> None:
+    from gouache.worker.sweeps import sweep_description
+
+    request = tiny_request(sweep=(("cfg", ("3", "7")), ("steps", ("10", "25"))), guidance=2.0, steps=20)
+    text = sweep_description(request)
+    assert "CFG scale: 3/7" in text and "Steps: 10/25" in text
+    assert "CFG scale: 2," not in text and "Steps: 20," not in text  # no cell used those
+    assert text.endswith("Sweep: cfg=3,7; steps=10,25")
