@@ -149,7 +149,7 @@ def sweep_description(request: Request) -> str:
     for axis, values in request.sweep:
         label = _PARAMETER_LABELS.get(axis)
         if label is not None:
-            shown = f"{label}: {'/'.join(values)}"
-            text = re.sub(rf"{label}: [^,\n]+", lambda _m, shown=shown: shown, text, count=1)
+            shown = f"{label}: {'/'.join(values)}".replace("\\", "\\\\")  # a literal replacement
+            text = re.sub(rf"{label}: [^,\n]+", shown, text, count=1)
     axes = "; ".join(f"{axis}={','.join(values)}" for axis, values in request.sweep)
     return f"{text}\nSweep: {axes}"
