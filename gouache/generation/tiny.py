@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -284,14 +285,15 @@ def build_tiny(root: Path, family: Family = "sd") -> Path:
     return root
 
 
-def ensure_tiny(root: Path, family: Family = "sd") -> Path:
-    """Build once: concurrent processes build into a temporary sibling and rename it into place."""
+def build_once(root: Path, build: Callable[[Path], object]) -> Path:
+    """Build ``root`` with ``build(folder)`` once: concurrent processes build into a temporary
+    sibling and rename it into place; a finished folder is marked complete and kept."""
     if (root / _DONE).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     try:
-        build_tiny(staging, family)
+        build(staging)
         (staging / _DONE).write_text(LABEL + "\n", encoding="utf-8")
         try:
             os.replace(staging, root)
@@ -301,6 +303,11 @@ def ensure_tiny(root: Path, family: Family = "sd") -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+def ensure_tiny(root: Path, family: Family = "sd") -> Path:
+    """Build builtin:tiny once (``build_once``)."""
+    return build_once(root, lambda folder: build_tiny(folder, family))
 
 
 def build_tiny_depth_estimator(root: Path, kind: Literal["dpt", "depth_anything"] = "dpt") -> Path:
@@ -344,21 +351,7 @@ def build_tiny_depth_estimator(root: Path, kind: Literal["dpt", "depth_anything"
 
 def ensure_tiny_depth_estimator(root: Path) -> Path:
     """Build builtin:tiny's depth estimator once (a tiny random DPT), like ``ensure_tiny``."""
-    if (root / _DONE).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
-    try:
-        build_tiny_depth_estimator(staging)
-        (staging / _DONE).write_text(LABEL + "\n", encoding="utf-8")
-        try:
-            os.replace(staging, root)
-        except OSError:
-            if not (root / _DONE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+    return build_once(root, build_tiny_depth_estimator)
 
 
 def build_single_file_pair(root: Path, family: Family = "sd") -> tuple[Path, Path, Path]:

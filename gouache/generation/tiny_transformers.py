@@ -14,8 +14,6 @@ transformer/, vae/, text encoders, tokenizers, scheduler/).
 
 from __future__ import annotations
 
-import os
-import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -23,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from gouache.generation.tiny import LABEL, _text_config, make_tokenizer
+from gouache.generation.tiny import _text_config, build_once, make_tokenizer
 
 __all__ = ["VARIANTS", "Variant", "build_tiny_transformer", "ensure_tiny_transformer", "make_qwen_tokenizer",
            "make_t5_tokenizer"]
@@ -34,7 +32,6 @@ _CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_DONE = ".complete"
 _SEED = 0
 
 
@@ -210,19 +207,5 @@ def build_tiny_transformer(root: Path, variant: Variant) -> Path:
 
 
 def ensure_tiny_transformer(root: Path, variant: Variant) -> Path:
-    """Build once, into a temporary sibling renamed into place (as ``tiny.ensure_tiny``)."""
-    if (root / _DONE).is_file():
-        return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
-    try:
-        build_tiny_transformer(staging, variant)
-        (staging / _DONE).write_text(LABEL + "\n", encoding="utf-8")
-        try:
-            os.replace(staging, root)
-        except OSError:
-            if not (root / _DONE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+    """Build once, as ``tiny.ensure_tiny`` (``tiny.build_once``)."""
+    return build_once(root, lambda folder: build_tiny_transformer(folder, variant))
