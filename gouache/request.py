@@ -302,10 +302,16 @@ class Request:
         return "|".join(str(part) for part in parts)
 
     @property
+    def runs_whole(self) -> bool:
+        """Sweeps, interpolations and tiled upscales (many lanes of running batches of their
+        own) and /diversity --enlarge (a baseline and an enlarged set, paired): the worker runs
+        such a job whole rather than admitting it as lanes of a shared batch."""
+        return bool(self.sweep or self.frames or self.enlarge or self.tile)
+
+    @property
     def is_experiment(self) -> bool:
-        """Sweeps, interpolations, --process and /diversity --enlarge (a baseline and an
-        enlarged set, paired) run through the worker's request-level path."""
-        return bool(self.sweep or self.process or self.frames or self.enlarge or self.tile)
+        """Jobs claimed alone (a shape key of their own): those run whole, and --process."""
+        return self.runs_whole or self.process
 
     @property
     def shape_key(self) -> str:

@@ -116,7 +116,7 @@ class Worker:
         """One claim: its jobs' lanes in a running batch (newcomers join when ``join``), or a
         sweep, interpolation or ``--enlarge`` job run whole; every job ends on its own terms."""
         batching = self.settings.batching
-        whole = is_experiment(jobs[0].request) or bool(jobs[0].request.enlarge)
+        whole = jobs[0].request.runs_whole
         batch = None
         if not whole:
             try:
