@@ -165,7 +165,7 @@ class RunningBatch:
         cfg = self.cfg(spec)
         loras = item_loras(model, item.loras)  # loads them; a bad file fails this item here
         if cond is None:
-            with torch.inference_mode(), loras:
+            with loras:  # _encode_prompt runs in inference mode
                 cond = self._encode_prompt(item, spec, cfg)
         user = user if user is not None else item.item_id
         shape = family.latent_shape(model, self.shape.width, self.shape.height)
