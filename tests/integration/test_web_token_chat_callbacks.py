@@ -8,6 +8,7 @@ check their platform's signature; the token check leaves them to it.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -46,7 +47,7 @@ async def test_signed_slack_requests_pass_the_web_token_check(tmp_path: Path) ->
             sender = SlackSender(str(client.make_url(SLACK_PATH)), SECRET, fake)
             sent = await sender.command("/imagine", "a red cube")
             assert sent["status"] == 200, sent["reply"]
-            [job] = await storage.list_jobs()
+            [job] = await _jobs_once_queued(storage)
             assert job.request.origin.request_id == sent["trigger_id"]
 
             forged = SlackSender(str(client.make_url(SLACK_PATH)), "not-the-secret", fake)
@@ -55,3 +56,11 @@ async def test_signed_slack_requests_pass_the_web_token_check(tmp_path: Path) ->
             assert (await client.get("/api/jobs")).status == 401  # the API still needs the token
         finally:
             await client.close()
+
+
+async def _jobs_once_queued(storage, timeout: float = 10.0) -> list:
+    """The jobs, once the command's job is in: Slack is answered first, the job enqueued after."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (jobs := await storage.list_jobs()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    return jobs
