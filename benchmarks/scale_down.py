@@ -63,13 +63,17 @@ def _spawn(url: str, name: str, max_rows: int, step_s: float, log: Path) -> subp
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
 
-async def _until(conn: asyncpg.Connection, sql: str, *args: Any, timeout: float = 60.0) -> None:
+async def _until(conn: asyncpg.Connection, sql: str, *args: Any, timeout: float = 60.0,
+                 logs: Path | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if await conn.fetchval(sql, *args):
             return
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"not within {timeout:.0f}s: {sql}")
+    jobs = await conn.fetch("SELECT worker_id, status, count(*) AS n FROM jobs GROUP BY 1, 2 ORDER BY 1, 2")
+    tails = "".join(f"\n--- {log.name}\n" + log.read_text(errors="replace")[-3000:]
+                    for log in sorted(logs.glob("*.log"))) if logs else ""  # fmt: skip
+    raise TimeoutError(f"not within {timeout:.0f}s: {sql}\njobs: {[dict(r) for r in jobs]}{tails}")
 
 
 async def scale_down(url: str, workdir: Path) -> dict[str, Any]:
@@ -90,14 +94,18 @@ async def scale_down(url: str, workdir: Path) -> dict[str, Any]:
         # with room left for what "leaving" will hand back.
         leaving = _spawn(url, "leaving", 2 * BATCH, LEAVING_STEP_S, workdir / "leaving.log")
         procs.append(leaving)
-        await _until(conn, "SELECT 1 FROM workers WHERE id = 'leaving'")
+        await _until(conn, "SELECT 1 FROM workers WHERE id = 'leaving'", logs=workdir)
         await enqueue("a")
         held = "SELECT count(*) >= $1 FROM jobs WHERE worker_id = $2 AND status = 'running' AND progress > 0"
-        await _until(conn, held, BATCH, "leaving")
+        await _until(conn, held, BATCH, "leaving", logs=workdir)
         procs.append(_spawn(url, "staying", 6 * BATCH, STAYING_STEP_S, workdir / "staying.log"))
-        await _until(conn, "SELECT 1 FROM workers WHERE id = 'staying'")
+        await _until(conn, "SELECT 1 FROM workers WHERE id = 'staying'", logs=workdir)
         await enqueue("b")
-        await _until(conn, held, BATCH, "staying")
+        # "staying" has taken its own batch: each of its jobs has stepped, or already finished
+        # (a lane there is short, and on a loaded machine the first may end before the last starts).
+        taken = ("SELECT count(*) >= $1 FROM jobs WHERE worker_id = $2 AND "
+                 "(status = 'succeeded' OR (status = 'running' AND progress > 0))")  # fmt: skip
+        await _until(conn, taken, BATCH, "staying", logs=workdir)
         holding = [r["id"] for r in await conn.fetch(
             "SELECT id FROM jobs WHERE worker_id = 'leaving' AND status = 'running'")]  # fmt: skip
         sigterm_at = time.time()
