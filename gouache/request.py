@@ -293,34 +293,28 @@ class Request:
             parts.append(f"image={self.image_strength!r}")
         if self.sweep:  # a sweep's cells are batched by the worker, never with other jobs
             parts.append("sweep=" + json.dumps(self.sweep, separators=(",", ":")))
-        if self.process:
-            parts.append("process")
         if self.tile:  # a tiled upscale runs alone
             parts.append(f"tile={self.tile}")
-        if self.frames:  # an interpolation runs alone
+        if self.frames:  # an interpolation's lanes carry their own noise and embeddings
             parts.append(f"frames={self.frames}")
         return "|".join(str(part) for part in parts)
 
     @property
     def runs_whole(self) -> bool:
-        """Sweeps, interpolations and tiled upscales (many lanes of running batches of their
-        own) and /diversity --enlarge (a baseline and an enlarged set, paired): the worker runs
-        such a job whole rather than admitting it as lanes of a shared batch."""
-        return bool(self.sweep or self.frames or self.enlarge or self.tile)
-
-    @property
-    def is_experiment(self) -> bool:
-        """Jobs claimed alone (a shape key of their own): those run whole, and --process."""
-        return self.runs_whole or self.process
+        """Sweeps and tiled upscales (many lanes of running batches of their own, of their own
+        shapes) and /diversity --enlarge (a baseline and an enlarged set, paired): the worker
+        runs such a job whole rather than admitting it as lanes of a shared batch. Interpolation
+        frames and ``--process`` jobs are lanes of the shared batch like any image."""
+        return bool(self.sweep or self.enlarge or self.tile)
 
     @property
     def shape_key(self) -> str:
         """Jobs with equal shape keys can share a step-level batch: one model, one latent size.
 
         Steps, sampler, guidance and ControlNet or not are per lane, so they are not in it.
-        Experiments are keyed by their whole batch key: they never join a running batch.
+        Jobs run whole are keyed by their whole batch key: they never join a running batch.
         """
-        if self.is_experiment:
+        if self.runs_whole:
             return "experiment|" + self.batch_key
         return self.shape.key
 

@@ -9,9 +9,11 @@ one batch key's jobs, no joiners. A job that has already crashed a worker (``att
 runs in a batch of its own that nothing joins, so a poison request cannot take other users'
 jobs down with it. SIGTERM stops the joining; the lanes already running finish and are stored.
 
-Jobs that are many lanes of their own (sweeps, interpolations) and ``/diversity --enlarge``
-(a baseline and an enlarged set) are claimed alone and run whole by ``run_whole`` under the
-same keep-alive: one heartbeat, one progress writer, one place that picks up cancellations.
+An interpolation is one job of many lanes in the shared batch (a lane per frame, each with its
+own noise and text embeddings); it is stored when its last frame retires. Jobs that are many
+lanes of batches of their own shapes (sweeps, tiled upscales) and ``/diversity --enlarge`` (a
+baseline and an enlarged set) are claimed alone and run whole by ``run_whole`` under the same
+keep-alive: one heartbeat, one progress writer, one place that picks up cancellations.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gouache.generation.loop.batch import ItemResult
 from gouache.storage.base import Storage, StorageError
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 from gouache.worker.engine_like import RunningBatchLike
+from gouache.worker.experiments import admit_interpolation, interpolation_artifacts
 from gouache.worker.jobs import EstimatorLookup, item_for, lane_spec
 
 __all__ = ["BatchRun", "Finish", "RunWhole", "stop_task"]
@@ -65,6 +68,8 @@ class BatchRun:
     join: bool = True  # step mode: newcomers of the shape join between steps
     jobs: dict[str, Job] = field(default_factory=dict)
     controls: dict[str, Any] = field(default_factory=dict)  # /depth: the depth map each job used
+    frames: dict[str, list[str]] = field(default_factory=dict)  # /interpolate: job -> its lanes' items
+    retired_frames: dict[str, dict[str, ItemResult]] = field(default_factory=dict)
     progress: dict[str, float] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)  # jobs run whole: asked to stop
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -96,15 +101,53 @@ class BatchRun:
         while len(batch):
             retired = await asyncio.to_thread(batch.step)
             self.steps += 1
-            for item_id, (done, total) in batch.progress().items():
-                if item_id in self.progress:
-                    self.progress[item_id] = done / max(total, 1)
-            for result in retired:
+            self._progress(batch.progress())
+            for part in retired:
+                whole = await self._whole_job_result(part, batch)
+                if whole is None:  # an interpolation frame whose siblings are still running
+                    continue
+                result, made = whole
                 job = self.jobs.pop(result.item_id)
                 self.progress.pop(job.id, None)
-                await self.finish(job, result, None, None, self.controls.pop(job.id, None))
+                await self.finish(job, result, made, None, self.controls.pop(job.id, None))
             if not alone and not self.stop.is_set():
                 await self._join(first[0], batch)
+
+    def _progress(self, items: dict[str, tuple[int, int]]) -> None:
+        """Each job's progress: its item's, or the sum over an interpolation's frames."""
+        for item_id, (done, total) in items.items():
+            if item_id in self.progress:
+                self.progress[item_id] = done / max(total, 1)
+        for job_id, parts in self.frames.items():
+            steps = self.jobs[job_id].request.steps
+            done = sum(items[p][0] if p in items else steps for p in parts)
+            self.progress[job_id] = done / max(steps * len(parts), 1)
+
+    async def _whole_job_result(self, part: ItemResult, batch: RunningBatchLike,
+                                ) -> tuple[ItemResult, list[Artifact] | None] | None:  # fmt: skip
+        """A retired item as its job's result, or None while an interpolation's other frames
+        run. A frame that fails or is cancelled stops its siblings; the job ends as it did."""
+        job_id = part.item_id.split(":frame-")[0]
+        if job_id not in self.frames:
+            return part, None
+        parts = self.frames[job_id]
+        retired = self.retired_frames.setdefault(job_id, {})
+        retired[part.item_id] = part
+        if not part.ok:
+            for item_id in parts:
+                if item_id not in retired:
+                    batch.cancel(item_id)
+        if len(retired) < len(parts):
+            return None
+        del self.frames[job_id], self.retired_frames[job_id]
+        results = [retired[item_id] for item_id in parts]
+        failed = next((r for r in results if r.error is not None), None)
+        if failed is not None or any(r.cancelled for r in results):
+            return ItemResult(job_id, error=failed.error if failed else None, cancelled=failed is None), None
+        frames = [r.images[0] for r in results]
+        request = self.jobs[job_id].request
+        made = await asyncio.to_thread(interpolation_artifacts, job_id, request, frames, self.settings.gif)
+        return ItemResult(job_id, images=frames), made
 
     async def _whole(self, job: Job, run_whole: RunWhole) -> None:
         self.jobs[job.id] = job
@@ -144,20 +187,27 @@ class BatchRun:
     async def _admit(self, jobs: Sequence[Job], batch: RunningBatchLike) -> None:
         for job in jobs:
             try:
-                inputs = await self._inputs(job)
-                s = self.settings
-                item = await asyncio.to_thread(  # decoding and depth estimation
-                    item_for, job.id, job.request, inputs, s.limits, s.gif, self.estimators
-                )
-                batch.admit(item, lane_spec(job.request), user=job.user)
-                if item.control_image is not None:
-                    self.controls[job.id] = item.control_image
+                if job.request.frames:  # /interpolate: a lane per frame, each its own noise and text
+                    self.frames[job.id] = await asyncio.to_thread(
+                        admit_interpolation, batch, job.id, job.request, job.user)  # fmt: skip
+                else:
+                    await self._admit_one(job, batch)
             except UserError as exc:
                 await self.storage.fail(job.id, self.worker_id, exc.message)
                 continue
             self.jobs[job.id] = job
             self.progress[job.id] = 0.0
             self.admitted += 1
+
+    async def _admit_one(self, job: Job, batch: RunningBatchLike) -> None:
+        inputs = await self._inputs(job)
+        s = self.settings
+        item = await asyncio.to_thread(  # decoding and depth estimation
+            item_for, job.id, job.request, inputs, s.limits, s.gif, self.estimators
+        )
+        batch.admit(item, lane_spec(job.request), user=job.user)
+        if item.control_image is not None:
+            self.controls[job.id] = item.control_image
 
     async def _inputs(self, job: Job) -> list[Artifact]:
         """The job's uploads (a /depth map or photo), read from storage."""
@@ -167,7 +217,8 @@ class BatchRun:
 
     def _cancel(self, job_id: str) -> None:
         if self.batch is not None:
-            self.batch.cancel(job_id)
+            for item_id in self.frames.get(job_id, [job_id]):
+                self.batch.cancel(item_id)
         with self.lock:
             self.cancelled.add(job_id)
 

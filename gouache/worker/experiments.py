@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from gouache.generation.inputs.uploads import DepthEstimatorLike
     from gouache.generation.models import LoadedModel
 
-__all__ = ["is_experiment", "experiment_job", "interpolate_job", "loaded_model", "process_artifacts",
-           "sweep_job"]
+__all__ = ["is_experiment", "experiment_job", "admit_interpolation", "interpolate_job", "interpolation_artifacts",
+           "loaded_model", "process_artifacts", "sweep_job"]
 
 
 def is_experiment(request: Request) -> bool:
@@ -70,22 +70,15 @@ def interpolate_job(
     *,
     batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
-    """/interpolate: every frame (the result's images), a looping GIF, a strip and the two
-    endpoints as ``image-0.png`` and ``image-<last>.png`` with their own parameters. The frames
-    are lanes of one running batch (``batching.max_rows`` rows a step)."""
-    from dataclasses import replace
-
-    from gouache.generation.experiments.grid import labelled_strip
-    from gouache.generation.experiments.interpolate import interpolate, weights
-    from gouache.generation.gif import encode_gif
-    from gouache.generation.png import encode_png, png_parameters
+    """/interpolate run to the end in a running batch of its own (``gouache generate``; the
+    worker admits the frames into its shared batch with ``admit_interpolation``)."""
+    from gouache.generation.experiments.interpolate import interpolate
 
     batching = batching or Batching()
     batch = engine.running_batch(shape_of(request), row_budget=batching.max_rows,
                                  decode_chunk=batching.decode_chunk)  # fmt: skip
-    seed_b = request.seed if request.seed_b is None else request.seed_b
     frames = interpolate(
-        batch, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b),
+        batch, batch_key_for(request), (request.prompt, request.prompt_b), (request.seed, seed_b(request)),
         request.frames, negative_prompt=request.negative_prompt, on_step=on_step,
         should_stop=(lambda: should_stop(job_id)) if should_stop is not None else None,
     )  # fmt: skip
@@ -93,14 +86,43 @@ def interpolate_job(
     if len(frames) < request.frames:
         result.cancelled = True
         return result, []
+    return result, interpolation_artifacts(job_id, request, frames, gif)
+
+
+def seed_b(request: Request) -> int:
+    """The second endpoint's seed: ``--seed2``, or the first endpoint's."""
+    return request.seed if request.seed_b is None else request.seed_b
+
+
+def admit_interpolation(batch: Any, job_id: str, request: Request, user: str) -> list[str]:
+    """Admit /interpolate's frames as ``user``'s lanes of the worker's shared running batch;
+    returns their item ids in frame order (``<job id>:frame-<k>``)."""
+    from gouache.generation.experiments.interpolate import admit_frames
+
+    return admit_frames(batch, batch_key_for(request), (request.prompt, request.prompt_b),
+                        (request.seed, seed_b(request)), request.frames,
+                        negative_prompt=request.negative_prompt, user=user, prefix=f"{job_id}:frame")  # fmt: skip
+
+
+def interpolation_artifacts(job_id: str, request: Request, frames: Sequence[Image], gif: GifSettings,
+                            ) -> list[Artifact]:  # fmt: skip
+    """Every frame's GIF, a labelled strip and the two endpoints as ``image-0.png`` and
+    ``image-<last>.png`` with their own parameters."""
+    from dataclasses import replace
+
+    from gouache.generation.experiments.grid import labelled_strip
+    from gouache.generation.experiments.interpolate import weights
+    from gouache.generation.gif import encode_gif
+    from gouache.generation.png import encode_png, png_parameters
+
     last = request.frames - 1
-    end_b = replace(request, prompt=request.prompt_b, seed=seed_b)
+    end_b = replace(request, prompt=request.prompt_b, seed=seed_b(request))
     labels = [f"{w:.2f}" for w in weights(request.frames)]
-    title = f"{request.prompt} (seed {request.seed}) -> {request.prompt_b} (seed {seed_b})"
-    strip = labelled_strip(frames, labels, title=title[:160])
-    return result, [
+    title = f"{request.prompt} (seed {request.seed}) -> {request.prompt_b} (seed {end_b.seed})"
+    strip = labelled_strip(list(frames), labels, title=title[:160])
+    return [
         Artifact(job_id, "interpolation.gif", ArtifactKind.GIF, "image/gif",
-                 encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)),
+                 encode_gif(list(frames), max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)),
         Artifact(job_id, "strip.png", ArtifactKind.IMAGE, "image/png", encode_png(strip)),
         Artifact(job_id, "image-0.png", ArtifactKind.IMAGE, "image/png",
                  encode_png(frames[0], png_parameters(request)), 0),

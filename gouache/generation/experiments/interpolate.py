@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from gouache.generation.loop.batch import BatchKey
     from gouache.generation.loop.running import RunningBatch
 
-__all__ = ["slerp", "weights", "interpolate"]
+__all__ = ["slerp", "weights", "admit_frames", "interpolate"]
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float, dot_threshold: float = 0.9995) -> torch.Tensor:
@@ -48,6 +48,43 @@ def weights(frames: int) -> list[float]:
 
 
 @torch.inference_mode()
+def admit_frames(
+    batch: RunningBatch,
+    key: BatchKey,
+    prompts: tuple[str, str],
+    seeds: tuple[int, int],
+    frames: int,
+    *,
+    negative_prompt: str = "",
+    user: str = "interpolation",
+    prefix: str = "frame",
+) -> list[str]:
+    """Admit ``frames`` lanes from (prompts[0], seeds[0]) to (prompts[1], seeds[1]), both
+    included, into ``batch`` (a running batch of ``key``'s shape, shared with other lanes or not);
+    returns their item ids (``<prefix>-<k>``) in frame order. Each frame is ``user``'s lane, so
+    fairness charges its steps like any of that user's images."""
+    from diffusers.utils.torch_utils import randn_tensor
+
+    model, spec = batch.model, key.spec
+    family = model.family
+    cfg = batch.cfg(spec)
+    shape = family.latent_shape(model, key.width, key.height)
+    ends = [BatchItem(f"end-{n}", prompt, negative_prompt, seed=seed)
+            for n, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))]  # fmt: skip
+    conds = [family.encode(model, [end], spec, cfg, key.width, key.height) for end in ends]
+    noises = [randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(end.seed),
+                           device=model.device, dtype=model.dtype) for end in ends]  # fmt: skip
+    ids = []
+    for k, w in enumerate(weights(frames)):
+        nearer = ends[0] if w < 0.5 else ends[1]
+        item = BatchItem(f"{prefix}-{k}", nearer.prompt, negative_prompt, seed=nearer.seed)
+        batch.admit(item, spec, user=user, cond=lerp(conds[0], conds[1], w),
+                    starts=[slerp(noises[0], noises[1], w)])  # fmt: skip
+        ids.append(item.item_id)
+    return ids
+
+
+@torch.inference_mode()
 def interpolate(
     batch: RunningBatch,
     key: BatchKey,
@@ -60,26 +97,12 @@ def interpolate(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Any]:
     """``frames`` images from (prompts[0], seeds[0]) to (prompts[1], seeds[1]), both included,
-    run as lanes of ``batch`` (a running batch of ``key``'s shape that nothing else joins).
+    run to the end as lanes of ``batch`` (``gouache generate``; the worker admits the frames into
+    its shared running batch with ``admit_frames`` instead).
 
     Returns fewer frames (none) only if ``should_stop`` interrupted the run.
     """
-    from diffusers.utils.torch_utils import randn_tensor
-
-    model, spec = batch.model, key.spec
-    family = model.family
-    cfg = batch.cfg(spec)
-    shape = family.latent_shape(model, key.width, key.height)
-    ends = [BatchItem(f"end-{n}", prompt, negative_prompt, seed=seed)
-            for n, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))]  # fmt: skip
-    conds = [family.encode(model, [end], spec, cfg, key.width, key.height) for end in ends]
-    noises = [randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(end.seed),
-                           device=model.device, dtype=model.dtype) for end in ends]  # fmt: skip
-    for k, w in enumerate(weights(frames)):
-        nearer = ends[0] if w < 0.5 else ends[1]
-        item = BatchItem(f"frame-{k}", nearer.prompt, negative_prompt, seed=nearer.seed)
-        batch.admit(item, spec, user="interpolation", cond=lerp(conds[0], conds[1], w),
-                    starts=[slerp(noises[0], noises[1], w)])  # fmt: skip
+    ids = admit_frames(batch, key, prompts, seeds, frames, negative_prompt=negative_prompt)
     out: dict[str, Any] = {}
     while len(batch):
         if should_stop is not None and should_stop():
@@ -91,4 +114,4 @@ def interpolate(
         if on_step is not None:
             running = sum(done for done, _ in batch.progress().values())
             on_step(len(out) * key.steps + running, frames * key.steps)
-    return [out[f"frame-{k}"] for k in range(frames)]
+    return [out[item_id] for item_id in ids]

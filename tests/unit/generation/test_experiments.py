@@ -250,6 +250,31 @@ def test_interpolation_endpoints_equal_the_two_images_generated_alone(registry, 
     assert np.abs(frames[2] - a).max() > 1e-3 and np.abs(frames[2] - b).max() > 1e-3
 
 
+def test_interpolation_frames_in_a_shared_batch_equal_the_frames_run_alone(registry, float_engine_cls,
+                                                                          ) -> None:  # fmt: skip
+    """The worker admits the frames beside other users' lanes (other steps, other guidance):
+    each frame equals the interpolation run in a batch of its own, and so does the other lane."""
+    from gouache.generation.experiments.interpolate import admit_frames, interpolate
+    from gouache.generation.loop.batch import BatchItem, BatchKey
+
+    engine = float_engine_cls(registry)
+    key = BatchKey("builtin:tiny", "txt2img", 64, 64, 3, "euler-a", 5.0)
+    alone = interpolate(engine.running_batch(key.shape, row_budget=16, decode_chunk=4), key,
+                        ("a red cat", "a blue dog"), (7, 11), 4)  # fmt: skip
+    other = BatchKey("builtin:tiny", "txt2img", 64, 64, 4, "ddim", 3.0)
+    other_alone = engine.generate(other, [BatchItem("o", "a green hat", seed=5)])[0].images[0]
+    shared = engine.running_batch(key.shape, row_budget=16, decode_chunk=4)
+    shared.admit(BatchItem("o", "a green hat", seed=5), other.spec, user="someone else")
+    ids = admit_frames(shared, key, ("a red cat", "a blue dog"), (7, 11), 4, user="u", prefix="job:frame")
+    out = {}
+    while len(shared):
+        out.update({r.item_id: r.images[0] for r in shared.step()})
+    assert ids == [f"job:frame-{k}" for k in range(4)]
+    for k, frame in enumerate(alone):
+        assert np.abs(out[ids[k]] - frame).max() < 1e-4
+    assert np.abs(out["o"] - other_alone).max() < 1e-4
+
+
 def test_interpolate_job_posts_a_looping_gif_a_strip_and_the_endpoints(registry) -> None:
     from gouache.worker.experiments import experiment_job
 
