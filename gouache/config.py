@@ -289,6 +289,22 @@ class WorkerSettings(BaseModel):
         description="claim only jobs for these models (one worker Deployment per model group); "
         "empty: every model",
     )
+    model_memory_gb: float = Field(
+        0.0, ge=0,
+        description="GPU memory the loaded models' weights may take together; when another "
+        "model must load, the least recently used leave the card first (0: 85% of the card; "
+        "no limit on a CPU)",
+    )
+    evicted_models: Literal["cpu", "drop"] = Field(
+        "cpu",
+        description="where a model goes when it leaves the card: cpu (kept in RAM, back in "
+        "seconds) or drop (read from disk again when next asked for)",
+    )
+    model_switch_seconds: float = Field(
+        30.0, ge=0,
+        description="with a model on the card, its jobs go first while the fairest job for "
+        "another model has waited less than this (0: strict fair order, switching at will)",
+    )
 
 
 class GifSettings(BaseModel):

@@ -11,15 +11,22 @@ goes through diffusers' ``from_single_file`` with a config folder, never the net
 (``single_file.py``). Whatever goes wrong while loading (a missing file, a wrong format, out of
 memory) is a ``ModelUnavailable`` naming the model and the cause: that job fails, the worker
 goes on.
+
+Models stay resident on the device under a memory budget (``worker.model_memory_gb``): when
+another must load, the least recently used leave the device (moved to the CPU, from where they
+come back without reading their files again, or dropped, by ``worker.evicted_models``). The
+worker asks ``resident`` to prefer jobs for models already on the card.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -34,6 +41,7 @@ from gouache.generation.single_file import builtin_config, check_config_folder, 
 
 __all__ = ["LoadedModel", "ModelRegistry", "demo_root"]
 
+log = logging.getLogger(__name__)
 _LIBRARIES = frozenset({"diffusers", "transformers"})  # never import a module named in a file
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,7 +52,8 @@ def demo_root() -> Path:
 
 
 class ModelRegistry:
-    """Loads each named model once, on first use, and keeps it for the life of the worker."""
+    """Loads each named model once, on first use, and keeps it on the device while it fits the
+    memory budget (least recently used leave first)."""
 
     def __init__(
         self,
@@ -56,7 +65,11 @@ class ModelRegistry:
         speed: SpeedOptions = EAGER,
         loras: Callable[[str], Path | None] | None = None,
         lora_budget_bytes: int = 1 << 30,
+        memory_budget_bytes: int | None = None,
+        evict: Literal["cpu", "drop"] = "cpu",
     ) -> None:
+        """``memory_budget_bytes``: what the resident models' weights may take on the device
+        together (None: 85% of a CUDA card's memory, no limit elsewhere)."""
         self._specs = dict(specs)
         self._lora_paths = loras or (lambda name: None)  # a LoRA's file by name
         self._lora_budget = lora_budget_bytes
@@ -64,7 +77,11 @@ class ModelRegistry:
         self._cache_dir = Path(cache_dir)
         self.device = _pick_device(device)
         self._offline = offline
-        self._loaded: dict[str, LoadedModel] = {}
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self._resident: set[str] = set()  # the loaded models that are on the device
+        self._bytes: dict[str, int] = {}
+        self._budget = memory_budget_bytes if memory_budget_bytes is not None else _card_budget(self.device)
+        self._evict_to = evict
         self._lock = threading.RLock()
 
     @property
@@ -78,24 +95,62 @@ class ModelRegistry:
         except KeyError:
             raise NotFound(messages.unknown_model(name, self._specs)) from None
 
+    @property
+    def resident(self) -> tuple[str, ...]:
+        """The models on the device now, least recently used first."""
+        with self._lock:
+            return tuple(name for name in self._loaded if name in self._resident)
+
     def get(self, name: str) -> LoadedModel:
-        """The loaded model, loading it on first use (once, even with concurrent callers).
+        """The loaded model on the device, loading it on first use (once, even with concurrent
+        callers) and moving others off the device first when the budget asks.
 
         Raises ``ModelUnavailable`` (a ``UserError``: the job fails, not the worker) when the
         model cannot be loaded; a sticky device error still escapes as ``FatalDeviceError``.
         """
         spec = self.spec(name)
         with self._lock:
-            if name not in self._loaded:
-                model = self._load_reporting(name, spec)
-                apply_speed_options(model, self.speed)
-                model.loras = LoraBank(model, self._lora_paths, self._lora_budget)
+            model = self._loaded.get(name)
+            if model is None:
+                model = self._reporting(name, lambda: self._load(name, spec))
+                self._bytes[name] = _weight_bytes(model)
                 self._loaded[name] = model
-            return self._loaded[name]
+            if name not in self._resident:
+                self._make_room(name)
+                self._reporting(name, lambda: _place(model, self.device))
+                if model.loras is None:  # first load: compile wrappers after the move, as ever
+                    apply_speed_options(model, self.speed)
+                    model.loras = LoraBank(model, self._lora_paths, self._lora_budget)
+                self._resident.add(name)
+            self._loaded.move_to_end(name)
+            return model
+
+    def _make_room(self, name: str) -> None:
+        """Move the least recently used models off the device until ``name`` fits the budget
+        (a model larger than the budget alone still loads, alone)."""
+        used = sum(self._bytes[n] for n in self._resident)
+        for victim in [n for n in self._loaded if n in self._resident and n != name]:
+            if used + self._bytes[name] <= self._budget:
+                return
+            model = self._loaded[victim]
+            self._resident.discard(victim)
+            used -= self._bytes[victim]
+            if self._evict_to == "drop":
+                del self._loaded[victim]
+            else:
+                _place(model, torch.device("cpu"))
+            if model.loras is not None:
+                model.loras.clear()  # its LoRA factors live on the device: loaded again on use
+            log.info("model %s left the %s for %s (%s; budget %.1f GB)", victim, self.device, name,
+                     "moved to the CPU" if self._evict_to == "cpu" else "dropped", self._budget / 1e9)  # fmt: skip
+        from gouache.generation.loop.device import free_device_memory
+
+        free_device_memory()
 
     # -- loading -----------------------------------------------------------------------------
 
-    def _load_reporting(self, name: str, spec: ModelSpec) -> LoadedModel:
+    def _reporting(self, name: str, action: Callable[[], Any]) -> Any:
+        """``action`` (loading or placing ``name``), its failures as ``ModelUnavailable``."""
         from gouache.generation.loop.device import (
             free_device_memory,
             is_out_of_memory,
@@ -103,7 +158,7 @@ class ModelRegistry:
         )
 
         try:
-            return self._load(name, spec)
+            return action()
         except UserError:
             raise
         except Exception as exc:
@@ -156,11 +211,9 @@ class ModelRegistry:
                 dtype=dtype,
                 **self._hub_kwargs(spec),
             )
-        modules = [
-            m for m in (*parts.values(), controlnet, preview) if isinstance(m, torch.nn.Module)
-        ]
-        for module in modules:
-            module.to(self.device).eval().requires_grad_(False)
+        for module in (*parts.values(), controlnet, preview):
+            if isinstance(module, torch.nn.Module):
+                module.eval().requires_grad_(False)  # on the CPU: ``get`` places it
         return LoadedModel(
             name=name,
             spec=spec,
@@ -255,6 +308,29 @@ class ModelRegistry:
                 raise NotFound(messages.demo_not_installed(root / subfolder))
             return str(root / subfolder)
         return value
+
+
+def _modules(model: LoadedModel) -> list[torch.nn.Module]:
+    parts = (*model.text_encoders, model.denoiser, model.vae, model.controlnet, model.preview_decoder)
+    return [m for m in parts if isinstance(m, torch.nn.Module)]
+
+
+def _place(model: LoadedModel, device: torch.device) -> None:
+    for module in _modules(model):
+        module.to(device)
+
+
+def _weight_bytes(model: LoadedModel) -> int:
+    """What the model's weights take on a device (parameters and buffers)."""
+    return sum(t.numel() * t.element_size() for m in _modules(model)
+               for t in (*m.parameters(), *m.buffers()))  # fmt: skip
+
+
+def _card_budget(device: torch.device) -> int:
+    """85% of a CUDA card's memory for the resident models' weights; no limit elsewhere."""
+    if device.type != "cuda":
+        return 1 << 62
+    return int(torch.cuda.get_device_properties(device).total_memory * 0.85)
 
 
 def _first_variant(load: Any, variant: str | None) -> Any:

@@ -159,7 +159,8 @@ class Storage(Protocol):
     # --- consuming (the worker) ------------------------------------------------------------
     async def claim_batch(
         self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
-        *, by: ClaimKey = "batch_key", models: Sequence[str] = (),
+        *, by: ClaimKey = "batch_key", models: Sequence[str] = (), prefer: Sequence[str] = (),
+        patience_seconds: float = 0.0,
     ) -> list[Job]:  # fmt: skip
         """Claim up to max_images images of jobs sharing one key, fair across users.
 
@@ -167,7 +168,9 @@ class Storage(Protocol):
         ``"shape_key"`` (step-level: same model and latent size). Waits at most
         ``window_seconds`` (counted from the head job's arrival) for a fuller batch; never waits
         when the batch is full; returns [] at once when nothing is queued. ``models``: only
-        jobs for these models (a worker of one model group); empty: every model.
+        jobs for these models (a worker of one model group); empty: every model. ``prefer``:
+        models already on this worker's card, whose fairest job goes first while the fairest
+        job overall, for another model, has waited less than ``patience_seconds``.
         """
 
     async def claim_joiners(

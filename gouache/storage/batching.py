@@ -47,6 +47,7 @@ class Head:
     age_seconds: float
     images: int
     retried: bool = False  # runs alone (select_batch): no point waiting for company
+    model: str = ""
 
 
 def select_batch(candidates: Sequence[tuple[str, int, int]], max_images: int) -> list[str]:

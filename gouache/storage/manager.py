@@ -164,15 +164,25 @@ class SqlStorage:
     # --- consuming -------------------------------------------------------------------------
     async def claim_batch(
         self, worker_id: str, max_images: int, lease_seconds: float, window_seconds: float = 0.0,
-        *, by: ClaimKey = "batch_key", models: Sequence[str] = (),
+        *, by: ClaimKey = "batch_key", models: Sequence[str] = (), prefer: Sequence[str] = (),
+        patience_seconds: float = 0.0,
     ) -> list[Job]:  # fmt: skip
         if max_images < 1:
             raise ValueError(f"max_images must be >= 1, got {max_images}")
         claim = partial(self._claim, worker_id, max_images, lease_seconds, by)
-        return await claim_with_window(
-            partial(self._peek, by, list(models) or None), claim, self.wait_for_event, max_images, window_seconds,
-            self.poll_seconds,
-        )  # fmt: skip
+        peek = partial(self._peek_preferring, by, list(models) or None, list(prefer), patience_seconds)
+        return await claim_with_window(peek, claim, self.wait_for_event, max_images, window_seconds,
+                                       self.poll_seconds)  # fmt: skip
+
+    async def _peek_preferring(self, by: ClaimKey, models: list[str] | None, prefer: list[str],
+                               patience: float) -> Head | None:  # fmt: skip
+        """The fairest job's head, or the fairest among ``prefer`` (models already on the card)
+        while the fairest job overall, for another model, has waited less than ``patience``."""
+        head = await self._peek(by, models)
+        if head is None or not prefer or head.model in prefer or head.age_seconds >= patience:
+            return head
+        preferred = [m for m in prefer if models is None or m in models]
+        return (await self._peek(by, preferred) if preferred else None) or head
 
     async def claim_joiners(
         self, worker_id: str, shape_key: str, max_images: int, lease_seconds: float
@@ -187,7 +197,8 @@ class SqlStorage:
         row = await self._one("head" if by == "batch_key" else "head_by_shape", models=models)
         if row is None or row["batch_key"] is None:
             return None
-        return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0)
+        return Head(row["batch_key"], float(row["age"]), int(row["images"] or 0), row["attempts"] > 0,
+                    row["model"])  # fmt: skip
 
     async def _claim(
         self, worker_id: str, max_images: int, lease_seconds: float, by: ClaimKey, batch_key: str,

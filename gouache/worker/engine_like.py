@@ -34,6 +34,8 @@ class RunningBatchLike(Protocol):
 class EngineLike(Protocol):
     def warm_up(self, model: str) -> None: ...
 
+    def resident_models(self) -> tuple[str, ...]: ...
+
     def generate(
         self,
         key: BatchKey,

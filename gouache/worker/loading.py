@@ -38,6 +38,8 @@ def build_registry(settings: Settings, *, device: str | None = None) -> ModelReg
         speed=resolve_speed(settings.speed),
         loras=LoraCatalog.from_settings(settings).path_for,
         lora_budget_bytes=settings.lora_memory_mb << 20,
+        memory_budget_bytes=int(settings.worker.model_memory_gb * 1e9) or None,
+        evict=settings.worker.evicted_models,
     )
 
 

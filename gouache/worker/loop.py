@@ -89,6 +89,7 @@ class Worker:
                         cfg.lease_seconds,
                         batching.batch_window_ms / 1000,
                         by="shape_key" if stepped else "batch_key", models=cfg.models,
+                        prefer=self.engine.resident_models(), patience_seconds=cfg.model_switch_seconds,
                     )
                     if jobs:
                         await self.serve(jobs, stop, join=stepped)

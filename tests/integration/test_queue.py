@@ -44,6 +44,22 @@ async def test_claim_sets_lease_worker_and_counts_the_attempt(storage):
     assert await storage.claim_batch("w2", 4, LEASE) == []
 
 
+@pytest.mark.parametrize("by", ["batch_key", "shape_key"])
+async def test_a_model_on_the_card_goes_first_until_the_other_model_has_waited_its_patience(storage, by):
+    older, _ = await storage.enqueue(make_request(user="ann", model="other"))
+    newer = [(await storage.enqueue(make_request(user=u, model="loaded")))[0].id for u in ("bob", "cid")]
+    claim = lambda prefer, patience: storage.claim_batch(  # noqa: E731
+        "w1", 4, LEASE, by=by, prefer=prefer, patience_seconds=patience)
+    assert [j.id for j in await claim(["loaded"], 60.0)] == newer  # "other" would mean a switch
+    await storage.release("w1")
+    assert [j.id for j in await claim([], 60.0)] == [older.id]  # nothing loaded: fair order
+    await storage.release("w1")
+    assert [j.id for j in await claim(["loaded"], 0.0)] == [older.id]  # no patience: fair order
+    await storage.release("w1")
+    await asyncio.sleep(0.3)
+    assert [j.id for j in await claim(["loaded"], 0.25)] == [older.id]  # it has waited long enough
+
+
 async def test_expired_lease_goes_back_to_the_queue(storage):
     job, _ = await storage.enqueue(make_request())
     await storage.claim_batch("w1", 1, 0.1)

@@ -33,6 +33,10 @@ class TimedEngine:
     def warm_up(self, model: str) -> None:
         """Nothing to load: there is no model."""
 
+    def resident_models(self) -> tuple[str, ...]:
+        """No model is ever on a card: claims keep the strict fair order."""
+        return ()
+
     def generate(
         self,
         key: BatchKey,

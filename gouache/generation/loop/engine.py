@@ -36,6 +36,10 @@ class Engine:
         """Load ``model`` now rather than on the first batch."""
         self.registry.get(model)
 
+    def resident_models(self) -> tuple[str, ...]:
+        """The models on the device now: the worker prefers their jobs."""
+        return self.registry.resident
+
     def model(self, name: str) -> LoadedModel:
         """The loaded model ``name`` (``--process`` and interpolation use its family)."""
         return self.registry.get(name)

@@ -146,6 +146,11 @@ class LoraBank:
                 self._groups.clear()
         return out
 
+    def clear(self) -> None:
+        """Let every loaded LoRA go (its model left the device); layers stay wrapped."""
+        self._loaded.clear()
+        self._groups.clear()
+
     @contextlib.contextmanager
     def rows(self, names: Sequence[str], scales: torch.Tensor | None) -> Iterator[None]:
         """Activate LoRA ``names[k]`` at ``scales[row, k]`` for one call (zero: not that row)."""

@@ -61,20 +61,20 @@ WHERE id = :id
 RETURNING *
 
 -- name: head
-SELECT h.batch_key, h.attempts,
+SELECT h.batch_key, h.attempts, h.model,
        extract(epoch FROM clock_timestamp() - h.created_at)::float8 AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND batch_key = h.batch_key)::int AS images
-FROM (SELECT batch_key, created_at, attempts FROM jobs
+FROM (SELECT batch_key, created_at, attempts, model FROM jobs
       WHERE status = 'queued' AND (:models::text[] IS NULL OR model = ANY(:models::text[]))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: head_by_shape
-SELECT h.shape_key AS batch_key, h.attempts,
+SELECT h.shape_key AS batch_key, h.attempts, h.model,
        extract(epoch FROM clock_timestamp() - h.created_at)::float8 AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND shape_key = h.shape_key)::int AS images
-FROM (SELECT shape_key, created_at, attempts FROM jobs
+FROM (SELECT shape_key, created_at, attempts, model FROM jobs
       WHERE status = 'queued' AND (:models::text[] IS NULL OR model = ANY(:models::text[]))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 

@@ -64,18 +64,18 @@ WHERE id = :id
 RETURNING *
 
 -- name: head
-SELECT h.batch_key, h.attempts, :now - h.created_at AS age,
+SELECT h.batch_key, h.attempts, h.model, :now - h.created_at AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND batch_key = h.batch_key) AS images
-FROM (SELECT batch_key, created_at, attempts FROM jobs
+FROM (SELECT batch_key, created_at, attempts, model FROM jobs
       WHERE status = 'queued' AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 
 -- name: head_by_shape
-SELECT h.shape_key AS batch_key, h.attempts, :now - h.created_at AS age,
+SELECT h.shape_key AS batch_key, h.attempts, h.model, :now - h.created_at AS age,
        (SELECT sum(images) FROM jobs
         WHERE status = 'queued' AND shape_key = h.shape_key) AS images
-FROM (SELECT shape_key, created_at, attempts FROM jobs
+FROM (SELECT shape_key, created_at, attempts, model FROM jobs
       WHERE status = 'queued' AND (:models IS NULL OR model IN (SELECT value FROM json_each(:models)))
       ORDER BY fair_round, created_at, id LIMIT 1) AS h
 

@@ -85,3 +85,50 @@ def test_a_missing_local_model_is_not_downloaded(tmp_path):
     assert isinstance(caught.value.__cause__, OSError)  # from_pretrained, offline: no download
 
 
+
+
+@pytest.mark.parametrize("evict", ["cpu", "drop"])
+def test_models_over_the_memory_budget_leave_the_device_least_recently_used_first(
+    tiny_cache_dir, monkeypatch, evict
+):
+    """Room for two of three models: loading a third moves the least recently used off the
+    device (to the CPU, whence it comes back as the same object, or dropped and read again)."""
+    from diffusers import UNet2DConditionModel
+
+    specs = {name: builtin_tiny_spec() for name in ("a", "b", "c")}
+    probe = ModelRegistry({"a": specs["a"]}, cache_dir=tiny_cache_dir, device="cpu")
+    size = models_module._weight_bytes(probe.get("a"))
+    loads: list[str] = []
+    real = UNet2DConditionModel.from_pretrained.__func__
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained",
+                        classmethod(lambda cls, *a, **k: loads.append("unet") or real(cls, *a, **k)))  # fmt: skip
+    moved: list[tuple[str, str]] = []
+    real_place = models_module._place
+    monkeypatch.setattr(models_module, "_place",
+                        lambda model, device: moved.append((model.name, device.type)) or real_place(model, device))  # fmt: skip
+    registry = ModelRegistry(specs, cache_dir=tiny_cache_dir, device="cpu",
+                             memory_budget_bytes=2 * size + size // 2, evict=evict)  # fmt: skip
+    a = registry.get("a")
+    registry.get("b")
+    registry.get("a")  # now b is the least recently used
+    registry.get("c")
+    assert registry.resident == ("a", "c")
+    assert len(loads) == 3
+    again = registry.get("b")  # a leaves now
+    assert registry.resident == ("c", "b")
+    if evict == "cpu":
+        # placed when loaded, moved to the CPU for c, placed again: from RAM, not from disk
+        assert [m for m in moved if m[0] == "b"] == [("b", "cpu")] * 3 and len(loads) == 3
+        assert registry.get("a") is a
+    else:
+        assert len(loads) == 4 and again is not None
+        assert registry.get("a") is not a
+    assert len(registry.resident) == 2
+
+
+def test_without_a_budget_on_a_cpu_every_model_stays(tiny_cache_dir):
+    specs = {name: builtin_tiny_spec() for name in ("a", "b")}
+    registry = ModelRegistry(specs, cache_dir=tiny_cache_dir, device="cpu")
+    first = registry.get("a")
+    registry.get("b")
+    assert registry.resident == ("a", "b") and registry.get("a") is first
