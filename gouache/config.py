@@ -70,12 +70,13 @@ class ModelSpec(BaseModel):
             "then fp16 when a folder has only those"
         ),
     )
-    family: Literal["auto", "sd", "sdxl", "flux", "sd3", "z-image"] = Field(
+    family: Literal["auto", "sd", "sdxl", "flux", "flux2-klein", "sd3", "z-image"] = Field(
         "auto",
         description=(
             "pipeline family; auto reads it from the folder's model_index.json. Unset "
             "default_steps/default_guidance/default_sampler take the family's (flux: 28 steps, "
-            "distilled guidance 3.5, schnell 4 steps; sd3: 28 steps, CFG 4.5; z-image: Turbo's 8 steps, CFG off; flow-euler)"
+            "distilled guidance 3.5, schnell 4 steps; flux2-klein: 4 steps, no guidance, base: 50 "
+            "steps, CFG 4.0; sd3: 28 steps, CFG 4.5; z-image: Turbo's 8 steps, CFG off; flow-euler)"
         ),
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

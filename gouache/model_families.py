@@ -36,6 +36,10 @@ _SD = FamilyFacts("sd", "eps", "cfg", 30, 7.0, "euler-a")
 _SDXL = FamilyFacts("sdxl", "eps", "cfg", 30, 7.0, "euler-a")
 _FLUX_DEV = FamilyFacts("flux", "flow", "distilled", 28, 3.5, "flow-euler", negative_prompt=False)
 _FLUX_SCHNELL = FamilyFacts("flux", "flow", "none", 4, 0.0, "flow-euler", negative_prompt=False)
+# Flux.2 Klein: the step-distilled checkpoints (FLUX.2-klein-4B/9B) take 4 steps and no
+# guidance; the base ones (FLUX.2-klein-base-*) real CFG 4.0 over 50 steps (the pipeline's).
+_KLEIN = FamilyFacts("flux2-klein", "flow", "none", 4, 1.0, "flow-euler", negative_prompt=False)
+_KLEIN_BASE = FamilyFacts("flux2-klein", "flow", "cfg", 50, 4.0, "flow-euler")
 _SD3 = FamilyFacts("sd3", "flow", "cfg", 28, 4.5, "flow-euler")
 _Z_IMAGE_TURBO = FamilyFacts("z-image", "flow", "cfg", 8, 0.0, "flow-euler")  # CFG off
 
@@ -48,6 +52,7 @@ _PIPELINES: dict[str, FamilyFacts] = {
     "StableDiffusionXLImg2ImgPipeline": _SDXL,
     "StableDiffusionXLControlNetPipeline": _SDXL,
     "FluxPipeline": _FLUX_DEV,
+    "Flux2KleinPipeline": _KLEIN,
     "StableDiffusion3Pipeline": _SD3,
     "ZImagePipeline": _Z_IMAGE_TURBO,
 }
@@ -62,10 +67,13 @@ def family_of_pipeline(pipeline: str) -> str | None:
 
 
 def facts_named(name: str, path: str = "") -> FamilyFacts:
-    """The facts of family ``name``; for Flux, schnell's when the folder or name says so."""
+    """The facts of family ``name``; for Flux, schnell's when the folder or name says so; for
+    Klein, the base model's when the folder (``is_distilled``) or name says so."""
     facts = _NAMED[name]
     if facts.name == "flux" and _is_schnell(path):
         return _FLUX_SCHNELL
+    if facts.name == "flux2-klein" and not _is_distilled(path):
+        return _KLEIN_BASE
     return facts
 
 
@@ -88,6 +96,15 @@ def _is_schnell(path: str) -> bool:
     if config is not None:
         return not config.get("guidance_embeds", True)
     return "schnell" in path.casefold()
+
+
+def _is_distilled(path: str) -> bool:
+    """Flux.2 Klein's step-distilled checkpoints say so in ``model_index.json`` (the pipeline's
+    ``is_distilled``); without the file, the hub names them FLUX.2-klein-*, the others *-base-*."""
+    index = _read_json(Path(path, "model_index.json"))
+    if index is not None:
+        return bool(index.get("is_distilled", False))
+    return "base" not in Path(path).name.casefold()
 
 
 def _read_json(path: Path) -> dict | None:

@@ -230,6 +230,7 @@ class ModelRegistry:
             vae=parts["vae"],
             scheduler_config=scheduler_config,
             force_zeros_for_empty_prompt=bool(index.get("force_zeros_for_empty_prompt", False)),
+            pipeline_config={k: v for k, v in index.items() if not k.startswith("_") and not isinstance(v, list)},
             controlnet=controlnet,
             preview_decoder=preview,
             clip_path=self._helper_path(spec.clip_model, "clip") if spec.clip_model else None,

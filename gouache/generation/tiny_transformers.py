@@ -1,4 +1,4 @@
-"""Tiny flow-matching transformer models (Flux.1 dev/schnell, SD3, Z-Image) built in code.
+"""Tiny flow-matching transformer models (Flux.1 dev/schnell, Flux.2 Klein, SD3, Z-Image) built in code.
 
 Like ``tiny.py`` for the UNets: random weights at the sizes of diffusers' own pipeline tests'
 ``get_dummy_components()``, seeded, saved with the pipeline's ``save_pretrained`` and loaded
@@ -26,8 +26,8 @@ from gouache.generation.tiny import _text_config, build_once, make_tokenizer
 __all__ = ["VARIANTS", "Variant", "build_tiny_transformer", "ensure_tiny_transformer", "make_qwen_tokenizer",
            "make_t5_tokenizer"]
 
-Variant = Literal["flux-dev", "flux-schnell", "sd3", "z-image"]
-VARIANTS: tuple[Variant, ...] = ("flux-dev", "flux-schnell", "sd3", "z-image")
+Variant = Literal["flux-dev", "flux-schnell", "flux2-klein", "flux2-klein-distilled", "sd3", "z-image"]
+VARIANTS: tuple[Variant, ...] = ("flux-dev", "flux-schnell", "flux2-klein", "flux2-klein-distilled", "sd3", "z-image")
 _CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -110,6 +110,45 @@ def _z_image(parts: dict[str, Any]):  # -> ZImagePipeline
     return ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae, text_encoder=text_encoder,
         tokenizer=parts["qwen"], transformer=transformer,
+    )  # fmt: skip
+
+
+def _flux2_klein(parts: dict[str, Any], distilled: bool):  # -> Flux2KleinPipeline
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    torch.manual_seed(_SEED)
+    # joint_attention_dim: the three Qwen3 layers the pipeline reads (9, 18, 27), 16 wide each.
+    transformer = Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=48, timestep_guidance_channels=256,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=False,
+    )  # fmt: skip
+    torch.manual_seed(_SEED)
+    vae = AutoencoderKLFlux2(
+        sample_size=32, in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, use_quant_conv=False, use_post_quant_conv=False,
+    )  # fmt: skip
+    with torch.no_grad():  # latent statistics that are not the identity, so the decode uses them
+        vae.bn.running_mean.copy_(torch.randn_like(vae.bn.running_mean) * 0.1)
+        vae.bn.running_var.copy_(torch.rand_like(vae.bn.running_var) + 0.5)
+    torch.manual_seed(_SEED)
+    # 28 layers (hidden 16), so layers 9, 18 and 27 are inner ones as in the real 36-layer encoder.
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=28, num_attention_heads=2,
+        num_key_value_heads=2, head_dim=8, vocab_size=len(parts["qwen"]), max_position_embeddings=512,
+    ))  # fmt: skip
+    # Klein's scheduler config: the shift is the pipeline's empirical mu (steps and tokens).
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return Flux2KleinPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=parts["qwen"],
+        transformer=transformer, is_distilled=distilled,
     )  # fmt: skip
 
 
@@ -200,6 +239,8 @@ def build_tiny_transformer(root: Path, variant: Variant) -> Path:
             pipe = _sd3(parts)
         elif variant == "z-image":
             pipe = _z_image(parts)
+        elif variant.startswith("flux2-klein"):
+            pipe = _flux2_klein(parts, distilled=variant == "flux2-klein-distilled")
         else:
             pipe = _flux(parts, dev=variant == "flux-dev")
         pipe.save_pretrained(root / "pipeline", safe_serialization=True)

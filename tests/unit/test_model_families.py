@@ -31,6 +31,21 @@ def test_family_is_read_from_the_folder_without_torch(tmp_path) -> None:
     assert facts_for("black-forest-labs/FLUX.1-schnell", "flux").steps == 4
 
 
+def test_klein_distilled_or_base_is_read_from_the_folder_or_the_name(tmp_path) -> None:
+    distilled = _folder(tmp_path / "klein-base-distilled", "Flux2KleinPipeline")  # the file wins
+    base = _folder(tmp_path / "klein", "Flux2KleinPipeline")
+    for folder, flag in ((distilled, True), (base, False)):
+        index = json.loads((folder / "model_index.json").read_text())
+        (folder / "model_index.json").write_text(json.dumps({**index, "is_distilled": flag}))
+    got = facts_for(str(distilled))
+    assert got is not None and (got.name, got.guidance, got.steps, got.negative_prompt) == ("flux2-klein", "none", 4, False)
+    got = facts_for(str(base))
+    assert got is not None and (got.guidance, got.steps, got.cfg) == ("cfg", 50, 4.0)
+    # No folder: the hub's names say which (FLUX.2-klein-4B is distilled, -base- is not).
+    assert facts_for("black-forest-labs/FLUX.2-klein-4B", "flux2-klein").steps == 4
+    assert facts_for("black-forest-labs/FLUX.2-klein-base-9B", "flux2-klein").guidance == "cfg"
+
+
 def test_unset_defaults_are_the_familys_and_set_ones_stay(tmp_path) -> None:
     folder = str(_folder(tmp_path / "sd3", "StableDiffusion3Pipeline"))
     spec = ModelSpec(path=folder)
@@ -68,3 +83,17 @@ def test_bot_refuses_a_sampler_the_family_cannot_use(tmp_path) -> None:
     request = build_request(parse_text("a cat --no blur"), origin, settings)
     assert (request.sampler, request.steps, request.guidance) == ("flow-euler", 28, 3.5)
     assert any("distilled guidance" in note and "--no is not used" in note for note in request.notes)
+
+
+def test_a_distilled_klein_request_says_cfg_and_no_are_unused(tmp_path) -> None:
+    from gouache.bot.commands import build_request, parse_text
+    from gouache.config import Settings
+    from gouache.request import Origin
+
+    folder = _folder(tmp_path / "klein", "Flux2KleinPipeline")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "Flux2KleinPipeline", "is_distilled": True}))
+    settings = Settings(models={"klein": ModelSpec(path=str(folder))}, default_model="klein")
+    origin = Origin(platform="web", request_id="r1", user="u1")
+    request = build_request(parse_text("a cat --no blur --cfg 5"), origin, settings)
+    assert (request.sampler, request.steps, request.guidance) == ("flow-euler", 4, 5.0)
+    assert any("takes no guidance" in note and "--no is not used" in note for note in request.notes)

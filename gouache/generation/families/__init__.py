@@ -14,6 +14,7 @@ from gouache import messages
 from gouache.errors import InvalidRequest
 from gouache.generation.families.base import Family, Rows
 from gouache.generation.families.flux import Flux
+from gouache.generation.families.flux2_klein import Flux2Klein
 from gouache.generation.families.sd import SD
 from gouache.generation.families.sd3 import SD3
 from gouache.generation.families.sdxl import SDXL
@@ -21,7 +22,7 @@ from gouache.generation.families.z_image import ZImage
 
 __all__ = ["FAMILIES", "Family", "Rows", "family_for", "family_named"]
 
-FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL(), Flux(), SD3(), ZImage())}
+FAMILIES: dict[str, Family] = {family.name: family for family in (SD(), SDXL(), Flux(), Flux2Klein(), SD3(), ZImage())}
 _BY_PIPELINE = {cls: family for family in FAMILIES.values() for cls in family.pipeline_classes}
 
 

@@ -43,6 +43,8 @@ class LoadedModel:
     vae: torch.nn.Module
     scheduler_config: dict[str, Any]
     force_zeros_for_empty_prompt: bool = False
+    # model_index.json's own settings, not its parts (Flux2KleinPipeline's ``is_distilled``)
+    pipeline_config: dict[str, Any] = field(default_factory=dict)
     controlnet: torch.nn.Module | None = None
     preview_decoder: torch.nn.Module | None = None
     clip_path: str | None = None
