@@ -51,7 +51,7 @@ prompt flags (inside or outside the quotes, as in chat):
   --enlarge [METHOD]           /diversity: spread the set (default method: variants)
 commands: start the prompt with /depth (needs --file), /upscale (needs --image), /diversity or
 /interpolate <prompt A> | <prompt B> [--seed A,B] [--frames 16]; none means /imagine.
-files are named as the web API names them: image-0.png, denoise-0.gif, depth-0.png,
+files are named as the web API names them: image-0.png, denoise-0.gif, depth.png,
 grid.png, report.json, report.png, interpolation.gif, strip.png, process.gif.
 """
 

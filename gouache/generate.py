@@ -69,7 +69,7 @@ def generate_to_dir(
     ``upload`` (``--file FILE``) is the depth map or photo of a /depth command; a prompt that
     names no command becomes one. With ``image`` (``--image FILE``) it is an image to start
     from instead: a remix (/imagine) unless the prompt names /upscale. Files carry the names
-    the web API gives them (``image-0.png``, ``denoise-0.gif``, ``depth-0.png``, ``grid.png``, ...); each PNG's
+    the web API gives them (``image-0.png``, ``denoise-0.gif``, ``depth.png``, ``grid.png``, ...); each PNG's
     ``parameters`` chunk records the seed and settings that reproduce it.
     """
     from gouache.generation.loop.engine import Engine

@@ -135,5 +135,6 @@ def artifact_label(request: Request, artifact: Artifact) -> str | None:
     return f"{noun} {artifact.index + 1}" if noun else None
 
 
-_KIND_LABELS = {ArtifactKind.REPORT: "diversity report", ArtifactKind.COMPOSITE: "diversity report picture"}
+_KIND_LABELS = {ArtifactKind.REPORT: "diversity report", ArtifactKind.COMPOSITE: "diversity report picture",
+                ArtifactKind.DEPTH: "depth map used"}  # fmt: skip
 _INDEXED_LABELS = {ArtifactKind.IMAGE: "image", ArtifactKind.GIF: "GIF", ArtifactKind.DEPTH: "depth map"}

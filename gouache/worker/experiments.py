@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gouache.config import Batching, GifSettings, Limits
-from gouache.generation.loop.batch import ItemResult
+from gouache.generation.loop.batch import BatchItem, ItemResult
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
 from gouache.worker.jobs import (
@@ -189,7 +189,8 @@ def sweep_job(
     estimators: EstimatorLookup | None = None,
     batching: Batching | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
-    """Every cell of ``request``'s sweep; the combined result and the grid plus cell artifacts.
+    """Every cell of ``request``'s sweep; the combined result and the grid plus cell artifacts
+    (and for /depth the depth map used, once).
 
     The cells of one shape are lanes of one running batch (``max_rows`` rows a step). ``estimators``: /depth photos, as for any job. The combined result holds the
     cells' images in cell order (safety verdicts index them); its error is the first cell's
@@ -199,9 +200,16 @@ def sweep_job(
 
     batching = batching or Batching()
     once = _EstimatedOnce(estimators) if estimators is not None else None
+    controls: list[Image] = []  # /depth: each cell's control image, in cell order
+
+    def cell_item(item_id: str, cell: Request) -> BatchItem:
+        item = item_for(item_id, cell, inputs, limits, gif, once)
+        if item.control_image is not None:
+            controls.append(item.control_image)
+        return item
+
     cells, results = run_sweep(
-        engine, job_id, request,
-        lambda item_id, cell: item_for(item_id, cell, inputs, limits, gif, once),
+        engine, job_id, request, cell_item,
         on_step, should_stop, row_budget=batching.max_rows, decode_chunk=batching.decode_chunk,
     )  # fmt: skip
     combined = ItemResult(job_id)
@@ -214,7 +222,8 @@ def sweep_job(
         return combined, []
     from gouache.worker.sweeps import sweep_artifacts
 
-    return combined, sweep_artifacts(job_id, request, cells, combined)
+    # Every cell follows the one upload (fitted to its size): the first cell's map, once.
+    return combined, sweep_artifacts(job_id, request, cells, combined, controls[0] if controls else None)
 
 
 class _EstimatedOnce:

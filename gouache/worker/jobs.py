@@ -6,7 +6,7 @@ a depth map normalised or a photo's depth estimated by the model's estimator, fi
 output size without stretching); an engine ``ItemResult`` becomes the artifacts a user
 receives: PNGs whose ``parameters`` chunk records how they were made, the denoising GIFs when
 asked for, the /diversity report, and for /depth the depth map used (``ArtifactKind.DEPTH``,
-one per image, each with its ``index``, so every surface shows it beside its image).
+``depth.png``, no ``index``: one per job, since every image of the job followed the one map).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from gouache.generation.inputs.uploads import DepthEstimatorLike
 
 __all__ = ["batch_key_for", "shape_of", "lane_spec", "item_for", "prepare_depth", "start_image", "artifacts_for", "image_parameters",
-           "EstimatorLookup", "frames_every", "Made"]  # fmt: skip
+           "EstimatorLookup", "frames_every", "Made", "depth_artifact"]  # fmt: skip
 
 # The model's depth estimator, or None (EstimatorRegistry.get); loaded only if a photo needs it.
 EstimatorLookup = Callable[[str], "DepthEstimatorLike | None"]
@@ -185,7 +185,7 @@ def artifacts_for(
 ) -> list[Artifact]:
     """PNG per image (with its parameters), a GIF per image when frames were kept, a report
     (JSON, its ``summary`` the text block), the report's composite picture, and for /depth the
-    depth map used (``depth``: the item's control image), one per image."""
+    depth map used (``depth``: the item's control image), once: every image followed it."""
     from gouache.generation.gif import encode_gif
     from gouache.generation.png import encode_png
 
@@ -199,12 +199,19 @@ def artifacts_for(
         data = encode_gif(frames, max_bytes=gif.max_bytes, frame_ms=gif.frame_ms, hold_ms=gif.hold_ms)
         out.append(Artifact(job_id, f"denoise-{index}.gif", ArtifactKind.GIF, "image/gif", data, index))
     if depth is not None and result.images:
-        data = encode_png(depth.convert("L"), f"Depth map used for: {request.prompt}")
-        for index in range(len(result.images)):
-            out.append(Artifact(job_id, f"depth-{index}.png", ArtifactKind.DEPTH, "image/png", data, index))
+        out.append(depth_artifact(job_id, request, depth))
     if report is not None:
         data = json.dumps(report, indent=2, sort_keys=True).encode()
         out.append(Artifact(job_id, "report.json", ArtifactKind.REPORT, "application/json", data))
     if composite is not None:
         out.append(Artifact(job_id, "report.png", ArtifactKind.COMPOSITE, "image/png", composite))
     return out
+
+
+def depth_artifact(job_id: str, request: Request, depth: Image) -> Artifact:
+    """``depth.png``: the depth map a /depth job's images followed (its control image, 8-bit
+    grey, near = bright), one per job whatever its image count or sweep cells; no ``index``."""
+    from gouache.generation.png import encode_png
+
+    data = encode_png(depth.convert("L"), f"Depth map used for: {request.prompt}")
+    return Artifact(job_id, "depth.png", ArtifactKind.DEPTH, "image/png", data)

@@ -223,7 +223,8 @@ class Worker:
             flagged = {i for i, bad in enumerate(self.safety.flags(result.images)) if bad}
             names = [a.name for a in artifacts if a.index in flagged]
             if flagged:  # a grid, process strip or report composite shows the flagged image too
-                names += [a.name for a in artifacts if a.index is None and a.kind is not ArtifactKind.REPORT]
+                names += [a.name for a in artifacts if a.index is None
+                          and a.kind not in (ArtifactKind.REPORT, ArtifactKind.DEPTH)]  # fmt: skip
             artifacts.append(verdict_artifact(job.id, names))
         return artifacts
 

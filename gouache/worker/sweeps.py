@@ -120,16 +120,22 @@ def sweep_grid(request: Request, images: Sequence[Image]) -> Image:
     return labelled_grid(images, (axes[0][0], axes[0][1]), rows, title=title[:120])
 
 
-def sweep_artifacts(job_id: str, request: Request, cells: Sequence[Any], result: ItemResult) -> list[Artifact]:
+def sweep_artifacts(
+    job_id: str, request: Request, cells: Sequence[Any], result: ItemResult, depth: Image | None = None
+) -> list[Artifact]:
     """The labelled grid (``grid.png``, no index) first, then every cell as ``image-k.png``
-    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``)."""
+    with the parameters of that cell made on its own (``cells`` from ``worker/sweeps.py``),
+    then for /depth the depth map the cells followed (``depth.png``, once)."""
     from gouache.generation.png import encode_png, png_parameters
+    from gouache.worker.jobs import depth_artifact
 
     out = [Artifact(job_id, "grid.png", ArtifactKind.IMAGE, "image/png",
                     encode_png(sweep_grid(request, result.images), sweep_description(request)))]  # fmt: skip
     for cell, image in zip(cells, result.images, strict=True):
         data = encode_png(image, png_parameters(cell.request))
         out.append(Artifact(job_id, f"image-{cell.index}.png", ArtifactKind.IMAGE, "image/png", data, cell.index))
+    if depth is not None:
+        out.append(depth_artifact(job_id, request, depth))
     return out
 
 

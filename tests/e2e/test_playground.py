@@ -58,8 +58,30 @@ def test_a_bad_command_shows_the_users_error(service_url: str, browser) -> None:
         page.close()
 
 
-def test_diversity_shows_the_composite_and_the_numbers_without_a_click(service_url: str, browser) -> None:
-    page = browser.new_page()
+# Every element lies inside the viewport, except what a deliberately sideways-scrolling
+# figure (a wide grid, strip or report picture at its own size) holds; no other scroll
+# container scrolls sideways (a too-wide child would make #channel do so, hiding its edge).
+OVERFLOWING = """() => {
+  const width = document.documentElement.clientWidth, out = [];
+  const name = (e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : "");
+  if (document.documentElement.scrollWidth > width) out.push("the page scrolls sideways");
+  for (const e of document.querySelectorAll("body *")) {
+    const box = e.getBoundingClientRect();
+    if (!box.width && !box.height) continue;
+    const sideways = e.parentElement && e.parentElement.closest("figure.wide");
+    if (!sideways && (box.left < -0.5 || box.right > width + 0.5)) out.push(`${name(e)} spans ${box.left}..${box.right}`);
+    const style = getComputedStyle(e);
+    if (!e.matches("figure.wide") && style.overflowX !== "visible" && e.scrollWidth > e.clientWidth + 1)
+      out.push(`${name(e)} scrolls sideways (${e.scrollWidth} > ${e.clientWidth})`);
+  }
+  return out;
+}"""
+
+
+def test_diversity_shows_the_picture_and_the_summary_once_at_every_width(service_url: str, browser) -> None:
+    """The /diversity result: the report picture at its own size and the summary once (its
+    figures rounded one way), nothing past the screen's edge, at 360, 768 and 1280 px."""
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
     try:
         page.goto(service_url)
         page.fill("#command", "/diversity a large red circle in the center --n 3 --steps 4 --enlarge interval")
@@ -71,15 +93,27 @@ def test_diversity_shows_the_composite_and_the_numbers_without_a_click(service_u
             "() => { const img = document.querySelector('.msg.job img[data-kind=composite]');"
             " return img && img.complete && img.naturalWidth > 300; }"
         )
-        assert composite.is_visible() and card.locator("details").count() == 0
-        content = card.locator(".report dd[data-figure=content]")
-        content.wait_for()
-        assert content.is_visible() and "→" in content.inner_text() and "of 3" in content.inner_text()
-        assert card.locator(".report dd[data-figure=style]").is_visible()
-        text = card.locator(".report pre")
         page.wait_for_function("() => document.querySelector('.msg.job .report pre').textContent.includes('verdict:')")
-        assert text.is_visible() and "distinct of 3" in text.inner_text()
+        assert composite.is_visible() and card.locator("details").count() == 0
         assert card.locator("img[data-kind=image]").count() == 3
+        job = page.request.get(f"{service_url}api/jobs/{card.get_attribute('data-job-id')}").json()
+        [report] = [a for a in job["artifacts"] if a["kind"] == "report"]
+        summary = page.request.get(service_url.rstrip("/") + report["url"]).json()["summary"]
+        assert "->" in summary and "distinct of 3" in summary
+        for width in (360, 768, 1280):
+            page.set_viewport_size({"width": width, "height": 800})
+            text = page.evaluate("() => document.body.innerText")
+            for line in summary.splitlines():  # the summary, once: no second copy, no other rounding
+                assert text.count(line) == 1, (width, line)
+            saying = page.evaluate(
+                "() => [...document.querySelectorAll('.msg.job *')].filter((e) => [...e.childNodes]"
+                ".some((n) => n.nodeType === 3 && /\\bof 3\\b/.test(n.textContent))).length"
+            )
+            assert saying == 1, f"{saying} elements give the figures out of 3 at {width} px"
+            assert page.evaluate(OVERFLOWING) == [], width
+            picture = composite.bounding_box()
+            assert picture is not None and picture["width"] == page.evaluate(
+                "() => document.querySelector('img[data-kind=composite]').naturalWidth")  # its own size
     finally:
         page.close()
 
@@ -93,8 +127,7 @@ def test_the_page_fits_the_screen_and_suggests_what_the_demo_draws(
         page.goto(service_url)
         assert "coloured shapes" in page.locator(".hint").inner_text()
         assert page.locator("link[rel=icon]").count() == 1
-        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-        assert overflow <= 0, f"the page is {overflow} px wider than a {width} px screen"
+        assert page.evaluate(OVERFLOWING) == [], f"past the edge of a {width} px screen"
         channel = page.locator("#channel").bounding_box()
         assert channel is not None
         if width < 700:  # the sidebar goes below the messages instead of squeezing them

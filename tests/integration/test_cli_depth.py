@@ -42,7 +42,7 @@ def test_generate_depth_writes_images_and_the_depth_map_used(
                  "--model", model, "-o", str(tmp_path), "--data-dir", str(data_dir)])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0, err
-    image, depth = Image.open(tmp_path / "image-0.png"), Image.open(tmp_path / "depth-0.png")
+    image, depth = Image.open(tmp_path / "image-0.png"), Image.open(tmp_path / "depth.png")
     assert image.size == depth.size and depth.mode == "L"
     assert "Model: " + model in image.info["parameters"]
     if name == "photo.jpg":
@@ -63,7 +63,7 @@ def test_the_demo_estimate_follows_the_photo(uploads: dict[str, Path], data_dir:
     Image.fromarray(RENDERED.image).save(square)
     assert main(["generate", "a stone arch --seed 1 --steps 4 --input photo", "--file", str(square),
                  "--model", "builtin:demo", "-o", str(tmp_path), "--data-dir", str(data_dir)]) == 0  # fmt: skip
-    used = np.asarray(Image.open(tmp_path / "depth-0.png").resize((48, 48)), dtype=np.float32) / 255
+    used = np.asarray(Image.open(tmp_path / "depth.png").resize((48, 48)), dtype=np.float32) / 255
     a, b = used >= 0.5, RENDERED.depth >= 0.5
     assert (a & b).sum() / (a | b).sum() > 0.7
 

@@ -75,7 +75,8 @@ async def test_a_depth_strength_sweep_on_a_photo_runs_and_posts_the_grid_and_cel
     app: SlackApp,
 ) -> None:
     """/depth --sweep strength with a photo (its depth estimated by the model's estimator):
-    queued, run by the real worker loop (timed engine), and delivered as grid + cells."""
+    queued, run by the real worker loop (timed engine), and delivered as grid + cells + the
+    depth map the cells followed (once)."""
     import asyncio
     import io
 
@@ -106,9 +107,9 @@ async def test_a_depth_strength_sweep_on_a_photo_runs_and_posts_the_grid_and_cel
         await worker
     assert job.status is JobStatus.SUCCEEDED, job.error
     stored = [a.name for a in await app.storage.artifacts(job.id) if a.kind is not ArtifactKind.INPUT]
-    assert stored[0] == "grid.png" and sorted(stored[1:]) == ["image-0.png", "image-1.png", "image-2.png"]
+    assert sorted(stored) == ["depth.png", "grid.png", "image-0.png", "image-1.png", "image-2.png"]
     assert await app.deliver() == 1
-    assert len(app.fake.find("upload")) == 4  # the grid and the three cells
+    assert len(app.fake.find("upload")) == 5  # the grid, the three cells and the depth map used
 
 
 async def test_delivery_uploads_into_the_job_thread_and_escapes_user_text(app: SlackApp) -> None:

@@ -315,7 +315,8 @@ async def test_a_depth_strength_sweep_from_a_photo_runs_every_cell(stack: Stack)
     job = await _until_done(stack.client, created["id"], timeout=60)
     assert job["status"] == "succeeded", job.get("error")
     names = [a["name"] for a in job["artifacts"]]
-    assert names[0] == "grid.png" and set(names[1:]) == {"image-0.png", "image-1.png", "image-2.png"}
+    # the grid, the cells, and the depth map the cells followed, once
+    assert names[0] == "grid.png" and set(names[1:]) == {"image-0.png", "image-1.png", "image-2.png", "depth.png"}
     stored = await stack.storage.get_job(created["id"])
     assert [stored.request.strength, stored.request.sweep] == [1.0, (("strength", ("0.3", "0.6", "1")),)]
 

@@ -1,6 +1,7 @@
-"""The worker with /depth jobs against real storage: a good map yields the depth map used as an
-artifact per image; a hostile upload that slipped past admission fails its job alone, with its
-message, and its batch-mates succeed (no stuck job)."""
+"""The worker with /depth jobs against real storage: a good map yields the depth map used as one
+artifact per job (``--n 2`` and a ``--sweep`` alike: the images all followed the one input); a
+hostile upload that slipped past admission fails its job alone, with its message, and its
+batch-mates succeed (no stuck job)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,10 @@ async def test_depth_jobs_store_the_map_used_and_bad_uploads_fail_alone(storage,
         request = make_request(user=name, kind=Kind.DEPTH, count=2, attachment="input-0.png")
         job, _ = await storage.enqueue(request, [Artifact("", "input-0.png", ArtifactKind.INPUT, "image/png", data)])
         ids[name] = job.id
+    sweep = make_request(user="sweep", kind=Kind.DEPTH, attachment="input-0.png",
+                         sweep=(("strength", ("0.5", "1")),))  # fmt: skip
+    job, _ = await storage.enqueue(sweep, [Artifact("", "input-0.png", ArtifactKind.INPUT, "image/png", uploads["good"])])
+    ids["sweep"] = job.id
     stop = asyncio.Event()
     task = asyncio.create_task(Worker(storage, TimedEngine(), settings, "w1").run(stop))
     deadline = time.monotonic() + 60
@@ -51,9 +56,14 @@ async def test_depth_jobs_store_the_map_used_and_bad_uploads_fail_alone(storage,
     stop.set()
     await task
     assert jobs["good"].status is JobStatus.SUCCEEDED
+    assert jobs["sweep"].status is JobStatus.SUCCEEDED, jobs["sweep"].error
     assert jobs["html"].status is JobStatus.FAILED and "web page (HTML)" in (jobs["html"].error or "")
     assert jobs["flat"].status is JobStatus.FAILED and "one flat value" in (jobs["flat"].error or "")
-    depth = [a for a in await storage.artifacts(ids["good"]) if a.kind is ArtifactKind.DEPTH]
-    assert sorted((a.name, a.index) for a in depth) == [("depth-0.png", 0), ("depth-1.png", 1)]
-    used = np.asarray(Image.open(io.BytesIO(depth[0].data)))
-    assert used.shape == (64, 64) and used[0, 0] < 10 and used[-1, 0] > 245
+    for name, images in (("good", ["image-0.png", "image-1.png"]),
+                         ("sweep", ["grid.png", "image-0.png", "image-1.png"])):  # fmt: skip
+        stored = [a for a in await storage.artifacts(ids[name]) if a.kind is not ArtifactKind.INPUT]
+        assert sorted(a.name for a in stored if a.kind is ArtifactKind.IMAGE) == images, name
+        [depth] = [a for a in stored if a.kind is ArtifactKind.DEPTH]  # once, whatever the image count
+        assert (depth.name, depth.index) == ("depth.png", None), name
+        used = np.asarray(Image.open(io.BytesIO(depth.data)))
+        assert used.shape == (64, 64) and used[0, 0] < 10 and used[-1, 0] > 245, name

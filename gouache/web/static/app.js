@@ -60,28 +60,14 @@ function renderJob(card, job) {
   if (job.artifacts && job.status === "succeeded") renderArtifacts(card, job);
 }
 
-// The report's text block and its headline figures, shown without a click.
+// The report's summary (its text block), shown once and without a click: its figures are
+// rounded where the report is made (one rule per kind of figure), and the picture beside it
+// carries only the images and heatmaps.
 function reportBlock(art) {
-  const block = el("div", { className: "report", dataset: { kind: "report" } });
-  const numbers = el("dl", { className: "numbers", dataset: { kind: "report-numbers" } });
-  const text = el("pre", {}, "loading report…");
-  block.append(numbers, text);
+  const text = el("pre", { className: "summary" }, "loading report…");
+  const block = el("div", { className: "report", dataset: { kind: "report" } }, text);
   fetch(art.url).then((r) => r.json()).then((data) => {
     text.textContent = data.summary || JSON.stringify(data, null, 2);
-    const n = data.images;
-    const figures = [
-      ["content", data.semantic && data.semantic.vendi, data.baseline && data.baseline.semantic && data.baseline.semantic.vendi],
-      ["style", data.style && data.style.vendi, data.baseline && data.baseline.style && data.baseline.style.vendi],
-      ["fidelity (CLIP)", data.fidelity, data.baseline && data.baseline.fidelity],
-    ];
-    for (const [name, value, before] of figures) {
-      if (typeof value !== "number") continue;
-      const shown = name.startsWith("fidelity") ? value.toFixed(1) : `${value.toFixed(2)} of ${n}`;
-      const prefix = typeof before === "number" ? `${before.toFixed(2)} → ` : "";
-      numbers.append(el("dt", {}, name), el("dd", { dataset: { figure: name.split(" ")[0] } }, prefix + shown));
-    }
-    numbers.append(el("dt", {}, "near-duplicates"),
-      el("dd", { dataset: { figure: "near-duplicates" } }, String((data.near_duplicates || []).length)));
   }).catch(() => { text.textContent = "The report could not be loaded."; });
   return block;
 }
@@ -90,15 +76,18 @@ function renderArtifacts(card, job) {
   const box = card.querySelector(".artifacts");
   if (box.dataset.filled) return;
   box.dataset.filled = "1";
-  // The /diversity report first, in full: its picture (grid + heatmaps) and its numbers.
+  // The /diversity report first, in full: its picture (grid + heatmaps) and its summary.
   const order = { composite: 0, report: 1 };
   const arts = [...job.artifacts].sort((a, b) => (order[a.kind] ?? 2) - (order[b.kind] ?? 2));
   for (const art of arts) {
     if (art.kind === "report") {
       box.append(reportBlock(art));
     } else if (art.kind === "composite" && !art.hidden) {
-      box.append(el("img", { src: art.url, alt: "diversity report: images and distance heatmaps",
-        className: "composite", dataset: { kind: "composite", name: art.name } }));
+      // At its own size, where its 13 px labels read; a narrow screen scrolls it sideways.
+      box.append(el("figure", { className: "wide composite" },
+        el("img", { src: art.url, alt: "diversity report: images and distance heatmaps",
+          className: "composite", dataset: { kind: "composite", name: art.name } }),
+        el("figcaption", {}, art.label || "diversity report picture")));
     } else if (art.mime.startsWith("image/") && art.hidden) {
       // Flagged by the content filter: blurred until clicked (the rule: bot/moderation.screen).
       const img = el("img", { src: art.url, alt: `flagged ${art.kind} ${art.name} (click to show)`,

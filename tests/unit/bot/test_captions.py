@@ -40,7 +40,7 @@ def test_every_tile_of_an_ordinary_job_says_what_it_is() -> None:
     request = make_request(count=2)
     made = [Artifact("j", "image-1.png", ArtifactKind.IMAGE, "image/png", b"", 1),
             Artifact("j", "denoise-1.gif", ArtifactKind.GIF, "image/gif", b"", 1),
-            Artifact("j", "depth-0.png", ArtifactKind.DEPTH, "image/png", b"", 0),
+            Artifact("j", "depth.png", ArtifactKind.DEPTH, "image/png", b""),
             Artifact("j", "report.png", ArtifactKind.COMPOSITE, "image/png", b"")]  # fmt: skip
     assert [artifact_label(request, a) for a in made] == [
-        "image 2", "GIF 2", "depth map 1", "diversity report picture"]
+        "image 2", "GIF 2", "depth map used", "diversity report picture"]
