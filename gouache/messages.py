@@ -11,6 +11,7 @@ import math
 from collections.abc import Iterable
 
 __all__ = [
+    "reply_takes_no_image",
     "npy_is_not_an_image",
     "shorten",
     "duration",
@@ -1053,6 +1054,11 @@ def remix_used(width: int, height: int, strength: float) -> str:
 def upscaled_from(up_w: int, up_h: int, width: int, height: int, strength: float, tiles: int = 0) -> str:
     how = f" in {tiles} overlapping tiles" if tiles > 1 else ""
     return f"Upscaled {up_w}x{up_h} to {width}x{height}, detail redrawn at strength {strength:g}{how}."
+
+
+def reply_takes_no_image(command: str, takes_images: Iterable[str]) -> str:
+    return (f"/{command} does not start from an image, so a reply cannot remix one with it: "
+            f"reply with a prompt (a remix) or with {' or '.join(takes_images)}.")
 
 
 def image_gone() -> str:

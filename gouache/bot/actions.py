@@ -16,7 +16,7 @@ from gouache.bot.commands import SEED_MAX
 from gouache.bot.uploads import attach
 from gouache.config import Limits
 from gouache.errors import InvalidRequest, NotAllowed
-from gouache.request import PER_IMAGE, Origin, Request
+from gouache.request import KINDS, PER_IMAGE, Origin, Request
 from gouache.storage.base import Storage
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
@@ -62,11 +62,22 @@ class ButtonActions:
             if not images:
                 raise InvalidRequest(messages.image_gone())
             return attach(request, images[0].data, self._limits)
-        inputs: list[Artifact] = []
-        if request.attachment:
-            inputs = [
-                Artifact("", a.name, a.kind, a.mime, a.data)
-                for a in await self._storage.artifacts(job.id)
-                if a.kind is ArtifactKind.INPUT
-            ]
-        return request, inputs
+        return request, (await self._inputs(job.id) if request.attachment else [])
+
+    async def remix_reply(self, job_id: str, request: Request) -> tuple[Request, list[Artifact]]:
+        """A reply to one of our results (a Slack thread reply, a Discord message reply, the
+        web's "Remix" on a result): ``request`` starts from that result's first image, read as
+        an upload would be. Only commands that take an image (``request.KINDS``) can."""
+        if request.spec.image == "none":
+            takes = [f"/{kind.value}" for kind, spec in KINDS.items() if spec.image != "none"]
+            raise InvalidRequest(messages.reply_takes_no_image(request.kind.value, takes))
+        images = [a for a in await self._storage.artifacts(job_id)
+                  if a.kind is ArtifactKind.IMAGE and a.index == 0]  # fmt: skip
+        if not images:
+            raise InvalidRequest(messages.image_gone())
+        return attach(request, images[0].data, self._limits)
+
+    async def _inputs(self, job_id: str) -> list[Artifact]:
+        """The job's uploads, copied for a follow-up (a /depth job keeps its map)."""
+        return [Artifact("", a.name, a.kind, a.mime, a.data)
+                for a in await self._storage.artifacts(job_id) if a.kind is ArtifactKind.INPUT]  # fmt: skip

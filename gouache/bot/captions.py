@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from gouache import messages
 from gouache.bot.adapter import Result
@@ -23,6 +23,7 @@ __all__ = [
     "result_text",
     "error_text",
     "progress_text",
+    "result_job",
     "action_id",
     "parse_action_id",
     "artifact_label",
@@ -46,6 +47,15 @@ def parse_action_id(value: str) -> tuple[str, str] | None:
     if parts[1] not in _ACTIONS and _PER_IMAGE.fullmatch(parts[1]) is None:
         return None
     return parts[1], parts[2][:64]
+
+
+def result_job(ids: Iterable[str]) -> str | None:
+    """The job a posted result belongs to, from its buttons' action ids (Cancel aside)."""
+    for value in ids:
+        parsed = parse_action_id(value)
+        if parsed is not None and parsed[0] != CANCEL:
+            return parsed[1]
+    return None
 
 
 def progress_text(fraction: float) -> str:

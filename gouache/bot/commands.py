@@ -125,6 +125,15 @@ def parse_text(text: str) -> Command:
     return Command(kind, prompt, options)
 
 
+def parse_message(text: str) -> Command:
+    """A chat message to the bot (a Slack mention, a reply to a result): ``depth a hill`` is
+    ``/depth a hill``, like ``/depth a hill``; anything else is ``parse_text``'s."""
+    first, *rest = strip_invisible(text).split(maxsplit=1) or [""]
+    if first.lower() in {k.value for k in Kind}:
+        return parse_arguments(Kind(first.lower()), " ".join(rest))
+    return parse_text(text)
+
+
 def parse_arguments(kind: Kind, text: str) -> Command:
     """Parse ``prompt --flag value ...`` for a command whose kind the platform already knows
     (a Slack slash command, the /depth modal): the text is taken as it is, a leading

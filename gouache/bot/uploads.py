@@ -114,7 +114,7 @@ def attach_image(request: Request, data: bytes, limits: Limits) -> tuple[Request
     aspect for a remix without --ar/--size; its size times --scale for /upscale), and for
     /upscale without a prompt, the prompt our own PNG recorded."""
     from gouache.generation.inputs.uploads import made_with, read_image
-    from gouache.generation.upscale import tile_boxes
+    from gouache.generation.upscale import tile_boxes, tile_overlap
 
     image = read_image(data, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_upload_pixels)
     mime, ext = sniff_upload(data)
@@ -132,7 +132,7 @@ def attach_image(request: Request, data: bytes, limits: Limits) -> tuple[Request
         if not prompt and recorded is not None:
             prompt, negative = recorded[0], negative or recorded[1]
         tile = request.tile if max(width, height) > request.tile else 0
-        tiles = len(tile_boxes(width, height, tile, tile // 4)) if tile else 0
+        tiles = len(tile_boxes(width, height, tile, tile_overlap(tile))) if tile else 0
         notes.append(messages.upscaled_from(up_w, up_h, width, height, request.image_strength, tiles))
     else:
         if request.size_from_upload:

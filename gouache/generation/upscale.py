@@ -16,9 +16,15 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-__all__ = ["Box", "tile_boxes", "blend_tiles"]
+__all__ = ["Box", "tile_boxes", "tile_overlap", "blend_tiles"]
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
+
+
+def tile_overlap(tile: int) -> int:
+    """How far neighbouring tiles overlap at least: a quarter of a tile (the blend's ramps
+    reach to each tile's middle whatever this is; more overlap only adds tiles)."""
+    return max(8, tile // 4)
 
 
 def _starts(total: int, tile: int, overlap: int) -> list[int]:
@@ -41,16 +47,23 @@ def tile_boxes(width: int, height: int, tile: int, overlap: int) -> list[Box]:
 
 def _ramp(start: int, size: int, total: int, overlap: int) -> np.ndarray:
     """One axis's weights: rising from near 0 at an edge shared with a neighbour to 1 at half
-    the tile (a tent), so a tile's own edge (where its convolutions saw padding) always
-    counts least and the neighbour whose middle it is counts most."""
+    the tile along a raised cosine, so a tile's own edge (where its convolutions saw padding)
+    counts least, the neighbour whose middle it is counts most, and the cross-fade starts and
+    ends with zero slope: no kink where a tile begins (a tent's slope jumps there, and the
+    jump shows as a line)."""
     overlap = max(overlap, size // 2)
     position = np.arange(size, dtype=np.float64) + 0.5
     weight = np.ones(size)
     if start > 0:
-        weight = np.minimum(weight, position / overlap)
+        weight = np.minimum(weight, _rise(position / overlap))
     if start + size < total:
-        weight = np.minimum(weight, (size - position) / overlap)
+        weight = np.minimum(weight, _rise((size - position) / overlap))
     return weight
+
+
+def _rise(t: np.ndarray) -> np.ndarray:
+    """0 -> 1 over ``t`` in 0..1 (1 past it), with zero slope at both ends."""
+    return (1.0 - np.cos(np.pi * np.clip(t, 0.0, 1.0))) / 2.0
 
 
 def blend_tiles(tiles: Sequence[Image.Image], boxes: Sequence[Box], width: int, height: int,

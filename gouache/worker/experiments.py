@@ -147,11 +147,11 @@ def tiled_upscale_job(
     from dataclasses import replace
 
     from gouache.generation.loop.batch import BatchItem
-    from gouache.generation.upscale import blend_tiles, tile_boxes
+    from gouache.generation.upscale import blend_tiles, tile_boxes, tile_overlap
     from gouache.worker.jobs import artifacts_for, start_image
 
     whole = start_image(request, inputs, limits)
-    overlap = request.tile // 4
+    overlap = tile_overlap(request.tile)
     boxes = tile_boxes(request.width, request.height, request.tile, overlap)
     items = [BatchItem(f"{job_id}:tile{n}", request.prompt, request.negative_prompt, seed=request.seed,
                        init_image=whole.crop(box)) for n, box in enumerate(boxes)]  # fmt: skip

@@ -52,8 +52,8 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "diversity", "interpolate", "loras", "queue", "cancel",
-                             "gouache"}
+    assert set(commands) == {"imagine", "depth", "upscale", "edit", "diversity", "interpolate", "loras",
+                             "queue", "cancel", "gouache"}
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
     assert imagine["prompt"]["max_length"] == settings.limits.max_prompt_chars
@@ -67,8 +67,16 @@ async def test_commands_are_registered_once_with_typed_options(
     assert imagine["model"]["autocomplete"] is True and "choices" not in imagine["model"]
     depth = {o["name"]: o for o in commands["depth"]["options"]}
     assert depth["image"]["type"] == 11 and depth["image"]["required"] is True
-    assert set(imagine) < set(depth)  # /depth: every /imagine option, plus strength
+    assert set(imagine) == set(depth)  # the same options; the image optional on /imagine (a remix)
+    assert imagine["image"]["type"] == 11 and imagine["image"]["required"] is False
     assert (depth["strength"]["min_value"], depth["strength"]["max_value"]) == (0.0, 2.0)
+    assert (imagine["strength"]["min_value"], imagine["strength"]["max_value"]) == (0.0, 1.0)
+    upscale = {o["name"]: o for o in commands["upscale"]["options"]}
+    assert upscale["image"]["type"] == 11 and upscale["image"]["required"] is True
+    assert "prompt" in upscale and upscale["prompt"]["required"] is False  # ours remember theirs
+    assert (upscale["scale"]["min_value"], upscale["scale"]["max_value"]) == (1.0, 4.0)
+    edit = {o["name"]: o for o in commands["edit"]["options"]}
+    assert edit["image"]["required"] is True and edit["prompt"]["required"] is True
     diversity = {o["name"]: o for o in commands["diversity"]["options"]}
     assert (diversity["count"]["min_value"], diversity["count"]["max_value"]) == (2, 16)
     admin = {o["name"]: o for o in commands["gouache"]["options"]}

@@ -32,8 +32,9 @@ def test_manifest_commands_are_the_registered_commands() -> None:
 
 def test_manifest_shortcut_socket_mode_and_scopes() -> None:
     data = manifest()
-    [shortcut] = data["features"]["shortcuts"]
-    assert (shortcut["type"], shortcut["callback_id"]) == ("message", modal.SHORTCUT_ID)
+    shortcuts = data["features"]["shortcuts"]
+    assert {s["type"] for s in shortcuts} == {"message"}
+    assert [s["callback_id"] for s in shortcuts] == list(modal.SHORTCUTS)
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["settings"]["interactivity"]["is_enabled"] is True
     assert data["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]

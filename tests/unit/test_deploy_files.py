@@ -447,4 +447,5 @@ def test_discord_commands_invite_link_and_intents_in_the_guide_match_the_client(
             assert f"`/{group} {name}`" in guide, (group, name)
     link = discord.utils.oauth_url("APPLICATION_ID", permissions=invite_permissions(), scopes=INVITE_SCOPES)
     assert link in guide  # the same link the bot logs at start
-    assert "discord.Intents(guilds=True)" in source and "`Guilds` intent" in guide
+    assert "discord.Intents(guilds=True, guild_messages=True, dm_messages=True)" in source
+    assert "`Guilds` intent" in guide and "`Guild Messages`" in guide

@@ -131,9 +131,10 @@ def test_a_tiled_upscale_shows_no_seam(tmp_path) -> None:
     for axis, (low, high) in ((1, (0, 2)), (0, (1, 3))):
         edges = sorted({box[low] for box in boxes if box[low]} | {box[high] for box in boxes if box[high] < 96})
         border, inside = _seams(change, edges, axis)
-        # Measured: borders 2.56 against 2.18 inside on columns; the 1.25 margin is the gap
-        # left to close (docs/architecture.md, "Starting from an image").
-        assert border <= 1.25 * inside, (axis, border, inside)
+        # Measured with raised-cosine ramps: columns 2.34 at borders against 2.24 inside (the
+        # tent ramps gave 2.56 against 2.18), rows 1.28 against 2.17. The 1.1 margin is the gap
+        # left to "no larger" (docs/architecture.md, "Starting from an image").
+        assert border <= 1.1 * inside, (axis, border, inside)
 
 
 def test_blending_hides_what_pasting_shows() -> None:

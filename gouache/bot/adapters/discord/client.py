@@ -3,7 +3,9 @@
 The client *receives* its dependencies (``AdapterDeps``) and does its async set-up in
 ``setup_hook``, like discord.py's ``examples/advanced_startup.py``. It translates and nothing
 else: the command language, limits, queue views and admin rules live in ``bot/``; the slash
-command definitions in ``commands``, posting in ``outbox``. Mentions are disabled on the client
+command definitions in ``commands``, posting in ``outbox``. A message that replies to one of our
+results with a prompt remixes that result (``on_message``: the guild-messages intent, and the
+text Discord shows bots of messages that mention them, which a reply does by default). Mentions are disabled on the client
 and on every send and edit, because an edit goes back to Discord's default mention rules.
 """
 
@@ -14,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -34,7 +37,7 @@ from gouache.bot.adapters.discord.http import install_redaction
 from gouache.bot.adapters.discord.outbox import TOKEN_LIFETIME, DiscordOutbox
 from gouache.bot.adapters.discord.text import NO_MENTIONS, clip, escape
 from gouache.bot.admin import AdminActions
-from gouache.bot.captions import CANCEL
+from gouache.bot.captions import CANCEL, result_job
 from gouache.bot.loras import listing
 from gouache.bot.queue_view import QueueView
 from gouache.bot.uploads import attach, check_size
@@ -45,6 +48,8 @@ from gouache.storage.jobs import Artifact, Job
 __all__ = ["DiscordAdapter", "TOKEN_LIFETIME", "INVITE_SCOPES", "invite_permissions", "open_adapter"]
 
 log = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"<@!?[0-9]+>")
 
 INVITE_SCOPES = ("bot", "applications.commands")
 
@@ -67,7 +72,8 @@ class DiscordAdapter(discord.Client):
         settings, storage = deps.settings, deps.storage
         if settings.discord.application_id:  # else discord.py learns it at login
             options["application_id"] = int(settings.discord.application_id)
-        super().__init__(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS, **options)
+        intents = discord.Intents(guilds=True, guild_messages=True, dm_messages=True)
+        super().__init__(intents=intents, allowed_mentions=NO_MENTIONS, **options)
         self._settings = settings
         self._storage = storage
         self._actions = ButtonActions(storage, settings.limits)
@@ -216,6 +222,38 @@ class DiscordAdapter(discord.Client):
             await self._admit(interaction, request, inputs)
 
         await self._funnel(interaction, work)
+
+    # --- replies to results ----------------------------------------------------------------
+    async def on_message(self, message: discord.Message) -> None:
+        """A reply to one of our results with a prompt (or ``upscale``, ``edit ...``): that
+        result's first image remixed (``ButtonActions.remix_reply``, which asks ``KINDS``),
+        answered with a reply; the result is posted in the channel like any other."""
+        replied = message.reference.resolved if message.reference is not None else None
+        if (message.author.bot or self.user is None or not isinstance(replied, discord.Message)
+                or replied.author.id != self.user.id):  # fmt: skip
+            return
+        job_id = result_job(getattr(item, "custom_id", None) or ""
+                            for row in replied.components for item in getattr(row, "children", ()))  # fmt: skip
+        text = _MENTION.sub(" ", message.content).strip()
+        if job_id is None or not text:  # not a result of ours, or a reply we cannot read
+            return
+        origin = Origin(platform="discord", request_id=str(message.id), user=str(message.author.id),
+                        channel=str(message.channel.id), guild=str(message.guild.id if message.guild else ""))  # fmt: skip
+        try:
+            request = commands.build_request(commands.parse_message(text), origin, self._settings,
+                                             prompt_overflow=self._prompt_overflow)  # fmt: skip
+            request, inputs = await self._actions.remix_reply(job_id, request)
+            admitted = await self._admission.admit(request, inputs)
+            self._on_admitted()
+            answer = admitted.message + _notes(request.notes)
+        except UserError as exc:
+            answer = escape(exc.message)
+        except Exception:
+            ref = uuid.uuid4().hex
+            log.exception("discord reply %s (user %s) failed (ref %s)", message.id, message.author.id, ref[:8])
+            answer = messages.internal_error(ref)
+        with contextlib.suppress(discord.HTTPException):
+            await message.reply(clip(answer), allowed_mentions=NO_MENTIONS, mention_author=False)
 
     # --- the error funnel ------------------------------------------------------------------
     @staticmethod

@@ -1,7 +1,9 @@
 """The slash commands: typed options that guide (min/max from the configured limits,
 autocomplete from the configured models and the sampler table), translated to ``Handlers`` calls.
 
-``/imagine``, ``/depth`` (the same options plus ``strength``) and ``/diversity`` become
+``/imagine`` (an optional ``image`` to remix, at ``strength``), ``/depth`` (a depth map or
+photo, ``strength`` its scale), ``/upscale`` and ``/edit`` (an image required: the options
+follow ``request.KINDS``' "takes an image"), ``/diversity`` and ``/interpolate`` become
 ``Request``s through ``bot.commands``; ``/queue`` and ``/cancel`` read the user's own queue; the
 ``/gouache`` group holds the admin commands, whose permission the bot checks itself
 (``default_permissions`` is only a hint server admins can change).
@@ -19,7 +21,7 @@ from gouache.bot.captions import ASPECT_RATIOS
 from gouache.bot.commands import SEED_MAX
 from gouache.bot.loras import lora_names, style_names
 from gouache.config import Settings
-from gouache.request import KINDS, STRENGTH_RANGE, Kind
+from gouache.request import KINDS, STRENGTH_RANGE, UPSCALE_MAX_SCALE, Kind
 
 __all__ = ["Handlers", "build_commands", "matching", "lora_completions", "MAX_CHOICES"]
 
@@ -121,7 +123,8 @@ def _guide(command: app_commands.Command[Any, Any, Any], settings: Settings) -> 
         "seed": (0, SEED_MAX), "steps": (1, limits.max_steps),
         "guidance": (0, limits.max_guidance), "count": (spec.min_images, high),
         "width": (limits.min_side, limits.max_side), "height": (limits.min_side, limits.max_side),
-        "strength": STRENGTH_RANGE, "prompt": (1, min(limits.max_prompt_chars, _MAX_STRING)),
+        "strength": (0.0, 1.0) if spec.image != "none" else STRENGTH_RANGE,
+        "scale": (1.0, UPSCALE_MAX_SCALE), "prompt": (1, min(limits.max_prompt_chars, _MAX_STRING)),
         "negative": (1, min(limits.max_prompt_chars, _MAX_STRING)),
     }  # fmt: skip
     # discord.py builds options from the signature; the limits are known only at start-up, so
@@ -148,12 +151,17 @@ def _only(described: dict[str, Any], *leave_out: str) -> dict[str, Any]:
     return {k: v for k, v in described.items() if k not in leave_out}
 
 
+_REDRAW = "How much of the image to redraw (0 to 1)"
+
+
 def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any]]:
-    @app_commands.command(name="imagine", description="Generate images from a prompt")
-    @app_commands.describe(**_DESCRIBE)
+    @app_commands.command(name="imagine", description="Generate images from a prompt (or remix an image)")
+    @app_commands.describe(image="An image to remix (optional)", strength=_REDRAW + ", with an image",
+                           **_DESCRIBE)  # fmt: skip
     @app_commands.choices(aspect_ratio=_RATIOS)
     async def imagine(
-        interaction: discord.Interaction, prompt: str, negative: str | None = None,
+        interaction: discord.Interaction, prompt: str, image: discord.Attachment | None = None,
+        strength: float | None = None, negative: str | None = None,
         seed: int | None = None, steps: int | None = None, guidance: float | None = None,
         aspect_ratio: str | None = None, width: int | None = None, height: int | None = None,
         sampler: str | None = None, count: int | None = None, model: str | None = None,
@@ -161,10 +169,40 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
         no_trigger: bool | None = None,
     ) -> None:  # fmt: skip
         await h.run_command(interaction, Kind.IMAGINE, dict(
-            prompt=prompt, negative=negative, seed=seed, steps=steps, guidance=guidance,
-            aspect_ratio=aspect_ratio, width=width, height=height, sampler=sampler,
-            count=count, model=model, gif=gif, lora=lora, style=style, no_trigger=no_trigger,
+            prompt=prompt, image=image, strength=strength, negative=negative, seed=seed,
+            steps=steps, guidance=guidance, aspect_ratio=aspect_ratio, width=width,
+            height=height, sampler=sampler, count=count, model=model, gif=gif, lora=lora,
+            style=style, no_trigger=no_trigger,
         ))  # fmt: skip
+
+    @app_commands.command(name="upscale", description="Enlarge an image and redraw its detail")
+    @app_commands.describe(image="The image to enlarge", scale="How much larger (default 2)",
+                           strength=_REDRAW + " (default 0.35)",
+                           prompt="What it shows (our own images remember theirs)",
+                           **_only(_DESCRIBE, "prompt", "aspect_ratio", "width", "height", "count",
+                                   "gif"))  # fmt: skip
+    async def upscale(
+        interaction: discord.Interaction, image: discord.Attachment, scale: float | None = None,
+        strength: float | None = None, prompt: str | None = None, negative: str | None = None,
+        seed: int | None = None, steps: int | None = None, guidance: float | None = None,
+        sampler: str | None = None, model: str | None = None, lora: str | None = None,
+        style: str | None = None, no_trigger: bool | None = None,
+    ) -> None:  # fmt: skip
+        await h.run_command(interaction, Kind.UPSCALE, dict(
+            prompt=prompt or "", image=image, scale=scale, strength=strength, negative=negative,
+            seed=seed, steps=steps, guidance=guidance, sampler=sampler, model=model, lora=lora,
+            style=style, no_trigger=no_trigger,
+        ))  # fmt: skip
+
+    @app_commands.command(name="edit", description="Change an image by instruction (needs an editing model)")
+    @app_commands.describe(image="The image to change", prompt="What to change",
+                           seed=_DESCRIBE["seed"], model=_DESCRIBE["model"])  # fmt: skip
+    async def edit(
+        interaction: discord.Interaction, image: discord.Attachment, prompt: str,
+        seed: int | None = None, model: str | None = None,
+    ) -> None:  # fmt: skip
+        await h.run_command(interaction, Kind.EDIT, dict(prompt=prompt, image=image, seed=seed,
+                                                         model=model))  # fmt: skip
 
     @app_commands.command(name="depth", description="Generate following a depth map or photo")
     @app_commands.describe(image="A depth map (.png/.npy) or a photo",
@@ -212,7 +250,7 @@ def _generation_commands(h: Handlers) -> list[app_commands.Command[Any, Any, Any
         await h.run_command(interaction, Kind.INTERPOLATE,
                             dict(prompt=f"{prompt} | {to}", seed=seed, seed_b=seed_b, frames=frames))  # fmt: skip
 
-    return [imagine, depth, diversity, interpolate]
+    return [imagine, depth, upscale, edit, diversity, interpolate]
 
 
 def _queue_commands(h: Handlers) -> Sequence[app_commands.Command[Any, Any, Any]]:

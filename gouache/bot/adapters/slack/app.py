@@ -101,7 +101,8 @@ class SlackAdapter:
         self.app.event("app_mention")(self._on_mention)
         self.app.action(re.compile(r"^gouache:"))(self._on_action)
         self.app.view(modal.CALLBACK_ID)(self._on_submit)
-        self.app.shortcut(modal.SHORTCUT_ID)(self._on_shortcut)
+        for shortcut in modal.SHORTCUTS:
+            self.app.shortcut(shortcut)(self._on_shortcut)
         self.app.error(self._on_bolt_error)
 
     async def close(self) -> None:
@@ -135,8 +136,8 @@ class SlackAdapter:
 
         async def work() -> None:
             if KINDS[kind].needs_file:  # a file: only a modal can ask for one
-                view = modal.depth_view(text, channel=origin.channel,
-                                        response_url=origin.reply_token)  # fmt: skip
+                view = modal.file_view(kind, text, channel=origin.channel,
+                                       response_url=origin.reply_token)  # fmt: skip
                 await self.client.views_open(trigger_id=str(body.get("trigger_id")), view=view)
                 return
             await self._admit(self._build(commands.parse_arguments(kind, text), origin), [])
@@ -144,7 +145,8 @@ class SlackAdapter:
         await self._funnel(origin, work)
 
     async def _on_shortcut(self, ack: Any, body: dict[str, Any]) -> None:
-        """"Use as depth map" on a message: the same modal, that message's image chosen."""
+        """"Use as depth map" or "Remix this image" on a message: the /depth or the image
+        modal, that message's image chosen."""
         await ack()
         origin = self._origin(body, body.get("user", {}).get("id"),
                               body.get("channel", {}).get("id"), body.get("team", {}).get("id"))  # fmt: skip
@@ -153,8 +155,9 @@ class SlackAdapter:
             file = modal.image_file(body.get("message") or {})
             if file is None:
                 raise InvalidRequest(replies.NO_IMAGE_ON_MESSAGE)
-            view = modal.depth_view("", channel=origin.channel, response_url=origin.reply_token,
-                                    file=file)  # fmt: skip
+            kind = modal.SHORTCUTS.get(str(body.get("callback_id")), Kind.DEPTH)
+            view = modal.file_view(kind, "", channel=origin.channel, response_url=origin.reply_token,
+                                   file=file)  # fmt: skip
             await self.client.views_open(trigger_id=str(body.get("trigger_id")), view=view)
 
         await self._funnel(origin, work)
@@ -168,12 +171,14 @@ class SlackAdapter:
                         guild=str(body.get("team", {}).get("id", "")),
                         reply_token=sub.response_url)  # fmt: skip
         try:
-            request = self._build(commands.parse_arguments(Kind.DEPTH, sub.text), origin)
+            request = self._build(commands.parse_arguments(sub.kind, sub.text), origin)
         except UserError as exc:
             await ack(response_action="errors", errors={"prompt": exc.message[:150]})
             return
         if not sub.files:
-            await ack(response_action="errors", errors={"file": "Attach a depth map or photo."})
+            depth = KINDS[sub.kind].depth_map != "none"
+            await ack(response_action="errors",
+                      errors={"file": replies.ATTACH_DEPTH if depth else replies.ATTACH_IMAGE})  # fmt: skip
             return
         await ack()
 

@@ -11,6 +11,12 @@ __all__ = [
     "SIGN_IN_PAGE",
     "NO_IMAGE_ON_MESSAGE",
     "MODAL_TITLE",
+    "MODAL_TITLES",
+    "OPTION_HINTS",
+    "ATTACH_DEPTH",
+    "ATTACH_IMAGE",
+    "file_label",
+    "chosen_file",
     "download_failed",
     "truncated",
     "invite_me",
@@ -25,6 +31,21 @@ SIGN_IN_PAGE = (
 )
 NO_IMAGE_ON_MESSAGE = "That message has no image I can use: pick one with a PNG, JPEG or WEBP."
 MODAL_TITLE = "Depth map"
+MODAL_TITLES = {"depth": MODAL_TITLE, "imagine": "Remix an image", "upscale": "Upscale",
+                "edit": "Edit an image"}  # fmt: skip
+OPTION_HINTS = {"depth": "--steps 20 --guidance 6 --seed 7", "imagine": "--strength 0.6 --seed 7",
+                "upscale": "--scale 2 --strength 0.35", "edit": "--seed 7"}  # fmt: skip
+ATTACH_DEPTH = "Attach a depth map or photo."
+ATTACH_IMAGE = "Attach an image (PNG, JPEG or WEBP)."
+
+
+def file_label(depth: bool) -> str:
+    return "Depth map or photo" if depth else "Image"
+
+
+def chosen_file(name: str, depth: bool) -> str:
+    return f"{'Depth map' if depth else 'Image'}: *{name}* from that message."
+
 
 
 def download_failed(status: int | None) -> str:
