@@ -14,6 +14,10 @@ once (a burst), one image per request. Contenders, one process, one model:
 - ``swap``: one request at a time, its LoRAs loaded for it (what LoRA bots do per request).
 - ``none``: the same load without LoRAs through ``mixed``'s path: the overhead baseline.
 
+``none`` and ``mixed`` run ``--rounds`` times, alternating, and each keeps its best round: the
+overhead is a ratio of two similar figures, so both see the same machine state (a warm cache,
+the same background load) rather than whichever came first.
+
 Figures: images/s over the run, denoiser rows per call, p95 wait from submission to the
 request's first denoiser step. The JSON holds what this run measured and the machine it ran on.
 """
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="16 requests of 8 steps")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=RESULTS / "lora.json")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating none/mixed rounds (best kept)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     requests, steps, rows = (16, 8, 16) if args.quick else (48, 20, 32)
@@ -145,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
         sets = workload(requests)
         plain = [BatchItem(f"w{i}", "warm up", seed=i, loras=s) for i, s in enumerate(sets[:2])]
         run(registry, plain, "mixed", LaneSpec(2, "ddim", 2.0), rows)  # load every part once
-        figures = {}
-        for mode in ("none", "mixed", "keyed", "swap"):
+        figures: dict[str, Any] = {}
+        rounds: dict[str, list[float]] = {"none": [], "mixed": []}
+        for mode in [*("none", "mixed") * max(1, args.rounds), "keyed", "swap"]:
             items = _items([() for _ in sets] if mode == "none" else sets)
-            figures[mode] = run(registry, items, mode, spec, rows)
-            print(mode, figures[mode], flush=True)
+            result = run(registry, items, mode, spec, rows)
+            print(mode, result, flush=True)
+            if mode in rounds:
+                rounds[mode].append(result["images_per_s"])
+            if mode not in figures or result["images_per_s"] > figures[mode]["images_per_s"]:
+                figures[mode] = result
     mixed = figures["mixed"]["images_per_s"]
     report = {
         "benchmark": "lora", "quick": args.quick, "model": MODEL, "requests": requests,
@@ -158,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": args.threads, "torch": torch.__version__,
                     "load_average": [round(x, 2) for x in os.getloadavg()]},
         "contenders": figures,
+        "rounds_images_per_s": rounds,
         "mixed_vs_keyed": round(mixed / figures["keyed"]["images_per_s"], 2),
         "mixed_vs_swap": round(mixed / figures["swap"]["images_per_s"], 2),
         "mixed_vs_no_lora": round(mixed / figures["none"]["images_per_s"], 2),
