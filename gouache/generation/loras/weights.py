@@ -4,14 +4,19 @@ diffusers' ``lora_state_dict`` (the classmethod ``load_lora_weights`` itself cal
 file and converts kohya/A1111 keys to its own; ``convert_unet_state_dict_to_peft`` and, for
 the text encoders, ``convert_state_dict_to_diffusers`` + ``convert_state_dict_to_peft`` bring
 every format to PEFT's ``<module>.lora_A/.lora_B`` names, as ``load_lora_into_unet`` and
-``load_lora_into_text_encoder`` do. The per-module scaling is PEFT's ``lora_alpha / r``: the
-file's network alpha for the module (its most common alpha when one is missing), or 1 without
-alphas (diffusers' ``get_peft_kwargs``). Nothing here touches the model's weights.
+``load_lora_into_text_encoder`` do. The per-module scaling is PEFT's ``lora_alpha / r``
+(``/ sqrt(r)`` with rsLoRA): from the adapter config diffusers' ``save_lora_weights`` writes into
+the file's metadata (``lora_alpha``, ``alpha_pattern``, ``rank_pattern``, as ``LoraConfig``
+reads them), else the file's network alpha for the module (its most common alpha when one is
+missing), or 1 without alphas (diffusers' ``get_peft_kwargs``). Nothing here touches the
+model's weights.
 """
 
 from __future__ import annotations
 
 import collections
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,12 +66,12 @@ def parts_of(model: LoadedModel) -> dict[str, torch.nn.Module]:
 def load_lora(name: str, path: Path, model: LoadedModel) -> LoraWeights:
     """Read ``path`` into factors for ``model`` on its device and dtype (``LoraFileError``)."""
     try:
-        state_dict, alphas = _read(path, model)
+        state_dict, alphas, config = _read(path, model)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise LoraFileError(f"cannot read {path.name}: {exc}") from exc
     out = LoraWeights(name)
     for prefix, module in parts_of(model).items():
-        factors = _factors(prefix, module, state_dict, alphas or {})
+        factors = _factors(prefix, module, state_dict, alphas or {}, _adapter_config(prefix, config))
         if factors:
             out.parts[prefix] = {k: _placed(f, model) for k, f in factors.items()}
     if not out.parts:
@@ -74,18 +79,46 @@ def load_lora(name: str, path: Path, model: LoadedModel) -> LoraWeights:
     return out
 
 
-def _read(path: Path, model: LoadedModel) -> tuple[dict[str, torch.Tensor], dict[str, float] | None]:
+def _read(path: Path, model: LoadedModel) -> tuple[dict[str, torch.Tensor], dict[str, float] | None,
+                                                   dict[str, Any] | None]:  # fmt: skip
+    """The file's tensors in diffusers' names, its network alphas and diffusers' adapter
+    metadata (``<part>.lora_alpha`` and the like), read as ``load_lora_weights`` reads them."""
     from diffusers.loaders import StableDiffusionLoraLoaderMixin, StableDiffusionXLLoraLoaderMixin
 
     if not path.is_file():
         raise OSError(f"no such file: {path}")
     mixin = StableDiffusionXLLoraLoaderMixin if len(model.text_encoders) > 1 else StableDiffusionLoraLoaderMixin
-    state_dict, alphas = mixin.lora_state_dict(str(path), unet_config=model.denoiser.config)
-    return dict(state_dict), alphas
+    state_dict, alphas, config = mixin.lora_state_dict(str(path), unet_config=model.denoiser.config,
+                                                       return_lora_metadata=True)  # fmt: skip
+    return dict(state_dict), alphas, config
+
+
+def _adapter_config(prefix: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """One part's ``LoraConfig`` fields from diffusers' metadata (keys ``<part>.<field>``)."""
+    return {k.removeprefix(prefix + "."): v for k, v in (metadata or {}).items() if k.startswith(prefix + ".")}
+
+
+def _pattern(patterns: dict[str, Any], module: str) -> Any:
+    """PEFT's rule for ``alpha_pattern``/``rank_pattern``: the first key that names the module
+    or a suffix of it (keys are regular expressions), else None."""
+    for key, value in patterns.items():
+        if re.fullmatch(rf"(.*\.)?(?:{key})", module):
+            return value
+    return None
+
+
+def _scaling(module: str, rank: int, config: dict[str, Any], fallback_alpha: float) -> float:
+    """PEFT's per-module scaling: ``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA)."""
+    if not config:
+        return fallback_alpha / rank
+    alpha = _pattern(config.get("alpha_pattern") or {}, module)
+    alpha = float(alpha if alpha is not None else config.get("lora_alpha", rank))
+    return alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
 
 
 def _factors(
-    prefix: str, root: torch.nn.Module, state_dict: dict[str, torch.Tensor], alphas: dict[str, float]
+    prefix: str, root: torch.nn.Module, state_dict: dict[str, torch.Tensor], alphas: dict[str, float],
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Factor]:
     from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
 
@@ -113,7 +146,7 @@ def _factors(
         alpha = module_alphas.get(module, module_alphas.get(module.removeprefix("text_model."),
                                                             common[0][0] if common else rank))  # fmt: skip
         _check_fits(prefix, root, module, down, up)
-        out[module] = Factor(down, up, float(alpha) / rank)
+        out[module] = Factor(down, up, _scaling(module, rank, config or {}, float(alpha)))
     return out
 
 

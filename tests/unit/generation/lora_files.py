@@ -7,6 +7,7 @@ diffusers/PEFT: ``unet.<module>.lora_A.weight`` / ``lora_B`` (no alphas: scaling
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -33,7 +34,9 @@ def _pair(layer: torch.nn.Module, rank: int, g: torch.Generator, size: float) ->
 
 
 def write_peft(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module | None, *,
-               seed: int, rank: int = 4, size: float = 0.15) -> Path:  # fmt: skip
+               seed: int, rank: int = 4, size: float = 0.15, config: dict | None = None) -> Path:  # fmt: skip
+    """``config``: the adapter config diffusers' ``save_lora_weights`` stores in the metadata
+    (``lora_alpha``, ``alpha_pattern``, ...), the same for every part."""
     g = torch.Generator().manual_seed(seed)
     tensors = {}
     parts = [("unet", unet, UNET_TARGETS)]
@@ -44,7 +47,15 @@ def write_peft(path: Path, unet: torch.nn.Module, text_encoder: torch.nn.Module 
             down, up = _pair(layer, rank, g, size)
             tensors[f"{prefix}.{name}.lora_A.weight"] = down.contiguous()
             tensors[f"{prefix}.{name}.lora_B.weight"] = up.contiguous()
-    save_file(tensors, str(path))
+    metadata = None
+    if config is not None:
+        packed = {}
+        for prefix, root, targets in parts:
+            modules = sorted({name.split(".")[-1] if not name.endswith(".0") else name.split(".")[-2] + ".0"
+                              for name in lora_modules(root, targets)})  # fmt: skip
+            packed.update({f"{prefix}.{k}": v for k, v in {"r": rank, "target_modules": modules, **config}.items()})
+        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps(packed, sort_keys=True)}
+    save_file(tensors, str(path), metadata=metadata)
     return path
 
 

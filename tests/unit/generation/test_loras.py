@@ -49,6 +49,10 @@ def lora_files(tmp_path_factory, sd_pipe, xl_pipe) -> dict[str, Path]:
         "a": write_peft(root / "a.safetensors", sd_pipe.unet, sd_pipe.text_encoder, seed=1),
         "b": write_kohya(root / "b.safetensors", sd_pipe.unet, sd_pipe.text_encoder, seed=2),
         "xl": write_peft(root / "xl.safetensors", xl_pipe.unet, xl_pipe.text_encoder, seed=3),
+        # alpha 2 at rank 4 (scaling 0.5), alpha 8 (scaling 2) on every attn2.to_k: as diffusers'
+        # save_lora_weights writes a PEFT config with lora_alpha != r into the file's metadata
+        "alpha": write_peft(root / "alpha.safetensors", sd_pipe.unet, sd_pipe.text_encoder, seed=4,
+                            config={"lora_alpha": 2, "alpha_pattern": {"attn2.to_k": 8}}),
         "broken": _broken(root / "broken.safetensors"),
     }
 
@@ -84,8 +88,8 @@ def _reference(pipe, files, loras, model, **call):
         pipe.unload_lora_weights()
 
 
-@pytest.mark.parametrize("loras", [(("a", 0.7),), (("b", 1.0),), (("a", 1.0), ("b", 0.5))],
-                         ids=["peft", "kohya", "stacked"])  # fmt: skip
+@pytest.mark.parametrize("loras", [(("a", 0.7),), (("b", 1.0),), (("a", 1.0), ("b", 0.5)), (("alpha", 1.0),)],
+                         ids=["peft", "kohya", "stacked", "peft-with-alpha-metadata"])  # fmt: skip
 def test_sd_lora_matches_diffusers(loras, sd_pipe, lora_files, lora_registry, float_engine_cls):
     pytest.importorskip("peft")
     model = lora_registry.get("builtin:tiny")
