@@ -12,12 +12,17 @@ from typing import Any
 from gouache.bot.adapter import Button, Result
 from gouache.bot.captions import action_id, result_text
 
-__all__ = ["slack_escape", "slack_blocks", "slack_caption"]
+__all__ = ["slack_escape", "slack_markdown", "slack_blocks", "slack_caption"]
 
 
 def slack_escape(text: str) -> str:
     """Slack's three control characters in user text; nothing else is special."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_markdown(text: str) -> str:
+    """Shared chat text (Discord Markdown: ``**bold**``, code in backticks) as Slack mrkdwn."""
+    return slack_escape(text).replace("**", "*")
 
 
 def slack_blocks(
