@@ -158,7 +158,7 @@ def _guide(command: app_commands.Command[Any, Any, Any], settings: Settings) -> 
 _RATIOS = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
 _DESCRIBE: dict[str, Any] = dict(
     prompt="What to draw", negative="What to avoid", seed="Same seed, same image",
-    steps="Denoising steps", guidance="How closely to follow the prompt (CFG)",
+    steps="Denoising steps", guidance="Guidance: CFG scale, or distilled guidance on Flux dev (/help says which)",
     aspect_ratio="Shape of the image", width="Width in pixels (multiples of 8)",
     height="Height in pixels (multiples of 8)", sampler="Sampler (type to search)",
     count="How many images", model="Model (type to search)", gif="Also a denoising GIF",
