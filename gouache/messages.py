@@ -662,6 +662,73 @@ def loras_listing(model: str, loras: Iterable[str], styles: Iterable[str]) -> st
     return "\n".join(lines)
 
 
+# What --cfg is called for each guidance kind (``model_families.GuidanceKind``): the caption
+# and the PNG parameters say which (A1111's "CFG scale" for real CFG).
+_GUIDANCE_LABELS = {"cfg": "CFG scale", "distilled": "Distilled guidance", "none": "Guidance"}
+
+
+def guidance_label(kind: str) -> str:
+    """The PNG ``parameters`` field for the request's guidance ("CFG scale", ...)."""
+    return _GUIDANCE_LABELS.get(kind, _GUIDANCE_LABELS["cfg"])
+
+
+def guidance_parameter(kind: str, guidance: float) -> str:
+    """``CFG scale: 7``, ``Distilled guidance: 3.5`` or ``Guidance: none`` (PNG parameters)."""
+    return f"{guidance_label(kind)}: none" if kind == "none" else f"{guidance_label(kind)}: {guidance:g}"
+
+
+def guidance_caption(kind: str, guidance: float) -> str:
+    """The caption's part: ``CFG scale 7``, ``distilled guidance 3.5`` or ``no guidance``."""
+    if kind == "none":
+        return "no guidance"
+    label = guidance_label(kind)
+    return f"{label if kind == 'cfg' else label.lower()} {number(guidance)}"
+
+
+def listing_takes_a_model(command: str) -> str:
+    return f"{command} takes a model name at most, like {command} --model NAME."
+
+
+def model_help(
+    *, model: str, label: str, family: str | None, commands: Iterable[tuple[str, str]],
+    steps: int, max_steps: int, guidance: str, cfg: float, max_cfg: float,
+    samplers: Iterable[str], sampler: str, negative: bool, depth: bool, size: str,
+    max_images: int, loras: Iterable[str], styles: Iterable[str], models: Iterable[str],
+) -> str:  # fmt: skip
+    """The /help answer for one model: the commands and flags it takes, and nothing else."""
+    about = f" ({family})" if family else ""
+    lines = [f"**gouache with {model}**{about}" + (f": {label}" if label else ""), "**Commands**"]
+    lines += [f"`{name}`: {summary}" for name, summary in commands]
+    lines += ["**Options**", f"`--steps {steps}`: denoising steps (default {steps}, at most {max_steps})"]
+    if guidance == "cfg":
+        lines.append(f"`--cfg {number(cfg)}`: CFG scale, how closely to follow the prompt "
+                     f"(default {number(cfg)}, 0 to {number(max_cfg)})")
+    elif guidance == "distilled":
+        lines.append(f"`--cfg {number(cfg)}`: distilled guidance, an input of the model rather than "
+                     f"classifier-free guidance (default {number(cfg)}, 0 to {number(max_cfg)})")
+    else:
+        lines.append(f"{model} takes no guidance: no `--cfg`.")
+    lines.append(f"`--sampler {sampler}`: one of {', '.join(samplers)} (default {sampler})")
+    if negative:
+        lines.append("`--no blurry, text`: what to avoid (negative prompt)")
+    lines += [f"`--ar 16:9`, `--size {size}`: the image's shape (default {size})",
+              f"`--seed 7`, `--n 2` (at most {max_images}), `--gif`, `--sweep cfg=3,7`, `--process`"]
+    if depth:
+        lines.append("`--strength 0.8`, `--input photo`: /depth, how strongly the depth map steers and "
+                     "whether the file is a map or a photo")
+    loras, styles = list(loras), list(styles)
+    if loras:
+        lines.append(f"`--lora NAME:0.8`, `--no-trigger`: LoRAs ({', '.join(loras[:8])}"
+                     + (", ..." if len(loras) > 8 else "") + "; /loras lists them)")
+    if styles:
+        lines.append(f"`--style NAME`: {', '.join(styles[:8])}" + (", ..." if len(styles) > 8 else ""))
+    others = [name for name in models if name != model]
+    if others:
+        lines.append(f"`--model NAME`: another model ({', '.join(others[:8])}"
+                     + (", ..." if len(others) > 8 else "") + "); /help --model NAME for its options")
+    return "\n".join(lines)
+
+
 def out_of_memory_alone(images: int, width: int, height: int, steps: int) -> str:
     return (
         f"The GPU ran out of memory for this request ({images} image(s) at {width}x{height}, "

@@ -6,6 +6,8 @@ chosen, sizes are snapped. The jobs table stores exactly ``Request.to_json()``.
 ``KINDS`` is the one table of commands: which pipeline each runs, whether it takes an upload,
 how many images it makes and which follow-up buttons its result gets. Every platform, the
 admission rules, the worker and the captions ask this table; adding a command starts here.
+``LISTINGS`` is its other half, the commands that answer with text instead of a job
+(``/help``, ``/loras``): every platform offers each of them (``bot/listings.py`` answers).
 ``batch_key`` is the one encoding of "these jobs may share an engine call", ``ShapeKey.key``
 the one encoding of "these jobs may share a step-level running batch" (the jobs table's
 ``shape_key`` column and the worker's claim of joiners), and ``image_seed`` the one rule for
@@ -24,6 +26,10 @@ __all__ = [
     "KindSpec",
     "KINDS",
     "COMMAND_NAMES",
+    "Listing",
+    "ListingSpec",
+    "LISTINGS",
+    "LISTING_NAMES",
     "FollowUp",
     "Origin",
     "Request",
@@ -151,6 +157,27 @@ KINDS: dict[Kind, KindSpec] = {
 COMMAND_NAMES = tuple(f"/{kind.value}" for kind in KINDS)
 
 
+class Listing(StrEnum):
+    """The commands that answer with text about a model rather than queue a job."""
+
+    HELP = "help"
+    LORAS = "loras"
+
+
+@dataclass(frozen=True)
+class ListingSpec:
+    summary: str  # one line for help texts, Discord's command list and Slack's manifest
+
+
+# Each is a Discord slash command, a Slack slash command (and ``@gouache NAME``) and
+# ``GET /api/NAME`` on the web, all with an optional model (the default model otherwise).
+LISTINGS: dict[Listing, ListingSpec] = {
+    Listing.HELP: ListingSpec("the commands and options a model takes"),
+    Listing.LORAS: ListingSpec("the LoRAs and styles you can use with a model"),
+}
+LISTING_NAMES = tuple(f"/{listing.value}" for listing in LISTINGS)
+
+
 def image_seed(seed: int, index: int) -> int:
     """Image ``index`` of a request uses ``seed + index``, so any image can be made alone."""
     return seed + index
@@ -242,6 +269,9 @@ class Request:
     # What the model reads when a style or trigger words changed the text ("": as typed).
     model_prompt: str = ""
     model_negative: str = ""
+    # What ``--cfg`` meant for the model (``model_families.GuidanceKind``: "cfg", "distilled"
+    # or "none"), so the caption and the PNG say "CFG scale" or "Distilled guidance".
+    guidance_kind: str = field(default="cfg", compare=False)
 
     @property
     def text(self) -> str:

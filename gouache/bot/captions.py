@@ -70,7 +70,7 @@ def result_text(result: Result, escape: Callable[[str], str] = lambda s: s) -> s
     if r.negative_prompt:
         head += f" (not: {escape(messages.shorten(r.negative_prompt, 80))})"
     facts = [f"seed {r.seed}", f"{r.width}x{r.height}", f"{r.steps} steps",
-             f"guidance {messages.number(r.guidance)}", r.sampler, escape(r.model)]  # fmt: skip
+             messages.guidance_caption(r.guidance_kind, r.guidance), r.sampler, escape(r.model)]  # fmt: skip
     if r.pipeline == "depth" and r.strength != 1.0:
         facts.append(f"strength {messages.number(r.strength)}")
     if r.style:

@@ -33,11 +33,13 @@ from gouache.request import (
     INTERPOLATE_FRAMES,
     INTERPOLATE_MAX_FRAMES,
     KINDS,
+    LISTINGS,
     STRENGTH_RANGE,
     SWEEP_MAX_AXES,
     SWEEP_MAX_CELLS,
     UPSCALE_MAX_SCALE,
     Kind,
+    Listing,
     Origin,
     Request,
 )  # fmt: skip
@@ -45,6 +47,10 @@ from gouache.request import (
 __all__ = [
     "Command",
     "parse_text",
+    "parse_listing",
+    "listing_model",
+    "refusal",
+    "resolve_model",
     "parse_arguments",
     "from_options",
     "build_request",
@@ -140,6 +146,30 @@ def parse_arguments(kind: Kind, text: str) -> Command:
     ``/word`` included, as the prompt's first word."""
     prompt, options = _scan(strip_invisible(text).split())
     return Command(kind, prompt, options)
+
+
+def parse_listing(text: str, *, bare: bool = False) -> tuple[Listing, str] | None:
+    """``/help [MODEL]`` or ``/loras --model NAME``: the listing and the rest of the text;
+    None when ``text`` is not one. ``bare`` (a Slack mention) also takes ``help``/``loras``
+    without the slash, when at most a model name follows (``help me draw a cat`` is a prompt)."""
+    words = strip_invisible(text).split()
+    first = words[0].lower() if words else ""
+    names = {f"/{listing.value}": listing for listing in LISTINGS}
+    if first in names:
+        return names[first], " ".join(words[1:])
+    rest = words[1:]
+    if bare and f"/{first}" in names and (len(rest) <= 1 or len(rest) == 2 and _FLAG_RE.match(rest[0])):
+        return names[f"/{first}"], " ".join(rest)
+    return None
+
+
+def listing_model(listing: Listing, text: str, settings: Settings) -> str:
+    """The model a listing's arguments name (``MODEL`` or ``--model MODEL``; the default when
+    none), resolved as ``--model`` is; any other option is refused."""
+    prompt, options = _scan(strip_invisible(text).split())
+    if set(options) - {"model"} or (prompt and options) or len(prompt.split()) > 1:
+        raise InvalidRequest(messages.listing_takes_a_model(f"/{listing.value}"))
+    return resolve_model(str(options.get("model") or prompt or settings.default_model), settings)
 
 
 def _scan(words: list[str]) -> tuple[str, dict[str, Any]]:
@@ -355,7 +385,7 @@ def build_request(
 ) -> Request:
     """Fill defaults from the model, choose a seed, and validate everything against limits."""
     opts, limits = command.options, settings.limits
-    model = _resolve_model(str(opts.get("model") or settings.default_model), settings)
+    model = resolve_model(str(opts.get("model") or settings.default_model), settings)
     spec = settings.models[model]
     prompt = _clean_text(command.prompt, "prompt", limits)
     negative = _clean_text(str(opts.get("negative", "")), "negative prompt", limits)
@@ -380,8 +410,8 @@ def build_request(
         raise InvalidRequest(messages.only_with("--diversify", "/diversity"))
     if opts.get("enlarge") and not KINDS[command.kind].scored:
         raise InvalidRequest(messages.only_with("--enlarge", "/diversity"))
-    if command.kind is Kind.EDIT:  # no editing family exists yet (Flux Kontext, Qwen-Image-Edit)
-        raise InvalidRequest(messages.no_edit_model())
+    if (refused := refusal(command.kind, model, spec)) is not None:
+        raise InvalidRequest(refused)
     if "depth_input" in opts and KINDS[command.kind].depth_map == "none":
         raise InvalidRequest(messages.only_with("--input", "/depth"))
     takes_upload = KINDS[command.kind].takes_file
@@ -410,6 +440,7 @@ def build_request(
         loras=styled.loras, style=str(opts.get("style") or ""), no_trigger=bool(opts.get("no_trigger", False)),
         model_prompt=styled.prompt if styled.prompt != prompt else "",
         model_negative=styled.negative if styled.negative != negative else "",
+        guidance_kind=facts.guidance if facts is not None else "cfg",
     )  # fmt: skip
     if opts.get("sweep"):
         request = _with_sweep(command, request, settings, prompt_overflow)
@@ -610,7 +641,17 @@ def _clean_text(text: str, name: str, limits: Limits) -> str:
     return cleaned
 
 
-def _resolve_model(name: str, settings: Settings) -> str:
+def refusal(kind: Kind, model: str, spec: ModelSpec) -> str | None:
+    """Why ``model`` cannot run command ``kind`` (None: it can); /help leaves such commands out."""
+    if kind is Kind.EDIT:  # no editing family exists yet (Flux Kontext, Qwen-Image-Edit)
+        return messages.no_edit_model()
+    if KINDS[kind].pipeline == "depth" and not spec.depth_controlnet:
+        return messages.no_depth_controlnet(model)
+    return None
+
+
+def resolve_model(name: str, settings: Settings) -> str:
+    """A configured model's name as configured (letter case may differ), else refused."""
     if name in settings.models:
         return name
     folded = [known for known in settings.models if known.casefold() == name.casefold()]

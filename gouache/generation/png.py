@@ -7,6 +7,8 @@ from typing import Protocol
 
 from PIL import Image, PngImagePlugin
 
+from gouache import messages
+
 __all__ = ["ParameterFields", "encode_png", "png_parameters"]
 
 
@@ -55,18 +57,23 @@ class ParameterFields(Protocol):
     @property
     def model(self) -> str: ...
 
+    @property
+    def guidance_kind(self) -> str: ...  # what --cfg meant: "cfg", "distilled" or "none"
+
 
 def png_parameters(fields: ParameterFields, *, seed: int | None = None) -> str:
     """The A1111 ``parameters`` text, so other tools can read how an image was made.
 
-    ``seed`` overrides ``fields.seed`` for the n-th image of a batch.
+    ``seed`` overrides ``fields.seed`` for the n-th image of a batch. The guidance is named
+    for what it was: ``CFG scale: 7``, ``Distilled guidance: 3.5`` (Flux dev) or
+    ``Guidance: none`` (Flux schnell).
     """
-    guidance = f"{fields.guidance:g}"
+    guidance = messages.guidance_parameter(fields.guidance_kind, fields.guidance)
     lines = [fields.prompt]
     if fields.negative_prompt:
         lines.append(f"Negative prompt: {fields.negative_prompt}")
     lines.append(
-        f"Steps: {fields.steps}, Sampler: {fields.sampler}, CFG scale: {guidance}, "
+        f"Steps: {fields.steps}, Sampler: {fields.sampler}, {guidance}, "
         f"Seed: {fields.seed if seed is None else seed}, "
         f"Size: {fields.width}x{fields.height}, Model: {fields.model}"
     )

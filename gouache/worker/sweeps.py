@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from gouache import messages
 from gouache.generation.loop.batch import BatchItem, ItemResult, ShapeKey
 from gouache.request import Request
 from gouache.storage.jobs import Artifact, ArtifactKind
@@ -139,8 +140,9 @@ def sweep_artifacts(
     return out
 
 
-# The A1111 field each sweep axis varies (prompt: the first line, with its "{}").
-_PARAMETER_LABELS = {"cfg": "CFG scale", "steps": "Steps", "sampler": "Sampler", "seed": "Seed",
+# The A1111 field each sweep axis varies (prompt: the first line, with its "{}"; cfg: what the
+# model's guidance is called, messages.guidance_label).
+_PARAMETER_LABELS = {"steps": "Steps", "sampler": "Sampler", "seed": "Seed",
                      "size": "Size", "ar": "Size"}  # fmt: skip
 
 
@@ -153,7 +155,7 @@ def sweep_description(request: Request) -> str:
 
     text = png_parameters(request)
     for axis, values in request.sweep:
-        label = _PARAMETER_LABELS.get(axis)
+        label = messages.guidance_label(request.guidance_kind) if axis == "cfg" else _PARAMETER_LABELS.get(axis)
         if label is not None:
             shown = f"{label}: {'/'.join(values)}".replace("\\", "\\\\")  # a literal replacement
             text = re.sub(rf"{label}: [^,\n]+", shown, text, count=1)

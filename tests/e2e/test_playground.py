@@ -134,3 +134,23 @@ def test_the_page_fits_the_screen_and_suggests_what_the_demo_draws(
             assert channel["width"] >= width * 0.9, channel
     finally:
         page.close()
+
+
+def test_help_and_loras_answer_in_the_channel_without_a_job(service_url: str, browser) -> None:
+    page = browser.new_page()
+    try:
+        page.goto(service_url)
+        page.fill("#command", "/help")
+        page.press("#command", "Enter")
+        answer = page.locator(".msg.listing")
+        answer.wait_for()
+        text = answer.inner_text()
+        assert text.startswith("gouache with builtin:demo") and "ddim" in text and "flow-euler" not in text
+        page.fill("#command", "/loras --model nope")
+        page.press("#command", "Enter")
+        error = page.locator(".msg.error")
+        error.wait_for()
+        assert "Unknown model “nope”" in error.inner_text()
+        assert page.locator(".msg.job").count() == 0
+    finally:
+        page.close()

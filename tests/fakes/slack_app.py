@@ -78,9 +78,10 @@ class SlackApp:
 @asynccontextmanager
 async def slack_app(
     storage: Storage, tmp_path: Path, *, mode: str = "http", limits: Limits | None = None,
-    **slack: Any,
+    config: dict[str, Any] | None = None, **slack: Any,
 ) -> AsyncIterator[SlackApp]:  # fmt: skip
-    """The adapter as ``service.py`` opens it, in ``mode`` ("http" or "socket")."""
+    """The adapter as ``service.py`` opens it, in ``mode`` ("http" or "socket"); ``config``
+    adds settings (models, loras_dir, styles, ...)."""
     async with AsyncExitStack() as stack:
         fake = await stack.enter_async_context(FakeSlack())
         tokens: dict[str, Any] = {"bot_token": fake.bot_token, "api_base": fake.api_base}
@@ -94,6 +95,7 @@ async def slack_app(
             slack=SlackSettings(**(tokens | slack)),
             admission=AdmissionSettings(rate_per_minute=600, burst=50, max_pending_per_user=50),
             limits=limits or Limits(),
+            **(config or {}),
         )
         adapter = await open_adapter(adapter_deps(settings, storage), stack)
         if mode == "socket":

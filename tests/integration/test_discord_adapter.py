@@ -52,8 +52,11 @@ async def test_commands_are_registered_once_with_typed_options(
     puts = fake.find("PUT", "/commands")
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert set(commands) == {"imagine", "depth", "upscale", "edit", "diversity", "interpolate", "loras",
-                             "queue", "cancel", "gouache"}
+    assert set(commands) == {"imagine", "depth", "upscale", "edit", "diversity", "interpolate", "help",
+                             "loras", "queue", "cancel", "gouache"}
+    for listing in ("help", "loras"):  # request.LISTINGS: an optional model, autocompleted
+        [model] = commands[listing]["options"]
+        assert (model["name"], model["autocomplete"], model.get("required", False)) == ("model", True, False)
     imagine = {o["name"]: o for o in commands["imagine"]["options"]}
     assert imagine["prompt"]["required"] is True
     assert imagine["prompt"]["max_length"] == settings.limits.max_prompt_chars

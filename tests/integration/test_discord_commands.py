@@ -239,3 +239,48 @@ async def test_loras_autocomplete_past_25_list_and_reach_the_request(fake: FakeD
         assert job.request.text == "a fox, poster"
         refused = await _reply(bot, "imagine", {"prompt": "a fox", "lora": "lok-03"})
         assert refused.startswith("Unknown LoRA 'lok-03'. Did you mean look-03")
+
+
+async def test_autocomplete_and_help_offer_only_what_the_chosen_model_takes(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    from gouache.generation.loop.samplers import samplers_of_kind
+
+    models = {
+        "sd15": ModelSpec(path="/models/sd15", family="sd", depth_controlnet="/models/cn-depth"),
+        "sdxl": ModelSpec(path="/models/sdxl", family="sdxl"),
+        "flux-dev": ModelSpec(path="black-forest-labs/FLUX.1-dev", family="flux"),
+        "flux-schnell": ModelSpec(path="black-forest-labs/FLUX.1-schnell", family="flux"),
+    }
+    async with running_bot(fake, tmp_path, admission=_admission(), models=models,
+                           default_model="sd15") as bot:  # fmt: skip
+        async def samplers(command: str, model: str | None) -> list[str]:
+            typed = {"prompt": "x", "sampler": ""} | ({"model": model} if model else {})
+            return [c["value"] for c in await fake.autocomplete(command, typed, "sampler")]
+
+        flow, eps = samplers_of_kind("flow"), samplers_of_kind("eps")
+        assert sorted(await samplers("imagine", "flux-dev")) == sorted(flow)
+        assert sorted(await samplers("diversity", "flux-schnell")) == sorted(flow)
+        assert sorted(await samplers("imagine", None)) == sorted(eps)  # the default model: sd15
+        labelled = await fake.autocomplete("imagine", {"prompt": "x", "model": "flux-dev", "sampler": "flow"}, "sampler")
+        assert "flow-euler (default)" in {c["name"] for c in labelled}
+        # /depth offers only the models with a depth ControlNet; /imagine offers every one
+        depth = await fake.autocomplete("depth", {"prompt": "x", "model": ""}, "model")
+        assert {c["value"] for c in depth} == {"sd15", "builtin:demo", "builtin:tiny"}  # not sdxl, flux
+        everything = await fake.autocomplete("imagine", {"prompt": "x", "model": ""}, "model")
+        assert {"sd15", "sdxl", "flux-dev", "flux-schnell"} <= {c["value"] for c in everything}
+        helped = await fake.autocomplete("help", {"model": "flux"}, "model")
+        assert [c["value"] for c in helped] == ["flux-dev", "flux-schnell"]
+
+        schnell = await _reply(bot, "help", {"model": "flux-schnell"})
+        assert "flux-schnell takes no guidance: no `--cfg`." in schnell
+        assert "flow-euler, flow-euler-karras" in schnell and "euler-a" not in schnell
+        assert "`/depth`" not in schnell and "`--no " not in schnell
+        default = await _reply(bot, "help", {})
+        assert default.startswith("**gouache with sd15**") and "`/depth`" in default
+        assert "`--cfg 7`: CFG scale" in default and "euler-a" in default
+        assert (await _reply(bot, "help", {"model": "nope"})).startswith("Unknown model “nope”")
+        # what autocomplete leaves out is refused at admission, with the reason
+        refused = await _reply(bot, "imagine", {"prompt": "a fox", "model": "flux-dev", "sampler": "euler-a"})
+        assert "does not apply to flux-dev" in refused and "flow-euler" in refused
+        assert await bot.jobs() == []

@@ -14,7 +14,7 @@ import yaml
 
 from gouache.bot.adapters.slack import modal
 from gouache.bot.adapters.slack.app import COMMANDS
-from gouache.request import KINDS
+from gouache.request import KINDS, LISTINGS
 from gouache.storage import open_storage
 from tests.fakes.slack_app import slack_app
 
@@ -27,7 +27,8 @@ def manifest() -> dict:
 
 def test_manifest_commands_are_the_registered_commands() -> None:
     declared = [c["command"] for c in manifest()["features"]["slash_commands"]]
-    assert declared == list(COMMANDS) == [f"/{kind.value}" for kind in KINDS]
+    assert declared == list(COMMANDS) == [*(f"/{kind.value}" for kind in KINDS),
+                                          *(f"/{listing.value}" for listing in LISTINGS)]
 
 
 def test_manifest_shortcut_socket_mode_and_scopes() -> None:

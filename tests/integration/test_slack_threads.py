@@ -153,7 +153,7 @@ async def test_results_carry_gif_bytes_and_a_full_caption_and_flagged_images_are
         assert sorted(u.data for u in app.fake.find("upload")) == sorted([clean, GIF])
         [complete] = app.fake.find("files.completeUploadExternal")
         caption = complete.args["initial_comment"]
-        for part in ("seed 9", "6 steps", "guidance 4.5", "ddim", "32×32", "took", "held back"):
+        for part in ("seed 9", "6 steps", "CFG scale 4.5", "ddim", "32×32", "took", "held back"):
             assert part in caption, (part, caption)
         files = json.loads(complete.args["files"])
         assert {f["title"] for f in files} == {"image-1.png", "denoise-1.gif"}

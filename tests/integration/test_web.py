@@ -370,3 +370,63 @@ async def test_the_playground_gets_each_experiments_files_in_order_with_labels(t
 
         script = await (await client.get("/static/app.js")).text()
         assert "art.label" in script and "figcaption" in script and "art.wide" in script
+
+
+_MODELS = {
+    "sd15": {"path": "/models/sd15", "family": "sd", "depth_controlnet": "/models/cn-depth"},
+    "flux-dev": {"path": "black-forest-labs/FLUX.1-dev", "family": "flux"},
+    "flux-schnell": {"path": "black-forest-labs/FLUX.1-schnell", "family": "flux"},
+}
+
+
+async def test_help_and_loras_list_what_each_model_takes(tmp_path: Path) -> None:
+    from gouache.generation.loop.samplers import samplers_of_kind
+
+    styles = {"poster": {"prompt": "{prompt}, poster", "description": "flat colours"}}
+    loras = {"crisp": {"path": str(tmp_path / "crisp.safetensors"), "family": "sd", "trigger": ["crisp"]}}
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"lora_unet_x_attn2_to_k.lora_down.weight": np.zeros((2, 768), np.float32)},
+              str(tmp_path / "crisp.safetensors"))  # fmt: skip
+    async with Stack(_settings(tmp_path, models=_MODELS, styles=styles, loras=loras)) as stack:
+        client = stack.client
+        schnell = await (await client.get("/api/help", params={"model": "flux-schnell"})).json()
+        assert schnell["samplers"] == list(samplers_of_kind("flow")) and schnell["guidance"] == "none"
+        assert "--cfg" not in schnell["flags"] and "--no" not in schnell["flags"]
+        assert "/depth" not in schnell["commands"] and "/help" in schnell["commands"]
+        assert (schnell["steps"], schnell["family"]) == (4, "flux")
+        assert "flux-schnell takes no guidance" in schnell["text"] and "euler-a" not in schnell["text"]
+        default = await (await client.get("/api/help")).json()  # builtin:demo
+        assert default["model"] == "builtin:demo" and "/depth" in default["commands"]
+        assert default["samplers"] == list(samplers_of_kind("eps")) and "--cfg" in default["flags"]
+        sd = await (await client.get("/api/help?model=SD15")).json()  # resolved as --model is
+        assert sd["model"] == "sd15" and "--lora" in sd["flags"] and sd["loras"] == ["crisp"]
+        listed = await (await client.get("/api/loras", params={"model": "sd15"})).json()
+        assert listed["loras"] == [{"name": "crisp", "default_scale": 1.0, "trigger": ["crisp"],
+                                    "description": ""}]  # fmt: skip
+        assert listed["styles"] == [{"name": "poster", "description": "flat colours"}]
+        assert "`crisp` (default 1) - trigger: crisp" in listed["text"]
+        flux = await (await client.get("/api/loras?model=flux-dev")).json()
+        assert flux["loras"] == [] and flux["model"] == "flux-dev"
+        unknown = await client.get("/api/loras?model=nope")
+        assert unknown.status == 400 and "Unknown model “nope”" in (await unknown.json())["error"]
+        refused = await client.post("/api/jobs", json={"command": "/depth a hill --model flux-dev"})
+        assert refused.status == 400
+        assert (await refused.json())["error"] == "Model 'flux-dev' has no depth ControlNet configured."
+
+
+async def test_the_png_and_the_command_say_what_cfg_was(tmp_path: Path) -> None:
+    async with Stack(_settings(tmp_path, models=_MODELS)) as stack:
+        stack.start_worker()
+        made = {}
+        for model, label in (("flux-dev", "Distilled guidance: 3.5"), ("flux-schnell", "Guidance: none"),
+                             ("sd15", "CFG scale: 7")):  # fmt: skip
+            created = await _submit(stack.client, f"/imagine a fox --model {model} --size 64x64 --steps 2")
+            made[label] = await _until_done(stack.client, created["id"])
+        for label, job in made.items():
+            assert job["status"] == "succeeded", job["error"]
+            [image] = [a for a in job["artifacts"] if a["kind"] == "image"]
+            body = await stack.client.get(image["url"])
+            parameters = Image.open(io.BytesIO(await body.read())).info["parameters"]
+            assert f", {label}, " in parameters, parameters

@@ -3,6 +3,7 @@
 Like the chat adapters it only translates: a command line (and an optional upload) becomes a
 ``Request`` through ``commands``, admission decides, storage holds the state. The page asks
 for its results (JSON or SSE) instead of being posted to, so ``deliver`` only wakes streams.
+The listings (``request.LISTINGS``: ``/help``, ``/loras``) are ``GET /api/NAME?model=...``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gouache.bot.adapters.web_streams import StreamHub
 from gouache.bot.admission import WEB_GROUP
 from gouache.bot.captions import artifact_label
 from gouache.bot.links import FILES_PREFIX, ArtifactLinks
+from gouache.bot.listings import data as listing_data
 from gouache.bot.moderation import Screened, screen
 from gouache.bot.uploads import attach, check_size
 from gouache.errors import (
@@ -46,7 +48,7 @@ from gouache.errors import (
     TooLarge,
     UserError,
 )
-from gouache.request import Origin, Request
+from gouache.request import LISTINGS, Listing, Origin, Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job, JobStatus
 
 if TYPE_CHECKING:
@@ -159,7 +161,17 @@ class WebAdapter:
             web.get("/api/jobs/{id}/events", self.events),
             web.get("/api/jobs/{id}/artifacts/{name}", self.artifact),
             web.get(FILES_PREFIX + "{id}/{name}", self.linked_artifact),
+            *(web.get(f"/api/{listing.value}", self._lister(listing)) for listing in LISTINGS),
         ]
+
+    def _lister(self, listing: Listing) -> Callable[[web.Request], Any]:
+        async def show(request: web.Request) -> web.Response:
+            """``GET /api/help``, ``GET /api/loras``: ``?model=NAME`` or the default model."""
+            settings = self._settings
+            model = commands.resolve_model(request.query.get("model") or settings.default_model, settings)
+            return web.json_response(listing_data(listing, settings, model))
+
+        return show
 
     def _origin(self, request: web.Request, endpoint: str, body: bytes) -> Origin:
         """The request's origin. An ``Idempotency-Key`` is bound to the user, the endpoint and

@@ -173,10 +173,30 @@ async function submit(promise, echo) {
   }
 }
 
+// "/help [model]" and "/loras [model]" answer with text (GET /api/help, /api/loras), not a job.
+const LISTING = /^\/(help|loras)(?:\s+(?:--model\s+)?(\S+))?$/i;
+
+async function showListing(name, model, echo) {
+  post(echo, "user");
+  const query = model ? `?model=${encodeURIComponent(model)}` : "";
+  try {
+    const data = await api(`/api/${name.toLowerCase()}${query}`);
+    post(data.text.replaceAll("**", "").replaceAll("`", ""), "listing");
+  } catch (error) {
+    post(error.message, "error");
+  }
+}
+
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = input.value.trim();
   if (!text) return;
+  const listing = fileInput.files.length ? null : text.match(LISTING);
+  if (listing) {
+    input.value = "";
+    showListing(listing[1], listing[2], text);
+    return;
+  }
   let options;
   if (fileInput.files.length) {
     const body = new FormData();

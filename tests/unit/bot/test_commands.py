@@ -45,7 +45,7 @@ def cfg(tmp_path: Path) -> Settings:
         default_model="sd15",
         models={"sd15": {"path": "/models/sd15", "default_width": 512, "default_height": 512,
                          "default_steps": 30, "default_guidance": 7.0,
-                         "default_sampler": "euler-a"}},
+                         "default_sampler": "euler-a", "depth_controlnet": "/models/cn-depth"}},
     )  # fmt: skip
 
 

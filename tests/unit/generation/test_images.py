@@ -157,6 +157,7 @@ class _Fields:
     width = 768
     height = 512
     model = "sd15"
+    guidance_kind = "cfg"
 
 
 def test_png_parameters_follow_the_a1111_layout() -> None:

@@ -38,11 +38,11 @@ from gouache.bot.adapters.discord.outbox import TOKEN_LIFETIME, DiscordOutbox
 from gouache.bot.adapters.discord.text import NO_MENTIONS, clip, escape
 from gouache.bot.admin import AdminActions
 from gouache.bot.captions import CANCEL, result_job
-from gouache.bot.loras import listing
+from gouache.bot.listings import answer
 from gouache.bot.queue_view import QueueView
 from gouache.bot.uploads import attach, check_size
 from gouache.errors import InvalidRequest, UserError
-from gouache.request import Kind, Origin, Request
+from gouache.request import Kind, Listing, Origin, Request
 from gouache.storage.jobs import Artifact, Job
 
 __all__ = ["DiscordAdapter", "TOKEN_LIFETIME", "INVITE_SCOPES", "invite_permissions", "open_adapter"]
@@ -168,10 +168,12 @@ class DiscordAdapter(discord.Client):
 
         await self._funnel(interaction, work)
 
-    async def show_loras(self, interaction: discord.Interaction, model: str | None) -> None:
+    async def show_listing(
+        self, interaction: discord.Interaction, listing: Listing, model: str | None
+    ) -> None:
         async def work() -> None:
-            name = model if model in self._settings.models else self._settings.default_model
-            await self._reply(interaction, clip(listing(self._settings, name)))
+            name = commands.resolve_model(model or self._settings.default_model, self._settings)
+            await self._reply(interaction, clip(answer(listing, self._settings, name)))
 
         await self._funnel(interaction, work)
 

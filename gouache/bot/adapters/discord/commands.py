@@ -1,5 +1,8 @@
 """The slash commands: typed options that guide (min/max from the configured limits,
 autocomplete from the configured models and the sampler table), translated to ``Handlers`` calls.
+Autocomplete offers only what the chosen model takes (``bot/listings.py``): its family's
+samplers, and for /depth the models with a depth ControlNet; ``/help`` and ``/loras`` are the
+listings of ``request.LISTINGS``.
 
 ``/imagine`` (an optional ``image`` to remix, at ``strength``), ``/depth`` (a depth map or
 photo, ``strength`` its scale), ``/upscale`` and ``/edit`` (an image required: the options
@@ -19,11 +22,13 @@ from discord import app_commands
 
 from gouache.bot.captions import ASPECT_RATIOS
 from gouache.bot.commands import SEED_MAX
+from gouache.bot.listings import samplers_for, takes
 from gouache.bot.loras import lora_names, style_names
 from gouache.config import Settings
-from gouache.request import KINDS, STRENGTH_RANGE, UPSCALE_MAX_SCALE, Kind
+from gouache.request import KINDS, LISTINGS, STRENGTH_RANGE, UPSCALE_MAX_SCALE, Kind, Listing
 
-__all__ = ["Handlers", "build_commands", "matching", "lora_completions", "MAX_CHOICES"]
+__all__ = ["Handlers", "build_commands", "matching", "lora_completions", "sampler_completions",
+           "MAX_CHOICES"]
 
 MAX_CHOICES = 25  # Discord's cap on choices and autocomplete results
 _MAX_STRING = 6000  # the longest max_length Discord accepts on a string option
@@ -39,7 +44,9 @@ class Handlers(Protocol):
 
     async def show_queue(self, interaction: discord.Interaction) -> None: ...
 
-    async def show_loras(self, interaction: discord.Interaction, model: str | None) -> None: ...
+    async def show_listing(
+        self, interaction: discord.Interaction, listing: Listing, model: str | None
+    ) -> None: ...
 
     async def cancel_job(self, interaction: discord.Interaction, job: str | None) -> None: ...
 
@@ -61,21 +68,20 @@ def matching(names: Iterable[tuple[str, str]], current: str) -> Choices:
 
 
 def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:  # noqa: E501
-    from gouache.generation.loop.samplers import SAMPLERS  # diffusers: imported only at start-up
-
     models = [(f"{name} — {spec.label}" if spec.label else name, name)
               for name, spec in settings.models.items()]  # fmt: skip
-    samplers = [(name, name) for name in SAMPLERS]
 
     async def model_choices(interaction: discord.Interaction, current: str) -> Choices:
-        return matching(models, current)
+        command = getattr(interaction.command, "name", "")
+        kind = Kind(command) if command in {kind.value for kind in KINDS} else None
+        return matching([(label, name) for label, name in models
+                         if kind is None or takes(settings, name, kind)], current)  # fmt: skip
 
     async def sampler_choices(interaction: discord.Interaction, current: str) -> Choices:
-        return matching(samplers, current)
+        return sampler_completions(settings, _chosen_model(settings, interaction), current)
 
     async def lora_choices(interaction: discord.Interaction, current: str) -> Choices:
-        model = str(getattr(interaction.namespace, "model", None) or settings.default_model)
-        return lora_completions(settings, model, current)
+        return lora_completions(settings, _chosen_model(settings, interaction), current)
 
     async def style_choices(interaction: discord.Interaction, current: str) -> Choices:
         return matching([(name, name) for name in style_names(settings)], current)
@@ -91,9 +97,24 @@ def build_commands(settings: Settings, handlers: Handlers) -> list[app_commands.
             command.autocomplete("lora")(lora_choices)
             command.autocomplete("style")(style_choices)
         _guide(command, settings)
-    loras = _loras_command(handlers)
-    loras.autocomplete("model")(model_choices)
-    return [*generation, *_queue_commands(handlers), loras, _admin_group(handlers)]
+    listings = [_listing_command(handlers, listing) for listing in LISTINGS]
+    for command in listings:
+        command.autocomplete("model")(model_choices)
+    return [*generation, *_queue_commands(handlers), *listings, _admin_group(handlers)]
+
+
+def _chosen_model(settings: Settings, interaction: discord.Interaction) -> str:
+    """The model the user has picked so far in this command (the default when none)."""
+    return str(getattr(interaction.namespace, "model", None) or settings.default_model)
+
+
+def sampler_completions(settings: Settings, model: str, current: str) -> Choices:
+    """The samplers ``model`` takes (all of them for a name that is not a model yet), its
+    default labelled so."""
+    spec = settings.models.get(model)
+    default = spec.default_sampler if spec is not None else ""
+    return matching([(f"{name} (default)" if name == default else name, name)
+                     for name in samplers_for(settings, model)], current)  # fmt: skip
 
 
 def lora_completions(settings: Settings, model: str, current: str) -> Choices:
@@ -105,13 +126,15 @@ def lora_completions(settings: Settings, model: str, current: str) -> Choices:
     return matching(names, current) if last else matching(names, "")
 
 
-def _loras_command(h: Handlers) -> app_commands.Command[Any, Any, Any]:
-    @app_commands.command(name="loras", description="The LoRAs and styles you can use")
-    @app_commands.describe(model="For this model (type to search); the default when left out")
-    async def loras(interaction: discord.Interaction, model: str | None = None) -> None:
-        await h.show_loras(interaction, model)
+def _listing_command(h: Handlers, listing: Listing) -> app_commands.Command[Any, Any, Any]:
+    summary = LISTINGS[listing].summary
 
-    return loras
+    @app_commands.command(name=listing.value, description=(summary[:1].upper() + summary[1:])[:100])
+    @app_commands.describe(model="For this model (type to search); the default when left out")
+    async def show(interaction: discord.Interaction, model: str | None = None) -> None:
+        await h.show_listing(interaction, listing, model)
+
+    return show
 
 
 def _guide(command: app_commands.Command[Any, Any, Any], settings: Settings) -> None:
@@ -138,7 +161,7 @@ def _guide(command: app_commands.Command[Any, Any, Any], settings: Settings) -> 
 _RATIOS = [app_commands.Choice(name=r, value=r) for r in ASPECT_RATIOS]
 _DESCRIBE: dict[str, Any] = dict(
     prompt="What to draw", negative="What to avoid", seed="Same seed, same image",
-    steps="Denoising steps", guidance="How closely to follow the prompt (CFG)",
+    steps="Denoising steps", guidance="Guidance: CFG scale, or distilled guidance on Flux dev (/help says which)",
     aspect_ratio="Shape of the image", width="Width in pixels (multiples of 8)",
     height="Height in pixels (multiples of 8)", sampler="Sampler (type to search)",
     count="How many images", model="Model (type to search)", gif="Also a denoising GIF",

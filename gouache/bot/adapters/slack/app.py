@@ -2,7 +2,8 @@
 
 Listeners are slack-bolt ``AsyncApp`` ones that ``ack()`` first (Slack waits 3 s), then
 translate: text -> ``commands.parse_arguments`` (a slash command or the modal: the kind is
-known) or ``parse_text`` (a mention) -> ``build_request`` -> admission. The same app
+known) or ``parse_text`` (a mention) -> ``build_request`` -> admission; ``/help`` and ``/loras``
+(``request.LISTINGS``, also ``@gouache help``) are answered from ``bot/listings``. The same app
 runs over Socket Mode (``socket.py``, when ``slack.app_token`` is set) or signed HTTP
 (``http.py``). A request Slack re-sends (``X-Slack-Retry-Num``, an envelope's
 ``retry_attempt``) carries the id of one already seen and is answered by ``_dedupe`` with no
@@ -35,23 +36,30 @@ from gouache.bot import commands
 from gouache.bot.actions import ButtonActions
 from gouache.bot.adapter import Acknowledgement, AdapterDeps, Progress, Result, parse_press
 from gouache.bot.adapters.slack import modal, replies
-from gouache.bot.adapters.slack.blocks import slack_blocks, slack_caption, slack_escape
+from gouache.bot.adapters.slack.blocks import (
+    slack_blocks,
+    slack_caption,
+    slack_escape,
+    slack_markdown,
+)
 from gouache.bot.adapters.slack.budget import UpdateBudget
 from gouache.bot.adapters.slack.files import download
 from gouache.bot.adapters.slack.http import SLACK_PATH, SignedEndpoint
 from gouache.bot.adapters.slack.socket import SocketConnection
 from gouache.bot.adapters.slack.threads import Threads
 from gouache.bot.captions import CANCEL, error_text, parse_action_id, progress_text
+from gouache.bot.listings import answer
 from gouache.bot.uploads import attach
 from gouache.errors import InvalidRequest, UserError
-from gouache.request import KINDS, Kind, Origin, Request
+from gouache.request import KINDS, LISTINGS, Kind, Listing, Origin, Request
 from gouache.storage.jobs import Artifact, ArtifactKind, Job
 
 __all__ = ["SlackAdapter", "open_adapter", "SLACK_PATH", "COMMANDS"]
 
 log = logging.getLogger(__name__)
 
-COMMANDS = tuple(f"/{kind.value}" for kind in KINDS)  # what the manifest must list
+# What the manifest must list: the commands of request.KINDS, then the listings.
+COMMANDS = (*(f"/{kind.value}" for kind in KINDS), *(f"/{listing.value}" for listing in LISTINGS))
 _LEADING_MENTIONS = re.compile(r"^(?:\s*<@[A-Z0-9]+(?:\|[^>]*)?>)+\s*")
 _FILE_HOSTS = {"files.slack.com"}
 _SEEN = 10_000  # ids remembered for retries: hours of traffic for one bot
@@ -132,7 +140,11 @@ class SlackAdapter:
         await ack()
         origin = self._origin(body, body.get("user_id"), body.get("channel_id"), body.get("team_id"))
         text = _unescape(str(body.get("text", "")))
-        kind = Kind(str(body.get("command", "")).lstrip("/"))
+        name = str(body.get("command", "")).lstrip("/")
+        if name in {listing.value for listing in LISTINGS}:
+            await self._funnel(origin, lambda: self._list(origin, Listing(name), text))
+            return
+        kind = Kind(name)
 
         async def work() -> None:
             if KINDS[kind].needs_file:  # a file: only a modal can ask for one
@@ -200,6 +212,10 @@ class SlackAdapter:
 
         async def work() -> None:
             text = _LEADING_MENTIONS.sub("", _unescape(str(event.get("text", ""))))
+            listed = commands.parse_listing(text, bare=True)
+            if listed is not None:  # "@gouache help", "@gouache loras sdxl"
+                await self._list(origin, *listed)
+                return
             first, *rest = text.split(maxsplit=1) or [""]
             if first.lower() in {k.value for k in Kind}:  # "@gouache depth a hill": /depth
                 command = commands.parse_arguments(Kind(first.lower()), " ".join(rest))
@@ -241,6 +257,11 @@ class SlackAdapter:
 
     async def _on_bolt_error(self, error: Exception, body: dict[str, Any]) -> None:
         log.error("slack listener failed: %s", type(error).__name__, exc_info=error)
+
+    async def _list(self, origin: Origin, listing: Listing, text: str) -> None:
+        """``/help``, ``/loras``: the listing for the model named (the default when none)."""
+        model = commands.listing_model(listing, text, self._settings)
+        await self._tell(origin, slack_markdown(answer(listing, self._settings, model)))
 
     # --- translating -----------------------------------------------------------------------
     def _origin(self, body: dict[str, Any], user: Any, channel: Any, team: Any) -> Origin:

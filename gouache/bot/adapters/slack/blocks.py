@@ -12,12 +12,17 @@ from typing import Any
 from gouache.bot.adapter import Button, Result
 from gouache.bot.captions import action_id, result_text
 
-__all__ = ["slack_escape", "slack_blocks", "slack_caption"]
+__all__ = ["slack_escape", "slack_markdown", "slack_blocks", "slack_caption"]
 
 
 def slack_escape(text: str) -> str:
     """Slack's three control characters in user text; nothing else is special."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_markdown(text: str) -> str:
+    """Shared chat text (Discord Markdown: ``**bold**``, code in backticks) as Slack mrkdwn."""
+    return slack_escape(text).replace("**", "*")
 
 
 def slack_blocks(
@@ -42,11 +47,12 @@ def slack_blocks(
 def slack_caption(result: Result) -> str:
     """The comment on the uploaded files: how to reproduce them, and how long they took.
 
-    The shared ``result_text`` gives prompt, seed, steps, sampler, model, notes and reports;
-    Slack adds the size, guidance and timing that a thread reply has room for.
+    The shared ``result_text`` gives prompt, seed, steps, guidance (named for what it is: CFG
+    scale, distilled guidance), sampler, model, notes and reports; Slack adds the size and
+    timing that a thread reply has room for.
     """
     job, request = result.job, result.job.request
-    parts = [f"{request.width}×{request.height}", f"guidance {request.guidance:g}"]
+    parts = [f"{request.width}×{request.height}"]
     if request.count > 1:
         parts.append(f"{request.count} images")
     if job.started_at is not None and job.finished_at is not None:
