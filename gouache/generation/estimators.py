@@ -140,9 +140,9 @@ def _in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> None:
     the way out."""
     import torch
 
+    module.to(dtype=dtype)
     if dtype == torch.float32:
         return
-    module.to(dtype=dtype)
     module.register_forward_pre_hook(lambda _m, args, kwargs: (_float_tensors(args, dtype),
                                                                _float_tensors(kwargs, dtype)),
                                      with_kwargs=True)  # fmt: skip
