@@ -254,6 +254,14 @@ class WorkerSettings(BaseModel):
     """Leases, retries and the device the worker runs on."""
 
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    helper_models: Literal["half", "full", "cpu"] = Field(
+        "half",
+        description="where the helper models run (the /diversity CLIP and image encoders, the "
+        "safety classifier, the depth estimators): half = on the worker's device in float16 on a "
+        "GPU (half the memory), float32 on a CPU (half precision is slow there); full = float32 "
+        "on the worker's device; cpu = on the CPU in float32, leaving the GPU's memory to the "
+        "image models (slower helpers)",
+    )
     lease_seconds: float = Field(
         60.0,
         gt=0,

@@ -44,10 +44,9 @@ def diversity_to_dir(settings: Settings, text: str, out: Path) -> DiversityRun:
     score it and write everything into ``out``."""
     from gouache.generation.diversity.enlarge import generate_enlarged
     from gouache.generation.diversity.report import scored
-    from gouache.generation.diversity.scorer import DiversityScorer
     from gouache.generation.loop.engine import Engine
     from gouache.observability import quiet_model_libraries
-    from gouache.worker.loading import build_registry
+    from gouache.worker.loading import build_registry, build_scorer
 
     quiet_model_libraries()
     command = diversity_command(text)
@@ -59,7 +58,7 @@ def diversity_to_dir(settings: Settings, text: str, out: Path) -> DiversityRun:
     registry = build_registry(settings)
     request = build_request(command, origin, settings, prompt_overflow=prompt_length_checker(settings))
     item = item_for("local", request, [], settings.limits, settings.gif)
-    engine, scorer = Engine(registry), DiversityScorer(registry, device=str(registry.device))
+    engine, scorer = Engine(registry), build_scorer(settings, registry)
     baseline, made = None, None
     if request.enlarge:
         enc = scorer.encoders_for(request.model)

@@ -16,7 +16,9 @@ photo. Which one a model uses is ``ModelSpec.depth_estimator``, written ``BACKEN
   model (noise, but the real path).
 
 Estimators are loaded by ``EstimatorRegistry`` in the worker, beside the GPU, on first use,
-once per spec; the bot process never loads one.
+once per spec; the bot process never loads one. Each runs where ``worker.helper_models`` puts
+it (``pretrained.helper_placement``): its weights on that device in that dtype, its inputs cast
+to it, its depth map float32.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from PIL import Image
 from gouache import messages
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import NotFound
+from gouache.generation.pretrained import helper_placement
 
 if TYPE_CHECKING:
     import torch
@@ -115,11 +118,48 @@ def _resize_to(depth: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
 
 
+def _float_tensors(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` with its floating tensors (in tuples, lists and dicts too) cast to ``dtype``;
+    a dict (a transformers ``ModelOutput``) is updated in place, keeping its type."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_float_tensors(v, dtype) for v in value)
+    if isinstance(value, dict):
+        for key in list(value):
+            value[key] = _float_tensors(value[key], dtype)
+    return value
+
+
+def _in_dtype(module: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast ``module`` to ``dtype`` for code written for float32 (controlnet-aux feeds it
+    float32; the depth pipeline's post-processing reads its output with numpy, which has no
+    bfloat16): its float inputs are cast to ``dtype`` on the way in, its outputs to float32 on
+    the way out."""
+    import torch
+
+    module.to(dtype=dtype)
+    if dtype == torch.float32:
+        return
+    module.register_forward_pre_hook(lambda _m, args, kwargs: (_float_tensors(args, dtype),
+                                                               _float_tensors(kwargs, dtype)),
+                                     with_kwargs=True)  # fmt: skip
+    module.register_forward_hook(lambda _m, _args, out: _float_tensors(out, torch.float32))
+
+
+# The network each detector calls (a path of attributes from the detector).
+_ANNOTATOR_NETS = {"midas": "model", "zoe": "model", "leres": "model.depth_model"}
+
+
 class AnnotatorEstimator:
     """controlnet-aux's MiDaS (DPT-hybrid), Zoe or LeReS; outputs are near = bright."""
 
     def __init__(self, kind: str, location: str, *, device: torch.device, offline: bool,
-                 detect_resolution: int = 384) -> None:  # fmt: skip
+                 detect_resolution: int = 384, dtype: torch.dtype | None = None) -> None:  # fmt: skip
+        import operator
+
         import controlnet_aux
 
         classes = {"midas": "MidasDetector", "zoe": "ZoeDetector", "leres": "LeresDetector"}
@@ -129,6 +169,9 @@ class AnnotatorEstimator:
         self.detector = detector_cls.from_pretrained(location, local_files_only=offline)
         if hasattr(self.detector, "to"):
             self.detector = self.detector.to(str(device))
+        self.net: torch.nn.Module = operator.attrgetter(_ANNOTATOR_NETS[kind])(self.detector)
+        if dtype is not None:
+            _in_dtype(self.net, dtype)
         self.kind = kind
         self.name = f"{kind} ({location})"
         self.detect_resolution = detect_resolution
@@ -154,10 +197,13 @@ class TransformersEstimator:
     predicts metric depth (far = large): inverted.
     """
 
-    def __init__(self, location: str, *, device: torch.device, offline: bool) -> None:
+    def __init__(self, location: str, *, device: torch.device, offline: bool,
+                 dtype: torch.dtype | None = None) -> None:  # fmt: skip
+        import torch
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation, pipeline
 
         model = AutoModelForDepthEstimation.from_pretrained(location, local_files_only=offline)
+        _in_dtype(model, dtype or torch.float32)
         processor = AutoImageProcessor.from_pretrained(location, local_files_only=offline)
         self.pipe = pipeline(
             "depth-estimation", model=model.eval(), image_processor=processor, device=device
@@ -179,10 +225,13 @@ class TransformersEstimator:
 class DemoEstimator:
     """The demo world's tiny estimator: resizes to its resolution and back."""
 
-    def __init__(self, location: str, *, device: torch.device) -> None:
+    def __init__(self, location: str, *, device: torch.device, dtype: torch.dtype | None = None) -> None:
+        import torch
+
         from gouache.generation.demo_depth_net import DemoDepthNet
 
-        self.net = DemoDepthNet.from_pretrained(location).to(device)
+        self.dtype = dtype or torch.float32
+        self.net = DemoDepthNet.from_pretrained(location).to(device=device, dtype=self.dtype)
         self.device = device
         self.name = "the demo depth estimator"
 
@@ -193,7 +242,7 @@ class DemoEstimator:
         small = image.convert("RGB").resize((side, side), Image.Resampling.BOX)
         x = torch.from_numpy(np.asarray(small, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
         with torch.inference_mode():
-            depth = self.net(x.to(self.device))[0].float().cpu().numpy()
+            depth = self.net(x.to(self.device, self.dtype))[0].float().cpu().numpy()
         return _resize_to(np.clip(depth, 0.0, 1.0), image.size)
 
 
@@ -212,7 +261,8 @@ class GuardedEstimator:
 
 
 def load_estimator(
-    spec: EstimatorSpec, *, device: torch.device, offline: bool, cache_dir: Path
+    spec: EstimatorSpec, *, device: torch.device, offline: bool, cache_dir: Path,
+    dtype: torch.dtype | None = None,
 ) -> DepthEstimator:
     """Build the backend a spec names, resolving ``builtin:*`` to their folders."""
     location = spec.location
@@ -222,29 +272,37 @@ def load_estimator(
         folder = demo_root() / "depth-estimator"
         if not folder.is_dir():
             raise NotFound(messages.demo_estimator_not_installed(folder))
-        return DemoEstimator(str(folder), device=device)
+        return DemoEstimator(str(folder), device=device, dtype=dtype)
     if location == BUILTIN_TINY:
         from gouache.generation.tiny import ensure_tiny_depth_estimator
 
         location = str(ensure_tiny_depth_estimator(cache_dir / "builtin-tiny-depth"))
     if spec.backend == "annotator":
-        return AnnotatorEstimator(spec.annotator, location, device=device, offline=offline)
+        return AnnotatorEstimator(spec.annotator, location, device=device, offline=offline, dtype=dtype)
     if spec.backend == "demo":
-        return DemoEstimator(location, device=device)
-    return TransformersEstimator(location, device=device, offline=offline)
+        return DemoEstimator(location, device=device, dtype=dtype)
+    return TransformersEstimator(location, device=device, offline=offline, dtype=dtype)
 
 
 class EstimatorRegistry:
-    """Per model name, its depth estimator (or None), loaded once on first use."""
+    """Per model name, its depth estimator (or None), loaded once on first use, placed by
+    ``helpers`` (``worker.helper_models``) on a worker whose device is ``device``."""
 
     def __init__(self, specs: Mapping[str, ModelSpec], *, cache_dir: Path, device: str = "auto",
-                 offline: bool = True) -> None:  # fmt: skip
+                 offline: bool = True, helpers: str = "full") -> None:  # fmt: skip
+        helper_placement(helpers, "cpu")  # an unknown mode fails here, not at the first photo
         self._specs = dict(specs)
         self._cache_dir = Path(cache_dir)
         self._device_name = device
+        self._helpers = helpers
         self._offline = offline
         self._loaded: dict[EstimatorSpec, DepthEstimator] = {}
         self._lock = threading.Lock()
+
+    @property
+    def placement(self) -> tuple[torch.device, torch.dtype]:
+        """(device, dtype) every estimator loads with."""
+        return helper_placement(self._helpers, self._device_name)
 
     def spec_for(self, model: str) -> EstimatorSpec | None:
         spec = self._specs.get(model)
@@ -256,17 +314,13 @@ class EstimatorRegistry:
         wanted = self.spec_for(model)
         if wanted is None:
             return None
-        import torch
-
         with self._lock:
             if wanted not in self._loaded:
-                device = torch.device(
-                    ("cuda" if torch.cuda.is_available() else "cpu")
-                    if self._device_name == "auto" else self._device_name
-                )  # fmt: skip
+                device, dtype = self.placement
                 try:
                     self._loaded[wanted] = GuardedEstimator(load_estimator(
-                        wanted, device=device, offline=self._offline, cache_dir=self._cache_dir
+                        wanted, device=device, offline=self._offline, cache_dir=self._cache_dir,
+                        dtype=dtype,
                     ))  # fmt: skip
                 except NotFound:
                     raise

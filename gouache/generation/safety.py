@@ -9,17 +9,22 @@ verdicts travel with the job as a ``moderation`` artifact that delivery reads.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from PIL import Image
 
-from gouache.generation.pretrained import LazyPretrained
+from gouache.generation.pretrained import LazyPretrained, model_inputs
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["SafetyClassifier"]
 
 
 class SafetyClassifier:
-    """Flags images whose flagged-label probability reaches ``threshold``."""
+    """Flags images whose flagged-label probability reaches ``threshold``; the classifier runs
+    on ``device`` in ``dtype`` (float32 when None), its probabilities are float32."""
 
     def __init__(
         self,
@@ -28,15 +33,17 @@ class SafetyClassifier:
         threshold: float = 0.5,
         flagged_labels: Iterable[str] = ("nsfw",),
         device: str = "cpu",
+        dtype: torch.dtype | None = None,
         offline: bool = True,
     ) -> None:
         self.path = path
         self.threshold = threshold
         self.flagged_labels = {label.lower() for label in flagged_labels}
         self.device = device
+        self.dtype = dtype  # None: float32
         self._pretrained = LazyPretrained(
             "AutoModelForImageClassification", "AutoImageProcessor", path, device=device,
-            offline=offline,
+            dtype=dtype, offline=offline,
         )  # fmt: skip
 
     def _load(self) -> tuple[Any, Any]:
@@ -52,10 +59,13 @@ class SafetyClassifier:
     def warm_up(self) -> None:
         self._load()
 
-    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
-        """One verdict per image: True means do not show it as-is."""
-        if not images:
-            return []
+    @property
+    def model(self) -> Any:
+        """The loaded classifier (loads it)."""
+        return self._load()[0]
+
+    def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The classifier's logits, [images, labels], in float32."""
         import torch
 
         from gouache.generation.loop.device import guarded
@@ -65,16 +75,18 @@ class SafetyClassifier:
 
         def classify() -> Any:
             with torch.inference_mode():
-                return model(**{k: v.to(self.device, _float_dtype(model, v)) for k, v in inputs.items()}).logits
+                return model(**model_inputs(inputs, self.device, model.dtype)).logits
 
-        logits = guarded(classify, what="the safety check")
-        probs = logits.float().softmax(-1).cpu()
+        return np.asarray(guarded(classify, what="the safety check").float().cpu().numpy())
+
+    def flags(self, images: Sequence[Image.Image]) -> list[bool]:
+        """One verdict per image: True means do not show it as-is."""
+        if not images:
+            return []
+        logits = self.logits(images).astype(np.float64)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
         columns = [
-            i for i, label in model.config.id2label.items() if str(label).lower() in self.flagged_labels
+            int(i) for i, label in self.model.config.id2label.items() if str(label).lower() in self.flagged_labels
         ]
         return [bool(row[columns].sum() >= self.threshold) for row in probs]
-
-
-def _float_dtype(model: Any, value: Any) -> Any:
-    """Pixel inputs in the model's dtype (a half-precision classifier), integers as they are."""
-    return model.dtype if value.is_floating_point() else value.dtype

@@ -1,6 +1,8 @@
 """Building the generation side from settings: the one model registry, the engine, the
 /diversity scorer and the optional safety classifier. `gouache worker` and `gouache generate`
-both load through here, so a model that works in one works in the other.
+both load through here, so a model that works in one works in the other. The helper models
+(the scorer's encoders, the safety classifier, the depth estimators) are placed here by
+``worker.helper_models`` (``pretrained.helper_placement``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from gouache.config import Settings
 from gouache.errors import UserError
 
 if TYPE_CHECKING:
+    import torch
+
     from gouache.generation.diversity.scorer import DiversityScorer
     from gouache.generation.estimators import EstimatorRegistry
     from gouache.generation.models import ModelRegistry
     from gouache.generation.safety import SafetyClassifier
     from gouache.worker.engine_like import EngineLike
 
-__all__ = ["build_registry", "build_estimators", "load_generation"]
+__all__ = ["build_registry", "build_estimators", "build_safety", "build_scorer", "load_generation"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,36 @@ def build_estimators(settings: Settings, *, device: str | None = None) -> Estima
         cache_dir=settings.data_dir / "models",
         device=device or settings.worker.device,
         offline=settings.offline,
+        helpers=settings.worker.helper_models,
+    )
+
+
+def build_scorer(settings: Settings, registry: ModelRegistry) -> DiversityScorer:
+    """The /diversity scorer, its encoders placed by ``worker.helper_models``."""
+    from gouache.generation.diversity.scorer import DiversityScorer
+    from gouache.generation.pretrained import helper_placement
+
+    device, dtype = helper_placement(settings.worker.helper_models, registry.device)
+    return DiversityScorer(registry, device=str(device), dtype=dtype)
+
+
+def build_safety(settings: Settings, device: str | torch.device) -> SafetyClassifier | None:
+    """The configured safety classifier (not loaded yet), placed by ``worker.helper_models`` on a
+    worker whose device is ``device``; None when ``moderation.classifier`` is unset."""
+    from gouache.generation.pretrained import helper_placement
+    from gouache.generation.safety import SafetyClassifier
+
+    mod = settings.moderation
+    if not mod.classifier:
+        return None
+    where, dtype = helper_placement(settings.worker.helper_models, device)
+    return SafetyClassifier(
+        mod.classifier,
+        threshold=mod.classifier_threshold,
+        flagged_labels=mod.flagged_labels,
+        device=str(where),
+        dtype=dtype,
+        offline=settings.offline,
     )
 
 
@@ -60,8 +94,6 @@ def load_generation(
 ) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
     """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
     /diversity reports (sharing one model registry) and the optional safety classifier."""
-    from gouache.generation.diversity.scorer import DiversityScorer
-    from gouache.generation.safety import SafetyClassifier
     from gouache.observability import quiet_model_libraries
 
     quiet_model_libraries()
@@ -73,17 +105,9 @@ def load_generation(
         engine.warm_up(settings.default_model)
     except UserError as exc:
         log.error("default model %s is not usable: %s", settings.default_model, exc.message)
-    scorer = DiversityScorer(registry, device=str(registry.device))
-    safety = None
-    mod = settings.moderation
-    if mod.classifier:
-        safety = SafetyClassifier(
-            mod.classifier,
-            threshold=mod.classifier_threshold,
-            flagged_labels=mod.flagged_labels,
-            device=str(registry.device),
-            offline=settings.offline,
-        )
+    scorer = build_scorer(settings, registry)
+    safety = build_safety(settings, registry.device)
+    if safety is not None:
         safety.warm_up()  # a broken classifier should stop the worker now, not per job
     return engine, scorer, safety
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_classifier(directory: Path, *, flag_everything: bool) -> Path:
-    """A 2-label ViT ("normal", "nsfw"); its head's bias decides every verdict."""
+def build_classifier(directory: Path, *, flag_everything: bool | None) -> Path:
+    """A 2-label ViT ("normal", "nsfw"); its head's bias decides every verdict, or, with
+    ``flag_everything=None``, a random head whose logits follow the image."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
@@ -17,9 +18,13 @@ def build_classifier(directory: Path, *, flag_everything: bool) -> Path:
         id2label={0: "normal", 1: "nsfw"}, label2id={"normal": 0, "nsfw": 1},
     )  # fmt: skip
     model = ViTForImageClassification(config)
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, 8.0] if flag_everything else [8.0, 0.0]))
+    if flag_everything is None:
+        with torch.no_grad():
+            model.classifier.weight.normal_(0.0, 1.0)
+    else:
+        with torch.no_grad():
+            model.classifier.weight.zero_()
+            model.classifier.bias.copy_(torch.tensor([0.0, 8.0] if flag_everything else [8.0, 0.0]))
     model.save_pretrained(directory)
     ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
     return directory

@@ -11,9 +11,10 @@ reads in ``diversity_report``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,10 @@ from gouache.generation.diversity.metrics import (
     near_duplicates,
     vendi,
 )
-from gouache.generation.pretrained import LazyPretrained
+from gouache.generation.pretrained import LazyPretrained, model_inputs
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "vendi_score",
@@ -42,6 +46,7 @@ __all__ = [
     "diversity_report",
     "DiversityScorer",
     "NEAR_DUPLICATE",
+    "vision_tower",
 ]
 
 NEAR_DUPLICATE = 0.95  # pairs at least this similar in content *and* colour are near-duplicates
@@ -56,12 +61,18 @@ def style_kernel(histograms: np.ndarray) -> np.ndarray:
 
 
 class ClipEmbedder:
-    """A CLIPModel loaded once from a directory (``from_pretrained``, local files only)."""
+    """A CLIPModel loaded once from a directory (``from_pretrained``, local files only), on
+    ``device`` in ``dtype`` (float32 when None); embeddings come back in float32."""
 
-    def __init__(self, path: str, *, device: str = "cpu") -> None:
+    def __init__(self, path: str, *, device: str = "cpu", dtype: torch.dtype | None = None) -> None:
         self.path = path
         self.device = device
-        self._pretrained = LazyPretrained("CLIPModel", "CLIPProcessor", path, device=device)
+        self._pretrained = LazyPretrained("CLIPModel", "CLIPProcessor", path, device=device, dtype=dtype)
+
+    @property
+    def model(self) -> Any:
+        """The loaded CLIPModel (loads it)."""
+        return self._pretrained.get()[0]
 
     def embed(self, prompt: str, images: Sequence[Image.Image]) -> tuple[np.ndarray, np.ndarray]:
         """(text embedding [d], image embeddings [n, d]) in CLIP's joint space."""
@@ -83,7 +94,7 @@ class ClipEmbedder:
 
         def run() -> Any:
             with torch.inference_mode():
-                return model(**{k: v.to(self.device) for k, v in inputs.items()})
+                return model(**model_inputs(inputs, self.device, model.dtype))
 
         out = guarded(run, what="the CLIP scores")
         return out.text_embeds.float().cpu().numpy(), out.image_embeds.float().cpu().numpy()
@@ -94,27 +105,41 @@ class ClipEmbedder:
         return cosine_kernel(np.vstack([text[None], embeds]))[0, 1:] * 100
 
 
-def _vision_tokens(path: str, device: str, images: Sequence[Image.Image], layer: str) -> Any:
+def vision_tower(path: str, device: str, dtype: torch.dtype | None = None) -> tuple[Any, Any]:
+    """(CLIP or DINOv2-style model on ``device`` in ``dtype``, its image processor), loaded once
+    per (path, device, dtype)."""
+    import torch
+    import transformers
+
+    dtype = dtype or torch.float32
+    key = (path, device, dtype)
+    with _VISION_LOCK:
+        if key not in _VISION_CACHE:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            cls = transformers.CLIPModel if config.model_type == "clip" else transformers.AutoModel
+            model = cls.from_pretrained(path, local_files_only=True).to(device=device, dtype=dtype).eval()
+            processor = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
+            _VISION_CACHE[key] = (model, processor)
+        return _VISION_CACHE[key]
+
+
+def _vision_tokens(
+    path: str, device: str, images: Sequence[Image.Image], layer: str, dtype: torch.dtype | None = None
+) -> Any:
     """Hidden states of a CLIP or DINOv2-style vision tower (AutoModel + AutoImageProcessor)."""
     import torch
     import transformers
 
-    key = (path, device)
-    if key not in _VISION_CACHE:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        cls = transformers.CLIPModel if config.model_type == "clip" else transformers.AutoModel
-        model = cls.from_pretrained(path, local_files_only=True).to(device).eval()
-        processor = transformers.AutoImageProcessor.from_pretrained(path, local_files_only=True)
-        _VISION_CACHE[key] = (model, processor)
-    model, processor = _VISION_CACHE[key]
-    pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device)
+    model, processor = vision_tower(path, device, dtype)
+    pixels = processor(images=list(images), return_tensors="pt")["pixel_values"].to(device, model.dtype)
     from gouache.generation.loop.device import guarded
 
     @torch.inference_mode()
     def run() -> Any:
         if isinstance(model, transformers.CLIPModel):
-            if layer == "pooled":
-                return model.get_image_features(pixel_values=pixels)
+            if layer == "pooled":  # transformers 5 returns the projection as pooler_output
+                features = model.get_image_features(pixel_values=pixels)
+                return getattr(features, "pooler_output", features)
             return model.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
         out = model(pixel_values=pixels, output_hidden_states=True)
         return out.pooler_output if layer == "pooled" else out.hidden_states
@@ -122,28 +147,29 @@ def _vision_tokens(path: str, device: str, images: Sequence[Image.Image], layer:
     return guarded(run, what="the diversity report")
 
 
-_VISION_CACHE: dict[tuple[str, str], tuple[Any, Any]] = {}
+_VISION_CACHE: dict[tuple[str, str, Any], tuple[Any, Any]] = {}
+_VISION_LOCK = threading.Lock()
 
 
 class ImageEncoder:
     """Semantic image embeddings: CLIP's image features or DINOv2's pooled CLS token."""
 
-    def __init__(self, path: str, *, device: str = "cpu") -> None:
-        self.path, self.device = path, device
+    def __init__(self, path: str, *, device: str = "cpu", dtype: torch.dtype | None = None) -> None:
+        self.path, self.device, self.dtype = path, device, dtype
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = _vision_tokens(self.path, self.device, images, "pooled")
+        out = _vision_tokens(self.path, self.device, images, "pooled", self.dtype)
         return np.asarray(out.float().cpu().numpy())
 
 
 class StyleEncoder:
     """Style features: the Gram matrix of a middle layer's patch tokens of a vision tower."""
 
-    def __init__(self, path: str, *, device: str = "cpu") -> None:
-        self.path, self.device = path, device
+    def __init__(self, path: str, *, device: str = "cpu", dtype: torch.dtype | None = None) -> None:
+        self.path, self.device, self.dtype = path, device, dtype
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        hidden = _vision_tokens(self.path, self.device, images, "hidden")
+        hidden = _vision_tokens(self.path, self.device, images, "hidden", self.dtype)
         tokens = hidden[len(hidden) // 2][:, 1:].float().cpu().numpy()  # drop CLS
         return gram_features(tokens)
 
@@ -247,10 +273,16 @@ def diversity_report(
 class DiversityScorer:
     """Reports for /diversity jobs, with each model's configured encoders (loaded once)."""
 
-    def __init__(self, registry: Any = None, *, device: str = "cpu") -> None:
+    def __init__(self, registry: Any = None, *, device: str = "cpu", dtype: torch.dtype | None = None) -> None:
         self._registry = registry  # a ModelRegistry; None scores colour only
         self._device = device
+        self._dtype = dtype  # of the encoders (``worker.helper_models``); None: float32
         self._encoders: dict[str, Encoders] = {}
+
+    @property
+    def placement(self) -> tuple[str, torch.dtype | None]:
+        """(device, dtype) the encoders load with (dtype None: float32)."""
+        return self._device, self._dtype
 
     def encoders_for(self, model: str) -> Encoders:
         if self._registry is None:
@@ -258,10 +290,11 @@ class DiversityScorer:
         if model not in self._encoders:
             loaded = self._registry.get(model)
             clip, image, style = (getattr(loaded, f"{k}_path", None) for k in ("clip", "image_encoder", "style_encoder"))
+            d, t = self._device, self._dtype
             self._encoders[model] = Encoders(
-                clip=ClipEmbedder(clip, device=self._device) if clip else None,
-                image=ImageEncoder(image, device=self._device) if image else None,
-                style=StyleEncoder(style, device=self._device) if style else None,
+                clip=ClipEmbedder(clip, device=d, dtype=t) if clip else None,
+                image=ImageEncoder(image, device=d, dtype=t) if image else None,
+                style=StyleEncoder(style, device=d, dtype=t) if style else None,
             )
         return self._encoders[model]
 

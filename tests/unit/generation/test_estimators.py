@@ -133,3 +133,84 @@ def test_a_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(NotFound, match=r"The depth estimator of m \(midas:.*\) cannot be loaded"):
         registry.get("m")
+
+
+def _params_dtypes(module: torch.nn.Module) -> set[torch.dtype]:
+    return {p.dtype for p in module.parameters()}
+
+
+HALF = [torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_the_demo_estimator_in_half_precision_matches_float32(dtype: torch.dtype) -> None:
+    """``worker.helper_models = "half"`` on a GPU, run on the CPU with the dtype given directly:
+    half-precision weights, a float32 depth map within 0.03 of float32's on every pixel."""
+    from tools.demo.world import heldout_scenes, render
+
+    folder = str(demo_root() / "depth-estimator")
+    full, half = DemoEstimator(folder, device=CPU), DemoEstimator(folder, device=CPU, dtype=dtype)
+    assert _params_dtypes(half.net) == {dtype} and _params_dtypes(full.net) == {torch.float32}
+    for scene in heldout_scenes(count_per_pair=1)[:6]:
+        image = Image.fromarray(render(scene).image)
+        expected, got = full.estimate(image), half.estimate(image)
+        check(got, image)
+        assert np.abs(got - expected).max() < 0.03
+
+
+def _spread_head(folder: Path) -> None:
+    """Re-save a tiny random depth model with torch's default initialisation and a head whose
+    output spreads over about 2..3.5: transformers' std-0.02 initialisation gives depths of
+    1e-8, under float16's smallest number, which no real estimator predicts."""
+    from transformers import AutoModelForDepthEstimation
+
+    torch.manual_seed(1)
+    model = AutoModelForDepthEstimation.from_pretrained(str(folder))
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            module.reset_parameters()
+    last = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.weight.mul_(40.0)
+        last.bias.fill_(1.0)
+    model.save_pretrained(folder)
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+@pytest.mark.parametrize("kind", ["dpt", "depth_anything"])
+def test_transformers_estimators_in_half_precision_match_float32(tmp_path: Path, kind: str,
+                                                                 dtype: torch.dtype) -> None:  # fmt: skip
+    """Half-precision weights through the pipeline (it casts pixel_values to the model's dtype;
+    the model hands float32 back, numpy having no bfloat16): a depth map in [0, 1] within 0.05
+    of float32's on every pixel (bfloat16 keeps 8 bits: 1/128 of a depth of 2)."""
+    folder = build_tiny_depth_estimator(tmp_path / kind, kind)  # type: ignore[arg-type]
+    _spread_head(folder)
+    full = TransformersEstimator(str(folder), device=CPU, offline=True)
+    half = TransformersEstimator(str(folder), device=CPU, offline=True, dtype=dtype)
+    assert _params_dtypes(half.pipe.model) == {dtype} and _params_dtypes(full.pipe.model) == {torch.float32}
+    for seed in (3, 4):
+        image = Image.fromarray(np.random.default_rng(seed).integers(0, 255, (30, 52, 3), dtype=np.uint8))
+        expected, got = full.estimate(image), half.estimate(image)
+        check(got, image)
+        assert np.ptp(expected) > 0.5 and np.abs(got - expected).max() < 0.05
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_midas_in_half_precision_matches_float32(tmp_path: Path, dtype: torch.dtype) -> None:
+    """controlnet-aux feeds its network float32: the network casts it on the way in and hands
+    float32 back, so the detector's own code runs unchanged; a depth map within 0.03 of
+    float32's on every pixel."""
+    from controlnet_aux.midas.midas.dpt_depth import DPTDepthModel
+
+    torch.manual_seed(0)
+    model = DPTDepthModel(path=None, backbone="vitb_rn50_384", non_negative=False)
+    torch.save(model.state_dict(), tmp_path / "dpt_hybrid-midas-501f0c75.pt")
+    del model
+    full, half = (AnnotatorEstimator("midas", str(tmp_path), device=CPU, offline=True, detect_resolution=64,
+                                     dtype=t) for t in (None, dtype))  # fmt: skip
+    assert _params_dtypes(half.net) == {dtype} and _params_dtypes(full.net) == {torch.float32}
+    image = photo(64, 48)
+    expected, got = full.estimate(image), half.estimate(image)
+    check(got, image)
+    assert np.ptp(expected) > 0.5 and np.abs(got - expected).max() < 0.03
