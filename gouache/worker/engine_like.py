@@ -32,7 +32,7 @@ class RunningBatchLike(Protocol):
 
 
 class EngineLike(Protocol):
-    def warm_up(self, model: str) -> None: ...
+    def warm_up(self, model: str, max_rows: int | None = None) -> None: ...
 
     def generate(
         self,

@@ -20,7 +20,13 @@ log = logging.getLogger("gouache.worker")
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
-    engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
+    from gouache.generation.loop.speed import CompileError
+
+    try:  # the default model loaded (and its buckets compiled) before anything is claimed
+        engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
+    except CompileError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
