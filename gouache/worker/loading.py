@@ -70,7 +70,7 @@ def load_generation(
     /diversity reports (sharing one model registry) and the optional safety classifier.
 
     The default model is loaded, and with ``speed.compile`` its buckets compiled, before this
-    returns: the worker claims nothing until then. ``speed.CompileError`` when compiling cannot
+    returns: the worker claims nothing until then. ``errors.CompileError`` when compiling cannot
     work here or fails (the worker refuses to start)."""
     from gouache.generation.diversity.scorer import DiversityScorer
     from gouache.generation.safety import SafetyClassifier

@@ -9,6 +9,7 @@ import signal
 import socket
 
 from gouache.config import Settings
+from gouache.errors import CompileError
 from gouache.storage import open_storage
 from gouache.worker.draining import drain
 from gouache.worker.loading import load_generation
@@ -20,8 +21,6 @@ log = logging.getLogger("gouache.worker")
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
-    from gouache.generation.loop.speed import CompileError
-
     try:  # the default model loaded (and its buckets compiled) before anything is claimed
         engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
     except CompileError as exc:

@@ -36,7 +36,7 @@ class Engine:
     def warm_up(self, model: str, max_rows: int | None = None) -> None:
         """Load ``model`` now rather than on the first batch, and with ``speed.compile`` compile
         every bucket a batch of up to ``max_rows`` rows can meet (``warmup.compile_buckets``;
-        a compile that fails raises ``speed.CompileError``)."""
+        a compile that fails raises ``errors.CompileError``)."""
         compile_buckets(self.running_batch, self.registry.get(model), max_rows)
 
     def model(self, name: str) -> LoadedModel:

@@ -31,12 +31,12 @@ import torch
 
 from gouache import messages
 from gouache.config import DEFAULT_COMPILE_BUCKETS, Speed
+from gouache.errors import CompileError
 from gouache.generation.families.base import LoadedModel
 
 __all__ = [
     "EAGER",
     "BucketedUNet",
-    "CompileError",
     "SpeedOptions",
     "apply_speed_options",
     "attention_report",
@@ -60,10 +60,6 @@ class SpeedOptions:
 
 
 EAGER = SpeedOptions()
-
-
-class CompileError(ValueError):
-    """``speed.compile = "on"`` cannot work here: the worker refuses to start with this message."""
 
 
 def resolve_speed(speed: Speed) -> SpeedOptions:

@@ -20,8 +20,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gouache import messages
+from gouache.errors import CompileError
 from gouache.generation.loop.batch import BatchItem, LaneSpec, ShapeKey
-from gouache.generation.loop.speed import BucketedUNet, CompileError
+from gouache.generation.loop.speed import BucketedUNet
 
 if TYPE_CHECKING:
     from gouache.generation.loop.running import RunningBatch

@@ -16,9 +16,10 @@ import logging
 import pytest
 import torch
 
+from gouache.errors import CompileError
 from gouache.generation.loop.batch import BatchItem, BatchKey, LaneSpec, ShapeKey
 from gouache.generation.loop.engine import Engine
-from gouache.generation.loop.speed import BucketedUNet, CompileError, SpeedOptions
+from gouache.generation.loop.speed import BucketedUNet, SpeedOptions
 from gouache.generation.loop.warmup import warm_rows
 from gouache.generation.models import ModelRegistry
 
@@ -119,3 +120,21 @@ def test_the_worker_refuses_to_start_when_compile_cannot_work(tmp_path, monkeypa
         assert asyncio.run(_serve(settings, "w-1")) == 2
     assert any('cannot start: speed.compile = "on" cannot work on this machine: no C compiler'
                in r.getMessage() for r in caplog.records)  # fmt: skip
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "flux", "sd3", "z-image"])
+def test_compile_wraps_only_a_unet_call(family, caplog) -> None:
+    """BucketedUNet pads a UNet's positional rows; a transformer called by keyword (Flux, SD3)
+    or with a list of rows (Z-Image) would break in it, so those run eager, with a warning."""
+    from gouache.config import ModelSpec
+    from gouache.generation.families import family_named
+    from gouache.generation.families.base import LoadedModel
+    from gouache.generation.loop.speed import apply_speed_options
+
+    model = LoadedModel("m", ModelSpec(path="x"), family_named(family), torch.device("cpu"),
+                        torch.float32, (), (), torch.nn.Identity(), torch.nn.Identity(), {})  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="gouache.generation.loop.speed"):
+        apply_speed_options(model, SpeedOptions(compile=True, compile_buckets=(1, 2)))
+    unet_family = family in ("sd", "sdxl")
+    assert isinstance(model.denoiser_call, BucketedUNet) is unet_family
+    assert any("runs eager" in r.getMessage() for r in caplog.records) is not unet_family
