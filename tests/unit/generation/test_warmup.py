@@ -138,3 +138,13 @@ def test_compile_wraps_only_a_unet_call(family, caplog) -> None:
     unet_family = family in ("sd", "sdxl")
     assert isinstance(model.denoiser_call, BucketedUNet) is unet_family
     assert any("runs eager" in r.getMessage() for r in caplog.records) is not unet_family
+
+
+def test_gouache_generate_refuses_compile_where_it_cannot_work(tmp_path, monkeypatch, capsys) -> None:
+    from gouache import cli
+    from gouache.generation.loop import speed
+
+    monkeypatch.setattr(speed, "compile_missing", lambda: "no C++ compiler (g++) on PATH")
+    monkeypatch.setenv("GOUACHE_SPEED__COMPILE", "on")
+    assert cli.main(["generate", "a", "cat", "-o", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
+    assert 'gouache: speed.compile = "on" cannot work on this machine: no C++ compiler' in capsys.readouterr().err
