@@ -13,6 +13,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     VIRTUAL_ENV=/opt/gouache \
     PATH=/opt/gouache/bin:$PATH
 
+# torch.compile (`speed.compile = "on"`) builds its kernels with a compiler: Triton's launchers
+# with gcc on CUDA, Inductor's C++ kernels with g++ on the CPU. g++ brings libc6-dev (through
+# libstdc++-12-dev) matched to the image's libc; the Python headers come with the base image.
+# The meta-packages are pinned; the compiler behind them follows bookworm's security updates.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc=4:12.2.0-3 g++=4:12.2.0-3 \
+ && rm -rf /var/lib/apt/lists/*
+
 # The same install script `make` and CI run (scripts/install.sh), plus a check that the torch
 # it installed is the CUDA build.
 WORKDIR /src
@@ -26,12 +34,15 @@ RUN bash scripts/install.sh --venv /opt/gouache --require-cuda-build \
  && chown 10001:10001 /data
 
 # One volume holds everything that lasts: the SQLite database and artifacts, the generated web
-# token (/data/web-token) and the Hugging Face model cache (HF_HOME). Bound to 0.0.0.0, the web
+# token (/data/web-token), the Hugging Face model cache (HF_HOME) and torch.compile's kernel
+# caches (a restarted worker's warm-up reuses them). Bound to 0.0.0.0, the web
 # playground requires a token: GOUACHE_WEB__TOKEN_FILE, or one generated at first start.
 ENV GOUACHE_DATA_DIR=/data \
     GOUACHE_HOST=0.0.0.0 \
     GOUACHE_PORT=8080 \
     HF_HOME=/data/huggingface \
+    TORCHINDUCTOR_CACHE_DIR=/data/cache/torchinductor \
+    TRITON_CACHE_DIR=/data/cache/triton \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 USER 10001:10001

@@ -6,7 +6,9 @@
 In order: tiny SD and SDXL in fp16 through the loop (a single-file copy of each too); an
 SD-architecture VAE forced to overflow in fp16 (its images and GIF frames must not be black);
 injected out-of-memory (torch's and cuBLAS's) at each GPU call site, other users' jobs
-finishing; then ``speed.py --gpu`` and a short ``throughput.py --gpu``. Each step writes its
+finishing; the allocator with and without ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True``
+(peak reserved against peak allocated memory over batches of changing sizes, each in a fresh
+process); then ``speed.py --gpu`` and a short ``throughput.py --gpu``. Each step writes its
 figures and verdict to ``DIR/gpu_check.json``; nothing is estimated or filled in by hand.
 The dry run does the same on the CPU (bfloat16, tiny sizes) and lists the two benchmark
 commands instead of running them (minutes each on a CPU).
@@ -72,6 +74,7 @@ def run_checks(out: Path, *, dry_run: bool) -> dict[str, Any]:
             steps[f"loop:{name}"] = _loop(registry, name, frames=1)
         steps["vae-overflow"] = _overflow(root, specs["sd"], device)
         steps["oom-sites"] = _oom_sites(registry)
+    steps["allocator"] = _allocator(dry_run)
     benchmarks = [[sys.executable, "benchmarks/speed.py", "--gpu"],
                   [sys.executable, "benchmarks/throughput.py", "--gpu", "--only", "step", "--quick"]]  # fmt: skip
     for command in benchmarks:
@@ -144,11 +147,65 @@ def _oom_sites(registry: Any) -> dict[str, Any]:
     return found
 
 
+def _allocator(dry_run: bool) -> dict[str, Any]:
+    """The allocator probe in two fresh processes, default and expandable segments."""
+    import os
+
+    found: dict[str, Any] = {"ok": True}
+    for name, conf in (("default", None), ("expandable_segments", "expandable_segments:True")):
+        env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+        if conf:
+            env["PYTORCH_CUDA_ALLOC_CONF"] = conf
+        command = [sys.executable, "benchmarks/gpu_check.py", "--allocator-probe"] + (["--dry-run"] if dry_run else [])
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, env=env)
+        lines = done.stdout.strip().splitlines()
+        found[name] = json.loads(lines[-1]) if done.returncode == 0 and lines else {"error": done.stderr[-1500:]}
+        found["ok"] = found["ok"] and done.returncode == 0
+    return found
+
+
+def allocator_probe(dry_run: bool) -> dict[str, Any]:
+    """Tiny SDXL batches of changing sizes and row counts (what a busy worker sees); on CUDA,
+    peak reserved and peak allocated bytes: their ratio is what fragmentation costs."""
+    import torch
+
+    from gouache.config import ModelSpec
+    from gouache.generation.loop.batch import BatchItem, LaneSpec, ShapeKey
+    from gouache.generation.loop.engine import Engine
+    from gouache.generation.models import ModelRegistry
+    from gouache.generation.tiny import build_single_file_pair
+
+    device, dtype = ("cpu", "bfloat16") if dry_run else ("cuda", "float16")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder, _, _ = build_single_file_pair(Path(tmp) / "sdxl", "sdxl")
+        registry = ModelRegistry({"xl": ModelSpec(path=str(folder), dtype=dtype)}, cache_dir=Path(tmp) / "c",
+                                 device=device)  # fmt: skip
+        engine = Engine(registry)
+        start = time.perf_counter()
+        sizes = [(64, 1), (64, 2)] if dry_run else [(64, 2), (128, 6), (96, 3), (192, 4), (64, 8), (160, 2)] * 4
+        for k, (size, lanes) in enumerate(sizes):
+            batch = engine.running_batch(ShapeKey("xl", size, size), row_budget=32, decode_chunk=4)
+            for i in range(lanes):
+                batch.admit(BatchItem(f"{k}-{i}", "a red fox", seed=i), LaneSpec(3, "euler", 5.0))
+            batch.run()
+        out: dict[str, Any] = {"batches": len(sizes), "seconds": round(time.perf_counter() - start, 3)}
+        if device == "cuda":
+            stats = torch.cuda.memory_stats()
+            out |= {"peak_reserved_mb": round(stats["reserved_bytes.all.peak"] / 2**20, 1),
+                    "peak_allocated_mb": round(stats["allocated_bytes.all.peak"] / 2**20, 1)}  # fmt: skip
+            out["reserved_over_allocated"] = round(out["peak_reserved_mb"] / max(out["peak_allocated_mb"], 1e-9), 3)
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "gpu-check")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, no benchmarks run")
+    parser.add_argument("--allocator-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.allocator_probe:
+        print(json.dumps(allocator_probe(args.dry_run)))
+        return 0
     report = run_checks(args.out, dry_run=args.dry_run)
     print(json.dumps({k: v.get("ok") for k, v in report["steps"].items()}, indent=2))
     return 0 if report["ok"] else 1

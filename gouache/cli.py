@@ -16,7 +16,7 @@ from typing import Any
 
 from gouache import __version__
 from gouache.config import Settings
-from gouache.errors import UserError
+from gouache.errors import CompileError, UserError
 
 __all__ = ["main", "build_parser", "split_prompt"]
 
@@ -248,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except UserError as exc:
         print(f"gouache: {exc.message}", file=sys.stderr)
+        return 2
+    except CompileError as exc:
+        print(f"gouache: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"gouache: no such file: {exc.filename}", file=sys.stderr)

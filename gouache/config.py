@@ -189,7 +189,9 @@ class Speed(BaseModel):
         "auto", description="channels_last memory format for the UNet (auto: on)"
     )
     compile: Literal["auto", "on", "off"] = Field(
-        "auto", description="torch.compile the UNet (about a minute per bucket at start-up)"
+        "auto",
+        description="torch.compile the UNet of UNet models, each bucket at worker warm-up "
+        "(up to a minute each); auto: off",
     )
     compile_buckets: list[int] = Field(
         default_factory=lambda: list(DEFAULT_COMPILE_BUCKETS),

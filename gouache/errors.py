@@ -20,6 +20,7 @@ __all__ = [
     "ResourceExhausted",
     "ModelUnavailable",
     "BadUpload",
+    "CompileError",
 ]
 
 
@@ -82,3 +83,8 @@ class ResourceExhausted(UserError):
 class ModelUnavailable(UserError):
     """A configured model that cannot be loaded (missing file, wrong format, out of memory):
     the message names the model and the cause; the job fails, the worker goes on."""
+
+
+class CompileError(GouacheError, ValueError):
+    """``speed.compile = "on"`` cannot work here or failed at warm-up: the operator's problem,
+    not a user's; the worker (and ``gouache generate``) refuses to start with this message."""

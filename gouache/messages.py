@@ -576,6 +576,14 @@ def compile_unavailable(missing: str) -> str:
     )
 
 
+def compile_failed_at_warm_up(model: str, rows: int, cause: str) -> str:
+    return (
+        f'speed.compile = "on" failed compiling model {shorten(model)!r} at warm-up '
+        f"({rows} rows): {shorten(cause, 300)}. Fix the compiler (docs/deploy.md, speed options) "
+        'or set speed.compile = "auto" or "off".'
+    )
+
+
 def out_of_memory_in(what: str) -> str:
     return f"The GPU ran out of memory in {what} for this request. Try again in a moment."
 

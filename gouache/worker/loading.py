@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from gouache.generation.safety import SafetyClassifier
     from gouache.worker.engine_like import EngineLike
 
-__all__ = ["build_registry", "build_estimators", "build_safety", "build_scorer", "load_generation"]
+__all__ = ["build_registry", "build_estimators", "build_safety", "build_scorer", "load_generation", "max_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,25 @@ def build_safety(settings: Settings, device: str | torch.device) -> SafetyClassi
     )
 
 
+def max_rows(settings: Settings) -> int:
+    """The most UNet rows one denoiser call of this worker takes: the step-mode budget (grids
+    and GIF sweeps use it in both modes), or a request-mode batch of images with
+    classifier-free guidance (two rows each)."""
+    batching = settings.batching
+    if batching.mode == "step":
+        return batching.max_rows
+    return max(batching.max_rows, 2 * batching.max_batch_images)
+
+
 def load_generation(
     settings: Settings,
 ) -> tuple[EngineLike, DiversityScorer, SafetyClassifier | None]:
     """The engine named by ``settings.worker.engine`` (tests point it at fakes), the scorer for
-    /diversity reports (sharing one model registry) and the optional safety classifier."""
+    /diversity reports (sharing one model registry) and the optional safety classifier.
+
+    The default model is loaded, and with ``speed.compile`` its buckets compiled, before this
+    returns: the worker claims nothing until then. ``errors.CompileError`` when compiling cannot
+    work here or fails (the worker refuses to start)."""
     from gouache.observability import quiet_model_libraries
 
     quiet_model_libraries()
@@ -102,7 +116,7 @@ def load_generation(
     registry = build_registry(settings)
     engine: EngineLike = factory(registry)
     try:  # load the default model now, so "ready" means ready and the first job is not slow
-        engine.warm_up(settings.default_model)
+        engine.warm_up(settings.default_model, max_rows=max_rows(settings))
     except UserError as exc:
         log.error("default model %s is not usable: %s", settings.default_model, exc.message)
     scorer = build_scorer(settings, registry)

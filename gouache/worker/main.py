@@ -9,6 +9,7 @@ import signal
 import socket
 
 from gouache.config import Settings
+from gouache.errors import CompileError
 from gouache.storage import open_storage
 from gouache.worker.draining import drain
 from gouache.worker.loading import load_generation
@@ -20,7 +21,11 @@ log = logging.getLogger("gouache.worker")
 
 
 async def _serve(settings: Settings, worker_id: str) -> int:
-    engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
+    try:  # the default model loaded (and its buckets compiled) before anything is claimed
+        engine, scorer, safety = await asyncio.to_thread(load_generation, settings)
+    except CompileError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,7 @@ class TimedEngine:
         self.b = float(os.environ.get("GOUACHE_TEST_BATCH_B", "0.01"))
         self.log_path = os.environ.get("GOUACHE_TEST_BATCH_LOG")
 
-    def warm_up(self, model: str) -> None:
+    def warm_up(self, model: str, max_rows: int | None = None) -> None:
         """Nothing to load: there is no model."""
 
     def resident_models(self) -> tuple[str, ...]:
@@ -172,8 +172,8 @@ class PoisonableEngine:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def warm_up(self, model: str) -> None:
-        self._inner.warm_up(model)
+    def warm_up(self, model: str, max_rows: int | None = None) -> None:
+        self._inner.warm_up(model, max_rows)
 
     def generate(self, key: BatchKey, items: Sequence[BatchItem], *args: Any, **kwargs: Any) -> Any:
         if any(POISON in item.prompt for item in items):

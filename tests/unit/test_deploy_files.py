@@ -140,6 +140,46 @@ def test_dockerfile_runs_gouache_as_a_non_root_user_on_one_data_volume() -> None
     assert "--start-period=" in health
 
 
+def _apt_installed(lines: list[str]) -> dict[str, str]:
+    """``package -> pinned version`` of every ``apt-get install`` in ``lines`` (one stage)."""
+    packages: dict[str, str] = {}
+    for line in lines:
+        if not line.startswith("RUN "):
+            continue
+        for command in re.split(r"&&|;", line[4:]):
+            words = shlex.split(command)
+            if words[:2] == ["apt-get", "install"]:
+                for word in words[2:]:
+                    if not word.startswith("-"):
+                        name, _, version = word.partition("=")
+                        packages[name] = version
+    return packages
+
+
+def test_the_runtime_image_carries_the_compilers_torch_compile_needs() -> None:
+    """speed.compile = "on": Triton builds its launchers with a C compiler on CUDA, Inductor its
+    CPU kernels with g++ (gouache.generation.loop.speed.compile_missing checks the same)."""
+    lines = _dockerfile_instructions()
+    last_from = max(i for i, x in enumerate(lines) if x.startswith("FROM "))
+    runtime = lines[last_from:]  # the stage the image is, were a build stage added before it
+    installed = _apt_installed(runtime)
+    assert {"gcc", "g++"} <= set(installed), installed
+    assert all(installed[name] for name in ("gcc", "g++")), "pinned, as hadolint DL3008 asks"
+    install = next(x for x in runtime if "apt-get install" in x)
+    assert "--no-install-recommends" in install and "rm -rf /var/lib/apt/lists/*" in install
+    # Installed as root, before the image drops to the gouache user.
+    assert runtime.index(install) < runtime.index("USER 10001:10001")
+    env = _dockerfile_env()  # the kernel caches live on the volume: a restart reuses them
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith("/data/")
+    assert env["TRITON_CACHE_DIR"].startswith("/data/")
+
+
+def test_apt_install_parsing_reads_only_install_commands() -> None:
+    lines = ["RUN apt-get update && apt-get install -y --no-install-recommends gcc=1 g++=2 "
+             "&& rm -rf /x", "RUN echo apt-get install nope", "COPY a b"]  # fmt: skip
+    assert _apt_installed(lines) == {"gcc": "1", "g++": "2"}
+
+
 def test_every_cli_command_the_files_run_exists() -> None:
     from gouache.cli import build_parser
 

@@ -92,6 +92,9 @@ class Family:
     denoiser_part: ClassVar[str] = "unet"
     single_file: ClassVar[bool] = False  # whether diffusers' from_single_file reads it
     sampler_kind: ClassVar[str] = "eps"  # which samplers of loop/samplers.py apply ("eps", "flow")
+    # Whether speed.compile applies: loop/speed.BucketedUNet pads a UNet-style call (the rows
+    # positional, every row-leading tensor a tensor); a transformer called otherwise runs eager.
+    compilable: ClassVar[bool] = False
 
     # -- what a request may ask --------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class UNetFamily(Family):
     """A latent-diffusion UNet family with an ``AutoencoderKL`` and optional depth ControlNet."""
 
     upcast_vae: bool = False  # keep the VAE in fp32 (at load) when its config says force_upcast
+    compilable = True
 
     def uses_cfg(self, model: LoadedModel, spec: LaneSpec) -> bool:
         # As diffusers: CFG off for guidance <= 1 and for guidance-distilled (LCM) UNets.

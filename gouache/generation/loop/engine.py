@@ -17,6 +17,7 @@ from gouache.generation.loop.batch import BatchItem, BatchKey, ItemResult, Shape
 from gouache.generation.loop.device import FatalDeviceError, Fault, OnStep, ShouldStop
 from gouache.generation.loop.memory import plan_memory
 from gouache.generation.loop.running import RunningBatch, to_pil
+from gouache.generation.loop.warmup import compile_buckets
 from gouache.generation.models import LoadedModel, ModelRegistry
 
 __all__ = ["Engine", "FatalDeviceError", "Fault", "OnStep", "ShouldStop"]
@@ -32,9 +33,11 @@ class Engine:
         # of that shape starts there instead of meeting the same out-of-memory again.
         self.learned_budgets: dict[ShapeKey, int] = {}
 
-    def warm_up(self, model: str) -> None:
-        """Load ``model`` now rather than on the first batch."""
-        self.registry.get(model)
+    def warm_up(self, model: str, max_rows: int | None = None) -> None:
+        """Load ``model`` now rather than on the first batch, and with ``speed.compile`` compile
+        every bucket a batch of up to ``max_rows`` rows can meet (``warmup.compile_buckets``;
+        a compile that fails raises ``errors.CompileError``)."""
+        compile_buckets(self.running_batch, self.registry.get(model), max_rows)
 
     def resident_models(self) -> tuple[str, ...]:
         """The models on the device now: the worker prefers their jobs."""

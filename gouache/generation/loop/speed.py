@@ -6,7 +6,9 @@
   most of the UNet's time; oneDNN on CPU and cuDNN on CUDA both prefer NHWC).
 - ``compile``: ``torch.compile`` of the UNet, called through ``BucketedUNet``, which pads the
   batch to the next bucket (1, 2, 4, ...) so a running batch whose row count changes every step
-  compiles once per bucket instead of once per row count.
+  compiles once per bucket instead of once per row count. The worker compiles the default
+  model's buckets at warm-up, before it claims work (``loop/warmup.py``); a compile that fails
+  later, inside a request, falls back to the eager UNet instead of failing the batch.
 - ``batched_steps``: lanes that share a stateless scheduler class, its configuration and their
   position in the same schedule are stepped by one ``scheduler.step`` over their stacked rows
   instead of one call per lane (``lanes.advance_lanes``).
@@ -29,6 +31,7 @@ import torch
 
 from gouache import messages
 from gouache.config import DEFAULT_COMPILE_BUCKETS, Speed
+from gouache.errors import CompileError
 from gouache.generation.families.base import LoadedModel
 
 __all__ = [
@@ -73,7 +76,7 @@ def resolve_speed(speed: Speed) -> SpeedOptions:
         return auto if value == "auto" else value == "on"
 
     if speed.compile == "on" and (missing := compile_missing()) is not None:
-        raise ValueError(messages.compile_unavailable(missing))
+        raise CompileError(messages.compile_unavailable(missing))
 
     return SpeedOptions(
         channels_last=pick(speed.channels_last, True),
@@ -85,18 +88,22 @@ def resolve_speed(speed: Speed) -> SpeedOptions:
 
 def compile_missing() -> str | None:
     """Why ``torch.compile`` cannot work here (None when it can): Inductor builds its kernels
-    with a C compiler (Triton's launchers on CUDA, C++ on the CPU); the slim image has none."""
+    with a compiler, Triton's launchers with a C compiler on CUDA (``CC``, ``cc``, ``gcc`` or
+    ``clang``, as Triton looks), the C++ kernels with a C++ one on the CPU (``CXX`` or ``g++``,
+    as Inductor looks). The container image carries ``gcc`` and ``g++`` (Dockerfile)."""
     import os
     import shutil
 
-    compilers = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
-    if not any(c and shutil.which(c) for c in compilers):
-        return "no C compiler (cc, gcc or clang) on PATH"
     if torch.cuda.is_available():
+        compilers = [os.environ.get("CC", ""), "cc", "gcc", "clang"]
+        if not any(c and shutil.which(c) for c in compilers):
+            return "no C compiler (cc, gcc or clang) on PATH for Triton"
         try:
             import triton  # noqa: F401
         except ImportError:
             return "the triton package is not installed"
+    elif not shutil.which(os.environ.get("CXX") or "g++"):
+        return f"no C++ compiler ({os.environ.get('CXX') or 'g++'}) on PATH for Inductor's CPU kernels"
     return None
 
 
@@ -107,8 +114,11 @@ def apply_speed_options(model: LoadedModel, options: SpeedOptions) -> None:
         for module in (model.denoiser, model.controlnet):
             if module is not None:
                 module.to(memory_format=torch.channels_last)
-    if options.compile:
-        model.denoiser_call = BucketedUNet(model.denoiser, options.compile_buckets)
+    if options.compile and model.family.compilable:
+        model.denoiser_call = BucketedUNet(model.denoiser, options.compile_buckets, name=model.name)
+    elif options.compile:  # its call passes the rows by keyword or as a list: not padded here
+        log.warning("model %s: speed.compile applies to UNet models only; the %s denoiser "
+                    "runs eager", model.name, model.family.name)  # fmt: skip
     model.batched_steps = options.batched_steps
     log.info("model %s: %s, %s", model.name, options, attention_report(model))
 
@@ -159,6 +169,10 @@ class BucketedUNet(torch.nn.Module):
     so padding with copies of the last row and slicing the output changes nothing for the real
     rows. Row counts above the largest bucket run the eager UNet. Padding wastes at most half a
     bucket of rows; recompiling per row count would cost a compile per distinct count.
+
+    A compile that fails (no working compiler, an Inductor error) sets ``failure`` and every call
+    from then on runs the eager UNet: the batch that met it goes on, and the warm-up
+    (``loop/warmup.py``) reads ``failure`` to refuse the worker's start.
     """
 
     def __init__(
@@ -166,6 +180,8 @@ class BucketedUNet(torch.nn.Module):
         unet: torch.nn.Module,
         buckets: Sequence[int],
         compiler: Callable[..., Any] = torch.compile,
+        *,
+        name: str = "",
     ) -> None:
         super().__init__()
         if not buckets or min(buckets) < 1:
@@ -181,6 +197,8 @@ class BucketedUNet(torch.nn.Module):
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, 8 * len(self.buckets))
         self.compiled = compiler(unet, dynamic=False)
+        self.name = name  # the model's, for the log
+        self.failure: str | None = None  # why compiling failed; the eager UNet runs from then on
 
     @property
     def config(self) -> Any:
@@ -193,7 +211,7 @@ class BucketedUNet(torch.nn.Module):
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor, **kwargs: Any) -> tuple:
         rows = sample.shape[0]
         size = self.bucket(rows)
-        if size is None:
+        if size is None or self.failure is not None:
             return self.unet(sample, timestep, **kwargs)
         if timestep.dim() == 0:
             timestep = timestep.expand(rows)
@@ -203,10 +221,36 @@ class BucketedUNet(torch.nn.Module):
         # .contiguous()), and no keyword at None or empty (a guard counts the keywords).
         timestep = timestep.to(torch.float32).clone(memory_format=torch.contiguous_format)
         kwargs = {k: v for k, v in kwargs.items() if v is not None and not _empty(v)}
-        padded = _pad_rows((sample, timestep, kwargs), rows, size)
-        sample, timestep, kwargs = padded
-        out = self.compiled(sample, timestep, **kwargs)
+        padded_sample, padded_timestep, padded_kwargs = _pad_rows((sample, timestep, kwargs), rows, size)
+        try:
+            out = self.compiled(padded_sample, padded_timestep, **padded_kwargs)
+        except Exception as exc:
+            if not compile_failed(exc):
+                raise
+            self.failure = _cause(exc)
+            log.error("model %s: torch.compile failed at %d rows, the UNet runs eager from now "
+                      "on: %s", self.name, size, self.failure)  # fmt: skip
+            return self.unet(sample, timestep, **kwargs)
         return (out[0][:rows],)
+
+
+def compile_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch.compile failing (dynamo or Inductor, a missing compiler
+    included), not the compiled UNet running out of memory or losing the device."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    from gouache.generation.loop.device import is_out_of_memory, is_sticky
+
+    return isinstance(exc, TorchDynamoException) and not is_out_of_memory(exc) and not is_sticky(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    """What went wrong, in a line: the backend's own error (dynamo wraps it in a page of advice)."""
+    inner = getattr(exc, "inner_exception", None) or exc
+    lines = str(inner).strip().splitlines()
+    text = lines[0] if lines else ""
+    name = type(inner).__name__
+    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def _empty(value: Any) -> bool:

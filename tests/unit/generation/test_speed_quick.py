@@ -43,12 +43,25 @@ def test_compile_on_is_refused_clearly_where_no_c_compiler_exists(monkeypatch):
     import shutil
 
     import pytest
+    import torch
 
     from gouache.config import Speed
+    from gouache.errors import CompileError
     from gouache.generation.loop.speed import resolve_speed
 
-    monkeypatch.setattr(shutil, "which", lambda name: None)
+    found = {"gcc"}  # a C compiler but no C++ one
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}" if name in found else None)
     monkeypatch.delenv("CC", raising=False)
-    with pytest.raises(ValueError, match=r'compile = "on" cannot work.*no C compiler'):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # On the CPU, Inductor's kernels are C++.
+    with pytest.raises(CompileError, match=r'compile = "on" cannot work.*no C\+\+ compiler \(g\+\+\)'):
         resolve_speed(Speed(compile="on"))
+    found = {"g++"}
+    assert resolve_speed(Speed(compile="on")).compile is True
+    # On CUDA, Triton builds its launchers with a C compiler.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(CompileError, match=r'compile = "on" cannot work.*no C compiler'):
+        resolve_speed(Speed(compile="on"))
+    found = set()
     assert resolve_speed(Speed(compile="auto")).compile is False  # auto never needs one
