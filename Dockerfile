@@ -22,12 +22,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 # The same install script `make` and CI run (scripts/install.sh), plus a check that the torch
-# it installed is the CUDA build.
+# it installed is the CUDA build; the gguf extra reads quantized transformer files (.gguf).
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scripts/install.sh scripts/install.sh
 COPY gouache ./gouache
-RUN bash scripts/install.sh --venv /opt/gouache --require-cuda-build \
+RUN bash scripts/install.sh --venv /opt/gouache --require-cuda-build --extras gguf \
  && groupadd --gid 10001 gouache \
  && useradd --uid 10001 --gid 10001 --home-dir /home/gouache --create-home gouache \
  && mkdir -p /data \

@@ -80,7 +80,29 @@ class ModelSpec(BaseModel):
         ),
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
-        "auto", description="weights dtype; auto: float16 on CUDA, float32 on the CPU"
+        "auto",
+        description=(
+            "weights dtype; auto: on CUDA bfloat16 for the transformer families (flux, "
+            "flux2-klein, sd3, z-image) and float16 for the UNets (sd, sdxl), float32 on the CPU"
+        ),
+    )
+    text_encoder_device: Literal["same", "cpu"] = Field(
+        "same",
+        description=(
+            "where the text encoders live and run: same (the worker's device) or cpu, leaving "
+            "the card to the denoiser (a T5-XXL or Qwen3 encoder takes 8-16 GB); each prompt "
+            "is encoded on the CPU once, at admission, and its embeddings move to the card"
+        ),
+    )
+    transformer: str | None = Field(
+        None,
+        description=(
+            "for a transformer family (flux, flux2-klein, sd3, z-image): one file holding the "
+            "transformer's weights, loaded in place of the folder's transformer/ (whose config "
+            "it takes): a .gguf file is quantized weights (Q8_0, Q4_K...; needs the gguf extra: "
+            "pip install 'gouache[gguf]'), computed in the model's dtype; a .safetensors file "
+            "loads as it is. The rest of the model comes from path"
+        ),
     )
     revision: str | None = Field(None, description="hub revision (branch, tag or commit) to load")
     label: str = Field("", description="a short description shown in the start-up log")

@@ -564,6 +564,20 @@ def single_file_not_supported(model: str, family: str) -> str:
     )
 
 
+def transformer_file_not_for_family(model: str, family: str) -> str:
+    return (
+        f"Model {shorten(model)!r} sets `transformer = ...`, but the {family} family has a UNet, "
+        "not a transformer: only flux, flux2-klein, sd3 and z-image models take a transformer file."
+    )
+
+
+def gguf_not_installed(model: str) -> str:
+    return (
+        f"Model {shorten(model)!r} has a .gguf transformer, but the gguf package is not "
+        "installed: pip install 'gouache[gguf]'."
+    )
+
+
 def model_load_failed(model: str, cause: str, detail: str) -> str:
     return f"Model {shorten(model)!r} could not be loaded ({cause}): {shorten(detail, 300)}"
 

@@ -8,19 +8,26 @@ through ``from_pretrained`` (``local_files_only`` when offline), trying the conf
 ``variant`` (unset: full precision, then ``fp16``), including ``builtin:tiny``, which is built
 once into the cache and loaded back like any model. A single ``.safetensors``/``.ckpt`` file
 goes through diffusers' ``from_single_file`` with a config folder, never the network
-(``single_file.py``). Whatever goes wrong while loading (a missing file, a wrong format, out of
-memory) is a ``ModelUnavailable`` naming the model and the cause: that job fails, the worker
+(``single_file.py``); so does a transformer family's ``transformer = FILE``, with the config of
+the folder's ``transformer/`` and the other parts from the folder (a ``.gguf`` file keeps its
+quantized weights: diffusers' ``GGUFQuantizationConfig``). ``dtype = "auto"`` is the family's on
+CUDA (``Family.cuda_dtype``: bf16 for the transformers, fp16 for the UNets), float32 elsewhere.
+Whatever goes wrong while loading (a missing file, a wrong format, out of memory) is a
+``ModelUnavailable`` naming the model and the cause: that job fails, the worker
 goes on.
 
 Models stay resident on the device under a memory budget (``worker.model_memory_gb``): when
 another must load, the least recently used leave the device (moved to the CPU, from where they
 come back without reading their files again, or dropped, by ``worker.evicted_models``). The
-worker asks ``resident`` to prefer jobs for models already on the card.
+worker asks ``resident`` to prefer jobs for models already on the card. Text encoders configured
+``text_encoder_device = "cpu"`` stay on the CPU and outside the budget (``LoadedModel.text_device``;
+the families encode there and ``Family.prompt`` moves the embeddings to the card).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import threading
 from collections import OrderedDict
@@ -34,7 +41,7 @@ from gouache import messages
 from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, ModelSpec
 from gouache.errors import InvalidRequest, ModelUnavailable, NotFound, UserError
 from gouache.generation.families import family_for
-from gouache.generation.families.base import LoadedModel
+from gouache.generation.families.base import Family, LoadedModel
 from gouache.generation.loop.speed import EAGER, SpeedOptions, apply_speed_options
 from gouache.generation.loras.bank import LoraBank
 from gouache.generation.single_file import builtin_config, check_config_folder, is_single_file
@@ -174,19 +181,7 @@ class ModelRegistry:
             raise ModelUnavailable(messages.model_load_failed(name, cause, detail)) from exc
 
     def _load(self, name: str, spec: ModelSpec) -> LoadedModel:
-        dtype = _pick_dtype(spec.dtype, self.device)
-        if is_single_file(spec.path):
-            path, index, family, parts = self._load_single_file(name, spec, dtype)
-            hub: dict[str, Any] = {"local_files_only": True}
-        else:
-            path = self._pipeline_path(spec)
-            index = self._model_index(path, spec)
-            family = family_for(name, index, spec.family)
-            parts = {
-                part: self._component(path, spec, index, part, dtype)
-                for part in (*family.text_parts, family.denoiser_part, "vae")
-            }
-            hub = self._hub_kwargs(spec)
+        path, index, family, dtype, parts, hub = self._parts(name, spec)
         vae = parts["vae"]
         if dtype == torch.float16 and getattr(family, "upcast_vae", False) and vae.config.get(
             "force_upcast", False
@@ -194,23 +189,7 @@ class ModelRegistry:
             vae.to(dtype=torch.float32)  # once, here: decode never casts the shared VAE
         scheduler_cls = _import_class(index["scheduler"])
         scheduler_config = dict(scheduler_cls.load_config(path, subfolder="scheduler", **hub))
-        controlnet = preview = None
-        if spec.depth_controlnet:
-            from diffusers import ControlNetModel
-
-            controlnet = ControlNetModel.from_pretrained(
-                self._helper_path(spec.depth_controlnet, "controlnet-depth"),
-                dtype=dtype,
-                **self._hub_kwargs(spec),
-            )
-        if spec.preview_decoder:
-            from diffusers import AutoencoderTiny
-
-            preview = AutoencoderTiny.from_pretrained(
-                self._helper_path(spec.preview_decoder, "preview-decoder"),
-                dtype=dtype,
-                **self._hub_kwargs(spec),
-            )
+        controlnet, preview = self._helpers(spec, dtype)
         for module in (*parts.values(), controlnet, preview):
             if isinstance(module, torch.nn.Module):
                 module.eval().requires_grad_(False)  # on the CPU: ``get`` places it
@@ -219,6 +198,7 @@ class ModelRegistry:
             spec=spec,
             family=family,
             device=self.device,
+            text_device=torch.device("cpu") if spec.text_encoder_device == "cpu" else self.device,
             dtype=dtype,
             tokenizers=tuple(
                 p for k in family.text_parts if k.startswith("tokenizer") and (p := parts[k]) is not None
@@ -243,37 +223,102 @@ class ModelRegistry:
             label=spec.label,
         )
 
+    def _parts(
+        self, name: str, spec: ModelSpec
+    ) -> tuple[str, dict[str, Any], Family, torch.dtype, dict[str, Any], dict[str, Any]]:
+        """The model's folder (or single file's config folder), ``model_index.json``, family,
+        dtype, its parts by name, and the hub arguments that read its folder."""
+        if is_single_file(spec.path):
+            config = self._single_file_config(name, spec)
+            index = self._model_index(str(config), spec)
+            family = _family(name, index, spec)
+            dtype = _pick_dtype(spec.dtype, self.device, family)
+            parts = self._load_single_file(name, spec, config, index, family, dtype)
+            return str(config), index, family, dtype, parts, {"local_files_only": True}
+        path = self._pipeline_path(spec)
+        index = self._model_index(path, spec)
+        family = _family(name, index, spec)
+        dtype = _pick_dtype(spec.dtype, self.device, family)
+        parts = {
+            part: self._component(name, path, spec, index, part, dtype)
+            for part in (*family.text_parts, family.denoiser_part, "vae")
+        }
+        return path, index, family, dtype, parts, self._hub_kwargs(spec)
+
+    def _helpers(self, spec: ModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
+        """The optional depth ControlNet and preview decoder."""
+        controlnet = preview = None
+        if spec.depth_controlnet:
+            from diffusers import ControlNetModel
+
+            controlnet = ControlNetModel.from_pretrained(
+                self._helper_path(spec.depth_controlnet, "controlnet-depth"),
+                dtype=dtype,
+                **self._hub_kwargs(spec),
+            )
+        if spec.preview_decoder:
+            from diffusers import AutoencoderTiny
+
+            preview = AutoencoderTiny.from_pretrained(
+                self._helper_path(spec.preview_decoder, "preview-decoder"),
+                dtype=dtype,
+                **self._hub_kwargs(spec),
+            )
+        return controlnet, preview
+
+    @staticmethod
+    def _single_file_config(name: str, spec: ModelSpec) -> Path:
+        file = Path(spec.path).expanduser()
+        return Path(spec.config).expanduser() if spec.config else builtin_config(name, file)
+
     def _load_single_file(
-        self, name: str, spec: ModelSpec, dtype: torch.dtype
-    ) -> tuple[str, dict[str, Any], Any, dict[str, Any]]:
+        self, name: str, spec: ModelSpec, config: Path, index: dict[str, Any], family: Family,
+        dtype: torch.dtype,
+    ) -> dict[str, Any]:  # fmt: skip
         """One checkpoint file through ``from_single_file`` with a config folder, offline."""
         import diffusers
 
-        file = Path(spec.path).expanduser()
-        config = Path(spec.config).expanduser() if spec.config else builtin_config(name, file)
-        index = self._model_index(str(config), spec)
-        family = family_for(name, index, spec.family)
         if not family.single_file:
             raise InvalidRequest(messages.single_file_not_supported(name, family.name))
         check_config_folder(name, config, index)
         pipeline_cls = getattr(diffusers, str(index["_class_name"]))
         pipe = pipeline_cls.from_single_file(
-            str(file), config=str(config), local_files_only=True, torch_dtype=dtype
+            str(Path(spec.path).expanduser()), config=str(config), local_files_only=True, torch_dtype=dtype
         )
-        parts = {part: pipe.components.get(part) for part in (*family.text_parts, family.denoiser_part, "vae")}
-        return str(config), index, family, parts
+        return {part: pipe.components.get(part) for part in (*family.text_parts, family.denoiser_part, "vae")}
+
+    def _transformer_file(
+        self, name: str, path: str, spec: ModelSpec, index: dict[str, Any], dtype: torch.dtype
+    ) -> Any:
+        """The transformer from one file (``transformer = ...``), with the config of the
+        folder's ``transformer/``: a ``.gguf`` file keeps its quantized weights (diffusers'
+        ``GGUFLinear`` dequantizes them per call, computing in ``dtype``)."""
+        assert spec.transformer is not None
+        file = Path(spec.transformer).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"no such transformer file: {file}")
+        kwargs: dict[str, Any] = {"config": path, "subfolder": "transformer", "torch_dtype": dtype,
+                                  "local_files_only": self._offline}  # fmt: skip
+        if spec.revision:
+            kwargs["config_revision"] = spec.revision
+        if file.suffix.lower() == ".gguf":
+            kwargs["quantization_config"] = _gguf_config(name, dtype)
+        return _import_class(index["transformer"]).from_single_file(str(file), **kwargs)
 
     def _component(
         self,
+        name: str,
         path: str,
         spec: ModelSpec,
         index: dict[str, Any],
         part: str,
-        dtype: torch.dtype | None,
+        dtype: torch.dtype,
     ) -> Any:
         entry = index.get(part)
         if not entry or entry[0] is None:
             return None
+        if part == "transformer" and spec.transformer:
+            return self._transformer_file(name, path, spec, index, dtype)
         cls = _import_class(entry)
         kwargs: dict[str, Any] = {"subfolder": part, **self._hub_kwargs(spec)}
         if part.startswith(("tokenizer", "scheduler")):
@@ -311,20 +356,45 @@ class ModelRegistry:
         return value
 
 
+def _family(name: str, index: dict[str, Any], spec: ModelSpec) -> Family:
+    """The model's family; a ``transformer = ...`` file only for a transformer family."""
+    family = family_for(name, index, spec.family)
+    if spec.transformer and family.denoiser_part != "transformer":
+        raise InvalidRequest(messages.transformer_file_not_for_family(name, family.name))
+    return family
+
+
 def _modules(model: LoadedModel) -> list[torch.nn.Module]:
-    parts = (*model.text_encoders, model.denoiser, model.vae, model.controlnet, model.preview_decoder)
+    """The model's modules that live on its device (the text encoders unless on the CPU)."""
+    text = model.text_encoders if model.text_device == model.device else ()
+    parts = (*text, model.denoiser, model.vae, model.controlnet, model.preview_decoder)
     return [m for m in parts if isinstance(m, torch.nn.Module)]
 
 
 def _place(model: LoadedModel, device: torch.device) -> None:
+    """The model's device parts on ``device``; text encoders kept on the CPU stay there."""
     for module in _modules(model):
         module.to(device)
+    if model.text_device != model.device:
+        for encoder in model.text_encoders:
+            encoder.to(model.text_device)
 
 
 def _weight_bytes(model: LoadedModel) -> int:
-    """What the model's weights take on a device (parameters and buffers)."""
+    """What the model's weights take on its device (parameters and buffers; a GGUF
+    transformer's quantized bytes as stored)."""
     return sum(t.numel() * t.element_size() for m in _modules(model)
                for t in (*m.parameters(), *m.buffers()))  # fmt: skip
+
+
+def _gguf_config(name: str, dtype: torch.dtype) -> Any:
+    """diffusers' GGUF quantization config computing in ``dtype``; the gguf package missing
+    is the operator's to fix, said plainly."""
+    if importlib.util.find_spec("gguf") is None:
+        raise ModelUnavailable(messages.gguf_not_installed(name))
+    from diffusers import GGUFQuantizationConfig
+
+    return GGUFQuantizationConfig(compute_dtype=dtype)
 
 
 def _card_budget(device: torch.device) -> int:
@@ -361,7 +431,9 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+def _pick_dtype(dtype: str, device: torch.device, family: Family) -> torch.dtype:
+    """The configured dtype; ``auto``: the family's on CUDA (``Family.cuda_dtype``), float32
+    elsewhere."""
     if dtype != "auto":
         return _DTYPES[dtype]
-    return torch.float16 if device.type == "cuda" else torch.float32
+    return family.cuda_dtype if device.type == "cuda" else torch.float32

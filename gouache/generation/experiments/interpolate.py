@@ -71,7 +71,7 @@ def admit_frames(
     shape = family.latent_shape(model, key.width, key.height)
     ends = [BatchItem(f"end-{n}", prompt, negative_prompt, seed=seed)
             for n, (prompt, seed) in enumerate(zip(prompts, seeds, strict=True))]  # fmt: skip
-    conds = [family.encode(model, [end], spec, cfg, key.width, key.height) for end in ends]
+    conds = [family.prompt(model, [end], spec, cfg, key.width, key.height) for end in ends]
     noises = [randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(end.seed),
                            device=model.device, dtype=model.dtype) for end in ends]  # fmt: skip
     ids = []

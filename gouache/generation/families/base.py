@@ -35,7 +35,7 @@ class LoadedModel:
     name: str
     spec: ModelSpec
     family: Family
-    device: torch.device
+    device: torch.device  # the denoiser's, the VAE's
     dtype: torch.dtype
     tokenizers: tuple[Any, ...]
     text_encoders: tuple[torch.nn.Module, ...]
@@ -56,9 +56,14 @@ class LoadedModel:
     denoiser_call: Any = field(init=False)
     batched_steps: bool = False
     loras: Any = None  # the LoraBank (generation/loras/bank.py) when the worker has LoRAs
+    # Where the text encoders run (``text_encoder_device``): ``device``, or the CPU to leave
+    # the card to the denoiser. None: ``device``.
+    text_device: torch.device = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.denoiser_call = self.denoiser
+        if self.text_device is None:
+            self.text_device = self.device
 
     @property
     def vae_scale_factor(self) -> int:
@@ -95,6 +100,9 @@ class Family:
     # Whether speed.compile applies: loop/speed.BucketedUNet pads a UNet-style call (the rows
     # positional, every row-leading tensor a tensor); a transformer called otherwise runs eager.
     compilable: ClassVar[bool] = False
+    # ``dtype = "auto"`` on CUDA (float32 elsewhere): the UNets' fp16; the transformers' bf16,
+    # the precision they were trained and released in (fp16 overflows in their activations).
+    cuda_dtype: ClassVar[torch.dtype] = torch.float16
 
     # -- what a request may ask --------------------------------------------------------------
 
@@ -124,10 +132,20 @@ class Family:
 
     # -- inputs ------------------------------------------------------------------------------
 
+    def prompt(
+        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
+        width: int, height: int,
+    ) -> Conditioning:  # fmt: skip
+        """``encode`` on the text encoders' device, its tensors then on the denoiser's (they
+        differ with ``text_encoder_device = "cpu"``): what the loop calls."""
+        return self.encode(model, items, spec, cfg, width, height).to(model.device)
+
     def encode(
         self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
         width: int, height: int,
     ) -> Conditioning:  # fmt: skip
+        """The item's conditioning, computed on ``model.text_device`` (where the text encoders
+        are); ``prompt`` moves it to the denoiser."""
         raise NotImplementedError
 
     def latent_shape(self, model: LoadedModel, width: int, height: int) -> tuple[int, ...]:

@@ -36,6 +36,7 @@ class FlowFamily(Family):
 
     sampler_kind = "flow"
     denoiser_part = "transformer"
+    cuda_dtype = torch.bfloat16
 
     def initial_latents(self, model: LoadedModel, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
         return noise

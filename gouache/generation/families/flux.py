@@ -50,13 +50,13 @@ class Flux(FlowFamily):
         (clip_tok, t5_tok), (clip, t5) = model.tokenizers, model.text_encoders
         ids = clip_tok(prompts, padding="max_length", max_length=clip_tok.model_max_length,
                        truncation=True, return_tensors="pt").input_ids  # fmt: skip
-        pooled = clip(ids.to(model.device), output_hidden_states=False).pooler_output.to(clip.dtype)
+        pooled = clip(ids.to(model.text_device), output_hidden_states=False).pooler_output.to(clip.dtype)
         ids = t5_tok(prompts, padding="max_length", max_length=MAX_SEQUENCE_LENGTH,
                      truncation=True, return_tensors="pt").input_ids  # fmt: skip
-        hidden = t5(ids.to(model.device), output_hidden_states=False)[0].to(t5.dtype)
+        hidden = t5(ids.to(model.text_device), output_hidden_states=False)[0].to(t5.dtype)
         shared = {}
         if model.denoiser.config.guidance_embeds:
-            shared["guidance"] = torch.full([len(items)], float(spec.guidance), device=model.device)
+            shared["guidance"] = torch.full([len(items)], float(spec.guidance), device=model.text_device)
         positive = {"encoder_hidden_states": hidden, "pooled_projections": pooled}
         return Conditioning(positive, None, shared)
 

@@ -63,8 +63,8 @@ class Flux2Klein(FlowFamily):
                  for text in texts]  # fmt: skip
         inputs = tokenizer(chats, padding="max_length", max_length=MAX_SEQUENCE_LENGTH,
                            truncation=True, return_tensors="pt")  # fmt: skip
-        hidden = encoder(input_ids=inputs.input_ids.to(model.device),
-                         attention_mask=inputs.attention_mask.to(model.device),
+        hidden = encoder(input_ids=inputs.input_ids.to(model.text_device),
+                         attention_mask=inputs.attention_mask.to(model.text_device),
                          output_hidden_states=True, use_cache=False).hidden_states  # fmt: skip
         layers = torch.stack([hidden[k] for k in TEXT_ENCODER_OUT_LAYERS], dim=2).to(encoder.dtype)
         b, length, n, width = layers.shape  # each token's layers side by side, as the pipeline

@@ -51,6 +51,6 @@ class SD(UNetFamily):
         inputs = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                            truncation=True, return_tensors="pt")  # fmt: skip
         use_mask = getattr(text_encoder.config, "use_attention_mask", False)
-        mask = inputs.attention_mask.to(model.device) if use_mask else None
-        embeds = text_encoder(inputs.input_ids.to(model.device), attention_mask=mask)[0]
-        return embeds.to(dtype=text_encoder.dtype, device=model.device)
+        mask = inputs.attention_mask.to(model.text_device) if use_mask else None
+        embeds = text_encoder(inputs.input_ids.to(model.text_device), attention_mask=mask)[0]
+        return embeds.to(dtype=text_encoder.dtype)

@@ -48,7 +48,7 @@ class SD3(FlowFamily):
         for tokenizer, encoder in zip(model.tokenizers[:2], model.text_encoders[:2], strict=True):
             ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                             truncation=True, return_tensors="pt").input_ids  # fmt: skip
-            out = encoder(ids.to(model.device), output_hidden_states=True)
+            out = encoder(ids.to(model.text_device), output_hidden_states=True)
             pooled.append(out[0])
             clips.append(out.hidden_states[-2].to(encoder.dtype))
         clip = torch.cat(clips, dim=-1)
@@ -61,11 +61,11 @@ class SD3(FlowFamily):
     def _t5(model: LoadedModel, texts: list[str], dtype: torch.dtype) -> torch.Tensor:
         if len(model.text_encoders) < 3:  # SD3 saved without T5: zeros, as the pipeline
             width = model.denoiser.config.joint_attention_dim
-            return torch.zeros(len(texts), MAX_SEQUENCE_LENGTH, width, device=model.device, dtype=dtype)
+            return torch.zeros(len(texts), MAX_SEQUENCE_LENGTH, width, device=model.text_device, dtype=dtype)
         tokenizer, encoder = model.tokenizers[2], model.text_encoders[2]
         ids = tokenizer(texts, padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
                         add_special_tokens=True, return_tensors="pt").input_ids  # fmt: skip
-        return encoder(ids.to(model.device))[0].to(encoder.dtype)
+        return encoder(ids.to(model.text_device))[0].to(encoder.dtype)
 
     def latent_shape(self, model: LoadedModel, width: int, height: int) -> tuple[int, ...]:
         factor = model.vae_scale_factor

@@ -44,12 +44,12 @@ class SDXL(UNetFamily):
         if cfg:
             neg_hidden, neg_pooled = self._embed(model, [item.negative_prompt for item in items])
             if model.force_zeros_for_empty_prompt:
-                empty = torch.tensor([not item.negative_prompt for item in items], device=model.device)
+                empty = torch.tensor([not item.negative_prompt for item in items], device=model.text_device)
                 neg_hidden = torch.where(empty[:, None, None], torch.zeros_like(neg_hidden), neg_hidden)
                 neg_pooled = torch.where(empty[:, None], torch.zeros_like(neg_pooled), neg_pooled)
             negative = {"encoder_hidden_states": neg_hidden, "text_embeds": neg_pooled}
         time_ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=hidden.dtype)
-        shared = {"time_ids": time_ids.repeat(len(items), 1).to(model.device),
+        shared = {"time_ids": time_ids.repeat(len(items), 1).to(model.text_device),
                   **self.guidance_inputs(model, spec)}  # fmt: skip
         cond = Conditioning({"encoder_hidden_states": hidden, "text_embeds": pooled}, negative, shared)
         if spec.pipeline == "depth":
@@ -67,7 +67,7 @@ class SDXL(UNetFamily):
         for tokenizer, text_encoder in zip(model.tokenizers, model.text_encoders, strict=True):
             ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
                             truncation=True, return_tensors="pt").input_ids  # fmt: skip
-            out = text_encoder(ids.to(model.device), output_hidden_states=True)
+            out = text_encoder(ids.to(model.text_device), output_hidden_states=True)
             if pooled is None and out[0].ndim == 2:
                 pooled = out[0]
             hidden.append(out.hidden_states[-2])

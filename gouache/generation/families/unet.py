@@ -45,7 +45,7 @@ class UNetFamily(Family):
         if dim is None:
             return {}
         w = torch.tensor([spec.guidance - 1])
-        return {"timestep_cond": guidance_embedding(w, dim).to(model.device, model.dtype)}
+        return {"timestep_cond": guidance_embedding(w, dim).to(model.text_device, model.dtype)}
 
     def unet_kwargs(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
         """The UNet's keyword arguments from the rows' named inputs (SDXL adds its own)."""

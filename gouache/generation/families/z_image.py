@@ -60,8 +60,8 @@ class ZImage(FlowFamily):
                  for text in texts]  # fmt: skip
         inputs = tokenizer(chats, padding="max_length", max_length=MAX_SEQUENCE_LENGTH,
                            truncation=True, return_tensors="pt")  # fmt: skip
-        mask = inputs.attention_mask.to(model.device).bool()
-        hidden = encoder(input_ids=inputs.input_ids.to(model.device), attention_mask=mask,
+        mask = inputs.attention_mask.to(model.text_device).bool()
+        hidden = encoder(input_ids=inputs.input_ids.to(model.text_device), attention_mask=mask,
                          output_hidden_states=True).hidden_states[-2]  # fmt: skip
         # Packed to the front (the mask's kept tokens in order) so a row's slice [:length] is
         # exactly the pipeline's ``prompt_embeds[i][prompt_masks[i]]``.

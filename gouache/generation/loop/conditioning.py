@@ -26,6 +26,17 @@ class Conditioning:
     shared: dict[str, torch.Tensor] = field(default_factory=dict)  # the same on both rows
     control: torch.Tensor | None = None  # a ControlNet image (both rows)
 
+    def to(self, device: torch.device) -> Conditioning:
+        """A copy with every tensor on ``device`` (``Tensor.to`` copies only what is elsewhere)."""
+
+        def moved(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return {k: v.to(device) for k, v in named.items()}
+
+        negative = moved(self.negative) if self.negative is not None else None
+        control = self.control.to(device) if self.control is not None else None
+        return replace(self, positive=moved(self.positive), negative=negative,
+                       shared=moved(self.shared), control=control)  # fmt: skip
+
     def rows(self, cfg: bool) -> list[dict[str, torch.Tensor]]:
         """The inputs of each row: [unconditional, conditional] with CFG, else [conditional].
 

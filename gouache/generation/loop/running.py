@@ -191,7 +191,7 @@ class RunningBatch:
             try:
                 with sticky_device_errors():
                     self._check_fault("prompt", [item.item_id])
-                    return model.family.encode(model, [item], spec, cfg, self.shape.width,
+                    return model.family.prompt(model, [item], spec, cfg, self.shape.width,
                                                self.shape.height)  # fmt: skip
             except Exception as exc:
                 if not is_out_of_memory(exc):

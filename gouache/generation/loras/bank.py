@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from gouache.generation.loras.weights import LoraWeights, load_lora, parts_of
+from gouache.generation.loras.weights import LoraWeights, load_lora, part_device, parts_of
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
@@ -165,7 +165,7 @@ class LoraBank:
         """Activate one item's LoRAs on every row (its text encoding)."""
         names = [name for name, _ in loras]
         weights = self.prepare(names) if loras else []
-        scales = torch.tensor([[float(scale) for _, scale in loras]], device=self.model.device)
+        scales = torch.tensor([[float(scale) for _, scale in loras]], device=self.model.text_device)
         with self._active(_Active(tuple(names), weights, scales) if loras else None):
             yield
 
@@ -175,7 +175,7 @@ class LoraBank:
         assert active is not None
         cached = (active.names, key)
         if cached not in self._groups:
-            self._groups[cached] = _grouped(active, key, self.model.device)
+            self._groups[cached] = _grouped(active, key, part_device(self.model, key[0]))
         return self._groups[cached]
 
     @contextlib.contextmanager

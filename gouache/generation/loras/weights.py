@@ -26,7 +26,7 @@ import torch
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
 
-__all__ = ["Factor", "LoraWeights", "LoraFileError", "load_lora", "parts_of"]
+__all__ = ["Factor", "LoraWeights", "LoraFileError", "load_lora", "part_device", "parts_of"]
 
 
 class LoraFileError(ValueError):
@@ -73,7 +73,7 @@ def load_lora(name: str, path: Path, model: LoadedModel) -> LoraWeights:
     for prefix, module in parts_of(model).items():
         factors = _factors(prefix, module, state_dict, alphas or {}, _adapter_config(prefix, config))
         if factors:
-            out.parts[prefix] = {k: _placed(f, model) for k, f in factors.items()}
+            out.parts[prefix] = {k: _placed(f, model, part_device(model, prefix)) for k, f in factors.items()}
     if not out.parts:
         raise LoraFileError(f"{path.name} holds no LoRA weights for this model's modules")
     return out
@@ -193,6 +193,12 @@ def _check_fits(prefix: str, root: torch.nn.Module, module: str, down: torch.Ten
         )
 
 
-def _placed(factor: Factor, model: LoadedModel) -> Factor:
-    return Factor(factor.down.to(model.device, model.dtype), factor.up.to(model.device, model.dtype),
+def part_device(model: LoadedModel, part: str) -> torch.device:
+    """Where a part's layers (and so its LoRA factors) live: the text encoders' device or the
+    denoiser's."""
+    return model.text_device if part.startswith("text_encoder") else model.device
+
+
+def _placed(factor: Factor, model: LoadedModel, device: torch.device) -> Factor:
+    return Factor(factor.down.to(device, model.dtype), factor.up.to(device, model.dtype),
                   factor.scaling)  # fmt: skip

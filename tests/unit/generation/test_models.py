@@ -132,3 +132,18 @@ def test_without_a_budget_on_a_cpu_every_model_stays(tiny_cache_dir):
     first = registry.get("a")
     registry.get("b")
     assert registry.resident == ("a", "b") and registry.get("a") is first
+
+
+@pytest.mark.parametrize(("family", "cuda"), [
+    ("sd", torch.float16), ("sdxl", torch.float16),
+    ("flux", torch.bfloat16), ("flux2-klein", torch.bfloat16), ("sd3", torch.bfloat16), ("z-image", torch.bfloat16),
+])  # fmt: skip
+def test_auto_dtype_is_the_familys_on_cuda_and_float32_elsewhere(family, cuda):
+    from gouache.generation.families import family_named
+
+    pick = models_module._pick_dtype
+    assert pick("auto", torch.device("cuda"), family_named(family)) == cuda
+    assert pick("auto", torch.device("cuda", 1), family_named(family)) == cuda
+    assert pick("auto", torch.device("cpu"), family_named(family)) == torch.float32
+    assert pick("float16", torch.device("cuda"), family_named(family)) == torch.float16  # as configured
+    assert pick("float32", torch.device("cuda"), family_named(family)) == torch.float32
