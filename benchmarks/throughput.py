@@ -327,13 +327,23 @@ def key_for(req: Req) -> BatchKey:
 
 
 class TimedFramesEngine(Engine):
+    """``Engine.generate`` runs a ``RunningBatch`` to the end: its per-step frame-decode time
+    (``stats.frame_seconds``) goes to the meter after every step."""
+
     meter: Meter | None = None
 
-    def _keep_frames(self, model: Any, lanes: Any, latents: Any, step: int) -> None:
-        start = time.perf_counter()
-        super()._keep_frames(model, lanes, latents, step)
-        if self.meter is not None:
-            self.meter.frame_seconds += time.perf_counter() - start
+    def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatch:
+        batch = super().running_batch(shape, row_budget=row_budget, decode_chunk=decode_chunk)
+        step, meter = batch.step, self.meter
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            out = step(*args, **kwargs)
+            if meter is not None:
+                meter.frame_seconds += batch.stats.frame_seconds
+            return out
+
+        batch.step = timed  # type: ignore[method-assign]
+        return batch
 
 
 def run_sequential(sc: Scenario, clock: Clock, meter: Meter, ctx: dict[str, Any]) -> None:
