@@ -113,7 +113,7 @@ def test_the_gpu_flux_config_is_the_flux1_dev_architecture() -> None:
 def test_the_flux_doc_table_comes_from_the_report(tmp_path: Path) -> None:
     """docs/benchmarks.md's Flux table is rewritten between its markers from a report's figures."""
     throughput = _throughput_module()
-    row = {"images_per_s": 1.25, "row_steps_per_s": 30.5, "wait_p95_s": 0.04, "slowdown_p95": 2.5}
+    row = {"images_per_s": 1.25, "row_steps_per_s": 30.5, "wait_p95_s": 0.04, "slowdown_p95": 2.5, "gif_tax": 0.1}
     per = {c: dict(row) for c in throughput.CONTENDERS}
     per["step"] = {**row, "images_per_s": 7.75}
     scenarios = {name: per for name in ("burst", "closed", "poisson80")}
@@ -121,6 +121,7 @@ def test_the_flux_doc_table_comes_from_the_report(tmp_path: Path) -> None:
               "machine": {"load_average_at_start": [2.5, 2, 2], "load_average_at_end": [3.5, 3, 3]},
               "workloads": {w: {"scenarios": scenarios} for w in ("uniform", "mixed")},
               "targets": {"poisson80_wait_p95_full_steps": {c: 0.5 for c in throughput.CONTENDERS},
+                          "poisson80_wait_p95_calls": {c: 4.0 for c in throughput.CONTENDERS},
                           "step_time_s_uniform_closed": 0.08, "closed_mixed_over_uniform_row_steps_step": 0.95,
                           "heavy_jain": {w: {c: 1.0 for c in throughput.CONTENDERS} for w in ("uniform", "mixed")},
                           "met": {"poisson80_step_wait_p95_at_most_2_steps": True,
