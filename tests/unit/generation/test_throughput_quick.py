@@ -134,3 +134,23 @@ def test_the_flux_doc_table_comes_from_the_report(tmp_path: Path) -> None:
     assert "old table" not in text and text.startswith("before\n") and text.endswith("after\n")
     assert "| uniform burst (32 users), images/s | 1.25 | 1.25 | 7.75 |" in text
     assert "load average 2.5 at the start and 3.5 at the end" in text
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_gpu_flux_model_builds_and_loads_at_depth_one_on_the_cpu(tmp_path: Path) -> None:
+    """``--gpu --family flux --dry-run``: the Flux.1-dev-width pipeline at depth 1, bf16, saved,
+    loaded through the registry as the flux family, beside diffusers' FluxPipeline."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--gpu", "--family", "flux", "--dry-run",
+         "--out", str(tmp_path)],
+        check=True, env=env, cwd=ROOT, timeout=280,
+    )  # fmt: skip
+    report = json.loads((tmp_path / "throughput-gpu-flux-dry-run.json").read_text())
+    assert (report["family"], report["dtype"], report["pipeline"]) == ("flux", "torch.bfloat16", "FluxPipeline")
+    config = report["transformer_config"]
+    assert (config["num_layers"], config["num_single_layers"]) == (1, 1)
+    assert (config["num_attention_heads"], config["joint_attention_dim"], config["guidance_embeds"]) == (24, 4096, True)
+    # One double + one single block of Flux.1 dev's width is about half a billion parameters.
+    assert 4e8 < report["parameters"]["transformer"] < 7e8
