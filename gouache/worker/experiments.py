@@ -152,9 +152,11 @@ def tiled_upscale_job(
     from gouache.worker.jobs import artifacts_for, start_image
 
     whole = start_image(request, inputs, limits)
+    from math import lcm
+
     cell = engine.latent_cell(request.model) if hasattr(engine, "latent_cell") else 8
-    size = (request.width, request.height)
-    boxes = tile_boxes(*size, request.tile, tile_overlap(request.tile), align=cell)
+    size = (request.width, request.height)  # corners on the latent grid and on multiples of 8
+    boxes = tile_boxes(*size, request.tile, tile_overlap(request.tile), align=lcm(8, cell))
     items = [BatchItem(f"{job_id}:tile{n}", request.prompt, request.negative_prompt, seed=request.seed,
                        init_image=whole.crop(box), region=Region(job_id, box, size))
              for n, box in enumerate(boxes)]  # fmt: skip

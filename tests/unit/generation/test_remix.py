@@ -138,6 +138,20 @@ def test_a_tiled_upscale_shows_no_seam(tmp_path, seed: int) -> None:
         assert border <= inside, (axis, border, inside)
 
 
+@pytest.mark.parametrize(("width", "height", "align"), [(96, 96, 8), (200, 104, 16), (1024, 584, 16)])
+def test_tiles_are_one_size_on_the_latent_grid_and_cover_the_canvas(width, height, align) -> None:
+    from gouache.generation.upscale import tile_boxes
+
+    boxes = tile_boxes(width, height, 96, 24, align=align)
+    assert len({(r - x, b - y) for x, y, r, b in boxes}) == 1  # one batch shape
+    assert all(v % align == 0 for box in boxes for v in box[:2])
+    covered = np.zeros((height, width), bool)
+    for x, y, r, b in boxes:
+        assert r - x <= 96 and b - y <= 96 and r <= width and b <= height
+        covered[y:b, x:r] = True
+    assert covered.all()
+
+
 def test_blending_hides_what_pasting_shows() -> None:
     """Tiles that disagree (flat, each a different grey): pasted, the border is a step; blended,
     no step between neighbours is more than the ramp's share of the difference."""
