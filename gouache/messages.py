@@ -766,6 +766,7 @@ UNSUPPORTED_BODY = "Send JSON, or multipart/form-data with a command and a file.
 NESTED_MULTIPART = "Nested multipart bodies are not supported."
 FORM_NEEDS_COMMAND = "The form needs a command field."
 NO_SUCH_JOB = "No such job."
+NO_SUCH_IMAGE = "No such image: give its index in the job, from 0."
 NO_SUCH_ARTIFACT = "No such artifact."
 BAD_FILE_LINK = "No such file (the link is incomplete, altered or expired)."
 UNKNOWN_BUTTON = "That button is not one of mine."

@@ -64,15 +64,20 @@ class ButtonActions:
             return attach(request, images[0].data, self._limits)
         return request, (await self._inputs(job.id) if request.attachment else [])
 
-    async def remix_reply(self, job_id: str, request: Request) -> tuple[Request, list[Artifact]]:
+    async def job_in_thread(self, platform: str, channel: str, thread: str) -> Job | None:
+        """The result a reply in ``thread`` answers: the thread's latest succeeded job."""
+        return await self._storage.job_in_thread(platform, channel, thread)
+
+    async def remix_reply(self, job_id: str, request: Request, index: int = 0) -> tuple[Request, list[Artifact]]:
         """A reply to one of our results (a Slack thread reply, a Discord message reply, the
-        web's "Remix" on a result): ``request`` starts from that result's first image, read as
-        an upload would be. Only commands that take an image (``request.KINDS``) can."""
+        web's "Remix" on a result): ``request`` starts from that result's image ``index`` (its
+        first by default), read as an upload would be. Only commands that take an image
+        (``request.KINDS``) can."""
         if request.spec.image == "none":
             takes = [f"/{kind.value}" for kind, spec in KINDS.items() if spec.image != "none"]
             raise InvalidRequest(messages.reply_takes_no_image(request.kind.value, takes))
         images = [a for a in await self._storage.artifacts(job_id)
-                  if a.kind is ArtifactKind.IMAGE and a.index == 0]  # fmt: skip
+                  if a.kind is ArtifactKind.IMAGE and a.index == index]  # fmt: skip
         if not images:
             raise InvalidRequest(messages.image_gone())
         return attach(request, images[0].data, self._limits)

@@ -257,8 +257,14 @@ class Storage(Protocol):
     async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
         """Replace the job's adapter state (a JSON object: message ids, fallbacks taken).
 
-        Kept in the database so a restarted bot edits the messages it already posted.
+        Kept in the database so a restarted bot edits the messages it already posted. The
+        state's ``channel`` and ``thread`` (where the job's replies go) are also kept as
+        indexed columns for ``job_in_thread``.
         """
+
+    async def job_in_thread(self, platform: str, channel: str, thread: str) -> Job | None:
+        """The latest succeeded job of ``platform`` whose delivery state says its result went
+        to ``thread`` of ``channel`` (a reply in that thread remixes it); None when none."""
 
 
 def dead_reason(attempts: int) -> str:

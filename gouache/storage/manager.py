@@ -418,12 +418,19 @@ class SqlStorage:
 
     async def set_delivery_state(self, job_id: str, state: Mapping[str, Any]) -> None:
         text = json.dumps(dict(state), sort_keys=True)
+        channel, thread = state.get("channel"), state.get("thread")
 
         async def body(conn: Conn) -> None:
             await _get(conn, job_id)
-            await conn.execute("set_delivery_state", job_id=job_id, state=text)
+            await conn.execute("set_delivery_state", job_id=job_id, state=text,
+                               channel=str(channel) if channel else None,
+                               thread=str(thread) if thread else None)  # fmt: skip
 
         await self._run(body)
+
+    async def job_in_thread(self, platform: str, channel: str, thread: str) -> Job | None:
+        row = await self._one("job_in_thread", platform=platform, channel=channel, thread=thread)
+        return job_from_row(row) if row is not None else None
 
 
 async def _get(conn: Conn, job_id: str) -> Job:

@@ -142,19 +142,24 @@ def tiled_upscale_job(
     should_stop: Callable[[str], bool] | None = None,
 ) -> tuple[ItemResult, list[Artifact]]:
     """/upscale past the model's comfortable size: the resized image redrawn in overlapping
-    tiles of ``request.tile`` (image-to-image items of one running batch, the same seed),
-    blended back without seams (``generation/upscale.py``)."""
+    tiles of at most ``request.tile``, image-to-image items of one running batch on one canvas
+    (``BatchItem.region``: they denoise in step and agree where they overlap, MultiDiffusion),
+    decoded each and blended back (``generation/upscale.py``)."""
     from dataclasses import replace
 
-    from gouache.generation.loop.batch import BatchItem
+    from gouache.generation.loop.batch import BatchItem, Region
     from gouache.generation.upscale import blend_tiles, tile_boxes, tile_overlap
     from gouache.worker.jobs import artifacts_for, start_image
 
     whole = start_image(request, inputs, limits)
-    overlap = tile_overlap(request.tile)
-    boxes = tile_boxes(request.width, request.height, request.tile, overlap)
+    from math import lcm
+
+    cell = engine.latent_cell(request.model) if hasattr(engine, "latent_cell") else 8
+    size = (request.width, request.height)  # corners on the latent grid and on multiples of 8
+    boxes = tile_boxes(*size, request.tile, tile_overlap(request.tile), align=lcm(8, cell))
     items = [BatchItem(f"{job_id}:tile{n}", request.prompt, request.negative_prompt, seed=request.seed,
-                       init_image=whole.crop(box)) for n, box in enumerate(boxes)]  # fmt: skip
+                       init_image=whole.crop(box), region=Region(job_id, box, size))
+             for n, box in enumerate(boxes)]  # fmt: skip
     left, top, right, bottom = boxes[0]
     key = replace(batch_key_for(request), width=right - left, height=bottom - top)
     results = engine.generate(key, items, on_step=on_step,
@@ -162,7 +167,7 @@ def tiled_upscale_job(
     failed = next((r for r in results if not r.ok), None)
     if failed is not None:
         return ItemResult(job_id, error=failed.error, cancelled=failed.cancelled), []
-    image = blend_tiles([r.images[0] for r in results], boxes, request.width, request.height, overlap)
+    image = blend_tiles([r.images[0] for r in results], boxes, *size)
     result = ItemResult(job_id, images=[image])
     return result, artifacts_for(job_id, request, result, gif)
 

@@ -96,6 +96,26 @@ class Payloads:
                                                                 **options)  # fmt: skip
         return envelope
 
+    async def message(
+        self, text: str, *, thread_ts: str | None = None, user: str = "U0001", channel: str = "C0001",
+        event_id: str | None = None, **fields: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        """A ``message`` event (the app subscribes to ``message.channels``): in a thread when
+        ``thread_ts`` is given; ``fields`` (``bot_id``, ``subtype``) are added to the event."""
+        event: dict[str, Any] = {"type": "message", "channel_type": "channel", "user": user,
+                                 "text": text, "ts": f"{time.time():.6f}", "channel": channel,
+                                 "event_ts": f"{time.time():.6f}", **fields}  # fmt: skip
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        envelope: dict[str, Any] = {
+            "token": "legacy", "team_id": "T0001", "api_app_id": "A0001", "event": event,
+            "type": "event_callback", "event_id": event_id or f"Ev{next(_ids):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": "T0001", "user_id": "UBOT", "is_bot": True}],
+        }  # fmt: skip
+        envelope["status"], envelope["reply"] = await self.send("events_api", dict(envelope))
+        return envelope
+
     async def submit(
         self, view: dict[str, Any], *, prompt: str | None = None, options: str | None = None,
         files: list[dict[str, Any]] | None = None, user: str = "U0001", **send: Any,

@@ -38,10 +38,11 @@ def test_manifest_shortcut_socket_mode_and_scopes() -> None:
     assert [s["callback_id"] for s in shortcuts] == list(modal.SHORTCUTS)
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["settings"]["interactivity"]["is_enabled"] is True
-    assert data["settings"]["event_subscriptions"]["bot_events"] == ["app_mention"]
+    events = data["settings"]["event_subscriptions"]["bot_events"]
+    assert events == ["app_mention", "message.channels", "message.groups", "message.im"]
     scopes = set(data["oauth_config"]["scopes"]["bot"])
     assert {"commands", "chat:write", "files:read", "files:write", "app_mentions:read",
-            "im:write"} <= scopes  # fmt: skip
+            "im:write", "channels:history", "groups:history", "im:history"} <= scopes  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])

@@ -41,6 +41,30 @@ async def test_delivery_state_round_trips_on_both_backends(storage: Storage) -> 
         await storage.set_delivery_state("no-such-job", {})
 
 
+async def test_a_thread_finds_its_latest_succeeded_job_on_both_backends(storage: Storage) -> None:
+    """``job_in_thread``: by the channel and thread of the delivery state, the newest succeeded
+    job of that platform; a job still running there, another thread or platform: not it."""
+    from tests.support.factories import make_request
+
+    jobs = [(await storage.enqueue(make_request(prompt=f"a cube {n}", platform="slack")))[0]
+            for n in range(4)]  # fmt: skip
+    first, second, running, elsewhere = jobs
+    for job in jobs:
+        await storage.set_delivery_state(job.id, {"channel": "C1", "thread": "1.5", "progress": "1.5"})
+    await storage.set_delivery_state(elsewhere.id, {"channel": "C2", "thread": "1.5"})
+    assert await storage.job_in_thread("slack", "C1", "1.5") is None  # nothing has succeeded
+    assert {j.id for j in await storage.claim_batch("worker-1", 8, 60.0)} == {j.id for j in jobs}
+    for job in (first, second, elsewhere):
+        await storage.complete(job.id, "worker-1", [Artifact(job.id, "image-0.png", ArtifactKind.IMAGE,
+                                                             "image/png", png(), index=0)])  # fmt: skip
+    found = await storage.job_in_thread("slack", "C1", "1.5")
+    assert found is not None and found.id == second.id
+    other = await storage.job_in_thread("slack", "C2", "1.5")
+    assert other is not None and other.id == elsewhere.id
+    assert await storage.job_in_thread("slack", "C1", "9.9") is None
+    assert await storage.job_in_thread("discord", "C1", "1.5") is None
+
+
 async def test_a_restarted_adapter_edits_the_same_progress_message(
     storage: Storage, tmp_path: Path
 ) -> None:

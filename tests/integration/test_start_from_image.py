@@ -164,6 +164,50 @@ async def test_slack_image_modal_in_image_out_then_u_v_and_remix_shortcut_after_
             assert sizes == sorted((j.request.width, j.request.height) for j in jobs[1:])
 
 
+async def test_slack_a_reply_in_a_results_thread_remixes_it_after_a_restart(tmp_path: Path) -> None:
+    """A thread reply to a delivered result (``upscale``, or a prompt) starts from that result's
+    image with no upload and is delivered into the same thread; our own posts, top-level
+    messages, mentions and threads that are no result's are left alone."""
+    async with open_storage(f"sqlite:///{tmp_path / 'q.db'}") as storage:
+        async with slack_app(storage, tmp_path) as first:
+            await first.slack.command("/imagine", "a red fox --steps 4 --size 48x32")
+            await first.replies(1)
+            [job] = await run_worker(storage, first.settings, 1)
+            assert await first.deliver() == 1
+            thread = first.fake.find("chat.postMessage")[0].extra["response"]["ts"]
+            [upload] = first.fake.find("upload")
+
+        async with slack_app(storage, tmp_path) as second:  # a new process, same queue
+            ignored = [
+                second.slack.message("a blue fox", thread_ts=thread, bot_id="B1"),  # our own post
+                second.slack.message("a blue fox", thread_ts=thread, subtype="message_changed"),
+                second.slack.message("a blue fox"),  # not in a thread
+                second.slack.message("a blue fox", thread_ts="1.000001"),  # no result's thread
+                second.slack.message("<@UBOT> a blue fox", thread_ts=thread),  # app_mention's
+            ]
+            for sent in ignored:
+                assert (await sent)["status"] == 200
+            await second.slack.message("a blue fox --strength 0.4 --steps 4", thread_ts=thread)
+            await second.slack.message("upscale --steps 4", thread_ts=thread)
+            await second.wait_jobs(3)
+            await second.fake.wait_for(lambda f: len(f.find("chat.postEphemeral")) >= 2)
+            told = [c.args["text"] for c in second.fake.find("chat.postEphemeral")]
+            assert len(told) == 2 and all(t.startswith("Queued") for t in told), told
+            jobs = await run_worker(storage, second.settings, 3)
+            remix, upscale = jobs[1:]
+            assert remix.request.kind is Kind.IMAGINE and remix.request.from_image
+            assert remix.request.prompt == "a blue fox" and remix.request.denoise == 0.4
+            assert upscale.request.kind is Kind.UPSCALE and upscale.request.prompt == job.request.prompt
+            assert (upscale.request.width, upscale.request.height) == (96, 64)
+            for made in (remix, upscale):
+                [source] = [a for a in await storage.artifacts(made.id) if a.kind is ArtifactKind.INPUT]
+                assert size_of(source.data) == size_of(upload.data) == (48, 32)
+            assert await second.deliver() == 2
+            completes = second.fake.find("files.completeUploadExternal")
+            assert [c.args["thread_ts"] for c in completes] == [thread, thread]  # the same thread
+            assert sorted(size_of(u.data) for u in second.fake.find("upload")) == [(48, 32), (96, 64)]
+
+
 def _blocks(args: dict) -> list[dict]:  # type: ignore[type-arg]
     import json
 

@@ -69,14 +69,15 @@ class Stack:
         self.storage = await open_storage(s.resolved_database_url)
         admission = ModeratedAdmission(PromptFilter(s.moderation), Admission(self.storage, s))
         wake = asyncio.Event()
-        links = ArtifactLinks("http://gouache.test", load_link_key(s.data_dir))
+        link_key = load_link_key(s.data_dir)  # as ``service``: cookies outlive a restart
+        links = ArtifactLinks("http://gouache.test", link_key)
         self.adapter = WebAdapter(
             adapter_deps(s, self.storage, admission, on_admitted=wake.set, artifact_url=links.url),
             links,
         )
         self.delivery = Delivery(self.storage, {"web": self.adapter}, poll_seconds=0.05, wake=wake)
         self.metrics = QueueMetrics(self.storage, Metrics(CollectorRegistry()))
-        app = make_app(AppDeps(s, self.adapter, Health(self.storage, s), self.metrics))
+        app = make_app(AppDeps(s, self.adapter, Health(self.storage, s), self.metrics, signing_key=link_key))
         self.delivery_task = asyncio.create_task(self.delivery.run())
         self.server = TestServer(app)
         self.client = TestClient(self.server)
@@ -227,6 +228,64 @@ async def test_buttons_make_follow_up_jobs(stack: Stack) -> None:
     assert made["diversify"].request.kind.value == "diversity"
     unknown = await stack.client.post(f"/api/jobs/{source['id']}/actions/upscale")
     assert unknown.status == 404
+
+
+async def test_an_image_in_then_u_v_and_a_remix_of_a_result_after_a_restart(tmp_path: Path) -> None:
+    """/imagine with an uploaded image runs image-to-image and its image comes out; after a
+    restart (a new server over the same data directory, the browser's cookie kept) U and V
+    under that image and a remix of it with a new prompt (``/remix/0``, no upload) make jobs
+    from it, and only its owner may remix it."""
+    photo = io.BytesIO()
+    Image.linear_gradient("L").resize((48, 32)).convert("RGB").save(photo, format="PNG")
+    async with Stack(_settings(tmp_path)) as first:
+        first.start_worker()
+        form = FormData()
+        form.add_field("command", "/imagine a red fox --strength 0.5 --steps 4")
+        form.add_field("file", photo.getvalue(), filename="fox.png", content_type="image/png")
+        response = await first.client.post("/api/jobs", data=form)
+        assert response.status == 202, await response.text()
+        source = await _until_done(first.client, (await response.json())["id"])
+        assert source["status"] == "succeeded"
+        assert {"upscale.0", "vary-subtle.0", "vary-strong.0"} <= set(source["actions"])
+        image = next(a for a in source["artifacts"] if a["kind"] == "image")
+        out = await (await first.client.get(image["url"])).read()
+        assert Image.open(io.BytesIO(out)).size == (48, 32)
+        cookies = {c.key: c.value for c in first.client.session.cookie_jar}
+
+    async with Stack(_settings(tmp_path)) as second:  # a restart: same database and keys
+        jar = second.client.session.cookie_jar
+        jar.clear()  # the page load issued a new user; the browser still has the first cookie
+        jar.update_cookies(cookies, response_url=second.server.make_url("/"))
+        second.start_worker()
+        made = {}
+        for action in ("upscale.0", "vary-strong.0"):
+            response = await second.client.post(f"/api/jobs/{source['id']}/actions/{action}")
+            assert response.status == 202, await response.text()
+            made[action] = (await response.json())["id"]
+        response = await second.client.post(f"/api/jobs/{source['id']}/remix/0",
+                                            json={"command": "a blue fox --strength 0.4 --steps 4"})  # fmt: skip
+        assert response.status == 202, await response.text()
+        made["remix"] = (await response.json())["id"]
+        async with second.browser() as other:  # not theirs
+            refused = await other.post(f"/api/jobs/{source['id']}/remix/0", json={"command": "a cat"})
+            assert refused.status == 403
+        missing = await second.client.post(f"/api/jobs/{source['id']}/remix/x", json={"command": "a cat"})
+        assert missing.status == 404
+        no_image = await second.client.post(f"/api/jobs/{source['id']}/remix/0",
+                                            json={"command": "/diversity a cat"})  # fmt: skip
+        assert no_image.status == 400 and "/upscale" in (await no_image.json())["error"]
+        gone = await second.client.post(f"/api/jobs/{source['id']}/remix/3", json={"command": "a cat"})
+        assert gone.status == 400 and (await gone.json())["error"] == messages.image_gone()
+        for job_id in made.values():
+            assert (await _until_done(second.client, job_id))["status"] == "succeeded"
+        jobs = {name: await second.storage.get_job(job_id) for name, job_id in made.items()}
+        assert jobs["upscale.0"].request.kind.value == "upscale"
+        assert (jobs["upscale.0"].request.width, jobs["upscale.0"].request.height) == (96, 64)
+        assert jobs["vary-strong.0"].request.denoise == 0.7
+        remix = jobs["remix"].request
+        assert remix.kind.value == "imagine" and remix.prompt == "a blue fox" and remix.denoise == 0.4
+        [start] = [a for a in await second.storage.artifacts(made["remix"]) if a.kind.value == "input"]
+        assert start.data == out  # the result itself, not the first upload
 
 
 async def test_healthz_needs_a_recent_worker_heartbeat(stack: Stack) -> None:

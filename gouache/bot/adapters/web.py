@@ -158,6 +158,7 @@ class WebAdapter:
             web.get("/api/jobs/{id}", self.get_job),
             web.post("/api/jobs/{id}/cancel", self.cancel_job),
             web.post("/api/jobs/{id}/actions/{action}", self.act),
+            web.post("/api/jobs/{id}/remix/{index}", self.remix),
             web.get("/api/jobs/{id}/events", self.events),
             web.get("/api/jobs/{id}/artifacts/{name}", self.artifact),
             web.get(FILES_PREFIX + "{id}/{name}", self.linked_artifact),
@@ -330,6 +331,27 @@ class WebAdapter:
             raise NotAllowed(messages.web_not_yours())
         origin = self._origin(request, f"{job.id}/{request.match_info['action']}", b"")
         built, inputs = await self._actions.follow_up(job.id, action, origin, index)
+        return await self._admit(built, inputs)
+
+    async def remix(self, request: web.Request) -> web.Response:
+        """Image ``index`` of one of the caller's results as the start of a new command (a
+        prompt: a remix; ``upscale``, ``edit ...``), as a chat reply to a result does: the same
+        ``ButtonActions.remix_reply``, no upload. Only the result's owner may (403)."""
+        index = request.match_info["index"]
+        if not (index.isascii() and index.isdigit() and len(index) <= 3):
+            raise NotFound(messages.NO_SUCH_IMAGE)
+        job = await self._job(request)
+        if job.request.origin.user != request[USER_KEY]:
+            raise NotAllowed(messages.web_not_yours())
+        if request.content_type != "application/json":
+            raise InvalidRequest(messages.UNSUPPORTED_BODY)
+        text, _ = await self._read_command(request)
+        if len(text.encode("utf-8", "surrogatepass")) > self._web.max_command_bytes:
+            raise TooLarge(messages.web_command_too_long(self._web.max_command_bytes))
+        origin = self._origin(request, f"{job.id}/remix.{index}", text.encode("utf-8", "surrogatepass"))
+        built = commands.build_request(commands.parse_message(text), origin, self._settings,
+                                       prompt_overflow=self._prompt_overflow)  # fmt: skip
+        built, inputs = await self._actions.remix_reply(job.id, built, int(index))
         return await self._admit(built, inputs)
 
     async def linked_artifact(self, request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ __all__ = [
     "ItemResult",
     "LaneSpec",
     "Pipeline",
+    "Region",
     "ShapeKey",
     "split_in_halves",
 ]
@@ -76,6 +77,21 @@ class LaneSpec:
 
 
 @dataclass(frozen=True)
+class Region:
+    """Where an item's images lie on a canvas it shares with other items: a tile of a tiled
+    upscale. The running batch keeps the lanes of one canvas in step and, after every step,
+    their overlapping latents in agreement (``regions.py``, MultiDiffusion).
+
+    ``box`` is (left, top, right, bottom) in pixels of the canvas, ``size`` its width and height;
+    the box's width and height are the batch's, its corners on the latent grid.
+    """
+
+    canvas: str
+    box: tuple[int, int, int, int]
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
 class BatchItem:
     """One job's share of a batch: image ``i`` of the item uses ``seed + i``.
 
@@ -104,6 +120,7 @@ class BatchItem:
     init_image: Image | None = field(default=None, compare=False)
     # (LoRA name, scale) pairs applied to this item's rows only (generation/loras/bank.py)
     loras: tuple[tuple[str, float], ...] = ()
+    region: Region | None = None  # a tile of a canvas shared with other items
 
     def image_seed(self, index: int) -> int:
         return image_seed(self.seed, index)

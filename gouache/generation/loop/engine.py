@@ -47,6 +47,12 @@ class Engine:
         """The loaded model ``name`` (``--process`` and interpolation use its family)."""
         return self.registry.get(name)
 
+    def latent_cell(self, model: str) -> int:
+        """Pixels per latent along a side on ``model``: where tiles of one canvas may start."""
+        loaded = self.registry.get(model)
+        width = 8 * loaded.vae_scale_factor * 4
+        return width // loaded.family.latent_shape(loaded, width, width)[-1]
+
     def running_batch(self, shape: ShapeKey, *, row_budget: int, decode_chunk: int) -> RunningBatch:
         """A running batch for ``shape`` that items join and leave at step boundaries.
 

@@ -11,6 +11,10 @@ next step; who gets rows when the row budget is full is decided every step by de
 robin per user charged in image-steps (``fairness.FairShare``): a lane left out of a step is
 paused, its state kept, and resumes.
 
+Items that are tiles of one canvas (``BatchItem.region``: a tiled upscale) step together and,
+after every step, have their overlapping latents merged on the canvas and written back
+(``regions.py``, MultiDiffusion), so the tiles agree where they overlap as they denoise.
+
 Results equal each item generated alone (tests/unit/generation/test_running.py: max abs
 difference <= 1e-4 on [0, 1] images) and diffusers' own pipelines (test_parity.py).
 ``Engine.generate`` is this loop with every item admitted at once and run to the end.
@@ -52,6 +56,7 @@ from gouache.generation.loop.lanes import (
     row_positions,
     start_from_image,
 )
+from gouache.generation.loop.regions import agree, canvas, check_region, finished_canvases, in_step
 from gouache.generation.loop.samplers import timed_scheduler
 from gouache.generation.loras.apply import item_loras
 from gouache.generation.models import LoadedModel, ModelRegistry
@@ -169,6 +174,8 @@ class RunningBatch:
                 cond = self._encode_prompt(item, spec, cfg)
         user = user if user is not None else item.item_id
         shape = family.latent_shape(model, self.shape.width, self.shape.height)
+        if item.region is not None:
+            check_region(item.region, self.shape.width, self.shape.height, shape)
         self._items[item.item_id] = _Item(
             item, spec, user, [None] * item.count, [[] for _ in range(item.count)], item.count
         )
@@ -263,6 +270,7 @@ class RunningBatch:
         # hold back those users' results and their next requests. Once nothing denoises, all.
         finished_now = len(self._finished) - waiting_decode
         due = finished_now if self._lanes else len(self._finished)
+        retired += self._decode_canvases()
         for _ in range(max(1, -(-due // self.decode_chunk))):
             retired += self._decode_chunk()
         return retired
@@ -273,7 +281,7 @@ class RunningBatch:
         Within a user, lanes that have started come first (in admission order), so a user's
         requests finish in order and few lanes sit paused half-done.
         """
-        ordered = sorted(self._lanes, key=lambda lane: lane.steps_done == 0)  # stable
+        ordered = in_step(sorted(self._lanes, key=lambda lane: lane.steps_done == 0))  # stable
         chosen = self._share.select(
             ordered, self.row_budget, user=lambda lane: lane.user, rows=lambda lane: lane.rows
         )
@@ -297,6 +305,7 @@ class RunningBatch:
             self.stats.image_steps[lane.user] = self.stats.image_steps.get(lane.user, 0) + 1
         self._share.charge([lane.user for lane in stepped])
         frames = advance_lanes(stepped, predictions, batched=self.model.batched_steps)
+        agree([*self._lanes, *self._finished], stepped)  # tiles of one canvas (regions.py)
         for lane in stepped:
             if lane.finished:
                 self._lanes.remove(lane)
@@ -353,6 +362,7 @@ class RunningBatch:
         waiting = [item_id for item_id in self._to_start if item_id in self._items]
         self._to_start = []
         retired: list[ItemResult] = []
+        started: list[Lane] = []
         model = self.model
         for at in range(0, len(waiting), self.decode_chunk):
             chunk = waiting[at : at + self.decode_chunk]
@@ -372,6 +382,8 @@ class RunningBatch:
                 r = rows.get(lane.item.item_id)
                 if r is not None:
                     start_from_image(lane, model, mean[r : r + 1], std[r : r + 1])
+                    started.append(lane)
+        agree(self._lanes, started, start=True)  # tiles of one canvas start from one canvas
         return retired
 
     def _encode(
@@ -397,10 +409,8 @@ class RunningBatch:
         the step its lane finishes instead of queueing behind a four-image job's decodes.
         """
         self._finished.sort(key=lambda lane: self._items[lane.item.item_id].left)  # stable
-        chunk, self._finished = (
-            self._finished[: self.decode_chunk],
-            self._finished[self.decode_chunk :],
-        )
+        chunk = [lane for lane in self._finished if lane.item.region is None][: self.decode_chunk]
+        self._finished = [lane for lane in self._finished if lane not in chunk]  # tiles: below
         if not chunk:
             return []
         decoded = decode_each(self.model, [lane.latents for lane in chunk], len(chunk),
@@ -413,9 +423,30 @@ class RunningBatch:
         if not kept:
             return retired
         chunk = [lane for lane, _ in kept]
-        images = self._postprocess(torch.cat([image for _, image in kept]))
-        self.stats.decoded += len(chunk)
-        for lane, image in zip(chunk, images, strict=True):
+        return retired + self._place(chunk, self._postprocess(torch.cat([image for _, image in kept])))
+
+    def _decode_canvases(self) -> list[ItemResult]:
+        """Canvases whose tiles have all finished: one decode of the whole picture (its
+        latents merged, ``regions.canvas``), each tile's image its crop of it; a canvas that
+        does not fit even with a tiled VAE fails its items."""
+        retired: list[ItemResult] = []
+        for group in finished_canvases(self._finished, self._lanes):
+            self._finished = [lane for lane in self._finished if lane not in group]
+            latents, boxes = canvas(group)
+            [image] = decode_each(self.model, [latents], 1, check=self._fault_check("decode", group[:1]))
+            if image is None:
+                items = dict.fromkeys(lane.item.item_id for lane in group)
+                retired += [self._fail(item_id) for item_id in items if item_id in self._items]
+                continue
+            crops = torch.cat([image[..., top:bottom, left:right] for left, top, right, bottom in boxes])
+            retired += self._place(group, self._postprocess(crops))
+        return retired
+
+    def _place(self, lanes: list[Lane], images: list[Any]) -> list[ItemResult]:
+        """Decoded ``images`` into their lanes' items; the items now complete, handed back."""
+        retired: list[ItemResult] = []
+        self.stats.decoded += len(lanes)
+        for lane, image in zip(lanes, images, strict=True):
             entry = self._items.get(lane.item.item_id)
             if entry is None:
                 continue

@@ -204,8 +204,16 @@ RETURNING job_id
 SELECT state FROM delivery_state WHERE job_id = :job_id
 
 -- name: set_delivery_state
-INSERT INTO delivery_state (job_id, state) VALUES (:job_id, :state)
-ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()
+INSERT INTO delivery_state (job_id, state, channel, thread) VALUES (:job_id, :state, :channel, :thread)
+ON CONFLICT (job_id) DO UPDATE SET state = EXCLUDED.state, channel = EXCLUDED.channel,
+                                   thread = EXCLUDED.thread, updated_at = now()
+
+-- name: job_in_thread
+SELECT j.* FROM delivery_state AS s JOIN jobs AS j ON j.id = s.job_id
+WHERE s.channel = :channel AND s.thread = :thread AND j.platform = :platform
+  AND j.status = 'succeeded'
+ORDER BY j.finished_at DESC, j.id DESC
+LIMIT 1
 
 -- name: get_flag
 SELECT value, updated_by, updated_at FROM bot_flags WHERE name = :name

@@ -202,8 +202,17 @@ RETURNING job_id
 SELECT state FROM delivery_state WHERE job_id = :job_id
 
 -- name: set_delivery_state
-INSERT INTO delivery_state (job_id, state, updated_at) VALUES (:job_id, :state, :now)
-ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at
+INSERT INTO delivery_state (job_id, state, channel, thread, updated_at)
+VALUES (:job_id, :state, :channel, :thread, :now)
+ON CONFLICT (job_id) DO UPDATE SET state = excluded.state, channel = excluded.channel,
+                                   thread = excluded.thread, updated_at = excluded.updated_at
+
+-- name: job_in_thread
+SELECT j.* FROM delivery_state AS s JOIN jobs AS j ON j.id = s.job_id
+WHERE s.channel = :channel AND s.thread = :thread AND j.platform = :platform
+  AND j.status = 'succeeded'
+ORDER BY j.finished_at DESC, j.id DESC
+LIMIT 1
 
 -- name: get_flag
 SELECT value, updated_by, updated_at FROM bot_flags WHERE name = :name

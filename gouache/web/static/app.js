@@ -113,7 +113,26 @@ function renderArtifacts(card, job) {
       type: "button", dataset: { action },
       onclick: () => submit(api(`/api/jobs/${job.id}/actions/${action}`, { method: "POST" }), label),
     }, label));
+    // Beside each image's U: remix that image with a new command, no re-upload (a prompt, or
+    // "upscale", "edit ..."): the command box's text, or asked for when the box is empty.
+    const [name, index] = action.split(".");
+    if (name === "upscale" && index !== undefined) {
+      const remixLabel = `Remix ${Number(index) + 1}`;
+      buttons.append(el("button", {
+        type: "button", dataset: { action: `remix.${index}` },
+        onclick: () => remix(job, index, remixLabel),
+      }, remixLabel));
+    }
   }
+}
+
+function remix(job, index, label) {
+  const text = input.value.trim() || (window.prompt(`${label}: a prompt and flags (or "upscale")`, "") || "").trim();
+  if (!text) return;
+  input.value = "";
+  submit(api(`/api/jobs/${job.id}/remix/${index}`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ command: text }),
+  }), `${label}: ${text}`);
 }
 
 // A button's label: the job's own actions by name; per-image ones ("upscale.0") as U1, V1 subtle...

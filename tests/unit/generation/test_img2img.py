@@ -153,3 +153,45 @@ def test_an_encode_out_of_memory_fails_that_item_alone(registry, float_running_c
     assert tiled == [False, True]  # whole, then tiled, then the item failed alone
     assert results["t"].ok and len(results["t"].images) == 1
     assert results["i"].error is not None and not results["i"].images
+
+
+@pytest.mark.parametrize("row_budget", [32, 2])
+def test_tiles_of_one_canvas_agree_as_they_denoise(row_budget, registry, float_running_cls):
+    """MultiDiffusion in the one loop: two overlapping tiles of a 96x64 canvas (items with a
+    ``Region``) step together even when the row budget takes one lane a step (2 rows: CFG),
+    their latents are equal where they overlap after every step, and each image is its crop
+    of one decode of the canvas. The same tiles without regions disagree there."""
+    from gouache.generation.loop.batch import Region
+
+    whole = _picture(11, (96, 64))
+    boxes = [(0, 0, 64, 64), (32, 0, 96, 64)]
+
+    def tiles(region: bool) -> list[BatchItem]:
+        return [BatchItem(f"t{n}", "a fox", "", seed=5, init_image=whole.crop(box),
+                          region=Region("c", box, (96, 64)) if region else None)
+                for n, box in enumerate(boxes)]  # fmt: skip
+
+    spec = LaneSpec(STEPS, "euler-a", 5.0, denoise=0.75)
+    batch = float_running_cls(registry, ShapeKey("builtin:tiny", 64, 64), row_budget=row_budget)
+    for item in tiles(True):
+        batch.admit(item, spec)
+    results, checked = {}, 0
+    while len(batch):
+        results.update({r.item_id: r for r in batch.step()})
+        lanes = sorted([*batch._lanes, *batch._finished], key=lambda lane: lane.item.item_id)
+        if len(lanes) == 2 and lanes[0].i == lanes[1].i:
+            shift = lanes[0].latents.shape[-1] // 2  # the tiles overlap by half
+            a, b = lanes[0].latents[..., shift:], lanes[1].latents[..., :shift]
+            assert torch.equal(a, b)
+            checked += 1
+        else:
+            assert len(lanes) < 2 or abs(lanes[0].i - lanes[1].i) == 1  # never more than a step apart
+    assert checked >= 2
+    a, b = (results[f"t{n}"].images[0] for n in range(2))
+    assert np.abs(a[:, 32:] - b[:, :32]).max() < 1e-6  # crops of one picture
+
+    apart = float_running_cls(registry, ShapeKey("builtin:tiny", 64, 64), row_budget=row_budget)
+    for item in tiles(False):
+        apart.admit(item, spec)
+    a, b = (r.images[0] for r in sorted(apart.run(), key=lambda r: r.item_id))
+    assert np.abs(a[:, 32:] - b[:, :32]).max() > 1e-2

@@ -95,46 +95,61 @@ def test_an_untiled_upscale_is_the_pipeline_on_the_resized_image(settings, img2i
     assert parameters.startswith("a blue dog\n")
 
 
-def _seams(image: np.ndarray, edges: list[int], axis: int) -> tuple[float, float]:
-    """Mean |difference| between neighbouring lines across the tile edges, and between
-    neighbouring lines inside tiles (at least 4 pixels from any edge), along ``axis``.
-
-    A seam is one tile's colour or brightness meeting another's: it shows in each line's mean
-    (a column's mean over its rows), where the texture of the pixels averages out."""
-    lines = image.mean(axis=1 - axis)  # one mean colour per column (or row)
-    steps = np.abs(np.diff(lines, axis=0)).mean(axis=1)
+def _seams(change: np.ndarray, edges: list[int], axis: int) -> tuple[float, float]:
+    """The mean absolute difference between neighbouring pixels across the tile edges (the
+    issue's measure: every pixel pair straddling an edge, ``axis`` 1 for columns), and between
+    neighbouring pixels inside the tiles (at least 4 pixels from any edge)."""
+    steps = np.abs(np.diff(change, axis=axis)).mean(axis=(1 - axis, 2))
     near = np.zeros(len(steps), dtype=bool)
     for x in edges:
         near[max(0, x - 5) : x + 4] = True
-    at = [x - 1 for x in edges]
-    return float(steps[at].mean()), float(steps[~near].mean())
+    return float(steps[[x - 1 for x in edges]].mean()), float(steps[~near].mean())
 
 
-def test_a_tiled_upscale_shows_no_seam(tmp_path) -> None:
-    """On the shipped demo model (a trained VAE: smooth images), 48x48 -> 96x96 runs in tiles
-    of 48 (1.5 x its 32 px side); across every tile edge, rows and columns, neighbouring pixels
-    differ no more than inside the tiles. Measured on what the pass changed (the output less
-    the resized image it started from), so the picture's own edges do not count as seams."""
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_tiled_upscale_shows_no_seam(tmp_path, seed: int) -> None:
+    """On the shipped demo model (a trained VAE: smooth images), 48x48 -> 96x96 runs in 9
+    tiles of 48 (1.5 x its 32 px side) that denoise as one canvas (MultiDiffusion, decoded
+    once): across every tile edge, rows and columns, neighbouring pixels differ no more than
+    inside the tiles. Measured on what the pass changed (the output less the resized image it
+    started from), so the picture's own edges do not count as seams.
+
+    Measured (border / inside, columns and rows): seed 1 0.98 0.89, seed 2 0.99 0.98, seed 3
+    0.93 0.97. Tiles denoised apart (merged only for the decode) measure 1.04 0.95, 1.03 1.06,
+    1.01 1.05, and the untiled pass 0.92-1.05 at the same lines: the picture's content alone
+    moves this by about 5%, so the test tells the two apart on these seeds, not by much. At 144x144 (16 tiles, seeds 1-2) it does not hold: 1.05-1.15 against
+    1.00-1.08 for the untiled pass (docs/architecture.md, "Starting from an image")."""
     from gouache.generate import generate_to_dir
     from gouache.generation.upscale import tile_boxes
 
     settings = Settings(data_dir=tmp_path / "data", default_model="builtin:demo")
-    small = _picture(3, (48, 48))
+    small = _picture(3 + seed, (48, 48))
     source = _write(tmp_path / "small.png", small)
-    written = generate_to_dir(settings, "/upscale a red circle --seed 1 --steps 10",
+    written = generate_to_dir(settings, f"/upscale a red circle --seed {seed} --steps 10",
                               tmp_path / "out", upload=source, image=True)  # fmt: skip
     image = _pixels(next(p for p in written if p.name == "image-0.png"))
     assert image.shape == (96, 96, 3)
     change = image - np.asarray(small.resize((96, 96), Image.Resampling.LANCZOS), dtype=np.float64)
     boxes = tile_boxes(96, 96, 48, 12)
-    assert len(boxes) > 1
+    assert len(boxes) == 9
     for axis, (low, high) in ((1, (0, 2)), (0, (1, 3))):
         edges = sorted({box[low] for box in boxes if box[low]} | {box[high] for box in boxes if box[high] < 96})
         border, inside = _seams(change, edges, axis)
-        # Measured with raised-cosine ramps: columns 2.34 at borders against 2.24 inside (the
-        # tent ramps gave 2.56 against 2.18), rows 1.28 against 2.17. The 1.1 margin is the gap
-        # left to "no larger" (docs/architecture.md, "Starting from an image").
-        assert border <= 1.1 * inside, (axis, border, inside)
+        assert border <= inside, (axis, border, inside)
+
+
+@pytest.mark.parametrize(("width", "height", "align"), [(96, 96, 8), (200, 104, 16), (1024, 584, 16)])
+def test_tiles_are_one_size_on_the_latent_grid_and_cover_the_canvas(width, height, align) -> None:
+    from gouache.generation.upscale import tile_boxes
+
+    boxes = tile_boxes(width, height, 96, 24, align=align)
+    assert len({(r - x, b - y) for x, y, r, b in boxes}) == 1  # one batch shape
+    assert all(v % align == 0 for box in boxes for v in box[:2])
+    covered = np.zeros((height, width), bool)
+    for x, y, r, b in boxes:
+        assert r - x <= 96 and b - y <= 96 and r <= width and b <= height
+        covered[y:b, x:r] = True
+    assert covered.all()
 
 
 def test_blending_hides_what_pasting_shows() -> None:
@@ -144,7 +159,7 @@ def test_blending_hides_what_pasting_shows() -> None:
 
     boxes = tile_boxes(192, 192, 96, 24)
     tiles = [Image.fromarray(np.full((96, 96, 3), 20 + 25 * n, np.uint8)) for n in range(len(boxes))]
-    blended = np.asarray(blend_tiles(tiles, boxes, 192, 192, 24)).astype(int)
+    blended = np.asarray(blend_tiles(tiles, boxes, 192, 192)).astype(int)
     pasted = np.zeros((192, 192, 3), int)
     for tile, (left, top, right, bottom) in zip(tiles, boxes, strict=True):
         pasted[top:bottom, left:right] = np.asarray(tile)

@@ -107,6 +107,7 @@ class SlackAdapter:
         for name in COMMANDS:
             self.app.command(name)(self._on_command)
         self.app.event("app_mention")(self._on_mention)
+        self.app.event("message")(self._on_thread_reply)
         self.app.action(re.compile(r"^gouache:"))(self._on_action)
         self.app.view(modal.CALLBACK_ID)(self._on_submit)
         for shortcut in modal.SHORTCUTS:
@@ -232,6 +233,33 @@ class SlackAdapter:
             if job is not None:
                 thread = str(event.get("thread_ts") or event.get("ts") or "")
                 await self.threads.begin(job.id, origin.channel, thread)
+
+        await self._funnel(origin, work)
+
+    async def _on_thread_reply(self, ack: Any, body: dict[str, Any], event: dict[str, Any]) -> None:
+        """A reply in the thread of one of our results, with a prompt (or ``upscale``,
+        ``edit ...``): that result's first image remixed (``ButtonActions.remix_reply``, which
+        asks ``KINDS``), the new job delivered into the same thread. Anything else that Slack
+        sends as a message event (our own posts, edits, files, top-level messages, mentions of
+        the bot, which ``app_mention`` answers, threads that are not a result's) is ignored."""
+        await ack()
+        channel, thread = str(event.get("channel", "")), str(event.get("thread_ts") or "")
+        text = _unescape(str(event.get("text", ""))).strip()
+        bots = {str(a.get("user_id")) for a in body.get("authorizations") or [] if a.get("user_id")}
+        if (event.get("subtype") or event.get("bot_id") or not thread or thread == event.get("ts")
+                or not text or any(f"<@{bot}" in text for bot in bots)):  # fmt: skip
+            return
+        result = await self._actions.job_in_thread("slack", channel, thread)
+        if result is None:
+            return
+        origin = Origin(platform="slack", request_id=str(body.get("event_id") or event.get("ts")),
+                        user=str(event.get("user", "")), channel=channel, guild=str(body.get("team_id", "")))  # fmt: skip
+
+        async def work() -> None:
+            request = self._build(commands.parse_message(text), origin)
+            job = await self._admit(*await self._actions.remix_reply(result.id, request), quiet_if_known=True)
+            if job is not None:
+                await self.threads.begin(job.id, channel, thread)
 
         await self._funnel(origin, work)
 
