@@ -145,6 +145,10 @@ def prepare_control(model: LoadedModel, images: Sequence[Image], height: int, wi
         vae_scale_factor=model.vae_scale_factor, do_convert_rgb=True, do_normalize=False
     )
     image = torch.cat([processor.preprocess(i, height=height, width=width) for i in images])
+    # preprocess hands back channels-last strides (a PIL image is HWC); the pipeline's
+    # repeat_interleave makes them contiguous, and in half precision a channels-last input
+    # takes another conv kernel that rounds differently (bfloat16 on CPU: 2 ULP apart).
+    image = image.contiguous()
     return image.to(dtype=torch.float32).to(device=model.device, dtype=model.controlnet.dtype)
 
 
