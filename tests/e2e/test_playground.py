@@ -34,7 +34,8 @@ def test_imagine_shows_two_images_and_a_gif(service_url: str, browser) -> None:
         assert {"image 1", "image 2", "GIF 1"} <= {c.strip() for c in captions}, captions
         buttons = card.locator(".buttons button")
         assert buttons.all_inner_texts() == ["Reroll", "Variations", "Diversify",  # it already has a GIF
-                                             "U1", "V1 subtle", "V1 strong", "U2", "V2 subtle", "V2 strong"]
+                                             "U1", "Remix 1", "V1 subtle", "V1 strong",
+                                             "U2", "Remix 2", "V2 subtle", "V2 strong"]
         page.locator("#recent li[data-status=succeeded]").first.wait_for()
 
         buttons.first.click()  # reroll: a second job card appears and is queued or running

@@ -122,7 +122,7 @@ async def test_option_values_are_checked_against_the_registered_range(
             with pytest.raises(OptionRejected):
                 await fake.slash_command("imagine", options)
         with pytest.raises(OptionRejected, match="not registered"):
-            await fake.slash_command("upscale", {"prompt": "x"})
+            await fake.slash_command("frobnicate", {"prompt": "x"})
 
 
 async def test_autocomplete_answers_over_25_choices_are_refused(fake: FakeDiscord) -> None:

@@ -196,7 +196,7 @@ def test_photos_need_an_estimator_and_a_flat_estimate_is_refused() -> None:
     assert depth.min() == 0.0 and depth.max() == 1.0 and "estimated with a test estimator" in notes[-1]
 
 
-def test_the_item_carries_strength_and_the_depth_map_used_comes_back_per_image() -> None:
+def test_the_item_carries_strength_and_the_depth_map_used_comes_back_once() -> None:
     rendered = scene(size=32)
     data = encoded(depth_to_image(rendered.depth), "PNG")
     request = make_request(kind=Kind.DEPTH, width=32, height=32, count=2, strength=0.4,
@@ -208,8 +208,8 @@ def test_the_item_carries_strength_and_the_depth_map_used_comes_back_per_image()
     result = ItemResult("j", images=[Image.new("RGB", (32, 32))] * 2)
     out = artifacts_for("j", request, result, GifSettings(), depth=item.control_image)
     depth = [a for a in out if a.kind is ArtifactKind.DEPTH]
-    assert [(a.name, a.index, a.mime) for a in depth] == [
-        ("depth-0.png", 0, "image/png"), ("depth-1.png", 1, "image/png")]  # fmt: skip
+    # one input, one map: not one per image, and no image index (a flagged image does not hide it)
+    assert [(a.name, a.index, a.mime) for a in depth] == [("depth.png", None, "image/png")]
     used = np.asarray(Image.open(io.BytesIO(depth[0].data)))
     assert used.shape == (32, 32)
     assert np.abs(used / 255.0 - rendered.depth).mean() < 0.02
