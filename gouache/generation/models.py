@@ -136,9 +136,10 @@ class ModelRegistry:
         """Move the least recently used models off the device until ``name`` fits the budget
         (a model larger than the budget alone still loads, alone)."""
         used = sum(self._bytes[n] for n in self._resident)
-        for victim in [n for n in self._loaded if n in self._resident and n != name]:
-            if used + self._bytes[name] <= self._budget:
-                return
+        victims = [n for n in self._loaded if n in self._resident and n != name]
+        evicted = False
+        while victims and used + self._bytes[name] > self._budget:
+            victim = victims.pop(0)
             model = self._loaded[victim]
             self._resident.discard(victim)
             used -= self._bytes[victim]
@@ -148,11 +149,13 @@ class ModelRegistry:
                 _place(model, torch.device("cpu"))
             if model.loras is not None:
                 model.loras.clear()  # its LoRA factors live on the device: loaded again on use
+            evicted = True
             log.info("model %s left the %s for %s (%s; budget %.1f GB)", victim, self.device, name,
                      "moved to the CPU" if self._evict_to == "cpu" else "dropped", self._budget / 1e9)  # fmt: skip
-        from gouache.generation.loop.device import free_device_memory
+        if evicted:  # what the victims held goes back to the card before the newcomer moves in
+            from gouache.generation.loop.device import free_device_memory
 
-        free_device_memory()
+            free_device_memory()
 
     # -- loading -----------------------------------------------------------------------------
 
