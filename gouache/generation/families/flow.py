@@ -10,14 +10,17 @@ sigmas from the image's token count.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gouache.generation.families.base import Family
+from gouache.generation.loop.conditioning import Conditioning
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
+    from gouache.generation.loop.batch import BatchItem, LaneSpec
 
 __all__ = ["FlowFamily", "calculate_shift"]
 
@@ -37,6 +40,20 @@ class FlowFamily(Family):
     sampler_kind = "flow"
     denoiser_part = "transformer"
     cuda_dtype = torch.bfloat16
+
+    def encode(
+        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
+        width: int, height: int,
+    ) -> Conditioning:  # fmt: skip
+        """Prompts and, with real CFG, negative prompts embedded alike by ``_embed`` (SD3,
+        Z-Image, Flux.2 Klein; Flux.1's distilled guidance has no negative row: its own)."""
+        positive = self._embed(model, [item.prompt for item in items])
+        negative = self._embed(model, [item.negative_prompt for item in items]) if cfg else None
+        return Conditioning(positive, negative)
+
+    def _embed(self, model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The named conditioning tensors of ``texts`` (one row each), on the denoiser's rows."""
+        raise NotImplementedError(f"{type(self).__name__} embeds its prompts in its own encode")
 
     def initial_latents(self, model: LoadedModel, noise: torch.Tensor, scheduler: Any) -> torch.Tensor:
         return noise

@@ -20,7 +20,6 @@ an empty ``--no`` is that "", and a given one is encoded like a prompt (the pipe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,11 +27,10 @@ import torch
 
 from gouache.generation.families.base import Rows
 from gouache.generation.families.flow import FlowFamily
-from gouache.generation.loop.conditioning import Conditioning
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
-    from gouache.generation.loop.batch import BatchItem, LaneSpec
+    from gouache.generation.loop.batch import LaneSpec
 
 __all__ = ["Flux2Klein", "compute_empirical_mu", "patchify", "unpatchify"]
 
@@ -46,14 +44,6 @@ class Flux2Klein(FlowFamily):
 
     def uses_cfg(self, model: LoadedModel, spec: LaneSpec) -> bool:
         return spec.guidance > 1 and not model.pipeline_config.get("is_distilled", False)
-
-    def encode(
-        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
-        width: int, height: int,
-    ) -> Conditioning:  # fmt: skip
-        positive = self._embed(model, [item.prompt for item in items])
-        negative = self._embed(model, [item.negative_prompt for item in items]) if cfg else None
-        return Conditioning(positive, negative)
 
     @staticmethod
     def _embed(model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:

@@ -11,18 +11,15 @@ not offered). Every prompt pads to one length, so any lanes share a call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gouache.generation.families.base import Rows
 from gouache.generation.families.flow import FlowFamily, calculate_shift
-from gouache.generation.loop.conditioning import Conditioning
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
-    from gouache.generation.loop.batch import BatchItem, LaneSpec
 
 __all__ = ["SD3"]
 
@@ -34,14 +31,6 @@ class SD3(FlowFamily):
     pipeline_classes = ("StableDiffusion3Pipeline",)
     text_parts = ("tokenizer", "text_encoder", "tokenizer_2", "text_encoder_2",
                   "tokenizer_3", "text_encoder_3")  # fmt: skip
-
-    def encode(
-        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
-        width: int, height: int,
-    ) -> Conditioning:  # fmt: skip
-        positive = self._embed(model, [item.prompt for item in items])
-        negative = self._embed(model, [item.negative_prompt for item in items]) if cfg else None
-        return Conditioning(positive, negative)
 
     def _embed(self, model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:
         clips, pooled = [], []

@@ -16,18 +16,16 @@ length, and ``predict`` hands the transformer each row's own slice, as the pipel
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from gouache.generation.families.base import Rows
 from gouache.generation.families.flow import FlowFamily, calculate_shift
-from gouache.generation.loop.conditioning import Conditioning
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
-    from gouache.generation.loop.batch import BatchItem, LaneSpec
+    from gouache.generation.loop.batch import LaneSpec
 
 __all__ = ["ZImage"]
 
@@ -43,14 +41,6 @@ class ZImage(FlowFamily):
 
     def cfg_scale(self, model: LoadedModel, spec: LaneSpec) -> float:
         return spec.guidance + 1
-
-    def encode(
-        self, model: LoadedModel, items: Sequence[BatchItem], spec: LaneSpec, cfg: bool,
-        width: int, height: int,
-    ) -> Conditioning:  # fmt: skip
-        positive = self._embed(model, [item.prompt for item in items])
-        negative = self._embed(model, [item.negative_prompt for item in items]) if cfg else None
-        return Conditioning(positive, negative)
 
     @staticmethod
     def _embed(model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:
