@@ -127,8 +127,8 @@ class BatchRun:
                                 ) -> tuple[ItemResult, list[Artifact] | None] | None:  # fmt: skip
         """A retired item as its job's result, or None while an interpolation's other frames
         run. A frame that fails or is cancelled stops its siblings; the job ends as it did."""
-        job_id = part.item_id.split(":frame-")[0]
-        if job_id not in self.frames:
+        job_id = next((j for j, parts in self.frames.items() if part.item_id in parts), None)
+        if job_id is None:
             return part, None
         parts = self.frames[job_id]
         retired = self.retired_frames.setdefault(job_id, {})
