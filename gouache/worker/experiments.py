@@ -7,6 +7,7 @@ Shared by the worker loop and ``gouache generate``, so both produce the same fil
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from math import lcm
 from typing import TYPE_CHECKING, Any
 
 from gouache.config import Batching, GifSettings, Limits
@@ -152,8 +153,6 @@ def tiled_upscale_job(
     from gouache.worker.jobs import artifacts_for, start_image
 
     whole = start_image(request, inputs, limits)
-    from math import lcm
-
     cell = engine.latent_cell(request.model) if hasattr(engine, "latent_cell") else 8
     size = (request.width, request.height)  # corners on the latent grid and on multiples of 8
     boxes = tile_boxes(*size, request.tile, tile_overlap(request.tile), align=lcm(8, cell))
