@@ -2,6 +2,12 @@
 
     .venv/bin/python benchmarks/lora.py           # full CPU run (builtin:demo)
     .venv/bin/python benchmarks/lora.py --quick   # a smaller load, under ~2 minutes on 2 cores
+    .venv/bin/python benchmarks/lora.py --threads 1 --out benchmarks/results/lora-1thread.json
+
+Torch runs with its own thread count (one per core) unless ``--threads`` says otherwise: that is
+how the worker runs, and on a multi-core CPU, as on a GPU, a call of a few rows leaves part of the
+device idle. At one thread a call costs about the same per row at 3 rows as at 32, so the
+one-thread run shows the cost of LoRAs without batching's economy of scale.
 
 Eight random low-rank LoRAs are made for the demo model's UNet (rank 8 on every attention
 projection and feed-forward output, diffusers/PEFT layout), with Zipf popularity (weight
@@ -134,11 +140,13 @@ def run(registry: ModelRegistry, items: list[BatchItem], mode: str, spec: LaneSp
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="16 requests of 8 steps")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own, one per core, as the worker runs)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "lora.json")
     parser.add_argument("--rounds", type=int, default=2, help="alternating none/mixed rounds (best kept)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     requests, steps, rows = (16, 8, 16) if args.quick else (48, 20, 32)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(os.environ.get("GOUACHE_BENCH_CACHE", tmp))
@@ -165,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "lora", "quick": args.quick, "model": MODEL, "requests": requests,
         "steps": steps, "row_budget": rows, "loras": LORAS, "lora_sets": len(set(sets)),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "threads": args.threads, "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
                     "load_average": [round(x, 2) for x in os.getloadavg()]},
         "contenders": figures,
         "rounds_images_per_s": rounds,

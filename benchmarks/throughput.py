@@ -6,7 +6,7 @@
     .venv/bin/python benchmarks/throughput.py --threads 2 --only closed --compile
         # gouache's engines with ``speed.compile = "on"`` (a long-running worker's setting),
         # every bucket compiled before the clock starts; diffusers stays eager
-    .venv/bin/python benchmarks/throughput.py --family flux          # tiny Flux.1 dev, < 15 min
+    .venv/bin/python benchmarks/throughput.py --family flux          # small Flux.1 dev, < 15 min
     .venv/bin/python benchmarks/throughput.py --family flux --quick --only burst,poisson80  # CI
     .venv/bin/python benchmarks/throughput.py --gpu --family flux    # prepared, CUDA only:
         # the Flux.1-dev transformer architecture (benchmarks/configs/), random bf16 weights,
@@ -20,11 +20,12 @@ Contenders, run in one process on the same model, in rotating order per scenario
     ``RunningBatch`` (row budget 64 = 32 CFG lanes; Flux: 32 rows = 32 lanes, its guidance is an
     embedding, not a row), newcomers join at the next step.
 
-``--family flux`` runs the same scenarios on the tiny Flux.1 dev folder the parity tests use
-(``tiny_transformers.build_tiny_transformer(root, "flux-dev")``: 1 double + 1 single block,
-hidden 32), at its native 32x32 (64 image tokens beside the 512 T5 tokens every prompt is padded
-to, as ``FluxPipeline`` does): a 32-row call costs ~12 ms a row on one core, so it measures
-compute, not only Python overhead. Samplers are the flow-matching ones, there is no /depth.
+``--family flux`` runs the same scenarios on a small Flux.1 dev (``bench_flux_folder``: the parity
+tests' tiny folder with 2 double + 4 single blocks at hidden 32 and an 8/16-channel VAE, so a
+denoising frame's decode weighs against a transformer row about as on Flux.1-dev), at 32x32 (64
+image tokens beside the 512 T5 tokens every prompt is padded to, as ``FluxPipeline`` does): a
+32-row call costs ~12 ms a row on one core, so it measures compute, not only Python overhead.
+Samplers are the flow-matching ones, there is no /depth.
 
 Arrivals are simulated in-process on a clock that runs with the wall clock while work runs and
 jumps over idle time to the next arrival, so every contender sees the same arrival times.
@@ -616,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     elif FAMILY is Z_IMAGE:  # Z-Image Turbo's default: CFG off, one row per image
         profile = replace(profile, uniform_guidance=0.0)
     if FAMILY is not SD:
-        MODEL = f"tiny-{FAMILY.name}"
+        MODEL = "bench-flux" if FAMILY is FLUX else f"tiny-{FAMILY.name}"
         specs = tiny_specs(FAMILY)
     if args.horizon_batches is not None:
         profile = replace(profile, horizon_batches=args.horizon_batches)
@@ -644,6 +645,9 @@ def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = No
     warm_up = warm_up_compiled(ctx, profile.row_budget) if options.compile else None
     lanes = profile.row_budget // FAMILY.max_rows  # a full batch: 32 images
     offline = offline_batch(ctx, profile.uniform_steps, lanes)
+    # What a GIF lane weighs next to a transformer row, here and (counted) on Flux.1-dev.
+    proportions = {"decode_frame_over_row_step": decode_share(ctx, lanes),
+                   "flux1_dev_decode_flops_over_row_step": flux1_dev_decode_flops()} if FAMILY is FLUX else None  # fmt: skip
     if profile.horizon_batches > 0:
         horizon = round(profile.horizon_batches * lanes / offline, 2)
         profile = replace(profile, closed_seconds=horizon, heavy_seconds=horizon)
@@ -657,6 +661,7 @@ def benchmark(profile: Profile, mode: str, threads: int, specs: dict | None = No
         "speed": {**options.__dict__, "compile_warm_up_s": warm_up},
         **(extra or {}),
         "offline_batch32_images_per_s": round(offline, 3),
+        **({"proportions": proportions} if proportions else {}),
         # The same ceiling as UNet work: every uniform image is ``steps`` calls of its rows
         # (2 with CFG on SD, 1 on Flux).
         "offline_batch32_row_steps_per_s": round(
@@ -732,15 +737,88 @@ def load_context(specs: dict[str, Any] | None = None, cache: Path | None = None,
 
 
 def tiny_specs(family: Family) -> dict[str, Any]:
-    """The tiny transformer folder of ``family`` (the parity tests' ``flux-dev`` or ``z-image``),
-    built once under the benchmark cache."""
+    """The benchmark's transformer folder, built once under the benchmark cache: for z-image the
+    parity tests' tiny folder; for flux ``bench_flux_folder``."""
     from gouache.config import ModelSpec
     from gouache.generation.tiny_transformers import ensure_tiny_transformer
 
-    variant = "flux-dev" if family is FLUX else "z-image"
     cache = Path(os.environ.get("GOUACHE_BENCH_CACHE", "/tmp/gouache-bench-cache"))
-    folder = ensure_tiny_transformer(cache / f"tiny-{variant}", variant) / "pipeline"  # type: ignore[arg-type]
+    if family is FLUX:
+        return {MODEL: ModelSpec(path=str(bench_flux_folder(cache)))}
+    folder = ensure_tiny_transformer(cache / "tiny-z-image", "z-image") / "pipeline"
     return {MODEL: ModelSpec(path=str(folder))}
+
+
+# The benchmark's Flux keeps Flux.1-dev's proportions where the workloads feel them: 2 double
+# and 4 single blocks (Flux.1's 19:38 is 1:2) and a VAE of 8 and 16 channels, so decoding a
+# denoising frame costs a fraction of a transformer row-step as it does on the real model
+# (``flux1_dev_decode_flops``: 0.12 at 512x512, 0.14 at 1024x1024). The parity tests' tiny folder
+# (one block of each, a 32/64-channel VAE) decodes a frame in 1.7 row-steps on a CPU core, so its
+# GIF lanes would weigh ten times what they weigh on Flux.1-dev.
+BENCH_FLUX_BLOCKS = {"num_layers": 2, "num_single_layers": 4}
+BENCH_FLUX_VAE = {"block_out_channels": (8, 16), "norm_num_groups": 8}
+
+
+def bench_flux_folder(cache: Path) -> Path:
+    """The parity tests' tiny Flux.1 dev (tokenizers, CLIP, T5, scheduler) with the transformer
+    and VAE resized per ``BENCH_FLUX_*``, random weights, saved once with ``save_pretrained``."""
+    from diffusers import AutoencoderKL, FluxPipeline, FluxTransformer2DModel
+
+    from gouache.generation.tiny import build_once
+    from gouache.generation.tiny_transformers import ensure_tiny_transformer
+
+    tiny = ensure_tiny_transformer(cache / "tiny-flux-dev", "flux-dev") / "pipeline"
+
+    def build(root: Path) -> None:
+        pipe = FluxPipeline.from_pretrained(tiny, local_files_only=True)
+        torch.manual_seed(0)
+        pipe.transformer = FluxTransformer2DModel.from_config(pipe.transformer.config, **BENCH_FLUX_BLOCKS)
+        pipe.vae = AutoencoderKL.from_config(pipe.vae.config, **BENCH_FLUX_VAE)
+        pipe.save_pretrained(root / "pipeline", safe_serialization=True)
+
+    return build_once(cache / "bench-flux-dev", build) / "pipeline"
+
+
+def decode_share(ctx: dict[str, Any], rows: int, steps: int = 6) -> float:
+    """Seconds to decode one denoising frame over seconds per transformer row-step, on the loaded
+    model: ``rows`` GIF lanes stepped together (frames decoded in the loop's own chunks), the
+    first step (admission, prompt encoding) left out. What a GIF lane adds to each step."""
+    batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=rows)
+    spec = BatchKey(MODEL, "txt2img", SIZE, SIZE, steps + 2, FAMILY.uniform_sampler, 3.5).spec
+    for n in range(rows):
+        batch.admit(BatchItem(f"share-{n}", PROMPTS[0], "", seed=n, frames_every=1), spec)
+    batch.step()
+    frame_seconds = row_steps = frames = 0.0
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch.step()
+        frame_seconds += batch.stats.frame_seconds
+        row_steps += batch.stats.rows
+        frames += batch.stats.lanes
+    elapsed = time.perf_counter() - start
+    return round((frame_seconds / frames) / ((elapsed - frame_seconds) / row_steps), 3)
+
+
+def flux1_dev_decode_flops(sizes: tuple[int, ...] = (512, 1024)) -> dict[str, float]:
+    """Flux.1-dev's VAE decode of one frame over one transformer row-step, in FLOPs counted by
+    ``torch.utils.flop_counter`` on the meta device (the committed configs, no weights)."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        transformer = FluxTransformer2DModel(**flux1_dev_transformer_config())
+        vae = AutoencoderKL(**FLUX1_VAE)
+        out = {}
+        for size in sizes:
+            tokens, text = (size // 16) ** 2, 512
+            with FlopCounterMode(display=False) as step:
+                transformer(hidden_states=torch.zeros(1, tokens, 64), encoder_hidden_states=torch.zeros(1, text, 4096),
+                            pooled_projections=torch.zeros(1, 768), timestep=torch.ones(1), guidance=torch.ones(1),
+                            img_ids=torch.zeros(tokens, 3), txt_ids=torch.zeros(text, 3), return_dict=False)  # fmt: skip
+            with FlopCounterMode(display=False) as decode:
+                vae.decode(torch.zeros(1, 16, size // 8, size // 8), return_dict=False)
+            out[str(size)] = round(decode.get_total_flops() / step.get_total_flops(), 3)
+    return out
 
 
 def warm_up_compiled(ctx: dict[str, Any], row_budget: int) -> float:
@@ -1100,7 +1178,7 @@ def flux_doc_table(report: dict[str, Any]) -> str:
         return f"| {label} | " + " | ".join(str(cell(c)) for c in CONTENDERS) + " |"
 
     lines = [
-        f"{report['model']}, one torch thread, {report['seconds']:.0f} s, load average "
+        f"{report['model']}, {m['torch_threads']} torch thread(s), {report['seconds']:.0f} s, load average "
         f"{m['load_average_at_start'][0]} at the start and {m['load_average_at_end'][0]} at the end "
         f"(`benchmarks/results/throughput-flux.{{json,md,png}}`):", "",
         "| figure | sequential diffusers (`FluxPipeline`) | request-level | step-level |",
@@ -1124,6 +1202,12 @@ def flux_doc_table(report: dict[str, Any]) -> str:
         f"(>= 0.9: {t['met']['mixed_at_least_0.9x_uniform_row_steps']}); Jain's index with a heavy user "
         f"(>= 0.95: {t['met']['heavy_jain_at_least_0.95']}).", "",
     ]  # fmt: skip
+    if "proportions" in report:
+        share, counted = (report["proportions"][k] for k in ("decode_frame_over_row_step",
+                                                              "flux1_dev_decode_flops_over_row_step"))  # fmt: skip
+        lines += [f"A denoising frame's decode costs {share} transformer row-steps on this model (measured); "
+                  f"on Flux.1-dev {' and '.join(f'{v} at {k}x{k}' for k, v in counted.items())} "
+                  "(FLOPs counted on its configs).", ""]  # fmt: skip
     return "\n".join(lines)
 
 

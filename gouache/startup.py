@@ -13,6 +13,9 @@ than shell in the Dockerfile:
   want of a token.
 - **the device**: which device the worker will generate on, and whether CUDA is usable, said
   in one log line. An explicitly requested CUDA device that is not usable is an error.
+- **models the bot cannot place**: a hub id with ``family = "auto"`` has no local
+  ``model_index.json`` for the bot to read, so it gets SD's defaults and ``/help`` lists every
+  sampler until ``family`` is set: said once, as a warning naming the model.
 - **the health check**: ``gouache healthcheck`` asks ``/healthz`` on the configured port.
 
 ``import gouache.startup`` loads no torch; ``cuda_report`` imports it when called.
@@ -37,6 +40,7 @@ from typing import Any, Literal, TextIO
 from pydantic import SecretStr
 
 from gouache.config import Settings
+from gouache.model_families import facts_for
 
 __all__ = [
     "StartupError",
@@ -306,6 +310,7 @@ def prepare_run(
     prepare_environment(settings, environ)
     ensure_data_dir(settings, environ)
     _log_paths(settings, environ)
+    _warn_unplaced_models(settings)
     token = resolve_web_token(settings)
     if token is None:
         log.info("web: no token, loopback only (%s)", settings.host)
@@ -334,6 +339,17 @@ def prepare_worker(settings: Settings, *, environ: MutableMapping[str, str] | No
         "%s", report.summary
     )
     return report
+
+
+def _warn_unplaced_models(settings: Settings) -> None:
+    for name, spec in settings.models.items():
+        local = spec.path.startswith("builtin:") or Path(spec.path).exists()
+        if spec.family == "auto" and not local and facts_for(spec.path) is None:
+            log.warning('model %s: "%s" is not a local folder and its family is "auto", so the bot '
+                        "cannot tell which family it is: it gets SD's defaults (%d steps, %s) and "
+                        '/help lists every sampler. Set family = "sd", "sdxl", "flux", '
+                        '"flux2-klein", "sd3" or "z-image" in [models.%s].',
+                        name, spec.path, spec.default_steps, spec.default_sampler, name)  # fmt: skip
 
 
 def _log_paths(settings: Settings, environ: MutableMapping[str, str]) -> None:

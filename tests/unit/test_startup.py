@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import stat
 import threading
 from collections.abc import Iterator
@@ -320,3 +321,21 @@ def test_worker_spawn_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().worker.spawn is True
     monkeypatch.setenv("GOUACHE_WORKER__SPAWN", "false")
     assert Settings.load().worker.spawn is False
+
+
+# --- models the bot cannot place -------------------------------------------------------------
+def test_a_hub_id_without_a_family_is_named_in_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = tmp_path / "flux"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    settings = Settings(data_dir=tmp_path / "data", models={
+        "hub-auto": {"path": "black-forest-labs/FLUX.1-dev"},
+        "hub-named": {"path": "black-forest-labs/FLUX.1-schnell", "family": "flux"},
+        "folder": {"path": str(folder)},
+    })  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="gouache.startup"):
+        prepare_run(settings, environ={}, out=io.StringIO())
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, warned
+    assert "model hub-auto:" in warned[0] and "black-forest-labs/FLUX.1-dev" in warned[0]
+    assert "SD's defaults (30 steps, euler-a)" in warned[0] and 'family = "sd"' in warned[0]

@@ -60,7 +60,7 @@ def _throughput_module():
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_quick_flux_benchmark_runs_the_three_contenders_on_a_transformer(tmp_path: Path) -> None:
-    """``--family flux``: the tiny Flux.1 dev folder, FluxPipeline as the sequential contender."""
+    """``--family flux``: the benchmark's Flux.1 dev folder, FluxPipeline as the sequential contender."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GOUACHE_BENCH_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}  # fmt: skip
     subprocess.run(
@@ -69,7 +69,13 @@ def test_quick_flux_benchmark_runs_the_three_contenders_on_a_transformer(tmp_pat
         check=True, env=env, cwd=ROOT, timeout=280,
     )  # fmt: skip
     report = json.loads((tmp_path / "throughput-quick-flux-burst-poisson80.json").read_text())
-    assert report["family"] == "flux" and report["model"] == "tiny-flux at 32x32"
+    assert report["family"] == "flux" and report["model"] == "bench-flux at 32x32"
+    # A frame's decode against a transformer row-step, measured here and counted on Flux.1-dev's
+    # configs: the benchmark model's proportions are stated beside its figures.
+    proportions = report["proportions"]
+    assert proportions["decode_frame_over_row_step"] > 0
+    assert set(proportions["flux1_dev_decode_flops_over_row_step"]) == {"512", "1024"}
+    assert all(0 < share < 1 for share in proportions["flux1_dev_decode_flops_over_row_step"].values())
     for workload in ("uniform", "mixed"):
         scenarios = report["workloads"][workload]["scenarios"]
         assert set(scenarios) == {"burst", "poisson80"}
@@ -117,8 +123,10 @@ def test_the_flux_doc_table_comes_from_the_report(tmp_path: Path) -> None:
     per = {c: dict(row) for c in throughput.CONTENDERS}
     per["step"] = {**row, "images_per_s": 7.75}
     scenarios = {name: per for name in ("burst", "closed", "poisson80")}
-    report = {"model": "tiny-flux at 32x32", "seconds": 600.0,
-              "machine": {"load_average_at_start": [2.5, 2, 2], "load_average_at_end": [3.5, 3, 3]},
+    report = {"model": "bench-flux at 32x32", "seconds": 600.0,
+              "proportions": {"decode_frame_over_row_step": 0.25,
+                              "flux1_dev_decode_flops_over_row_step": {"512": 0.12, "1024": 0.14}},
+              "machine": {"torch_threads": 2, "load_average_at_start": [2.5, 2, 2], "load_average_at_end": [3.5, 3, 3]},
               "workloads": {w: {"scenarios": scenarios} for w in ("uniform", "mixed")},
               "targets": {"poisson80_wait_p95_full_steps": {c: 0.5 for c in throughput.CONTENDERS},
                           "poisson80_wait_p95_calls": {c: 4.0 for c in throughput.CONTENDERS},
@@ -133,7 +141,8 @@ def test_the_flux_doc_table_comes_from_the_report(tmp_path: Path) -> None:
     text = doc.read_text()
     assert "old table" not in text and text.startswith("before\n") and text.endswith("after\n")
     assert "| uniform burst (32 users), images/s | 1.25 | 1.25 | 7.75 |" in text
-    assert "load average 2.5 at the start and 3.5 at the end" in text
+    assert "decode costs 0.25 transformer row-steps" in text and "0.12 at 512x512 and 0.14 at 1024x1024" in text
+    assert "2 torch thread(s)" in text and "load average 2.5 at the start and 3.5 at the end" in text
 
 
 @pytest.mark.slow
