@@ -274,7 +274,7 @@ async def test_autocomplete_and_help_offer_only_what_the_chosen_model_takes(
 
         schnell = await _reply(bot, "help", {"model": "flux-schnell"})
         assert "flux-schnell takes no guidance: no `--cfg`." in schnell
-        assert "flow-euler, flow-euler-karras" in schnell and "euler-a" not in schnell
+        assert "flow-euler, flow-euler-karras, flow-euler-exponential, flow-euler-beta" in schnell and "euler-a" not in schnell
         assert "`/depth`" not in schnell and "`--no " not in schnell
         default = await _reply(bot, "help", {})
         assert default.startswith("**gouache with sd15**") and "`/depth`" in default

@@ -50,7 +50,7 @@ async def _answer(app: SlackApp, command: str, text: str) -> str:
 async def test_help_lists_only_the_named_models_options(app: SlackApp) -> None:
     schnell = await _answer(app, "/help", "flux-schnell")
     assert schnell.startswith("*gouache with flux-schnell* (flux)")  # Slack's bold
-    assert "flow-euler, flow-euler-karras (default flow-euler)" in schnell
+    assert "flow-euler, flow-euler-karras, flow-euler-exponential, flow-euler-beta (default flow-euler)" in schnell
     assert "euler-a" not in schnell and "`/depth`" not in schnell and "`--no " not in schnell
     assert "flux-schnell takes no guidance: no `--cfg`." in schnell
     dev = await _answer(app, "/help", "--model flux-dev")

@@ -52,10 +52,18 @@ _TABLE: dict[str, SamplerEntry] = {
     "lcm": SamplerEntry("LCMScheduler"),
     # Flow matching (Flux, SD3, Z-Image, Flux.2): the model's own FlowMatchEulerDiscreteScheduler
     # config (its shift, or the resolution-dependent ``mu`` the family computes), as the
-    # pipelines run it; ``-karras`` respaces the same sigmas as Karras et al.
+    # pipelines run it; ``-karras`` respaces the same sigmas as Karras et al., ``-exponential``
+    # evenly in log sigma, ``-beta`` as a Beta(0.6, 0.6) quantile (Lee et al. 2024, "Beta
+    # Sampling is All You Need"; ComfyUI's "beta" scheduler, a common choice for Flux).
     "flow-euler": SamplerEntry("FlowMatchEulerDiscreteScheduler", kind="flow"),
     "flow-euler-karras": SamplerEntry(
         "FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}, kind="flow"
+    ),
+    "flow-euler-exponential": SamplerEntry(
+        "FlowMatchEulerDiscreteScheduler", {"use_exponential_sigmas": True}, kind="flow"
+    ),
+    "flow-euler-beta": SamplerEntry(
+        "FlowMatchEulerDiscreteScheduler", {"use_beta_sigmas": True}, kind="flow"
     ),
 }
 

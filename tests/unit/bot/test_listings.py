@@ -59,7 +59,7 @@ def test_each_model_lists_its_own_samplers_guidance_and_commands(settings: Setti
 
 def test_help_text_names_only_the_models_options(settings: Settings) -> None:
     schnell = answer(Listing.HELP, settings, "flux-schnell")
-    assert "flow-euler, flow-euler-karras (default flow-euler)" in schnell
+    assert "flow-euler, flow-euler-karras, flow-euler-exponential, flow-euler-beta (default flow-euler)" in schnell
     assert "euler-a" not in schnell and "ddim" not in schnell
     assert "flux-schnell takes no guidance: no `--cfg`." in schnell
     assert "`--no " not in schnell and "`/depth`" not in schnell and "`/edit`" not in schnell
