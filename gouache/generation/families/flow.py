@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
     from gouache.generation.loop.batch import BatchItem, LaneSpec
 
-__all__ = ["FlowFamily", "calculate_shift"]
+__all__ = ["FlowFamily", "calculate_shift", "qwen_chat_inputs"]
 
 
 def calculate_shift(image_seq_len: int, config: dict[str, Any], max_shift: float = 1.15) -> float:
@@ -81,3 +81,15 @@ class FlowFamily(Family):
         vae = model.vae
         mean = vae.encode(pixels.to(model.device, vae.dtype)).latent_dist.mean
         return self.scale(model, mean)
+
+
+def qwen_chat_inputs(model: LoadedModel, texts: list[str], *, thinking: bool, max_length: int) -> Any:
+    """``texts`` as user turns of the Qwen3 chat template, tokenized and padded to
+    ``max_length`` (the Qwen-encoded families, Z-Image and Flux.2 Klein, as their pipelines'
+    ``_get_qwen3_prompt_embeds``; they differ in ``enable_thinking``)."""
+    (tokenizer,) = model.tokenizers
+    chats = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                           add_generation_prompt=True, enable_thinking=thinking)
+             for text in texts]  # fmt: skip
+    return tokenizer(chats, padding="max_length", max_length=max_length, truncation=True,
+                     return_tensors="pt")  # fmt: skip

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from gouache.generation.families.base import Rows
-from gouache.generation.families.flow import FlowFamily
+from gouache.generation.families.flow import FlowFamily, qwen_chat_inputs
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
@@ -47,12 +47,8 @@ class Flux2Klein(FlowFamily):
 
     @staticmethod
     def _embed(model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:
-        (tokenizer,), (encoder,) = model.tokenizers, model.text_encoders
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                               add_generation_prompt=True, enable_thinking=False)
-                 for text in texts]  # fmt: skip
-        inputs = tokenizer(chats, padding="max_length", max_length=MAX_SEQUENCE_LENGTH,
-                           truncation=True, return_tensors="pt")  # fmt: skip
+        (encoder,) = model.text_encoders
+        inputs = qwen_chat_inputs(model, texts, thinking=False, max_length=MAX_SEQUENCE_LENGTH)
         hidden = encoder(input_ids=inputs.input_ids.to(model.text_device),
                          attention_mask=inputs.attention_mask.to(model.text_device),
                          output_hidden_states=True, use_cache=False).hidden_states  # fmt: skip

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from gouache.generation.families.base import Rows
-from gouache.generation.families.flow import FlowFamily, calculate_shift
+from gouache.generation.families.flow import FlowFamily, calculate_shift, qwen_chat_inputs
 
 if TYPE_CHECKING:
     from gouache.generation.families.base import LoadedModel
@@ -44,12 +44,8 @@ class ZImage(FlowFamily):
 
     @staticmethod
     def _embed(model: LoadedModel, texts: list[str]) -> dict[str, torch.Tensor]:
-        (tokenizer,), (encoder,) = model.tokenizers, model.text_encoders
-        chats = [tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                               add_generation_prompt=True, enable_thinking=True)
-                 for text in texts]  # fmt: skip
-        inputs = tokenizer(chats, padding="max_length", max_length=MAX_SEQUENCE_LENGTH,
-                           truncation=True, return_tensors="pt")  # fmt: skip
+        (encoder,) = model.text_encoders
+        inputs = qwen_chat_inputs(model, texts, thinking=True, max_length=MAX_SEQUENCE_LENGTH)
         mask = inputs.attention_mask.to(model.text_device).bool()
         hidden = encoder(input_ids=inputs.input_ids.to(model.text_device), attention_mask=mask,
                          output_hidden_states=True).hidden_states[-2]  # fmt: skip
