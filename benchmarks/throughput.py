@@ -783,10 +783,12 @@ def decode_share(ctx: dict[str, Any], rows: int, steps: int = 6) -> float:
     """Seconds to decode one denoising frame over seconds per transformer row-step, on the loaded
     model: ``rows`` GIF lanes stepped together (frames decoded in the loop's own chunks), the
     first step (admission, prompt encoding) left out. What a GIF lane adds to each step."""
+    guidance = ctx["profile"].uniform_guidance
+    reqs = [Req(f"share-{n}", "share", steps + 2, FAMILY.uniform_sampler, guidance, gif=True, seed=n)
+            for n in range(rows)]  # fmt: skip
     batch = RunningBatch(ctx["registry"], ShapeKey(MODEL, SIZE, SIZE), row_budget=rows)
-    spec = BatchKey(MODEL, "txt2img", SIZE, SIZE, steps + 2, FAMILY.uniform_sampler, 3.5).spec
-    for n in range(rows):
-        batch.admit(BatchItem(f"share-{n}", PROMPTS[0], "", seed=n, frames_every=1), spec)
+    for req in reqs:
+        batch.admit(item_for(req), key_for(req).spec)
     batch.step()
     frame_seconds = row_steps = frames = 0.0
     start = time.perf_counter()

@@ -39,8 +39,8 @@ from typing import Any, Literal, TextIO
 
 from pydantic import SecretStr
 
-from gouache.config import Settings
-from gouache.model_families import facts_for
+from gouache.config import BUILTIN_DEMO, BUILTIN_TINY, Settings
+from gouache.model_families import FAMILY_NAMES
 
 __all__ = [
     "StartupError",
@@ -342,14 +342,15 @@ def prepare_worker(settings: Settings, *, environ: MutableMapping[str, str] | No
 
 
 def _warn_unplaced_models(settings: Settings) -> None:
+    quoted = [f'"{name}"' for name in FAMILY_NAMES]
+    families = f"{', '.join(quoted[:-1])} or {quoted[-1]}"
     for name, spec in settings.models.items():
-        local = spec.path.startswith("builtin:") or Path(spec.path).exists()
-        if spec.family == "auto" and not local and facts_for(spec.path) is None:
+        local = spec.path in (BUILTIN_TINY, BUILTIN_DEMO) or Path(spec.path).exists()
+        if spec.family == "auto" and not local:  # no model_index.json for the bot to read
             log.warning('model %s: "%s" is not a local folder and its family is "auto", so the bot '
                         "cannot tell which family it is: it gets SD's defaults (%d steps, %s) and "
-                        '/help lists every sampler. Set family = "sd", "sdxl", "flux", '
-                        '"flux2-klein", "sd3" or "z-image" in [models.%s].',
-                        name, spec.path, spec.default_steps, spec.default_sampler, name)  # fmt: skip
+                        "/help lists every sampler. Set family = %s in [models.%s].",
+                        name, spec.path, spec.default_steps, spec.default_sampler, families, name)  # fmt: skip
 
 
 def _log_paths(settings: Settings, environ: MutableMapping[str, str]) -> None:
